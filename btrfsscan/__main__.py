@@ -1,0 +1,3 @@
+from .present.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""Names: directory listings, inode paths and path lookup across subvolumes.
+
+Paths start at the top-level subvolume (tree 5) as the kernel shows them
+when it is mounted: a directory entry whose location is a ROOT_ITEM key leads
+into that subvolume only when the subvolume's ROOT_BACKREF says it is linked
+there; otherwise (the entry a snapshot keeps for a nested subvolume that was
+not snapshotted) it is an empty directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import BtrfsScanError, CorruptionError
+from ..format.constants import FileType, ItemType, ObjectId
+from ..tree.walk import iter_items
+from .items import DirItem, InodeItem, iter_dir_items, iter_inode_extrefs, iter_inode_refs, parse_inode_item
+from ..tree.reader import TreeReader
+from .subvolumes import Subvolume, SubvolumeSet
+
+ROOT_DIR_INO = ObjectId.FIRST_FREE  # inode 256 is every subvolume's root directory
+EMPTY_SUBVOL_DIR_INO = 2  # what the kernel shows for a nested subvolume a snapshot did not take
+MAX_PATH_DEPTH = 4096
+
+
+class PathNotFound(BtrfsScanError):
+    """A path component does not exist."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A resolved directory entry: the inode it names and in which subvolume."""
+
+    subvol: int
+    ino: int
+    name: str
+    type: int
+    subvol_link: int | None = None  # set when the entry is a subvolume's root
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == FileType.DIR
+
+
+def _items(reader: TreeReader, sub: Subvolume, objectid: int, item_type: int):
+    return iter_items(reader, sub.root, (objectid, item_type, 0), (objectid, item_type, 2**64 - 1))
+
+
+def parent_ref(reader: TreeReader, sub: Subvolume, ino: int) -> tuple[int, bytes] | None:
+    """(parent dir, name) of one link of ``ino``: INODE_REF first, then INODE_EXTREF."""
+    where = f"subvolume {sub.id} inode {ino}"
+    for (_, _, parent), data in _items(reader, sub, ino, ItemType.INODE_REF):
+        for ref in iter_inode_refs(data, parent, where):
+            return ref.parent, ref.name
+    for _, data in _items(reader, sub, ino, ItemType.INODE_EXTREF):
+        for ref in iter_inode_extrefs(data, where):
+            return ref.parent, ref.name
+    return None
+
+
+def dir_path(reader: TreeReader, sub: Subvolume, ino: int) -> str | None:
+    """Path of inode ``ino`` relative to the root of ``sub`` ('' for the root), None if unresolvable."""
+    parts: list[str] = []
+    for _ in range(MAX_PATH_DEPTH):
+        if ino == ROOT_DIR_INO:
+            return "/".join(reversed(parts))
+        try:
+            ref = parent_ref(reader, sub, ino)
+        except CorruptionError:
+            return None
+        if ref is None or ref[0] == ino:
+            return None
+        ino = ref[0]
+        parts.append(ref[1].decode("utf-8", "surrogateescape"))
+    return None
+
+
+class Namespace:
+    """Directory and path operations over the fs trees of a SubvolumeSet."""
+
+    def __init__(self, reader: TreeReader, subvols: SubvolumeSet) -> None:
+        self.reader = reader
+        self.subvols = subvols
+
+    def inode(self, sub: Subvolume, ino: int) -> InodeItem | None:
+        for _, data in _items(self.reader, sub, ino, ItemType.INODE_ITEM):
+            return parse_inode_item(data, f"subvolume {sub.id} inode {ino}")
+        return None
+
+    def path_of(self, subvol_id: int, ino: int) -> str | None:
+        """Full path from the top level of inode ``ino`` in subvolume ``subvol_id``."""
+        sub = self.subvols.get(subvol_id)
+        if sub is None:
+            return None
+        rel = dir_path(self.reader, sub, ino)
+        if rel is None:
+            return None
+        return "/".join(p for p in (sub.path, rel) if p)
+
+    def list_dir(self, sub: Subvolume, dir_ino: int) -> list[Entry]:
+        """Entries of a directory in index order, subvolume links resolved."""
+        entries = []
+        where = f"subvolume {sub.id} directory {dir_ino}"
+        for _, data in _items(self.reader, sub, dir_ino, ItemType.DIR_INDEX):
+            for item in iter_dir_items(data, where):
+                entries.append(self._entry(sub, dir_ino, item))
+        return entries
+
+    def _entry(self, sub: Subvolume, dir_ino: int, item: DirItem) -> Entry:
+        name = item.name.decode("utf-8", "surrogateescape")
+        oid, ktype, _ = item.location
+        if ktype == ItemType.ROOT_ITEM:
+            child = self.subvols.get(oid)
+            linked = (
+                child is not None and not child.deleted and child.parent_id == sub.id
+                and child.dirid == dir_ino and child.name == name
+            )
+            if linked:
+                return Entry(oid, ROOT_DIR_INO, name, FileType.DIR, subvol_link=oid)
+            # A nested subvolume a snapshot did not take: an empty directory placeholder.
+            return Entry(sub.id, EMPTY_SUBVOL_DIR_INO, name, FileType.DIR)
+        return Entry(sub.id, oid, name, item.type)
+
+    def lookup(self, path: str, start: Subvolume) -> Entry:
+        """Resolve ``path`` (relative to the root of ``start``), crossing into subvolumes."""
+        entry = Entry(start.id, ROOT_DIR_INO, "", FileType.DIR)
+        walked: list[str] = []
+        for part in [p for p in path.split("/") if p and p != "."]:
+            if not entry.is_dir:
+                raise PathNotFound(f"{'/'.join(walked)} is not a directory")
+            sub = self.subvols.get(entry.subvol)
+            found = None
+            if entry.ino != EMPTY_SUBVOL_DIR_INO and sub is not None:
+                for candidate in self.list_dir(sub, entry.ino):
+                    if candidate.name == part:
+                        found = candidate
+                        break
+            walked.append(part)
+            if found is None:
+                raise PathNotFound(f"no such file or directory: {'/'.join(walked)}")
+            entry = found
+        return entry

@@ -1,0 +1,104 @@
+"""Input files: raw images, block devices and ``.xz`` images, opened read-only.
+
+Every read is addressed by offset and length and bounds-checked, so a short
+image is an error that names the device and offset, never a short read passed
+on. ``.xz`` images are decompressed once into a sparse temporary file (zero
+runs become holes), so no image is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import stat
+import tempfile
+
+from ..errors import DeviceError, ReadError
+
+XZ_MAGIC = b"\xfd7zXZ\x00"
+_CHUNK = 1 << 20
+
+
+class RawImage:
+    """One image file or block device holding a btrfs device's bytes."""
+
+    def __init__(self, path: str | os.PathLike, *, display: str | None = None) -> None:
+        self.path = str(path)
+        self.name = display or self.path
+        self._tmp: str | None = None
+        try:
+            source = self._open_source(self.path)
+            self.size = os.lseek(source, 0, os.SEEK_END)
+        except OSError as exc:
+            raise DeviceError(f"cannot open {self.name}: {exc.strerror or exc}") from None
+        self._fd = source
+
+    def _open_source(self, path: str) -> int:
+        fd = os.open(path, os.O_RDONLY)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd  # a block device: never decompressed
+        head = os.pread(fd, len(XZ_MAGIC), 0)
+        if head != XZ_MAGIC:
+            return fd
+        os.close(fd)
+        return self._decompress_xz(path)
+
+    def _decompress_xz(self, path: str) -> int:
+        """Unpack ``path`` into a sparse temporary file and return its fd."""
+        handle, tmp = tempfile.mkstemp(prefix="btrfsscan-", suffix=".img")
+        self._tmp = tmp
+        total = 0
+        try:
+            with lzma.open(path) as src:
+                while block := src.read(_CHUNK):
+                    if block.count(0) != len(block):
+                        os.pwrite(handle, block, total)
+                    total += len(block)
+            os.ftruncate(handle, total)
+        except (lzma.LZMAError, EOFError) as exc:
+            os.close(handle)
+            self._remove_tmp()
+            raise DeviceError(f"{self.name}: damaged xz stream after {total} bytes: {exc}") from None
+        except OSError:
+            os.close(handle)
+            self._remove_tmp()
+            raise
+        os.close(handle)
+        fd = os.open(tmp, os.O_RDONLY)
+        self._remove_tmp()  # unlinked now; the open fd keeps it alive
+        return fd
+
+    def _remove_tmp(self) -> None:
+        if self._tmp:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
+            self._tmp = None
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset``; ReadError past the end."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ReadError(
+                f"{self.name}: read of {length} bytes at offset {offset} goes past the end of the device ({self.size} bytes)"
+            )
+        try:
+            data = os.pread(self._fd, length, offset)
+        except OSError as exc:
+            raise ReadError(f"{self.name}: read error at offset {offset}: {exc.strerror or exc}") from None
+        if len(data) != length:
+            raise ReadError(f"{self.name}: short read at offset {offset} ({len(data)} of {length} bytes)")
+        return data
+
+    def fileobj(self):
+        """A read-only file object over the (decompressed) bytes."""
+        return os.fdopen(os.dup(self._fd), "rb")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __repr__(self) -> str:
+        return f"RawImage({self.name!r}, size={self.size})"
+

@@ -1,0 +1,203 @@
+"""Reading, checking and choosing superblock copies.
+
+Each device holds up to three copies (64 KiB, 64 MiB, 256 GiB). A copy is
+usable when its magic, checksum, ``bytenr`` and basic geometry are sane; the
+usable copy with the highest generation wins and every other copy is reported
+with why it lost, as ``btrfs rescue super-recover`` would see them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from construct import Container
+
+from ..errors import CorruptionError, NotBtrfsError, UnsupportedError
+from ..format import checksum
+from ..format.constants import (
+    BTRFS_MAGIC,
+    BTRFS_SUPER_INFO_SIZE,
+    BTRFS_SUPER_MIRROR_MAX,
+    BTRFS_SYSTEM_CHUNK_ARRAY_SIZE,
+    UNSUPPORTED_INCOMPAT,
+    CsumType,
+    IncompatFlag,
+    flag_names,
+    super_mirror_offset,
+)
+from ..format.structs import btrfs_super_block
+
+
+def format_uuid(raw: bytes) -> str:
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+@dataclass(frozen=True)
+class Superblock:
+    """A parsed ``btrfs_super_block``; ``fields`` keeps every raw field."""
+
+    fields: Container
+    data: bytes = field(repr=False)
+
+    @classmethod
+    def parse(cls, data: bytes) -> "Superblock":
+        return cls(btrfs_super_block.parse(data), data)
+
+    def __getattr__(self, name: str):
+        # Raw fields by their kernel names (sb.generation, sb.nodesize, ...).
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def fsid_str(self) -> str:
+        return format_uuid(self.fields.fsid)
+
+    @property
+    def has_metadata_uuid(self) -> bool:
+        return bool(self.fields.incompat_flags & IncompatFlag.METADATA_UUID)
+
+    @property
+    def metadata_fsid(self) -> bytes:
+        """The fsid written into tree block headers."""
+        return self.fields.metadata_uuid if self.has_metadata_uuid else self.fields.fsid
+
+    @property
+    def label_str(self) -> str:
+        return self.fields.label.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    @property
+    def csum(self) -> CsumType:
+        return checksum.csum_type_of(self.fields.csum_type)
+
+    @property
+    def sys_chunk_array_bytes(self) -> bytes:
+        return self.fields.sys_chunk_array[: self.fields.sys_chunk_array_size]
+
+    @property
+    def dev_uuid(self) -> bytes:
+        return self.fields.dev_item.uuid
+
+    @property
+    def devid(self) -> int:
+        return self.fields.dev_item.devid
+
+
+def geometry_problems(sb: Superblock) -> list[str]:
+    """Superblock fields outside what any btrfs could have (kernel's btrfs_validate_super)."""
+    f = sb.fields
+    problems = []
+
+    def pow2_in(value: int, lo: int, hi: int) -> bool:
+        return lo <= value <= hi and value & (value - 1) == 0
+
+    if not pow2_in(f.sectorsize, 4096, 65536):
+        problems.append(f"sectorsize {f.sectorsize} is not a power of two in 4096..65536")
+    if not pow2_in(f.nodesize, 4096, 65536) or f.nodesize < f.sectorsize:
+        problems.append(f"nodesize {f.nodesize} is not a power of two in 4096..65536 and >= sectorsize")
+    if f.sys_chunk_array_size > BTRFS_SYSTEM_CHUNK_ARRAY_SIZE or f.sys_chunk_array_size < 17 + 48 + 32:
+        problems.append(f"sys_chunk_array_size {f.sys_chunk_array_size} outside {17 + 48 + 32}..{BTRFS_SYSTEM_CHUNK_ARRAY_SIZE}")
+    if f.num_devices == 0:
+        problems.append("num_devices is 0")
+    if f.total_bytes == 0:
+        problems.append("total_bytes is 0")
+    if f.root_level >= 8 or f.chunk_root_level >= 8:
+        problems.append(f"root level {f.root_level} / chunk root level {f.chunk_root_level} is 8 or more")
+    if f.csum_type not in CsumType._value2member_map_:
+        problems.append(f"unknown csum_type {f.csum_type}")
+    for name in ("root", "chunk_root"):
+        value = f[name]
+        if f.sectorsize and pow2_in(f.sectorsize, 4096, 65536) and value % f.sectorsize:
+            problems.append(f"{name} {value} is not aligned to sectorsize {f.sectorsize}")
+    return problems
+
+
+@dataclass(frozen=True)
+class SuperblockCopy:
+    """One superblock mirror of one device and what was wrong with it."""
+
+    device: str
+    mirror: int
+    bytenr: int
+    present: bool
+    magic_ok: bool = False
+    csum_ok: bool = False
+    problems: tuple[str, ...] = ()
+    superblock: Superblock | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.superblock is not None and self.magic_ok and self.csum_ok and not self.problems
+
+    @property
+    def generation(self) -> int | None:
+        return self.superblock.fields.generation if self.superblock is not None else None
+
+    @property
+    def devid(self) -> int | None:
+        return self.superblock.devid if self.superblock is not None else None
+
+    def status(self, chosen_generation: int | None) -> str:
+        if not self.present:
+            return "beyond end of device"
+        if not self.magic_ok:
+            return "bad magic"
+        if not self.csum_ok:
+            return "checksum mismatch"
+        if self.problems:
+            return "; ".join(self.problems)
+        if chosen_generation is not None and self.generation is not None and self.generation < chosen_generation:
+            return f"older generation {self.generation}"
+        return "ok"
+
+
+def read_copies(image) -> list[SuperblockCopy]:
+    """Read and check every superblock mirror that fits on ``image``."""
+    copies = []
+    for mirror in range(BTRFS_SUPER_MIRROR_MAX):
+        bytenr = super_mirror_offset(mirror)
+        if bytenr + BTRFS_SUPER_INFO_SIZE > image.size:
+            copies.append(SuperblockCopy(image.name, mirror, bytenr, present=False))
+            continue
+        data = image.pread(bytenr, BTRFS_SUPER_INFO_SIZE)
+        copies.append(check_copy(image.name, mirror, bytenr, data))
+    return copies
+
+
+def check_copy(device: str, mirror: int, bytenr: int, data: bytes) -> SuperblockCopy:
+    """Check one 4096-byte superblock copy read at ``bytenr``."""
+    sb = Superblock.parse(data)
+    if sb.fields.magic != BTRFS_MAGIC:
+        return SuperblockCopy(device, mirror, bytenr, True, superblock=sb)
+    try:
+        csum_ok = checksum.verify(sb.csum, data)
+    except UnsupportedError:
+        csum_ok = False
+    problems = list(geometry_problems(sb))
+    if sb.fields.bytenr != bytenr:
+        problems.append(f"bytenr field {sb.fields.bytenr} differs from its location {bytenr}")
+    return SuperblockCopy(device, mirror, bytenr, True, True, csum_ok, tuple(problems), sb)
+
+
+def choose(copies: list[SuperblockCopy], device: str) -> SuperblockCopy:
+    """The usable copy with the highest generation, or a one-line error."""
+    usable = [c for c in copies if c.usable]
+    if usable:
+        return max(usable, key=lambda c: (c.generation, -c.mirror))
+    primary = copies[0] if copies else None
+    if primary is None or not primary.present:
+        raise NotBtrfsError(f"{device}: not a btrfs device (too small to hold a superblock at {super_mirror_offset(0)})")
+    if not any(c.magic_ok for c in copies):
+        raise NotBtrfsError(f"{device}: not a btrfs device (no superblock magic {BTRFS_MAGIC.decode()} at offset {super_mirror_offset(0) + 64})")
+    reasons = "; ".join(f"copy {c.mirror} at {c.bytenr}: {c.status(None)}" for c in copies if c.present)
+    raise CorruptionError(f"{device}: no valid superblock ({reasons})")
+
+
+def refuse_unsupported(sb: Superblock, device: str) -> None:
+    """Refuse features whose mapping btrfsscan would get wrong."""
+    bad = sb.fields.incompat_flags & UNSUPPORTED_INCOMPAT
+    if bad:
+        names = ", ".join(flag_names(IncompatFlag, bad))
+        raise UnsupportedError(f"{device}: filesystem uses {names}, which btrfsscan cannot map; refusing rather than misreading it")

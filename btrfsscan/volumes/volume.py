@@ -1,0 +1,153 @@
+"""A filesystem's devices and its logical address space.
+
+``open_volumes`` identifies every input by its superblock, groups inputs by
+fsid, and bootstraps each group's chunk map from the sys_chunk_array (the
+chunk tree itself is loaded by the tree layer). ``Volume.read`` turns a
+logical range and a mirror number into device reads. A btrfs-image dump is a
+volume whose logical reads come straight from the dump.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..errors import DeviceError, ReadError, Warnings
+from ..format.constants import CsumType, super_mirror_offset
+from . import superblock as sbmod
+from .chunk_items import iter_sys_chunk_array
+from .chunks import ChunkMap, PhysicalRange
+from .image import RawImage
+from .metadump import MetadumpImage, is_metadump
+
+
+@dataclass
+class Device:
+    """One device of the filesystem, present (``image``) or missing."""
+
+    devid: int
+    uuid: bytes
+    image: RawImage | None = None
+    copies: list[sbmod.SuperblockCopy] = field(default_factory=list)
+    total_bytes: int = 0
+    bytes_used: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.image.name if self.image else f"<missing devid {self.devid}>"
+
+
+class Volume:
+    """The devices of one filesystem and the map from logical to physical."""
+
+    def __init__(self, superblock: sbmod.Superblock, devices: dict[int, Device], warnings: Warnings,
+                 metadump: MetadumpImage | None = None) -> None:
+        self.superblock = superblock
+        self.devices = devices
+        self.warnings = warnings
+        self.metadump = metadump
+        self.chunk_map = ChunkMap()
+
+    @property
+    def fsid(self) -> str:
+        return self.superblock.fsid_str
+
+    @property
+    def tree_csum_type(self) -> CsumType:
+        """btrfs-image recomputes every tree block checksum as crc32c."""
+        return CsumType.CRC32C if self.metadump else self.superblock.csum
+
+    @property
+    def nodesize(self) -> int:
+        return self.superblock.nodesize
+
+    def num_copies(self, logical: int) -> int:
+        return 1 if self.metadump else self.chunk_map.num_copies(logical)
+
+    def map(self, logical: int, length: int, *, parity: bool = False) -> list[PhysicalRange]:
+        return self.chunk_map.map(logical, length, parity=parity)
+
+    def read(self, logical: int, length: int, mirror: int = 1) -> bytes:
+        """The bytes of a logical range as copy ``mirror`` holds them."""
+        if self.metadump is not None:
+            return self.metadump.read_logical(logical, length)
+        pieces = [r for r in self.chunk_map.map(logical, length) if r.mirror == mirror]
+        if sum(r.length for r in pieces) != length:
+            raise ReadError(f"logical {logical}: mirror {mirror} does not exist")
+        return b"".join(self.read_physical(r) for r in pieces)
+
+    def read_physical(self, piece: PhysicalRange) -> bytes:
+        device = self.devices.get(piece.devid)
+        if device is None or device.image is None:
+            raise DeviceError(
+                f"device devid {piece.devid} is missing (needed for logical {piece.logical}, mirror {piece.mirror})"
+            )
+        return device.image.pread(piece.physical, piece.length)
+
+    @property
+    def missing_devices(self) -> list[Device]:
+        return [d for d in self.devices.values() if d.image is None]
+
+    def close(self) -> None:
+        for device in self.devices.values():
+            if device.image:
+                device.image.close()
+
+
+def _open_input(path: str) -> tuple[RawImage, MetadumpImage | None]:
+    image = RawImage(path)
+    with image.fileobj() as probe:
+        dump = is_metadump(probe)
+    return image, (MetadumpImage(image.fileobj(), image.name) if dump else None)
+
+
+def open_volumes(paths: Iterable[str | os.PathLike]) -> list[Volume]:
+    """Open every input, group them by fsid, one Volume per filesystem found."""
+    groups: dict[bytes, list[tuple[RawImage, sbmod.SuperblockCopy, list[sbmod.SuperblockCopy], MetadumpImage | None]]] = {}
+    for path in paths:
+        image, dump = _open_input(str(path))
+        if dump is not None:
+            data = dump.superblock_bytes()
+            copies = [sbmod.check_copy(image.name, 0, super_mirror_offset(0), data)]
+        else:
+            copies = sbmod.read_copies(image)
+        chosen = sbmod.choose(copies, image.name)
+        sbmod.refuse_unsupported(chosen.superblock, image.name)
+        groups.setdefault(chosen.superblock.fields.fsid, []).append((image, chosen, copies, dump))
+    return [_assemble(members) for members in groups.values()]
+
+
+def open_volume(paths: Iterable[str | os.PathLike]) -> Volume:
+    """Open inputs that must all belong to one filesystem."""
+    volumes = open_volumes(paths)
+    if len(volumes) > 1:
+        first, other = volumes[0], volumes[1]
+        names = next(iter(other.devices.values())).name
+        raise DeviceError(
+            f"{names} belongs to filesystem {other.fsid}, not {first.fsid}: give the devices of one filesystem"
+        )
+    return volumes[0]
+
+
+def _assemble(members) -> Volume:
+    warnings = Warnings()
+    newest = max(members, key=lambda m: m[1].generation)[1].superblock
+    devices: dict[int, Device] = {}
+    dump = None
+    for image, chosen, copies, member_dump in members:
+        sb = chosen.superblock
+        if sb.devid in devices:
+            raise DeviceError(f"{image.name} and {devices[sb.devid].name} are both devid {sb.devid} of filesystem {newest.fsid_str}")
+        devices[sb.devid] = Device(sb.devid, sb.dev_uuid, image, copies, sb.dev_item.total_bytes, sb.dev_item.bytes_used)
+        dump = dump or member_dump
+        for copy in copies:
+            status = copy.status(newest.generation)
+            if copy.present and status != "ok":
+                warnings.add(f"superblock copy {copy.mirror} is not used: {status}", f"{image.name} offset {copy.bytenr}")
+        if chosen.mirror != 0:
+            warnings.add(f"primary superblock is bad, using copy {chosen.mirror}", f"{image.name} offset {chosen.bytenr}")
+    volume = Volume(newest, devices, warnings, dump)
+    for chunk in iter_sys_chunk_array(newest.sys_chunk_array_bytes, next(iter(devices.values())).name):
+        volume.chunk_map.add(chunk)
+    return volume
