@@ -135,6 +135,7 @@ _MAGIC = struct.Struct("<" + _format_char(meta_cluster_header.magic))
 _IO_CHUNK = 1 << 20  # bytes of compressed payload read at a time
 _OUT_CHUNK = 1 << 20  # bytes of decompressed output produced at a time
 _OVERLAP_EXAMPLES = 3
+_ADDRESS_END = 1 << 64  # logical addresses are u64
 
 
 def is_metadump(fileobj: BinaryIO) -> bool:
@@ -211,7 +212,6 @@ class MetadumpImage:
         self.clusters = 0
         self._f = fileobj
         # Per entry, in file order (superblock entry included).
-        self._e_logical = array("Q")
         self._e_file = array("Q")  # file offset of the payload
         self._e_stored = array("I")  # stored (possibly compressed) size, u32
         self._e_len = array("Q")  # decompressed length
@@ -228,8 +228,9 @@ class MetadumpImage:
         self._cache_entry_limit = self._cache_budget // 4
 
         self._size = self._file_size()
+        logical = array("Q")  # per entry; only needed until the pieces are built
         try:
-            self._index_clusters()
+            self._index_clusters(logical)
         except _Damage as damage:
             message = damage.message or self._message(damage.offset, damage.what)
             if not salvage or len(self._e_file) == 0 or damage.error is not CorruptionError:
@@ -238,8 +239,7 @@ class MetadumpImage:
                 f"{message}; indexing stopped there: kept {len(self._e_file)} entries before file offset "
                 f"{damage.offset}, dropped the rest of the dump ({self._size - damage.offset} bytes)"
             )
-        self._build_pieces()
-        del self._e_logical  # only needed to build the pieces
+        self._build_pieces(logical)
 
     # -- public API ---------------------------------------------------------
 
@@ -247,13 +247,11 @@ class MetadumpImage:
         """The 4096-byte primary superblock, stored unmodified as the first entry of the first cluster."""
         entry = self._super_entry
         if entry is None:
-            raise CorruptionError(
-                self._message(0, f"no superblock entry (first entry of the first cluster is not at bytenr {BTRFS_SUPER_INFO_OFFSET})")
-            )
+            what = f"no superblock entry (the first entry of the first cluster is not at {BTRFS_SUPER_INFO_OFFSET})"
+            raise CorruptionError(self._message(0, what))
         if self._e_len[entry] != BTRFS_SUPER_INFO_SIZE:
-            raise CorruptionError(
-                self._message(self._e_file[entry], f"superblock entry holds {self._e_len[entry]} bytes, not {BTRFS_SUPER_INFO_SIZE}")
-            )
+            what = f"superblock entry holds {self._e_len[entry]} bytes, not {BTRFS_SUPER_INFO_SIZE}"
+            raise CorruptionError(self._message(self._e_file[entry], what))
         return self._entry_bytes(entry, 0, BTRFS_SUPER_INFO_SIZE)
 
     def read_logical(self, logical: int, length: int) -> bytes:
@@ -284,11 +282,14 @@ class MetadumpImage:
         return len(self._e_file)
 
     def __repr__(self) -> str:
-        return f"MetadumpImage({self.name!r}, version={self.version}, clusters={self.clusters}, entries={self.entry_count})"
+        return (
+            f"MetadumpImage({self.name!r}, version={self.version}, "
+            f"clusters={self.clusters}, entries={self.entry_count})"
+        )
 
     # -- indexing -------------------------------------------------------------
 
-    def _index_clusters(self) -> None:
+    def _index_clusters(self, entry_logical: array) -> None:
         """Walk the clusters from offset 0 and record every entry; raise _Damage at the first problem."""
         size = self._size
         offset = 0
@@ -324,7 +325,7 @@ class MetadumpImage:
                     length = stored
                 if offset == 0 and slot == 0 and logical == BTRFS_SUPER_INFO_OFFSET:
                     self._super_entry = len(self._e_file)
-                self._e_logical.append(logical)
+                entry_logical.append(logical)
                 self._e_file.append(payload)
                 self._e_stored.append(stored)
                 self._e_len.append(length)
@@ -345,42 +346,43 @@ class MetadumpImage:
             raise _Damage(file_offset, "zlib", message=str(error)) from None
         return total
 
-    def _build_pieces(self) -> None:
+    def _build_pieces(self, starts: array) -> None:
         """Turn the entries into sorted, non-overlapping pieces; the later entry wins where they overlap."""
-        starts, lengths = self._e_logical, self._e_len
-        entries = [i for i in range(len(starts)) if i != self._super_entry and lengths[i]]
+        lengths = self._e_len
+        # Bytes past the end of the u64 address space can never be asked for: cut them off.
+        ends = [min(start + length, _ADDRESS_END) for start, length in zip(starts, lengths)]
+        entries = [i for i in range(len(starts)) if i != self._super_entry and ends[i] > starts[i]]
         ordered = True
         previous_end = -1
         for i in entries:
             if starts[i] < previous_end:
                 ordered = False
                 break
-            previous_end = starts[i] + lengths[i]
+            previous_end = ends[i]
         if not ordered:
             entries.sort(key=lambda i: (starts[i], i))
             previous_end = -1
             for i in entries:
                 if starts[i] < previous_end:
-                    self._build_overlapping(entries, first_overlap=starts[i])
+                    self._build_overlapping(starts, ends, entries, first_overlap=starts[i])
                     return
-                previous_end = max(previous_end, starts[i] + lengths[i])
+                previous_end = max(previous_end, ends[i])
         for i in entries:
             self._s_start.append(starts[i])
-            self._s_len.append(lengths[i])
+            self._s_len.append(ends[i] - starts[i])
             self._s_entry.append(i)
             self._s_skip.append(0)
 
-    def _build_overlapping(self, entries: list[int], first_overlap: int) -> None:
+    def _build_overlapping(self, starts: array, ends: list[int], entries: list[int], first_overlap: int) -> None:
         """Sweep over every entry boundary keeping, per elementary interval, the latest entry covering it."""
-        starts, lengths = self._e_logical, self._e_len
-        points = sorted({starts[i] for i in entries} | {starts[i] + lengths[i] for i in entries})
+        points = sorted({starts[i] for i in entries} | {ends[i] for i in entries})
         active: list[tuple[int, int]] = []  # (-entry, end): the latest entry on top
         visible = dict.fromkeys(entries, 0)
         k = 0
         for a, b in zip(points, points[1:]):
             while k < len(entries) and starts[entries[k]] <= a:
                 i = entries[k]
-                heapq.heappush(active, (-i, starts[i] + lengths[i]))
+                heapq.heappush(active, (-i, ends[i]))
                 k += 1
             while active and active[0][1] <= a:
                 heapq.heappop(active)
@@ -396,7 +398,7 @@ class MetadumpImage:
                 self._s_len.append(b - a)
                 self._s_entry.append(i)
                 self._s_skip.append(a - starts[i])
-        hidden = [i for i in entries if visible[i] < lengths[i]]
+        hidden = [i for i in entries if visible[i] < ends[i] - starts[i]]
         examples = ", ".join(f"bytenr {starts[i]} at file offset {self._e_file[i]}" for i in hidden[:_OVERLAP_EXAMPLES])
         self.warnings.append(
             f"metadump {self.name}: {len(hidden)} entries are overlapped by later entries "
@@ -441,14 +443,15 @@ class MetadumpImage:
         if not self._e_zlib[entry]:
             data = self._pread(self._e_file[entry] + offset, length)
             if len(data) != length:
-                raise CorruptionError(self._message(self._e_file[entry] + offset, "file is shorter than when it was indexed"))
+                where = self._e_file[entry] + offset
+                raise CorruptionError(self._message(where, "file is shorter than when it was indexed"))
             return data
         cached = self._cache.get(entry)
         if cached is not None:
             self._cache.move_to_end(entry)
             return cached[offset : offset + length]
         file_offset, stored = self._e_file[entry], self._e_stored[entry]
-        where = f"entry at file offset {file_offset}"
+        where = f"entry #{entry}"
         if self._e_len[entry] > self._cache_entry_limit:
             return self._inflate_slice(file_offset, stored, where, offset, length)
         data = b"".join(self._inflate(file_offset, stored, where))
@@ -498,7 +501,8 @@ class MetadumpImage:
             if piece:
                 yield piece
         except zlib.error as error:
-            raise CorruptionError(self._message(file_offset, f"zlib error in the payload of {where}: {error}")) from None
+            what = f"zlib error in the payload of {where}: {error}"
+            raise CorruptionError(self._message(file_offset, what)) from None
         if not decompressor.eof:
             raise CorruptionError(self._message(file_offset, f"payload of {where} ends inside its zlib stream"))
         trailing = left + len(decompressor.unused_data)
@@ -532,7 +536,8 @@ class MetadumpImage:
                     got += len(more)
                 data = b"".join(parts)
         except OSError as error:
-            raise DeviceError(f"cannot read metadump {self.name} at file offset {offset}: {error.strerror or error}") from None
+            reason = error.strerror or error
+            raise DeviceError(f"cannot read metadump {self.name} at file offset {offset}: {reason}") from None
         return data
 
     def _message(self, offset: int, what: str) -> str:

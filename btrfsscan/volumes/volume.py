@@ -69,13 +69,35 @@ class Volume:
         return self.chunk_map.map(logical, length, parity=parity)
 
     def read(self, logical: int, length: int, mirror: int = 1) -> bytes:
-        """The bytes of a logical range as copy ``mirror`` holds them."""
+        """The bytes of a logical range as copy ``mirror`` holds them.
+
+        For RAID5/6, mirror 2 is the kernel's first rebuild attempt: the data
+        recomputed from the other data stripes of each row and the P stripe.
+        (Rebuilding from Q, RAID6's mirror 3, is not implemented.)
+        """
         if self.metadump is not None:
             return self.metadump.read_logical(logical, length)
         pieces = [r for r in self.chunk_map.map(logical, length) if r.mirror == mirror]
+        if not pieces and mirror == 2 and self.chunk_map.lookup(logical).nparity:
+            return b"".join(self._rebuild_from_p(r) for r in self.chunk_map.map(logical, length))
         if sum(r.length for r in pieces) != length:
             raise ReadError(f"logical {logical}: mirror {mirror} does not exist")
         return b"".join(self.read_physical(r) for r in pieces)
+
+    def _rebuild_from_p(self, piece: PhysicalRange) -> bytes:
+        """One RAID5/6 data piece recomputed as P xor the row's other data stripes."""
+        chunk = self.chunk_map.lookup(piece.logical)
+        stripe_len, data_stripes = chunk.stripe_len, chunk.data_stripes
+        stripe_nr, in_stripe = divmod(piece.logical - chunk.logical, stripe_len)
+        row, column = divmod(stripe_nr, data_stripes)
+        parity = [r for r in self.chunk_map.map(piece.logical, piece.length, parity=True) if r.role == "P"]
+        value = int.from_bytes(self.read_physical(parity[0]), "little")
+        for other in range(data_stripes):
+            if other != column:
+                sibling = chunk.logical + (row * data_stripes + other) * stripe_len + in_stripe
+                (data,) = self.chunk_map.map(sibling, piece.length)
+                value ^= int.from_bytes(self.read_physical(data), "little")
+        return value.to_bytes(piece.length, "little")
 
     def read_physical(self, piece: PhysicalRange) -> bytes:
         device = self.devices.get(piece.devid)
@@ -141,6 +163,8 @@ def _assemble(members) -> Volume:
             raise DeviceError(f"{image.name} and {devices[sb.devid].name} are both devid {sb.devid} of filesystem {newest.fsid_str}")
         devices[sb.devid] = Device(sb.devid, sb.dev_uuid, image, copies, sb.dev_item.total_bytes, sb.dev_item.bytes_used)
         dump = dump or member_dump
+        for problem in member_dump.warnings if member_dump else ():
+            warnings.add(problem, image.name)
         for copy in copies:
             status = copy.status(newest.generation)
             if copy.present and status != "ok":
