@@ -171,6 +171,16 @@ def test_overlapping_entries_later_wins_with_warning() -> None:
     assert len(dump.warnings) == 1 and "later entry in the file wins" in dump.warnings[0]
 
 
+def test_entries_at_the_end_of_the_address_space() -> None:
+    top = 2**64 - NODE // 2
+    items = [(65536, SUPER), (top - NODE, block(0, 1) * 2), (top, block(0, 2))]
+    dump = open_dump(build_dump([(0, items)]))
+    assert list(dump.ranges) == [(top - NODE, NODE), (top, NODE // 2)]
+    assert dump.read_logical(top - 8, 16) == block(0, 1)[-8:] + block(0, 2)[:8]
+    assert not dump.covers(2**64 - 1, 2)
+    assert "later entry in the file wins" in dump.warnings[0]
+
+
 def test_no_superblock_entry() -> None:
     dump = open_dump(build_dump([(0, [(1 << 20, block(1 << 20, 1))])]), name="nosb.img")
     with pytest.raises(CorruptionError, match=r"nosb\.img at file offset 0: no superblock entry"):
@@ -533,7 +543,14 @@ def test_corpus_dump_matches_btrfs_image_restore(
 ) -> None:
     path = dump_path(rel)
     restored = tmp_path / "restored.img"
-    run = subprocess.run(["btrfs-image", "-r", str(path), str(restored)], capture_output=True, text=True, timeout=60)
+    # -t 1: with several restore threads, btrfs-progs (6.2, still at HEAD) may fix up a chunk-tree
+    # leaf before the worker holding the superblock has filled mdres->original_super (malloc'd,
+    # uninitialised), read num_devices != 1 and rewrite the leaf's chunk items as for a multi-device
+    # dump (sub_stripes = 0, new crc).  Seen in about 2 of 100 restores of fsck/070; one worker
+    # restores the entries in file order, superblock first.
+    run = subprocess.run(
+        ["btrfs-image", "-r", "-t", "1", str(path), str(restored)], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     with path.open("rb") as f, restored.open("rb") as out:
         dump = MetadumpImage(f, rel)

@@ -28,9 +28,10 @@ class Filesystem:
     def __init__(self, volume: Volume) -> None:
         self.volume = volume
         self.warnings: Warnings = volume.warnings
+        if volume.bootstrap_error:
+            raise CorruptionError(volume.bootstrap_error)
         self.reader = TreeReader(volume, self.warnings)
-        if volume.metadump is None:
-            load_chunk_tree(self.reader)
+        load_chunk_tree(self.reader)
 
     @property
     def superblock(self):

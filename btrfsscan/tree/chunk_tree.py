@@ -7,7 +7,7 @@ so a missing one can be named by devid and uuid.
 
 from __future__ import annotations
 
-from ..errors import CorruptionError
+from ..errors import CorruptionError, ReadError
 from ..format import fastparse
 from ..format.constants import BTRFS_DEV_ITEMS_OBJECTID, BTRFS_FIRST_CHUNK_TREE_OBJECTID, ItemType, ObjectId
 from ..volumes.chunk_items import parse_chunk
@@ -52,12 +52,27 @@ def load_chunk_tree(reader: TreeReader) -> None:
     for chunk in chunks:
         for problem in validate_chunk(chunk, sectorsize=sectorsize, device_sizes=device_sizes or None):
             warnings.add(problem, "chunk tree", tree=ObjectId.CHUNK_TREE)
+        known = _chunk_at(volume, chunk.logical)
+        if known is not None and known != chunk:
+            # The kernel keeps the sys_chunk_array's mapping too (read_one_chunk skips mapped starts).
+            warnings.add(f"chunk at logical {chunk.logical} differs from the superblock's sys_chunk_array copy "
+                         f"of it; the sys_chunk_array's is used", "chunk tree", tree=ObjectId.CHUNK_TREE)
+            continue
         try:
             volume.chunk_map.add(chunk)
         except CorruptionError as exc:
             warnings.add(f"chunk skipped: {exc}", "chunk tree", tree=ObjectId.CHUNK_TREE)
     for device in volume.missing_devices:
         warnings.add(f"device devid {device.devid} uuid {format_uuid(device.uuid)} is missing", "chunk tree")
+
+
+def _chunk_at(volume: Volume, logical: int):
+    """The chunk already mapped that starts exactly at ``logical``, or None."""
+    try:
+        chunk = volume.chunk_map.lookup(logical)
+    except ReadError:
+        return None
+    return chunk if chunk.logical == logical else None
 
 
 def _note_device(volume: Volume, fields: tuple) -> None:

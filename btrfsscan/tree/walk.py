@@ -9,7 +9,7 @@ walk goes on, so a result can be partial but never hangs.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
@@ -101,13 +101,8 @@ def iter_items(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_k
     """(key, payload) of every item of ``root`` with min_key <= key <= max_key."""
     for leaf in iter_leaves(reader, root, min_key, max_key):
         keys = leaf.keys()
-        start = bisect_right(keys, min_key) - 1 if keys and keys[0] < min_key else 0
-        if start < 0:
-            start = 0
-        for slot in range(start, len(keys)):
+        for slot in range(bisect_left(keys, min_key), len(keys)):
             key = keys[slot]
-            if key < min_key:
-                continue
             if key > max_key:
                 return
             yield key, leaf.item_data(slot)

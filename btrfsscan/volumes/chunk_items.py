@@ -22,6 +22,8 @@ _NUM_STRIPES = _CHUNK.index("num_stripes")
 
 def parse_chunk(logical: int, buf: bytes, offset: int, size: int, where: str) -> Chunk:
     """The chunk whose item payload is ``buf[offset:offset+size]``."""
+    if size >= _CHUNK.size and _CHUNK.unpack_from(buf, offset)[_NUM_STRIPES] == 0:
+        raise CorruptionError(f"chunk item at logical {logical} ({where}): num_stripes 0")
     if size < _CHUNK.size + _STRIPE.size:
         raise CorruptionError(f"chunk item at logical {logical} ({where}) is {size} bytes, shorter than one chunk with one stripe")
     head = _CHUNK.unpack_from(buf, offset)

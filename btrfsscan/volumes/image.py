@@ -35,8 +35,12 @@ class RawImage:
 
     def _open_source(self, path: str) -> int:
         fd = os.open(path, os.O_RDONLY)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISBLK(mode):
             return fd  # a block device: never decompressed
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise DeviceError(f"{self.name} is neither a regular file nor a block device")
         head = os.pread(fd, len(XZ_MAGIC), 0)
         if head != XZ_MAGIC:
             return fd

@@ -145,7 +145,8 @@ class SuperblockCopy:
         if not self.magic_ok:
             return "bad magic"
         if not self.csum_ok:
-            return "checksum mismatch"
+            unknown = [p for p in self.problems if p.startswith("unknown csum_type")]
+            return f"{unknown[0]}, checksum not verifiable" if unknown else "checksum mismatch"
         if self.problems:
             return "; ".join(self.problems)
         if chosen_generation is not None and self.generation is not None and self.generation < chosen_generation:

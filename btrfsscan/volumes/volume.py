@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..errors import DeviceError, ReadError, Warnings
+from ..errors import BtrfsScanError, DeviceError, ReadError, Warnings
 from ..format.constants import CsumType, super_mirror_offset
 from . import superblock as sbmod
 from .chunk_items import iter_sys_chunk_array
@@ -48,6 +48,8 @@ class Volume:
         self.warnings = warnings
         self.metadump = metadump
         self.chunk_map = ChunkMap()
+        #: Why the SYSTEM chunks could not be mapped, if so: no tree can be read then.
+        self.bootstrap_error: str | None = None
 
     @property
     def fsid(self) -> str:
@@ -172,6 +174,11 @@ def _assemble(members) -> Volume:
         if chosen.mirror != 0:
             warnings.add(f"primary superblock is bad, using copy {chosen.mirror}", f"{image.name} offset {chosen.bytenr}")
     volume = Volume(newest, devices, warnings, dump)
-    for chunk in iter_sys_chunk_array(newest.sys_chunk_array_bytes, next(iter(devices.values())).name):
-        volume.chunk_map.add(chunk)
+    source = next(iter(devices.values())).name
+    try:
+        for chunk in iter_sys_chunk_array(newest.sys_chunk_array_bytes, source):
+            volume.chunk_map.add(chunk)
+    except BtrfsScanError as exc:
+        volume.bootstrap_error = f"{source}: sys_chunk_array unusable: {exc}"
+        warnings.add(f"sys_chunk_array unusable: {exc}", f"{source} superblock")
     return volume

@@ -1,0 +1,152 @@
+"""Shared output helpers of the CLI: JSON, rich tables, warnings, numbers.
+
+Streams are kept apart: results go to stdout (JSON, or rich tables), every
+warning and error to stderr, so ``--json`` output can always be piped into a
+JSON parser.  Rendering is driven by the ``Report``/``Section``/``Record``
+values of :mod:`btrfsscan.present.describe`; this module knows nothing about
+btrfs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+_IEC_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+# --- numbers --------------------------------------------------------------------
+
+
+def format_size(value: int) -> str:
+    """``value`` bytes in IEC units with two decimals, as btrfs-progs prints them (``128.00MiB``)."""
+    size = float(value)
+    unit = 0
+    while abs(size) >= 1024 and unit < len(_IEC_UNITS) - 1:
+        size /= 1024
+        unit += 1
+    return f"{size:.2f}{_IEC_UNITS[unit]}"
+
+
+def parse_number(text: str) -> int:
+    """A non-negative integer written in decimal or as ``0x`` hex; ValueError otherwise."""
+    cleaned = text.strip().replace("_", "")
+    if not cleaned or cleaned.startswith(("-", "+")):
+        raise ValueError(f"{text!r} is not a non-negative number")
+    try:
+        if cleaned[:2].lower() == "0x":
+            return int(cleaned[2:], 16)
+        return int(cleaned, 10)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number (decimal or 0x hex)") from None
+
+
+class NumberType(click.ParamType):
+    """A click parameter taking decimal or ``0x`` hex numbers."""
+
+    name = "number"
+
+    def convert(self, value: Any, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_number(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+NUMBER = NumberType()
+
+
+# --- streams --------------------------------------------------------------------
+
+
+def one_line(text: object) -> str:
+    """``text`` squeezed onto one line (messages must never span lines)."""
+    return " ".join(str(text).split())
+
+
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr."""
+    click.echo(f"warning: {one_line(message)}", err=True)
+
+
+def error(message: str) -> None:
+    """One line on stderr, as is (the caller adds the ``btrfsscan: error:`` prefix)."""
+    click.echo(one_line(message), err=True)
+
+
+def write_json(payload: Any) -> None:
+    """``payload`` as indented JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def make_console():
+    """A rich console on stdout; plain (no colour) and wide when stdout is not a terminal."""
+    from rich.console import Console
+
+    width = None
+    if not sys.stdout.isatty():
+        width = int(os.environ.get("COLUMNS", "0") or 0) or 160
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=width, emoji=False)
+
+
+# --- tables ---------------------------------------------------------------------
+
+
+def _is_number(raw: Any) -> bool:
+    return isinstance(raw, int) and not isinstance(raw, bool)
+
+
+def render_report(report, console=None) -> None:
+    """Every section of ``report`` (a describe.Report) as rich tables on stdout."""
+    console = console or make_console()
+    first = True
+    for section in report.sections:
+        if not section.table:
+            continue
+        if not first:
+            console.print()
+        first = False
+        console.print(render_section(section))
+
+
+def render_section(section):
+    """One describe.Section as a rich renderable.
+
+    ``layout == "fields"``: one row per field, one value column per record
+    (a single record gives a label/value table); ``layout == "rows"``: one
+    column per field, one row per record.
+    """
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    title = Text(section.title, style="bold")
+    if section.layout == "fields":
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_header=len(section.headers) > 0)
+        table.add_column(Text("field"), style="bold", no_wrap=True)
+        headers = section.headers or ("value",) * max(len(section.records), 1)
+        for header in headers:
+            table.add_column(Text(header), overflow="fold")
+        if section.records:
+            for index, cell in enumerate(section.records[0].cells):
+                table.add_row(Text(cell.label), *(Text(record.cells[index].text) for record in section.records))
+        return table
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    numeric = [
+        bool(section.records) and all(_is_number(record.cells[i].raw) or record.cells[i].raw is None for record in section.records)
+        for i in range(len(section.columns))
+    ]
+    for label, is_num in zip(section.columns, numeric):
+        table.add_column(Text(label), justify="right" if is_num else "left", overflow="fold")
+    for record in section.records:
+        table.add_row(*(Text(cell.text) for cell in record.cells))
+    if not section.records:
+        table.caption = Text("(none)")
+    return table
