@@ -1,0 +1,122 @@
+"""One file's extent map: file offset -> logical address -> device offsets.
+
+The map lists every EXTENT_DATA item of the inode in file order, makes the
+implicit holes of NO_HOLES filesystems explicit up to i_size, and maps the
+referenced part of each uncompressed extent (the whole on-disk extent for a
+compressed one) to every device copy, split at stripe boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import BtrfsScanError
+from ..format.constants import Compression, FileExtentType, ObjectId
+from .extent_tree import lookup_extent
+from .tables import FileTables
+
+EXTENT_KIND = {FileExtentType.INLINE: "inline", FileExtentType.REG: "regular", FileExtentType.PREALLOC: "prealloc"}
+
+
+@dataclass(frozen=True)
+class DeviceRange:
+    file_offset: int
+    length: int
+    mirror: int
+    devid: int
+    physical: int
+
+
+@dataclass
+class FileExtent:
+    """One piece of the file map (an EXTENT_DATA item, or an implicit hole)."""
+
+    file_offset: int
+    length: int
+    type: str
+    compression: str
+    disk_bytenr: int = 0
+    disk_num_bytes: int = 0
+    offset: int = 0
+    num_bytes: int = 0
+    ram_bytes: int = 0
+    refs: int = 0
+    mappings: int = 0
+    device_ranges: list[DeviceRange] = field(default_factory=list)
+
+    @property
+    def shared(self) -> bool:
+        return self.type in ("regular", "prealloc") and (self.refs > 1 or self.mappings > 1)
+
+
+@dataclass
+class FileMap:
+    path: str
+    subvolume: int
+    inode: int
+    size: int
+    extents: list[FileExtent]
+
+
+def _mapping_counts(tables: FileTables, bytenrs: list[int]) -> dict[int, int]:
+    """How many (subvolume, inode, file offset) references each data extent has."""
+    column = tables.extents["disk_bytenr"]
+    wanted = np.array(bytenrs, dtype=np.uint64)
+    hits = column[np.isin(column, wanted)]
+    values, counts = np.unique(hits, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
+
+
+def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> FileMap:
+    """The extent map of inode ``ino`` of subvolume ``subvol``."""
+    inodes = tables.inodes
+    row = inodes[(inodes["subvol"] == subvol) & (inodes["ino"] == ino)]
+    if len(row) == 0:
+        raise BtrfsScanError(f"{path}: inode {ino} of subvolume {subvol} has no INODE_ITEM")
+    size = int(row["size"][0])
+    rows = tables.extents[(tables.extents["subvol"] == subvol) & (tables.extents["ino"] == ino)]
+    data_bytenrs = [int(b) for b, t in zip(rows["disk_bytenr"], rows["type"]) if b and t != FileExtentType.INLINE]
+    counts = _mapping_counts(tables, data_bytenrs)
+    extent_root = fs.tree_root(ObjectId.EXTENT_TREE)
+    extents: list[FileExtent] = []
+    pos = 0
+    for r in rows:
+        start = int(r["file_offset"])
+        if start > pos:
+            extents.append(FileExtent(pos, start - pos, "hole", "none"))
+        extents.append(_extent(fs, r, counts, extent_root))
+        pos = max(pos, start + int(r["num_bytes"]))
+    if pos < size:
+        extents.append(FileExtent(pos, size - pos, "hole", "none"))
+    return FileMap(path, subvol, ino, size, extents)
+
+
+def _extent(fs, r, counts: dict[int, int], extent_root) -> FileExtent:
+    ftype = int(r["type"])
+    disk_bytenr = int(r["disk_bytenr"])
+    kind = EXTENT_KIND[FileExtentType(ftype)]
+    if ftype != FileExtentType.INLINE and disk_bytenr == 0:
+        kind = "hole"
+    ext = FileExtent(
+        file_offset=int(r["file_offset"]), length=int(r["num_bytes"]), type=kind,
+        compression=Compression(int(r["compression"])).name.lower() if int(r["compression"]) <= 3 else str(int(r["compression"])),
+        disk_bytenr=disk_bytenr, disk_num_bytes=int(r["disk_num_bytes"]), offset=int(r["offset"]),
+        num_bytes=int(r["num_bytes"]), ram_bytes=int(r["ram_bytes"]),
+    )
+    if kind not in ("regular", "prealloc"):
+        return ext
+    ext.mappings = counts.get(disk_bytenr, 0)
+    record = lookup_extent(fs.reader, extent_root, disk_bytenr)
+    ext.refs = record.refs if record is not None else 0
+    if fs.is_metadump:
+        return ext
+    if ext.compression == "none":
+        logical, length = disk_bytenr + ext.offset, ext.num_bytes
+    else:
+        logical, length = disk_bytenr, ext.disk_num_bytes
+    for piece in fs.volume.map(logical, length):
+        file_offset = ext.file_offset + (piece.logical - logical) if ext.compression == "none" else ext.file_offset
+        ext.device_ranges.append(DeviceRange(file_offset, piece.length, piece.mirror, piece.devid, piece.physical))
+    return ext

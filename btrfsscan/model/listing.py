@@ -1,0 +1,243 @@
+"""Listing the namespace: every entry with its inode facts and an extent summary.
+
+``iter_listing`` walks the directory tree from the top-level subvolume (or
+from any path) across subvolume and snapshot boundaries, the way ``find``
+on a filesystem mounted with ``subvolid=5`` sees it: parents before their
+children, a subvolume's root directory in place of the entry that links it,
+and the empty placeholder directory (inode 2, mode 040755) that a snapshot
+shows for a nested subvolume it did not take.
+
+Each entry carries what ``ls -li`` shows (inode, mode, links, size) plus
+two numbers from the file extents (``InodeSummary``):
+
+* ``extents``: the EXTENT_DATA items of the inode that hold data: regular
+  and preallocated extents with a disk address, and inline extents; holes
+  (explicit ones, and the implicit ones of NO_HOLES filesystems) are not
+  counted.
+* ``shared_bytes``: the bytes (``num_bytes``) of the inode's regular and
+  preallocated extent references whose data extent is referenced more than
+  once: by more than one (subvolume, inode, file offset) of the live fs trees
+  (``mappings`` > 1: reflinks, snapshots, the same extent twice in one file)
+  or by more than one reference in the extent tree (``refs`` > 1, which also
+  counts references held by deleted subvolumes not cleaned up yet). It is
+  the sum of ``length`` over the extents ``filemap.build_file_map`` marks
+  ``shared``.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CorruptionError
+from ..format import fastparse
+from ..format.constants import FileExtentType, FileType, ItemType, ObjectId
+from ..tree.walk import iter_items
+from .extent_tree import lookup_extent
+from .namespace import EMPTY_SUBVOL_DIR_INO, ROOT_DIR_INO, Entry
+from .tables import FileTables
+
+#: What the kernel shows for the placeholder of a nested subvolume in a snapshot.
+PLACEHOLDER_MODE = stat.S_IFDIR | 0o755
+
+TYPE_NAMES = {
+    stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket", stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev",
+}
+_DIR_TYPE_MODES = {
+    FileType.REG_FILE: stat.S_IFREG, FileType.DIR: stat.S_IFDIR, FileType.CHRDEV: stat.S_IFCHR,
+    FileType.BLKDEV: stat.S_IFBLK, FileType.FIFO: stat.S_IFIFO, FileType.SOCK: stat.S_IFSOCK,
+    FileType.SYMLINK: stat.S_IFLNK,
+}
+_LOOKUPS_MAX = 64  # more data extents than this: one walk over the extent tree instead of lookups
+
+
+def type_name(mode: int) -> str:
+    """``file``, ``dir``, ``symlink``, ``fifo``, ``socket``, ``chardev``, ``blockdev`` or ``unknown``."""
+    return TYPE_NAMES.get(stat.S_IFMT(mode), "unknown")
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One entry of a listing. ``path`` is from the top level ("." for its root)."""
+
+    path: str
+    name: str
+    subvolume: int
+    inode: int
+    type: str
+    mode: int
+    nlink: int
+    size: int
+    extents: int
+    shared_bytes: int
+    depth: int = 0
+    subvol_root: bool = False
+
+
+def data_extent_refs(fs, bytenrs: Iterable[int]) -> dict[int, int]:
+    """``refs`` of the extent items starting at ``bytenrs`` (addresses without one are left out)."""
+    wanted = sorted({int(b) for b in bytenrs if b})
+    if not wanted:
+        return {}
+    root = fs.tree_root(ObjectId.EXTENT_TREE)
+    out: dict[int, int] = {}
+    try:
+        if len(wanted) <= _LOOKUPS_MAX:
+            for bytenr in wanted:
+                record = lookup_extent(fs.reader, root, bytenr)
+                if record is not None:
+                    out[bytenr] = record.refs
+            return out
+        want = set(wanted)
+        low, high = (wanted[0], 0, 0), (wanted[-1], 255, 2**64 - 1)
+        for (objectid, item_type, _), data in iter_items(fs.reader, root, low, high):
+            if item_type == ItemType.EXTENT_ITEM and objectid in want and len(data) >= fastparse.EXTENT_ITEM.size:
+                out[objectid] = fastparse.EXTENT_ITEM.unpack_from(data)[0]
+    except CorruptionError as exc:
+        fs.warnings.add(f"extent tree: reference counts of data extents read in part: {exc}",
+                        "extent tree", tree=ObjectId.EXTENT_TREE)
+    return out
+
+
+class InodeSummary:
+    """Per-inode facts of every inode in ``tables``: mode, links, size, extent count, shared bytes."""
+
+    def __init__(self, fs, tables: FileTables, only: Iterable[tuple[int, int]] | None = None) -> None:
+        """``only``: the (subvolume, inode) pairs that will be asked about (default: every inode).
+
+        Mapping counts always cover every fs tree in ``tables``; ``only``
+        just limits the extent-tree lookups and the per-inode sums.
+        """
+        self.tables = tables
+        inodes = tables.inodes
+        wanted = None if only is None else set(only)
+        self._inodes = {
+            (s, i): (m, n, z)
+            for s, i, m, n, z in zip(inodes["subvol"].tolist(), inodes["ino"].tolist(), inodes["mode"].tolist(),
+                                     inodes["nlink"].tolist(), inodes["size"].tolist())
+            if wanted is None or (s, i) in wanted
+        }
+        all_ext = tables.extents
+        all_data = (all_ext["type"] != FileExtentType.INLINE) & (all_ext["disk_bytenr"] != 0)
+        values, counts = np.unique(all_ext["disk_bytenr"][all_data], return_counts=True)
+        ext = all_ext
+        if wanted is not None:
+            rows = [(s, i) in wanted for s, i in zip(all_ext["subvol"].tolist(), all_ext["ino"].tolist())]
+            ext = all_ext[np.array(rows, dtype=bool)] if rows else all_ext
+        inline = ext["type"] == FileExtentType.INLINE
+        data = ~inline & (ext["disk_bytenr"] != 0)
+        once = np.intersect1d(values[counts == 1], ext["disk_bytenr"][data])
+        refs = data_extent_refs(fs, once.tolist())
+        shared_values = np.concatenate([
+            values[counts > 1], np.array([b for b, r in refs.items() if r > 1], dtype=np.uint64)])
+        shared = data & np.isin(ext["disk_bytenr"], shared_values)
+        keys = np.empty(len(ext), dtype=[("s", "<u8"), ("i", "<u8")])
+        keys["s"], keys["i"] = ext["subvol"], ext["ino"]
+        groups, inverse = np.unique(keys, return_inverse=True)
+        n_extents = np.zeros(len(groups), np.int64)
+        np.add.at(n_extents, inverse, (inline | data).astype(np.int64))
+        shared_bytes = np.zeros(len(groups), np.uint64)
+        np.add.at(shared_bytes, inverse, np.where(shared, ext["num_bytes"], 0).astype(np.uint64))
+        self._extents = {
+            (s, i): (n, b)
+            for s, i, n, b in zip(groups["s"].tolist(), groups["i"].tolist(), n_extents.tolist(), shared_bytes.tolist())
+        }
+
+    def inode(self, subvol: int, ino: int) -> tuple[int, int, int] | None:
+        """(mode, nlink, size) from the INODE_ITEM, None if the inode has none."""
+        return self._inodes.get((subvol, ino))
+
+    def extents(self, subvol: int, ino: int) -> tuple[int, int]:
+        """(extent count, shared bytes) of an inode."""
+        return self._extents.get((subvol, ino), (0, 0))
+
+
+def _name_key(entry: Entry) -> bytes:
+    return entry.name.encode("utf-8", "surrogateescape")
+
+
+class Lister:
+    """Listings over the namespace of ``fs`` with the facts of ``summary``."""
+
+    def __init__(self, fs, summary: InodeSummary | None = None) -> None:
+        """``summary`` is needed by ``describe``/``iter_listing``, not by ``children``."""
+        self.fs = fs
+        self.ns = fs.namespace
+        self.summary = summary
+
+    def root_entry(self) -> Entry:
+        return Entry(ObjectId.FS_TREE, ROOT_DIR_INO, "", FileType.DIR, subvol_link=ObjectId.FS_TREE)
+
+    def describe(self, entry: Entry, path: str, depth: int = 0) -> Listed:
+        """The listing record of one resolved entry."""
+        name = entry.name or path.rsplit("/", 1)[-1]
+        is_root = entry.ino == ROOT_DIR_INO
+        if entry.ino == EMPTY_SUBVOL_DIR_INO and entry.subvol_link is None:
+            return Listed(path, name, entry.subvol, entry.ino, "dir", PLACEHOLDER_MODE, 1, 0, 0, 0, depth)
+        facts = self.summary.inode(entry.subvol, entry.ino)
+        if facts is None:
+            self.fs.warnings.add(f"{path}: inode {entry.ino} has no INODE_ITEM (shown with mode and size 0)",
+                                 f"subvolume {entry.subvol}", tree=entry.subvol)
+            mode = _DIR_TYPE_MODES.get(entry.type, 0)
+            return Listed(path, name, entry.subvol, entry.ino, type_name(mode) if mode else "unknown", mode, 0, 0,
+                          0, 0, depth, is_root)
+        mode, nlink, size = facts
+        n_extents, shared_bytes = self.summary.extents(entry.subvol, entry.ino)
+        return Listed(path, name, entry.subvol, entry.ino, type_name(mode), mode, nlink, size, n_extents,
+                      shared_bytes, depth, is_root)
+
+    def children(self, entry: Entry, sort: bool = False) -> list[Entry]:
+        """Entries of a directory (index order, or by name bytes with ``sort``); none for a placeholder."""
+        if entry.ino == EMPTY_SUBVOL_DIR_INO and entry.subvol_link is None:
+            return []
+        sub = self.fs.subvolumes.get(entry.subvol)
+        if sub is None:
+            return []
+        try:
+            found = self.ns.list_dir(sub, entry.ino)
+        except CorruptionError as exc:
+            self.fs.warnings.add(f"directory {entry.ino} of subvolume {entry.subvol} listed in part: {exc}",
+                                 f"subvolume {entry.subvol}", tree=entry.subvol)
+            return []
+        return sorted(found, key=_name_key) if sort else found
+
+    def iter_listing(self, start: Entry | None = None, start_path: str = ".", *, recursive: bool = True,
+                     include_start: bool = True, sort: bool = False) -> Iterator[Listed]:
+        """Entries from ``start`` (the top-level root by default), parents before children.
+
+        ``recursive=False`` lists ``start`` and its direct entries only;
+        ``include_start=False`` leaves ``start`` itself out. Children come in
+        directory index order (what ``find`` shows) or, with ``sort``, by the
+        bytes of their names (what ``ls`` shows).
+        """
+        start = start or self.root_entry()
+        stack: list[tuple[Entry, str, int]] = [(start, start_path or ".", 0)]
+        seen: set[tuple[int, int]] = set()
+        while stack:
+            entry, path, depth = stack.pop()
+            record = self.describe(entry, path, depth)
+            if depth > 0 or include_start:
+                yield record
+            if record.type != "dir" or (depth > 0 and not recursive):
+                continue
+            if entry.ino == EMPTY_SUBVOL_DIR_INO and entry.subvol_link is None:
+                continue  # a placeholder: empty, and every placeholder of a subvolume is inode 2
+            key = (entry.subvol, entry.ino)
+            if key in seen:
+                self.fs.warnings.add(f"{path}: directory met twice (a loop in the directory tree), not entered again",
+                                     f"subvolume {entry.subvol} inode {entry.ino}", tree=entry.subvol)
+                continue
+            seen.add(key)
+            prefix = "" if path == "." else path + "/"
+            for child in reversed(self.children(entry, sort)):
+                stack.append((child, prefix + child.name, depth + 1))
+
+
+def normalize_path(path: str) -> str:
+    """``path`` without empty and ``.`` components ("." for the root)."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    return "/".join(parts) or "."

@@ -1,0 +1,443 @@
+"""A seeded random sequence of file operations on a fresh kernel-made btrfs, checked file by file.
+
+Needs root, loop devices, the btrfs kernel module, btrfs-progs and xfs_io
+(skipped otherwise). A fresh 256 MiB image gets a few hundred operations
+chosen by ``random.Random(seed)``: files of random sizes with seeded content
+(some small enough to be inline), whole-file clones (``cp --reflink=always``,
+also across subvolumes and out of read-only snapshots), partial reflinks
+(``xfs_io reflink``, aligned, and unaligned up to the source's EOF),
+overwrites in the middle of files, appends, truncates, deletes, renames,
+hardlinks, preallocation and punched holes, snapshots (some read-only, some
+of snapshots), new subvolumes, a changing default subvolume, periodic syncs, and stretches written with
+``compress-force=zstd``. Then, on a fresh read-only ``subvolid=5`` mount,
+``capture.py`` records FIEMAP of every regular file, the ``lstat`` listing and
+the subvolume list, and the files' contents are read; after unmounting,
+btrfsscan reads the image and every file is compared as in ``test_files``:
+
+* ``map --json`` merged like FIEMAP equals FIEMAP (flags, SHARED by the
+  kernel's distinct-backref rule, holes as gaps);
+* every device range follows the chunk items ``btrfs inspect-internal
+  dump-tree -t chunk`` prints, and the bytes at the device ranges of every
+  uncompressed regular extent are the file's bytes (as read through the mount);
+* ``ls -R --json`` equals the listing; ``subvolumes --json`` the subvolume list.
+
+``BTRFSSCAN_RANDOM_SEED`` and ``BTRFSSCAN_RANDOM_OPS`` override the seed and
+the number of operations; a failure names the seed and keeps the operation
+log in the test's tmp dir (``ops.json``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from btrfsscan.model.filemap import build_file_map
+from btrfsscan.model.filesystem import open_filesystem
+from btrfsscan.model.fs_tree import FileScanner
+from btrfsscan.present.files_cmds import listing, ls_report, map_report, subvolumes_report
+
+from test_files import (
+    BackrefKeys,
+    check_against_fiemap,
+    check_device_ranges,
+    check_listing,
+    check_ls_against_map,
+    check_subvolumes,
+    chunks_from_btrfsscan,
+    chunks_from_dump_tree,
+)
+
+HERE = Path(__file__).resolve().parent
+K = 1024
+M = 1024 * K
+IMAGE_SIZE = 256 * M
+SEED = int(os.environ.get("BTRFSSCAN_RANDOM_SEED", "20261125"))
+N_OPS = int(os.environ.get("BTRFSSCAN_RANDOM_OPS", "300"))
+TOOLS = ("mkfs.btrfs", "btrfs", "losetup", "mount", "umount", "mountpoint", "xfs_io", "cp", "sync", "blkid")
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"btrfsscan_fixtures_{name}", HERE / "fixtures" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (loop devices, mount)"
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"needs {', '.join(missing)}"
+    if not Path("/dev/loop-control").exists():
+        return "needs loop device support (/dev/loop-control)"
+    filesystems = Path("/proc/filesystems").read_text() if Path("/proc/filesystems").exists() else ""
+    if "btrfs" not in filesystems and not Path("/sys/module/btrfs").exists():
+        subprocess.run(["modprobe", "btrfs"], capture_output=True)
+        if "btrfs" not in Path("/proc/filesystems").read_text():
+            return "needs the btrfs kernel module"
+    return None
+
+
+REASON = _why_not()
+pytestmark = [pytest.mark.kernel,
+              pytest.mark.skipif(REASON is not None, reason=f"kernel-backed test: {REASON}")]
+
+
+# --- the random operations ----------------------------------------------------------
+
+
+class RandomOps:
+    """Chooses and performs operations on the mounted filesystem, keeping track of what exists.
+
+    Paths are relative to the mount point ("." is the top level). ``subvol_of``
+    maps every tracked directory to the subvolume it belongs to; files live in
+    the subvolume of their directory. Only writable subvolumes' directories
+    and files are modified; files of read-only snapshots serve as clone sources.
+    """
+
+    def __init__(self, kernel, mnt: Path, seed: int) -> None:
+        self.kernel = kernel
+        self.mnt = mnt
+        self.rng = random.Random(seed)
+        self.log: list[dict] = []
+        self.readonly: dict[str, bool] = {".": False}  # subvolume path -> read-only
+        self.subvol_of: dict[str, str] = {".": "."}  # directory -> its subvolume
+        self.files: set[str] = set()  # regular files of every subvolume (live paths)
+        self.compress = False
+        self.n = 0
+
+    # -- helpers
+    def p(self, rel: str) -> Path:
+        return self.mnt / rel
+
+    def name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    @staticmethod
+    def join(d: str, name: str) -> str:
+        return name if d == "." else f"{d}/{name}"
+
+    @staticmethod
+    def parent(path: str) -> str:
+        return path.rsplit("/", 1)[0] if "/" in path else "."
+
+    def writable_dirs(self) -> list[str]:
+        return sorted(d for d, sv in self.subvol_of.items() if not self.readonly[sv])
+
+    def writable_files(self) -> list[str]:
+        return sorted(f for f in self.files if not self.readonly[self.subvol_of[self.parent(f)]])
+
+    def size(self, rel: str) -> int:
+        return os.stat(self.p(rel)).st_size
+
+    def sh(self, *cmd) -> None:
+        cmd = [str(c) for c in cmd]
+        self.log.append({"op": "run", "cmd": [c.replace(str(self.mnt), "$MNT") for c in cmd]})
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=self.mnt)
+        if res.returncode != 0 or res.stderr.strip():
+            raise AssertionError(f"seed {SEED}: {' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
+
+    def xfs_io(self, command: str, target: str) -> None:
+        self.sh("xfs_io", "-c", command, self.p(target))
+
+    def pwrite(self, rel: str, offset: int, size: int, fsync: bool) -> None:
+        seed = f"{SEED}:{self.n}:{rel}"
+        self.n += 1
+        data = self.kernel.seeded_content(seed, size)
+        fd = os.open(self.p(rel), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            done = 0
+            while done < size:
+                done += os.pwrite(fd, data[done:], offset + done)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.log.append({"op": "write", "path": rel, "offset": offset, "size": size, "seed": seed, "fsync": fsync})
+
+    def random_size(self) -> int:
+        r = self.rng.random()
+        if r < 0.08:
+            return self.rng.randint(0, 2048)  # inline (or empty)
+        if r < 0.18:
+            return self.rng.randint(2049, 12 * K)
+        if r < 0.85:
+            return self.rng.randint(12 * K, 256 * K)
+        return self.rng.randint(256 * K, 1536 * K)
+
+    # -- operations
+    def op_create(self) -> None:
+        path = self.join(self.rng.choice(self.writable_dirs()), self.name("f"))
+        self.pwrite(path, 0, self.random_size(), fsync=self.rng.random() < 0.3)
+        self.files.add(path)
+
+    def op_mkdir(self) -> None:
+        path = self.join(self.rng.choice(self.writable_dirs()), self.name("d"))
+        os.mkdir(self.p(path))
+        self.log.append({"op": "mkdir", "path": path})
+        self.subvol_of[path] = self.subvol_of[self.parent(path)]
+
+    def op_clone(self) -> None:
+        sources = sorted(self.files)
+        if not sources:
+            return self.op_create()
+        src = self.rng.choice(sources)
+        dst = self.join(self.rng.choice(self.writable_dirs()), self.name("c"))
+        self.sh("cp", "--reflink=always", self.p(src), self.p(dst))
+        self.files.add(dst)
+
+    def op_reflink(self) -> None:
+        sources = [f for f in sorted(self.files) if self.size(f) >= 4 * K]
+        targets = self.writable_files()
+        if not sources or not targets:
+            return self.op_create()
+        src, dst = self.rng.choice(sources), self.rng.choice(targets)
+        src_size, dst_size = self.size(src), self.size(dst)
+        soff = self.rng.randrange(0, src_size // (4 * K)) * 4 * K
+        if src_size % (4 * K) and self.rng.random() < 0.25:
+            length = src_size - soff  # unaligned, up to the source's EOF: the destination must end at its EOF too
+            doff = -(-dst_size // (4 * K)) * 4 * K + self.rng.randrange(0, 4) * 4 * K
+        else:
+            length = self.rng.randint(1, min((src_size - soff) // (4 * K), 96)) * 4 * K
+            doff = self.rng.randrange(0, dst_size // (4 * K) + 3) * 4 * K
+        if os.path.samefile(self.p(src), self.p(dst)) and soff < doff + length and doff < soff + length:
+            return  # overlapping ranges of one inode (maybe through a hardlink): the kernel refuses them
+        self.xfs_io(f"reflink {self.p(src)} {soff} {doff} {length}", dst)
+
+    def op_overwrite(self) -> None:
+        files = [f for f in self.writable_files() if self.size(f) > 0]
+        if not files:
+            return self.op_create()
+        path = self.rng.choice(files)
+        size = self.size(path)
+        offset = self.rng.randrange(0, size)
+        if self.rng.random() < 0.6:
+            offset -= offset % (4 * K)
+        length = self.rng.randint(1, min(size - offset, 192 * K))
+        self.pwrite(path, offset, length, fsync=self.rng.random() < 0.3)
+
+    def op_append(self) -> None:
+        files = self.writable_files()
+        if not files:
+            return self.op_create()
+        path = self.rng.choice(files)
+        self.pwrite(path, self.size(path), self.rng.randint(1, 160 * K), fsync=self.rng.random() < 0.3)
+
+    def op_truncate(self) -> None:
+        files = self.writable_files()
+        if not files:
+            return self.op_create()
+        path = self.rng.choice(files)
+        size = self.size(path)
+        new = self.rng.randint(0, size) if self.rng.random() < 0.7 else size + self.rng.randint(1, 300 * K)
+        os.truncate(self.p(path), new)
+        self.log.append({"op": "truncate", "path": path, "size": new})
+
+    def op_delete(self) -> None:
+        files = self.writable_files()
+        if len(files) < 5:
+            return self.op_create()
+        path = self.rng.choice(files)
+        os.unlink(self.p(path))
+        self.files.discard(path)
+        self.log.append({"op": "unlink", "path": path})
+
+    def op_rename(self) -> None:
+        files = self.writable_files()
+        if not files:
+            return self.op_create()
+        path = self.rng.choice(files)
+        subvol = self.subvol_of[self.parent(path)]
+        dirs = [d for d in self.writable_dirs() if self.subvol_of[d] == subvol]
+        dst = self.join(self.rng.choice(dirs), self.name("r"))
+        os.rename(self.p(path), self.p(dst))
+        self.files.discard(path)
+        self.files.add(dst)
+        self.log.append({"op": "rename", "path": path, "to": dst})
+
+    def op_hardlink(self) -> None:
+        files = self.writable_files()
+        if not files:
+            return self.op_create()
+        path = self.rng.choice(files)
+        subvol = self.subvol_of[self.parent(path)]
+        dirs = [d for d in self.writable_dirs() if self.subvol_of[d] == subvol]
+        dst = self.join(self.rng.choice(dirs), self.name("h"))
+        os.link(self.p(path), self.p(dst))
+        self.files.add(dst)
+        self.log.append({"op": "link", "path": path, "to": dst})
+
+    def op_falloc(self) -> None:
+        files = self.writable_files()
+        if not files:
+            return self.op_create()
+        path = self.rng.choice(files)
+        size = self.size(path)
+        offset = self.rng.randrange(0, size // (4 * K) + 8) * 4 * K
+        length = self.rng.randint(1, 64) * 4 * K
+        keep = "-k " if self.rng.random() < 0.5 else ""
+        self.xfs_io(f"falloc {keep}{offset} {length}", path)
+
+    def op_punch(self) -> None:
+        files = [f for f in self.writable_files() if self.size(f) > 8 * K]
+        if not files:
+            return self.op_create()
+        path = self.rng.choice(files)
+        size = self.size(path)
+        offset = self.rng.randrange(0, size)
+        if self.rng.random() < 0.7:
+            offset -= offset % (4 * K)
+        length = self.rng.randint(1, max(1, min(size - offset, 128 * K)))
+        self.xfs_io(f"fpunch {offset} {length}", path)
+
+    def op_snapshot(self) -> None:
+        src = self.rng.choice(sorted(self.readonly))
+        dst = self.join(self.rng.choice(self.writable_dirs()), self.name("snap"))
+        ro = self.rng.random() < 0.4
+        self.sh("btrfs", "subvolume", "snapshot", *(["-r"] if ro else []), self.p(src), self.p(dst))
+        self.readonly[dst] = ro
+
+        def moved(path: str) -> str:
+            if path == src:
+                return dst
+            return self.join(dst, path if src == "." else path[len(src) + 1:])
+
+        for d, sv in list(self.subvol_of.items()):
+            if sv == src:
+                self.subvol_of[moved(d)] = dst
+        for f in list(self.files):
+            if self.subvol_of[self.parent(f)] == src:
+                self.files.add(moved(f))
+
+    def op_subvolume(self) -> None:
+        path = self.join(self.rng.choice(self.writable_dirs()), self.name("sv"))
+        self.sh("btrfs", "subvolume", "create", self.p(path))
+        self.readonly[path] = False
+        self.subvol_of[path] = path
+
+    def op_set_default(self) -> None:
+        self.sh("btrfs", "subvolume", "set-default", self.p(self.rng.choice(sorted(self.readonly))))
+
+    def op_sync(self) -> None:
+        os.sync()
+        self.log.append({"op": "sync"})
+
+    def op_compress(self) -> None:
+        self.compress = not self.compress
+        option = "compress-force=zstd" if self.compress else "compress=no"
+        os.sync()
+        self.sh("mount", "-o", f"remount,{option}", self.mnt)
+
+    WEIGHTS = {
+        "create": 20, "clone": 8, "reflink": 10, "overwrite": 14, "append": 7, "truncate": 6, "delete": 4,
+        "rename": 2, "hardlink": 2, "mkdir": 5, "falloc": 4, "punch": 3, "snapshot": 3, "subvolume": 2,
+        "sync": 3, "compress": 1, "set_default": 1,
+    }
+
+    def run(self, count: int) -> None:
+        names = list(self.WEIGHTS)
+        weights = [self.WEIGHTS[n] for n in names]
+        for _ in range(8):
+            self.op_create()
+        for _ in range(count):
+            getattr(self, "op_" + self.rng.choices(names, weights)[0])()
+        if self.compress:
+            self.op_compress()
+        os.sync()
+
+
+# --- the test -------------------------------------------------------------------------
+
+
+def _read_contents(mnt: Path, rows: list[dict]) -> dict[tuple[int, int], bytes]:
+    out = {}
+    for r in rows:
+        key = (r["subvol"], r["st_ino"])
+        if key not in out:
+            out[key] = (mnt / r["path"]).read_bytes()
+    return out
+
+
+def test_random_operations_match_kernel(tmp_path):
+    kernel = _load("kernel")
+    capture = _load("capture")
+    img = kernel.make_sparse_image(tmp_path / "random.img", IMAGE_SIZE)
+    log_path = tmp_path / "ops.json"
+    ops = None
+    try:
+        with kernel.loop_devices([img]) as (dev,):
+            kernel.make_fs([dev], fsid=str(uuid.uuid4()))
+            with kernel.mounted(dev) as mnt:
+                ops = RandomOps(kernel, mnt, SEED)
+                try:
+                    ops.run(N_OPS)
+                finally:
+                    log_path.write_text(json.dumps(ops.log, indent=0))
+            with kernel.mounted(dev, "ro,subvolid=5") as mnt:
+                expected_listing = capture.listing(mnt)
+                files = [r for r in expected_listing if r["type"] == "file"]
+                fiemaps = {r["path"]: capture.fiemap(mnt / r["path"]) for r in files}
+                expected_subvols = capture.subvolumes(mnt)
+                contents = _read_contents(mnt, files)
+        chunk_dump = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk", str(img)],
+                                    capture_output=True, text=True, check=True).stdout
+        _check_image(img, expected_listing, fiemaps, expected_subvols, contents, chunk_dump)
+    except AssertionError as exc:
+        raise AssertionError(f"seed {SEED}, {N_OPS} operations (log: {log_path}): {exc}") from exc
+    finally:
+        img.unlink(missing_ok=True)
+
+
+def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, contents, chunk_dump) -> None:
+    fs = open_filesystem([img])
+    try:
+        tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
+        backrefs = BackrefKeys(tables)
+        chunks = chunks_from_dump_tree(chunk_dump)
+        assert chunks == chunks_from_btrfsscan(fs)
+        entries = ls_report(listing(fs, ".", recursive=True, tables=tables), full_paths=True, title="").json()["entries"]
+        check_listing(entries, expected_listing)
+        check_subvolumes(subvolumes_report(fs).json()["subvolumes"], expected_subvols)
+        ls = {e["path"]: e for e in entries}
+        where = {r["path"]: (r["subvol"], r["st_ino"]) for r in expected_listing}
+        sectorsize = fs.superblock.sectorsize
+        kinds = set()
+        for path, records in fiemaps.items():
+            subvol, ino = where[path]
+            doc = map_report(build_file_map(fs, subvol, ino, path, tables)).json()
+            check_against_fiemap(doc, records, backrefs, sectorsize)
+            check_device_ranges(doc, chunks, fs)
+            check_ls_against_map(ls[path], doc)
+            _check_data(fs, doc, contents[(subvol, ino)])
+            kinds |= {(e["type"], e["compression"], e["shared"]) for e in doc["extents"]}
+        assert not fs.warnings, fs.warnings.messages()
+        # the sequence did produce the interesting cases
+        assert {("regular", "none", True), ("regular", "none", False), ("hole", "none", False)} <= kinds, kinds
+        assert any(k[0] == "prealloc" for k in kinds) and any(k[0] == "inline" for k in kinds), kinds
+    finally:
+        fs.close()
+
+
+def _check_data(fs, doc: dict, content: bytes) -> None:
+    """The bytes at the device ranges of uncompressed regular extents are the file's bytes."""
+    size = len(content)
+    for e in doc["extents"]:
+        if e["type"] != "regular" or e["compression"] != "none":
+            continue
+        for r in e["device_ranges"]:
+            end = min(r["file_offset"] + r["length"], size)
+            if end <= r["file_offset"]:
+                continue
+            n = end - r["file_offset"]
+            on_disk = fs.volume.devices[r["devid"]].image.pread(r["physical"], n)
+            assert on_disk == content[r["file_offset"]:end], (doc["path"], e, r)
