@@ -16,12 +16,13 @@ from ..errors import UnsupportedError
 from .constants import BTRFS_CSUM_SIZE, CsumType
 
 
-def _pick_crc32c() -> tuple[Callable[[bytes], int], str]:
+def _pick_crc32c() -> tuple[Callable[[int, bytes], int], str]:
+    """``extend(crc, data)``: continue a standard crc32c over ``data``."""
     try:
         import google_crc32c
 
         if google_crc32c.implementation == "c":
-            return google_crc32c.value, "google-crc32c (C)"
+            return google_crc32c.extend, "google-crc32c (C)"
     except ImportError:  # pragma: no cover - depends on the installation
         pass
     import crcmod.predefined
@@ -30,12 +31,22 @@ def _pick_crc32c() -> tuple[Callable[[bytes], int], str]:
     try:
         import crcmod._crcfunext  # noqa: F401
 
-        return fn, "crcmod (C extension)"
+        backend = "crcmod (C extension)"
     except ImportError:  # pragma: no cover - depends on the installation
-        return fn, "crcmod (pure Python, slow)"
+        backend = "crcmod (pure Python, slow)"
+    return (lambda crc, data: fn(data, crc)), backend
 
 
-crc32c, crc32c_backend = _pick_crc32c()
+crc32c_extend, crc32c_backend = _pick_crc32c()
+
+
+def crc32c(data: bytes) -> int:
+    return crc32c_extend(0, data)
+
+
+def name_hash(name: bytes) -> int:
+    """btrfs_name_hash: the key offset of a DIR_ITEM (kernel crc32c seeded with ~1, not inverted)."""
+    return crc32c_extend(1, name) ^ 0xFFFFFFFF
 
 
 def crc32c_is_slow() -> bool:

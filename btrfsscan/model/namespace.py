@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import BtrfsScanError, CorruptionError
+from ..format.checksum import name_hash
 from ..format.constants import FileType, ItemType, ObjectId
 from ..tree.walk import iter_items
 from .items import DirItem, InodeItem, iter_dir_items, iter_inode_extrefs, iter_inode_refs, parse_inode_item
@@ -121,6 +122,17 @@ class Namespace:
             return Entry(sub.id, EMPTY_SUBVOL_DIR_INO, name, FileType.DIR)
         return Entry(sub.id, oid, name, item.type)
 
+    def child(self, sub: Subvolume, dir_ino: int, name: str) -> Entry | None:
+        """The entry ``name`` of a directory, found by its DIR_ITEM name hash."""
+        raw = name.encode("utf-8", "surrogateescape")
+        key = (dir_ino, ItemType.DIR_ITEM, name_hash(raw))
+        where = f"subvolume {sub.id} directory {dir_ino}"
+        for _, data in iter_items(self.reader, sub.root, key, key):
+            for item in iter_dir_items(data, where):
+                if item.name == raw:
+                    return self._entry(sub, dir_ino, item)
+        return None
+
     def lookup(self, path: str, start: Subvolume) -> Entry:
         """Resolve ``path`` (relative to the root of ``start``), crossing into subvolumes."""
         entry = Entry(start.id, ROOT_DIR_INO, "", FileType.DIR)
@@ -131,10 +143,7 @@ class Namespace:
             sub = self.subvols.get(entry.subvol)
             found = None
             if entry.ino != EMPTY_SUBVOL_DIR_INO and sub is not None:
-                for candidate in self.list_dir(sub, entry.ino):
-                    if candidate.name == part:
-                        found = candidate
-                        break
+                found = self.child(sub, entry.ino, part)
             walked.append(part)
             if found is None:
                 raise PathNotFound(f"no such file or directory: {'/'.join(walked)}")
