@@ -65,10 +65,3 @@ class FileTables:
     def regular_inodes(self) -> np.ndarray:
         return self.inodes[(self.inodes["mode"] & S_IFMT) == S_IFREG]
 
-
-def empty_inodes() -> np.ndarray:
-    return np.zeros(0, INODE_DTYPE)
-
-
-def empty_extents() -> np.ndarray:
-    return np.zeros(0, EXTENT_DTYPE)

@@ -27,6 +27,7 @@ import click
 
 from .. import __version__
 from ..errors import BtrfsScanError, Warnings
+from ..format.checksum import crc32c_backend, crc32c_is_slow
 from . import describe, output
 from .output import NUMBER
 
@@ -93,6 +94,9 @@ def main(ctx: click.Context, strict: bool) -> None:
     JSON "warnings" list), 2 error.
     """
     ctx.obj = Settings(strict=strict)
+    if crc32c_is_slow():
+        click.echo(f"btrfsscan: note: crc32c is computed by {crc32c_backend}; install google-crc32c "
+                   "(or a compiler for crcmod's C extension) for fast checksums", err=True)
 
 
 def output_options(fn):
