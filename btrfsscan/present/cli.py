@@ -245,3 +245,8 @@ from .files_cmds import ls_cmd, map_cmd, subvolumes_cmd  # noqa: E402
 main.add_command(output_options(map_cmd))
 main.add_command(output_options(ls_cmd))
 main.add_command(output_options(subvolumes_cmd))
+
+from .report_cmd import report_cmd, schema_group  # noqa: E402
+
+main.add_command(output_options(report_cmd))
+main.add_command(schema_group)

@@ -1,0 +1,70 @@
+"""The report's totals in the Prometheus text exposition format.
+
+For node_exporter's textfile collector: write the output to
+``<dir>/btrfsscan.prom`` (atomically: a temporary file, then rename). Every
+sample is labelled by ``fsid``; model samples also by ``model``. Models that
+do not apply to the filesystem (``rfc_as_posted`` on DUP, several devices or
+page size != sector size) get no page samples, only
+``btrfsscan_model_applicable 0``.
+"""
+
+from __future__ import annotations
+
+from ..cache.report import Report
+
+#: (name, help) of every metric, in output order.
+METRICS = (
+    ("btrfsscan_page_cache_pages", "Pages the page cache holds after every regular file is read once, by model."),
+    ("btrfsscan_page_cache_bytes", "Bytes the page cache holds after every regular file is read once, by model."),
+    ("btrfsscan_page_cache_saved_pages", "Pages a model saves compared with the per-inode page cache."),
+    ("btrfsscan_page_cache_saved_bytes", "Bytes a model saves compared with the per-inode page cache."),
+    ("btrfsscan_page_cache_saved_ratio", "Fraction of the per-inode page cache a model saves (0..1)."),
+    ("btrfsscan_model_applicable", "1 if the model applies to this filesystem, else 0."),
+    ("btrfsscan_page_size_bytes", "Page size the models were computed at."),
+    ("btrfsscan_regular_files", "Directory entries of regular files (hardlinks once per link)."),
+    ("btrfsscan_regular_inodes", "Regular-file inodes."),
+    ("btrfsscan_report_partial", "1 if the scan skipped something (see its warnings), else 0."),
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}"
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def prometheus_text(report: Report) -> str:
+    """Every metric of ``METRICS`` for ``report``, with HELP and TYPE lines, ending in a newline."""
+    fsid = report.filesystem.fsid
+    samples: dict[str, list[tuple[str, float | int]]] = {name: [] for name, _ in METRICS}
+    for name, m in report.totals.models.items():
+        labels = _labels(fsid=fsid, model=name)
+        samples["btrfsscan_model_applicable"].append((labels, bool(m.applicable)))
+        if m.pages is None:
+            continue
+        samples["btrfsscan_page_cache_pages"].append((labels, m.pages))
+        samples["btrfsscan_page_cache_bytes"].append((labels, m.bytes))
+        samples["btrfsscan_page_cache_saved_pages"].append((labels, m.saved_pages))
+        samples["btrfsscan_page_cache_saved_bytes"].append((labels, m.saved_bytes))
+        samples["btrfsscan_page_cache_saved_ratio"].append((labels, (m.saved_pct or 0.0) / 100.0))
+    fs = _labels(fsid=fsid)
+    samples["btrfsscan_page_size_bytes"].append((fs, report.page_size))
+    samples["btrfsscan_regular_files"].append((fs, report.totals.files))
+    samples["btrfsscan_regular_inodes"].append((fs, report.totals.inodes))
+    samples["btrfsscan_report_partial"].append((fs, bool(report.partial)))
+    lines = []
+    for name, help_text in METRICS:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples[name])
+    return "\n".join(lines) + "\n"
