@@ -17,8 +17,6 @@ line on stderr with exit code 2, warnings give exit code 1, ``--strict``.
 from __future__ import annotations
 
 import json
-import lzma
-import os
 import re
 from pathlib import Path
 
@@ -69,46 +67,10 @@ def run_json(*args: str, expect_exit: int = 0) -> dict:
     return json.loads(result.stdout)
 
 
-def _devnum(path: Path) -> int:
-    return int(re.search(r"dev(\d+)\.img", path.name).group(1))
-
-
-def decompress_sparse(src: Path, dest: Path) -> None:
-    part = dest.with_name(dest.name + ".part")
-    with lzma.open(src) as inp, open(part, "wb") as out:
-        pos = 0
-        while block := inp.read(1 << 20):
-            if block.count(0) != len(block):
-                out.seek(pos)
-                out.write(block)
-            pos += len(block)
-        out.truncate(pos)
-    os.replace(part, dest)
-
-
-def raw_images(factory: pytest.TempPathFactory, name: str) -> dict[int, Path]:
-    """devid -> decompressed image of fixture ``name``, shared by every test of the session."""
-    root = factory.getbasetemp() / "volumes-raw" / name
-    root.mkdir(parents=True, exist_ok=True)
-    images = {}
-    for xz in sorted((FIXTURES / name).glob("dev*.img.xz"), key=_devnum):
-        dest = root / xz.name[: -len(".xz")]
-        if not dest.exists():
-            decompress_sparse(xz, dest)
-        images[_devnum(xz)] = dest
-    return images
-
-
 @pytest.fixture(scope="session")
-def images(tmp_path_factory):
-    cache: dict[str, dict[int, Path]] = {}
-
-    def get(name: str) -> dict[int, Path]:
-        if name not in cache:
-            cache[name] = raw_images(tmp_path_factory, name)
-        return cache[name]
-
-    return get
+def images(fixture_images):
+    """name -> {file number: decompressed image} of a volume fixture."""
+    return lambda name: fixture_images("volumes", name)
 
 
 def devid_by_file(name: str) -> dict[str, int]:

@@ -11,8 +11,6 @@ a field out of range but a valid (recomputed) checksum.
 from __future__ import annotations
 
 import json
-import lzma
-import os
 import re
 import shutil
 from pathlib import Path
@@ -57,42 +55,10 @@ def run(*args):
     return result
 
 
-def _devnum(path: Path) -> int:
-    return int(re.search(r"dev(\d+)\.img", path.name).group(1))
-
-
-def decompress_sparse(src: Path, dest: Path) -> None:
-    part = dest.with_name(dest.name + ".part")
-    with lzma.open(src) as inp, open(part, "wb") as out:
-        pos = 0
-        while block := inp.read(1 << 20):
-            if block.count(0) != len(block):
-                out.seek(pos)
-                out.write(block)
-            pos += len(block)
-        out.truncate(pos)
-    os.replace(part, dest)
-
-
 @pytest.fixture(scope="session")
-def images(tmp_path_factory):
-    """name -> {file number: decompressed image}, shared by the whole session (same place as test_cli_volumes)."""
-    cache: dict[str, dict[int, Path]] = {}
-
-    def get(name: str) -> dict[int, Path]:
-        if name not in cache:
-            root = tmp_path_factory.getbasetemp() / "volumes-raw" / name
-            root.mkdir(parents=True, exist_ok=True)
-            found = {}
-            for xz in sorted((FIXTURES / name).glob("dev*.img.xz"), key=_devnum):
-                dest = root / xz.name[: -len(".xz")]
-                if not dest.exists():
-                    decompress_sparse(xz, dest)
-                found[_devnum(xz)] = dest
-            cache[name] = found
-        return cache[name]
-
-    return get
+def images(fixture_images):
+    """name -> {file number: decompressed image} of a volume fixture."""
+    return lambda name: fixture_images("volumes", name)
 
 
 # --- parsing dump-super -f -a -----------------------------------------------------
