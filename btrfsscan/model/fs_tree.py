@@ -19,7 +19,7 @@ from ..format import fastparse
 from ..format.constants import Compression, FileExtentType, ItemType
 from ..tree.block import HEADER_SIZE, TreeBlock
 from ..tree.reader import TreeReader
-from ..tree.walk import iter_leaf_refs
+from ..tree.walk import Visit, walk_tree
 from .subvolumes import Subvolume
 from .tables import EXTENT_DTYPE, INODE_DTYPE, FileTables
 
@@ -95,34 +95,59 @@ def parse_leaf(block: TreeBlock, warnings: Warnings, tree_id: int) -> LeafRows:
     return inodes, extents
 
 
-class FileScanner:
-    """Scans fs trees into FileTables, parsing each shared leaf once."""
+def _concat(parts: list[LeafRows]) -> LeafRows:
+    if len(parts) == 1:
+        return parts[0]
+    return (np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, INODE_DTYPE),
+            np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, EXTENT_DTYPE))
 
-    def __init__(self, reader: TreeReader, warnings: Warnings) -> None:
+
+class FileScanner:
+    """Scans fs trees into FileTables, parsing each shared leaf once.
+
+    ``memoize=False`` re-parses every block of every tree: slower, and only
+    there to check that memoization does not change any figure.
+    """
+
+    def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True) -> None:
         self.reader = reader
         self.warnings = warnings
-        self._leaves: dict[int, LeafRows] = {}
+        self.memoize = memoize
+        self._blocks: dict[int, LeafRows] = {}
         self.leaves_parsed = 0
-        self.leaves_reused = 0
+        self.blocks_reused = 0
 
     def scan_subvolume(self, sub: Subvolume) -> LeafRows:
-        """All inode and extent rows of one subvolume, ``subvol`` set."""
-        inode_parts, extent_parts = [], []
+        """All inode and extent rows of one subvolume, ``subvol`` set.
+
+        Rows are memoized per block, nodes included: a subtree a snapshot
+        shares with its source is one lookup, not a walk.
+        """
+        parts: list[list[LeafRows]] = [[]]
         try:
-            for bytenr, leaf in iter_leaf_refs(self.reader, sub.root, known=self._leaves):
-                if leaf is None:
-                    rows = self._leaves[bytenr]
-                    self.leaves_reused += 1
-                else:
-                    rows = parse_leaf(leaf, self.warnings, sub.id)
-                    self._leaves[bytenr] = rows
+            for visit, bytenr, block in walk_tree(self.reader, sub.root, known=self._blocks):
+                if visit is Visit.ENTER:
+                    parts.append([])
+                    continue
+                if visit is Visit.KNOWN:
+                    rows = self._blocks[bytenr]
+                    self.blocks_reused += 1
+                elif visit is Visit.LEAF:
+                    rows = parse_leaf(block, self.warnings, sub.id)
                     self.leaves_parsed += 1
-                inode_parts.append(rows[0])
-                extent_parts.append(rows[1])
+                else:
+                    rows = _concat(parts.pop())
+                if self.memoize:
+                    self._blocks[bytenr] = rows
+                parts[-1].append(rows)
         except CorruptionError as exc:
             self.warnings.add(f"subvolume {sub.id} ({sub.path or 'top level'}) skipped: {exc}", f"tree {sub.id}", tree=sub.id)
-        inodes = np.concatenate(inode_parts) if inode_parts else np.zeros(0, INODE_DTYPE)
-        extents = np.concatenate(extent_parts) if extent_parts else np.zeros(0, EXTENT_DTYPE)
+        while len(parts) > 1:  # a walk cut short leaves nodes open
+            rows = _concat(parts.pop())
+            parts[-1].append(rows)
+        inodes, extents = _concat(parts[0])
+        inodes = inodes.copy()
+        extents = extents.copy()
         inodes["subvol"] = sub.id
         extents["subvol"] = sub.id
         return inodes, extents

@@ -9,6 +9,7 @@ walk goes on, so a result can be partial but never hangs.
 
 from __future__ import annotations
 
+import enum
 from bisect import bisect_left, bisect_right
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
@@ -39,40 +40,46 @@ class TreeRoot:
 
 def iter_leaves(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_key: Key = MAX_KEY) -> Iterator[TreeBlock]:
     """Leaves of ``root`` that may hold keys in [min_key, max_key], in key order."""
-    for _, leaf in iter_leaf_refs(reader, root, min_key, max_key):
-        yield leaf
+    for visit, _, block in walk_tree(reader, root, min_key, max_key):
+        if visit is Visit.LEAF:
+            yield block
 
 
-def iter_leaf_refs(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_key: Key = MAX_KEY,
-                   known: Container[int] = ()) -> Iterator[tuple[int, TreeBlock | None]]:
-    """(bytenr, leaf) in key order; leaves whose bytenr is in ``known`` are not read (leaf None).
+class Visit(enum.Enum):
+    """What ``walk_tree`` reports about a block."""
 
-    ``known`` lets a caller that memoizes per-leaf results skip reading leaves
-    it has already seen in another tree (snapshots share most leaves).
+    ENTER = "enter"  # a node, before its children
+    EXIT = "exit"  # the same node, after its children
+    LEAF = "leaf"  # a leaf, read and checked
+    KNOWN = "known"  # a block whose bytenr the caller already knows: not read, not descended
+
+
+def walk_tree(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_key: Key = MAX_KEY,
+              known: Container[int] = ()) -> Iterator[tuple[Visit, int, TreeBlock | None]]:
+    """Depth-first visits of the blocks of ``root`` that may hold keys in [min_key, max_key], in key order.
+
+    Blocks (at any level) whose bytenr is in ``known`` are reported as KNOWN
+    and neither read nor descended: callers that memoize per-block results
+    (snapshots share most of their blocks) skip whole shared subtrees. A
+    child that fails its checks is skipped with a warning; a block met twice
+    in one walk is skipped too, so a cyclic tree cannot loop.
     """
-    if root.level == 0 and root.bytenr in known:
-        yield root.bytenr, None
+    if root.bytenr in known:
+        yield Visit.KNOWN, root.bytenr, None
         return
     top = reader.read(root.bytenr, level=root.level, generation=root.generation)
-    seen = {top.bytenr}
-    stack: list[tuple[TreeBlock, list[Key], int]] = []
-
-    def enter(block: TreeBlock) -> TreeBlock | None:
-        if block.level == 0:
-            return block
-        keys = block.keys()
-        first = max(bisect_right(keys, min_key) - 1, 0)
-        stack.append((block, keys, first))
-        return None
-
-    leaf = enter(top)
-    if leaf is not None:
-        yield leaf.bytenr, leaf
+    if top.level == 0:
+        yield Visit.LEAF, top.bytenr, top
         return
+    seen = {top.bytenr}
+    top_keys = top.keys()
+    stack: list[tuple[TreeBlock, list[Key], int]] = [(top, top_keys, max(bisect_right(top_keys, min_key) - 1, 0))]
+    yield Visit.ENTER, top.bytenr, top
     while stack:
         node, keys, slot = stack[-1]
         if slot >= len(keys) or keys[slot] > max_key:
             stack.pop()
+            yield Visit.EXIT, node.bytenr, node
             continue
         stack[-1] = (node, keys, slot + 1)
         child_ptr = int(node.ptrs["blockptr"][slot])
@@ -83,8 +90,8 @@ def iter_leaf_refs(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, m
                 f"node {node.bytenr} slot {slot}", tree=root.tree_id, bytenr=child_ptr)
             continue
         seen.add(child_ptr)
-        if node.level == 1 and child_ptr in known:
-            yield child_ptr, None
+        if child_ptr in known:
+            yield Visit.KNOWN, child_ptr, None
             continue
         try:
             child = reader.read(child_ptr, level=node.level - 1, generation=child_gen)
@@ -92,9 +99,12 @@ def iter_leaf_refs(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, m
             reader.warnings.add(f"tree {root.name}: subtree skipped: {exc}", f"node {node.bytenr} slot {slot}",
                                 tree=root.tree_id, bytenr=child_ptr)
             continue
-        leaf = enter(child)
-        if leaf is not None:
-            yield leaf.bytenr, leaf
+        if child.level == 0:
+            yield Visit.LEAF, child_ptr, child
+        else:
+            child_keys = child.keys()
+            stack.append((child, child_keys, max(bisect_right(child_keys, min_key) - 1, 0)))
+            yield Visit.ENTER, child_ptr, child
 
 
 def iter_items(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_key: Key = MAX_KEY) -> Iterator[tuple[Key, bytes]]:
