@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BtrfsScanError
+from ..errors import BtrfsScanError, ReadError
 from ..format.constants import Compression, FileExtentType, ObjectId
 from .extent_tree import lookup_extent
 from .tables import FileTables
@@ -86,14 +86,20 @@ def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> 
         start = int(r["file_offset"])
         if start > pos:
             extents.append(FileExtent(pos, start - pos, "hole", "none"))
-        extents.append(_extent(fs, r, counts, extent_root))
+        extents.append(_extent(fs, r, counts, extent_root, path))
         pos = max(pos, start + int(r["num_bytes"]))
     if pos < size:
         extents.append(FileExtent(pos, size - pos, "hole", "none"))
     return FileMap(path, subvol, ino, size, extents)
 
 
-def _extent(fs, r, counts: dict[int, int], extent_root) -> FileExtent:
+#: Longest referenced range mapped to devices. btrfs data extents are at most 128 MiB (256 MiB
+#: preallocated); a longer one is damage, and on a striped chunk its map would need a piece
+#: per stripe: memory no longer bounded by the metadata.
+MAX_MAPPED_BYTES = 1 << 30
+
+
+def _extent(fs, r, counts: dict[int, int], extent_root, path: str = "") -> FileExtent:
     ftype = int(r["type"])
     disk_bytenr = int(r["disk_bytenr"])
     kind = EXTENT_KIND[FileExtentType(ftype)]
@@ -116,7 +122,16 @@ def _extent(fs, r, counts: dict[int, int], extent_root) -> FileExtent:
         logical, length = disk_bytenr + ext.offset, ext.num_bytes
     else:
         logical, length = disk_bytenr, ext.disk_num_bytes
-    for piece in fs.volume.map(logical, length):
+    where = f"{path}: extent at file offset {ext.file_offset}, logical {logical}"
+    if length > MAX_MAPPED_BYTES:
+        fs.warnings.add(f"{where}: {length} bytes, more than any btrfs data extent; device ranges not mapped")
+        return ext
+    try:
+        pieces = fs.volume.map(logical, length)
+    except ReadError as exc:
+        fs.warnings.add(f"{where}: device ranges not mapped: {exc}")
+        return ext
+    for piece in pieces:
         file_offset = ext.file_offset + (piece.logical - logical) if ext.compression == "none" else ext.file_offset
         ext.device_ranges.append(DeviceRange(file_offset, piece.length, piece.mirror, piece.devid, piece.physical))
     return ext

@@ -1,11 +1,12 @@
 """Reading every inode and file extent of fs trees into column tables.
 
-This is the hot path of a report. Each leaf is parsed with numpy in a few
-vectorized steps (gather the payloads of all INODE_ITEM or EXTENT_DATA items
-at once, view them through dtypes derived from the construct definitions),
-and the rows of each leaf are memoized by its address: snapshots share most
-leaves with their source, so a leaf is read, checked and parsed once however
-many subvolumes contain it.
+This is the hot path of a report. Leaves are parsed with numpy in batches of
+a few hundred (gather the payloads of all INODE_ITEM or EXTENT_DATA items of
+the batch at once, view them through dtypes derived from the construct
+definitions), and the rows of every block, nodes included, are memoized by
+its address: snapshots share most blocks with their source, so a block is
+read, checked and parsed once however many subvolumes contain it, and a
+shared subtree is one lookup.
 """
 
 from __future__ import annotations
@@ -31,60 +32,96 @@ _REG_FIELDS = {"disk_bytenr": "reg.disk_bytenr", "disk_num_bytes": "reg.disk_num
                "offset": "reg.offset", "num_bytes": "reg.num_bytes"}
 
 LeafRows = tuple[np.ndarray, np.ndarray]
+_OFFSETS = {layout.size: np.arange(layout.size) for layout in (_INODE, _FE)}
 
 
-def _gather(block: TreeBlock, slots: np.ndarray, layout: fastparse.Layout) -> np.ndarray:
-    """Payloads of ``slots`` viewed through ``layout`` (short items read zero-padded)."""
-    raw = np.frombuffer(block.data, np.uint8)
-    starts = HEADER_SIZE + block.items["offset"][slots].astype(np.int64)
-    idx = starts[:, None] + np.arange(layout.size)
-    sizes = block.items["size"][slots].astype(np.int64)
-    inside = np.arange(layout.size)[None, :] < sizes[:, None]
-    np.minimum(idx, len(raw) - 1, out=idx)
-    payload = np.where(inside, raw[idx], 0).astype(np.uint8)
-    return payload.view(layout.dtype).reshape(-1)
+_INODE_ITEM = int(ItemType.INODE_ITEM)
+_EXTENT_DATA = int(ItemType.EXTENT_DATA)
+_INLINE, _REG, _PREALLOC = int(FileExtentType.INLINE), int(FileExtentType.REG), int(FileExtentType.PREALLOC)
+_NO_COMPRESSION = int(Compression.NONE)
+_ITEM_DTYPE = fastparse.ITEM.dtype
+#: Leaves parsed together in one vectorized batch.
+BATCH_LEAVES = 256
 
 
-def parse_leaf(block: TreeBlock, warnings: Warnings, tree_id: int) -> LeafRows:
-    """INODE_ITEM and EXTENT_DATA rows of one fs-tree leaf (``subvol`` left 0)."""
-    items = block.items
+class _Batch:
+    """The items of several leaves as one table over one byte buffer."""
+
+    def __init__(self, blocks: list[TreeBlock]) -> None:
+        self.blocks = blocks
+        self.counts = np.array([len(b.items) for b in blocks], np.int64)
+        self.items = _concat_rows([b.items for b in blocks], _ITEM_DTYPE)
+        self.leaf = np.repeat(np.arange(len(blocks)), self.counts)
+        sizes = np.array([len(b.data) for b in blocks], np.int64)
+        self.block_start = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        self.block_end = self.block_start + sizes
+        self.raw = np.frombuffer(b"".join(b.data for b in blocks), np.uint8)
+
+    def gather(self, rows: np.ndarray, layout: fastparse.Layout) -> np.ndarray:
+        """Payloads of item ``rows`` viewed through ``layout``.
+
+        Fields past the end of a short item hold whatever follows it in the
+        block (or the block's last byte); callers check sizes before trusting them.
+        """
+        leaf = self.leaf[rows]
+        start = self.block_start[leaf] + HEADER_SIZE + self.items["offset"][rows].astype(np.int64)
+        idx = start[:, None] + _OFFSETS[layout.size]
+        np.minimum(idx, (self.block_end[leaf] - 1)[:, None], out=idx)
+        return self.raw[idx].view(layout.dtype).reshape(-1)
+
+    def split(self, rows: np.ndarray, table: np.ndarray) -> list[np.ndarray]:
+        """``table`` (one entry per item of ``rows``) cut into one piece per leaf."""
+        bounds = np.searchsorted(self.leaf[rows], np.arange(1, len(self.blocks)))
+        return np.split(table, bounds)
+
+    def warn(self, warnings: Warnings, tree_id: int, row: int, what: str) -> None:
+        block = self.blocks[int(self.leaf[row])]
+        warnings.add(what, f"tree {tree_id} leaf {block.bytenr}", tree=tree_id, bytenr=block.bytenr)
+
+
+def parse_leaves(blocks: list[TreeBlock], warnings: Warnings, tree_id: int) -> list[LeafRows]:
+    """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0)."""
+    batch = _Batch(blocks)
+    items = batch.items
     types = items["key.type"]
-    where = f"tree {tree_id} leaf {block.bytenr}"
+    sizes_all = items["size"].astype(np.int64)
 
-    slots = np.flatnonzero(types == ItemType.INODE_ITEM)
-    short = block.items["size"][slots] < _INODE.size
-    for slot in slots[short].tolist():
-        warnings.add(f"INODE_ITEM of inode {int(items['key.objectid'][slot])} shorter than btrfs_inode_item, skipped",
-                     where, tree=tree_id, bytenr=block.bytenr)
-    slots = slots[~short]
-    fields = _gather(block, slots, _INODE)
-    inodes = np.zeros(len(slots), INODE_DTYPE)
-    inodes["ino"] = items["key.objectid"][slots]
+    rows = np.flatnonzero(types == _INODE_ITEM)
+    short = sizes_all[rows] < _INODE.size
+    for row in rows[short].tolist():
+        batch.warn(warnings, tree_id, row, f"INODE_ITEM of inode {int(items['key.objectid'][row])} "
+                   "shorter than btrfs_inode_item, skipped")
+    rows = rows[~short]
+    fields = batch.gather(rows, _INODE)
+    inodes = np.zeros(len(rows), INODE_DTYPE)
+    inodes["ino"] = items["key.objectid"][rows]
     for name in _INODE_FIELDS:
         inodes[name] = fields[name]
+    inode_parts = batch.split(rows, inodes)
 
-    slots = np.flatnonzero(types == ItemType.EXTENT_DATA)
-    fields = _gather(block, slots, _FE)
-    sizes = block.items["size"][slots].astype(np.int64)
+    rows = np.flatnonzero(types == _EXTENT_DATA)
+    fields = batch.gather(rows, _FE)
+    sizes = sizes_all[rows]
     ftype = fields["head.type"]
-    inline = ftype == FileExtentType.INLINE
-    regular = (ftype == FileExtentType.REG) | (ftype == FileExtentType.PREALLOC)
+    inline = ftype == _INLINE
+    regular = (ftype == _REG) | (ftype == _PREALLOC)
     bad_inline = inline & ((sizes < _FE_HEAD_SIZE) | (
-        (fields["head.compression"] == Compression.NONE) & (fields["head.ram_bytes"] != sizes - _FE_HEAD_SIZE)))
+        (fields["head.compression"] == _NO_COMPRESSION) & (fields["head.ram_bytes"] != sizes - _FE_HEAD_SIZE)))
     valid = (inline & ~bad_inline) | (regular & (sizes >= _FE.size))
     for i in np.flatnonzero(~valid).tolist():
-        ino, off = int(items["key.objectid"][slots[i]]), int(items["key.offset"][slots[i]])
+        row = int(rows[i])
+        ino, off = int(items["key.objectid"][row]), int(items["key.offset"][row])
         if bad_inline[i]:
             what = f"inline extent of {int(fields['head.ram_bytes'][i])} bytes does not match its {int(sizes[i])}-byte item"
         elif regular[i]:
             what = f"EXTENT_DATA item of {int(sizes[i])} bytes is shorter than btrfs_file_extent_item"
         else:
             what = f"EXTENT_DATA has unknown type {int(ftype[i])}"
-        warnings.add(f"{what}, skipped (inode {ino} offset {off})", where, tree=tree_id, bytenr=block.bytenr)
-    slots, fields, sizes, inline = slots[valid], fields[valid], sizes[valid], inline[valid]
-    extents = np.zeros(len(slots), EXTENT_DTYPE)
-    extents["ino"] = items["key.objectid"][slots]
-    extents["file_offset"] = items["key.offset"][slots]
+        batch.warn(warnings, tree_id, row, f"{what}, skipped (inode {ino} offset {off})")
+    rows, fields, sizes, inline = rows[valid], fields[valid], sizes[valid], inline[valid]
+    extents = np.zeros(len(rows), EXTENT_DTYPE)
+    extents["ino"] = items["key.objectid"][rows]
+    extents["file_offset"] = items["key.offset"][rows]
     extents["type"] = fields["head.type"]
     extents["compression"] = fields["head.compression"]
     extents["ram_bytes"] = fields["head.ram_bytes"]
@@ -92,14 +129,21 @@ def parse_leaf(block: TreeBlock, warnings: Warnings, tree_id: int) -> LeafRows:
         extents[column] = np.where(inline, 0, fields[field])
     extents["num_bytes"] = np.where(inline, fields["head.ram_bytes"], fields["reg.num_bytes"])
     extents["disk_num_bytes"] = np.where(inline, sizes - _FE_HEAD_SIZE, fields["reg.disk_num_bytes"])
-    return inodes, extents
+    return list(zip(inode_parts, batch.split(rows, extents)))
+
+
+def _concat_rows(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """Concatenate structured arrays as raw records (numpy's per-field promotion is slow)."""
+    raw = np.dtype((np.void, dtype.itemsize))
+    return np.concatenate([a.view(raw) for a in arrays]).view(dtype) if arrays else np.zeros(0, dtype)
 
 
 def _concat(parts: list[LeafRows]) -> LeafRows:
     if len(parts) == 1:
         return parts[0]
-    return (np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, INODE_DTYPE),
-            np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, EXTENT_DTYPE))
+    if not parts:
+        return np.zeros(0, INODE_DTYPE), np.zeros(0, EXTENT_DTYPE)
+    return (_concat_rows([p[0] for p in parts], INODE_DTYPE), _concat_rows([p[1] for p in parts], EXTENT_DTYPE))
 
 
 class FileScanner:
@@ -117,51 +161,61 @@ class FileScanner:
         self.leaves_parsed = 0
         self.blocks_reused = 0
 
-    def scan_subvolume(self, sub: Subvolume) -> LeafRows:
-        """All inode and extent rows of one subvolume, ``subvol`` set.
+    def _subvolume_rows(self, sub: Subvolume) -> LeafRows:
+        """All inode and extent rows of one subvolume (``subvol`` not set: they may be shared).
 
-        Rows are memoized per block, nodes included: a subtree a snapshot
-        shares with its source is one lookup, not a walk.
+        The walk records its visits and hands new leaves to ``parse_leaves``
+        in batches; the rows are then assembled bottom-up and memoized per
+        block, nodes included, so a subtree a snapshot shares with its source
+        is one lookup, not a walk.
         """
-        parts: list[list[LeafRows]] = [[]]
+        rows = self._blocks if self.memoize else {}
+        visits: list[tuple[Visit, int]] = []
+        pending: list[TreeBlock] = []
+
+        def flush() -> None:
+            for block, parsed in zip(pending, parse_leaves(pending, self.warnings, sub.id)):
+                rows[block.bytenr] = parsed
+            self.leaves_parsed += len(pending)
+            pending.clear()
+
         try:
-            for visit, bytenr, block in walk_tree(self.reader, sub.root, known=self._blocks):
-                if visit is Visit.ENTER:
-                    parts.append([])
-                    continue
-                if visit is Visit.KNOWN:
-                    rows = self._blocks[bytenr]
+            for visit, bytenr, block in walk_tree(self.reader, sub.root, known=rows):
+                visits.append((visit, bytenr))
+                if visit is Visit.LEAF:
+                    pending.append(block)
+                    if len(pending) >= BATCH_LEAVES:
+                        flush()
+                elif visit is Visit.KNOWN:
                     self.blocks_reused += 1
-                elif visit is Visit.LEAF:
-                    rows = parse_leaf(block, self.warnings, sub.id)
-                    self.leaves_parsed += 1
-                else:
-                    rows = _concat(parts.pop())
-                if self.memoize:
-                    self._blocks[bytenr] = rows
-                parts[-1].append(rows)
         except CorruptionError as exc:
             self.warnings.add(f"subvolume {sub.id} ({sub.path or 'top level'}) skipped: {exc}", f"tree {sub.id}", tree=sub.id)
+        if pending:
+            flush()
+        parts: list[list[LeafRows]] = [[]]
+        for visit, bytenr in visits:
+            if visit is Visit.ENTER:
+                parts.append([])
+                continue
+            if visit is Visit.EXIT:
+                rows[bytenr] = _concat(parts.pop())
+            parts[-1].append(rows[bytenr])
         while len(parts) > 1:  # a walk cut short leaves nodes open
-            rows = _concat(parts.pop())
-            parts[-1].append(rows)
-        inodes, extents = _concat(parts[0])
-        inodes = inodes.copy()
-        extents = extents.copy()
-        inodes["subvol"] = sub.id
-        extents["subvol"] = sub.id
-        return inodes, extents
+            merged = _concat(parts.pop())
+            parts[-1].append(merged)
+        return _concat(parts[0])
 
     def scan(self, subvols: Iterable[Subvolume], progress: Callable[[Subvolume], None] | None = None) -> FileTables:
         """Tables over every subvolume given, in the order given."""
-        inode_parts, extent_parts = [], []
+        ids, inode_parts, extent_parts = [], [], []
         for sub in subvols:
-            inodes, extents = self.scan_subvolume(sub)
+            inodes, extents = self._subvolume_rows(sub)
+            ids.append(sub.id)
             inode_parts.append(inodes)
             extent_parts.append(extents)
             if progress:
                 progress(sub)
-        return FileTables(
-            np.concatenate(inode_parts) if inode_parts else np.zeros(0, INODE_DTYPE),
-            np.concatenate(extent_parts) if extent_parts else np.zeros(0, EXTENT_DTYPE),
-        )
+        tables = FileTables(_concat_rows(inode_parts, INODE_DTYPE), _concat_rows(extent_parts, EXTENT_DTYPE))
+        for table, parts in ((tables.inodes, inode_parts), (tables.extents, extent_parts)):
+            table["subvol"] = np.repeat(np.array(ids, np.uint64), [len(p) for p in parts])
+        return tables

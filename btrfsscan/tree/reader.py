@@ -18,7 +18,7 @@ from .block import BlockProblem, TreeBlock, parse_block
 class TreeReader:
     """Verified tree blocks of one volume."""
 
-    def __init__(self, volume: Volume, warnings: Warnings | None = None, cache_bytes: int = 256 << 20) -> None:
+    def __init__(self, volume: Volume, warnings: Warnings | None = None, cache_bytes: int = 32 << 20) -> None:
         self.volume = volume
         self.warnings = warnings if warnings is not None else volume.warnings
         sb = volume.superblock

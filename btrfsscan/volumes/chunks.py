@@ -51,7 +51,8 @@ Which chunks :meth:`ChunkMap.add` accepts: :func:`validate_chunk` reports
 every deviation from what the kernel's tree-checker accepts (plus a few
 checks btrfsscan adds).  ``add`` refuses only chunks whose mapping cannot be
 computed or trusted: no stripes, ``stripes`` disagreeing with
-``num_stripes``, ``length <= 0``, ``stripe_len <= 0``, a negative logical
+``num_stripes``, ``length <= 0``, ``stripe_len <= 0`` (below 4096 for
+RAID0/10/5/6, whose mappings have one piece per stripe), a negative logical
 address, several profile bits, type bits no kernel defines
 (``CorruptionError``); RAID10 with ``sub_stripes`` 0 or more than
 ``num_stripes``, RAID5/6 without a data stripe (``CorruptionError``); and
@@ -90,6 +91,9 @@ _KNOWN_BITS = _TYPE_MASK | _PROFILE_MASK | _REMAP_BITS
 
 _RAID56 = int(BlockGroupFlag.RAID5 | BlockGroupFlag.RAID6)
 _RAID1_MASK = int(BlockGroupFlag.RAID1 | BlockGroupFlag.RAID1C3 | BlockGroupFlag.RAID1C4)
+_STRIPED = int(BlockGroupFlag.RAID0 | BlockGroupFlag.RAID10) | _RAID56
+#: Smallest stripe_len a striped chunk is mapped with (``map`` gives one piece per stripe).
+_MIN_STRIPE_LEN = 4096
 
 #: Allowed num_stripes (min, max or None) per profile bit, RAID10 apart.
 _STRIPE_COUNTS = {
@@ -365,6 +369,10 @@ def _plan(chunk: Chunk) -> tuple:
     sl = chunk.stripe_len
     if sl <= 0:
         raise CorruptionError(f"{where}: stripe_len is {sl}")
+    if profile_bits & _STRIPED and sl < _MIN_STRIPE_LEN:
+        # One piece per stripe_len bytes: a tiny stripe_len would turn one mapping into millions of pieces.
+        raise CorruptionError(f"{where}: stripe_len {sl} of a striped profile is below {_MIN_STRIPE_LEN}, "
+                              f"too small to map (btrfs uses {BTRFS_STRIPE_LEN})")
     stripes = tuple((s.devid, s.offset) for s in chunk.stripes)
     end = chunk.logical + chunk.length
     if profile_bits == BlockGroupFlag.RAID0:
