@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..cache.models import PAGE_SIZES
 from ..cache.report import DeviceInfo, FilesystemFacts, Report, SubvolumeInfo, build_report
-from ..format.constants import CompatRoFlag, IncompatFlag, Profile, flag_names
+from ..format.constants import CompatRoFlag, IncompatFlag, flag_names
 from ..model.filesystem import Filesystem, open_filesystems
 from ..model.fs_tree import FileScanner
 from ..model.subvolumes import ZERO_UUID
