@@ -408,3 +408,26 @@ def test_super_survives_an_unreadable_chunk_tree(single_image):
     assert any("chunk tree not loaded" in w for w in damaged["warnings"])
     assert [d["devid"] for d in damaged["devices"]] == [d["devid"] for d in out["devices"]]
     assert_one_line_error(run("chunks", "--json", single_image), f"tree block {out['chunk_root']}")
+
+
+@pytest.mark.parametrize("feature", ["RAID_STRIPE_TREE", "EXTENT_TREE_V2", "REMAP_TREE", "ZONED"])
+def test_unsupported_features_are_refused(feature, images, tmp_path):
+    """A feature whose mapping btrfsscan does not implement is refused, not misread."""
+    from btrfsscan.format.checksum import compute
+    from btrfsscan.format.constants import CsumType, IncompatFlag
+
+    image = tmp_path / "dev1.img"
+    shutil.copyfile(images("single")[1], image)
+    with open(image, "r+b") as f:
+        for offset in (65536, 64 << 20):
+            f.seek(offset)
+            sb = bytearray(f.read(4096))
+            flags = int.from_bytes(sb[188:196], "little") | IncompatFlag[feature]
+            sb[188:196] = flags.to_bytes(8, "little")
+            sb[:32] = compute(CsumType.CRC32C, bytes(sb))
+            f.seek(offset)
+            f.write(sb)
+    result = run("super", image)
+    assert result.exit_code == 2
+    assert feature in result.stderr and "refusing" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
