@@ -28,6 +28,7 @@ import click
 from .. import __version__
 from ..errors import BtrfsScanError, Warnings
 from ..format.checksum import crc32c_backend, crc32c_is_slow
+from ..model.block_groups import read_block_groups
 from . import describe, output
 from .output import NUMBER
 
@@ -203,11 +204,12 @@ def super_cmd(ctx, images, show_all, devid, sample, as_json, strict):
 @output_options
 @click.pass_context
 def chunks_cmd(ctx, images, as_json, strict):
-    """Show the chunk map: every chunk, its profile and its stripes."""
+    """Show the chunk map: every chunk, its profile, its stripes and how much of it is used
+    (from its BLOCK_GROUP_ITEM in the extent tree or the block group tree)."""
     with ExitStack() as stack:
         paths = _image_paths(stack, images, None)
         fs = stack.enter_context(_filesystem(paths))
-        report = describe.chunks_report(fs.volume)
+        report = describe.chunks_report(fs.volume, read_block_groups(fs))
         _finish(ctx, report, fs.warnings, as_json, strict)
 
 

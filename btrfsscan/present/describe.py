@@ -17,7 +17,7 @@ filesystem and passes it in.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import BtrfsScanError, DeviceError
@@ -29,6 +29,7 @@ from ..format.constants import (
     SuperFlag,
     flag_names,
 )
+from ..model.block_groups import BlockGroup
 from ..volumes import superblock as sbmod
 from ..volumes.chunk_items import iter_sys_chunk_array
 from ..volumes.chunks import Chunk, PhysicalRange
@@ -356,6 +357,14 @@ def _profile_name(chunk: Chunk) -> str:
         return f"unknown(0x{chunk.type:x})"
 
 
+@dataclass(frozen=True)
+class ChunkView:
+    """A chunk and its block group (None when the chunk has no BLOCK_GROUP_ITEM)."""
+
+    chunk: Chunk
+    block_group: BlockGroup | None = None
+
+
 CHUNK_FIELDS: tuple[Field, ...] = (
     Field("logical", "logical", lambda c: c.logical),
     Field("length", "length", lambda c: c.length, show=format_size),
@@ -365,6 +374,20 @@ CHUNK_FIELDS: tuple[Field, ...] = (
     Field("num_stripes", "stripes", lambda c: c.num_stripes),
     Field("sub_stripes", "sub", lambda c: c.sub_stripes),
     Field("stripes", "stripe locations", _stripes_raw, show=_stripes_text),
+)
+
+
+def _of_chunk(field: Field) -> Field:
+    """``field`` read from a ChunkView's chunk."""
+    return replace(field, get=lambda view, get=field.get: get(view.chunk))
+
+
+#: The ``chunks`` command: every chunk field plus the used bytes of its block group.
+CHUNK_USAGE_FIELDS: tuple[Field, ...] = (
+    *map(_of_chunk, CHUNK_FIELDS[:2]),
+    Field("used", "used", lambda v: v.block_group.used if v.block_group else None,
+          show=lambda used: "-" if used is None else format_size(used)),
+    *map(_of_chunk, CHUNK_FIELDS[2:]),
 )
 
 
@@ -511,9 +534,10 @@ def superblock_report(volume, *, detail: bool = False, devid: int | None = None)
     return Report(tuple(sections))
 
 
-def chunks_report(volume) -> Report:
-    """The ``chunks`` command: every chunk of the chunk map, by logical address."""
-    return Report((section("chunks", f"chunks ({len(volume.chunk_map)})", CHUNK_FIELDS, list(volume.chunk_map)),))
+def chunks_report(volume, block_groups: dict[int, BlockGroup]) -> Report:
+    """The ``chunks`` command: every chunk of the chunk map, by logical address, with its used bytes."""
+    views = [ChunkView(chunk, block_groups.get(chunk.logical)) for chunk in volume.chunk_map]
+    return Report((section("chunks", f"chunks ({len(views)})", CHUNK_USAGE_FIELDS, views),))
 
 
 def map_logical_report(volume, logical: int, length: int, *, parity: bool = False) -> Report:
