@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BtrfsScanError, ReadError
+from ..errors import BtrfsScanError, CorruptionError, ReadError
 from ..format.constants import Compression, FileExtentType, ObjectId
 from .extent_tree import lookup_extent
 from .tables import FileTables
@@ -79,7 +79,11 @@ def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> 
     rows = tables.extents[(tables.extents["subvol"] == subvol) & (tables.extents["ino"] == ino)]
     data_bytenrs = [int(b) for b, t in zip(rows["disk_bytenr"], rows["type"]) if b and t != FileExtentType.INLINE]
     counts = _mapping_counts(tables, data_bytenrs)
-    extent_root = fs.tree_root(ObjectId.EXTENT_TREE)
+    try:
+        extent_root = fs.tree_root(ObjectId.EXTENT_TREE)
+    except CorruptionError as exc:  # the device map needs no extent tree: refs are left 0
+        fs.warnings.add(f"{path}: reference counts not read: {exc}", "extent tree", tree=ObjectId.EXTENT_TREE)
+        extent_root = None
     extents: list[FileExtent] = []
     pos = 0
     for r in rows:
@@ -114,7 +118,12 @@ def _extent(fs, r, counts: dict[int, int], extent_root, path: str = "") -> FileE
     if kind not in ("regular", "prealloc"):
         return ext
     ext.mappings = counts.get(disk_bytenr, 0)
-    record = lookup_extent(fs.reader, extent_root, disk_bytenr)
+    try:
+        record = lookup_extent(fs.reader, extent_root, disk_bytenr) if extent_root is not None else None
+    except CorruptionError as exc:
+        fs.warnings.add(f"{path}: reference count of the extent at {disk_bytenr} not read: {exc}", "extent tree",
+                        tree=ObjectId.EXTENT_TREE)
+        record = None
     ext.refs = record.refs if record is not None else 0
     if fs.is_metadump:
         return ext

@@ -74,7 +74,13 @@ class Filesystem:
 
 def open_filesystems(paths: Iterable[str | os.PathLike]) -> list[Filesystem]:
     """Every filesystem found among ``paths`` (grouped by fsid)."""
-    return [Filesystem(volume) for volume in open_volumes(paths)]
+    volumes = open_volumes(paths)
+    try:
+        return [Filesystem(volume) for volume in volumes]
+    except BaseException:
+        for volume in volumes:  # an unreadable chunk tree leaves no image open
+            volume.close()
+        raise
 
 
 def open_filesystem(paths: Iterable[str | os.PathLike]) -> Filesystem:

@@ -109,7 +109,8 @@ def read_subvolumes(reader: TreeReader, root_tree: TreeRoot, warnings: Warnings,
                     if entry.name == b"default":
                         default_id = entry.location[0]
         except CorruptionError as exc:
-            warnings.add(f"root tree item skipped: {exc}", where, tree=ObjectId.ROOT_TREE)
+            # The parsers' messages already end with "(<where>)": not repeated.
+            warnings.add(f"root tree item skipped: {exc}", tree=ObjectId.ROOT_TREE)
     for sub_id, sub in subvols.items():
         sub.deleted = sub_id in orphans or sub.root_item.refs == 0
         if sub_id in backrefs:

@@ -82,6 +82,8 @@ class Volume:
         pieces = [r for r in self.chunk_map.map(logical, length) if r.mirror == mirror]
         if not pieces and mirror == 2 and self.chunk_map.lookup(logical).nparity:
             return b"".join(self._rebuild_from_p(r) for r in self.chunk_map.map(logical, length))
+        if not pieces and mirror == 3 and self.chunk_map.lookup(logical).nparity == 2:
+            raise ReadError(f"logical {logical}: mirror 3 (the RAID6 rebuild from Q) is not implemented")
         if sum(r.length for r in pieces) != length:
             raise ReadError(f"logical {logical}: mirror {mirror} does not exist")
         return b"".join(self.read_physical(r) for r in pieces)
@@ -121,25 +123,36 @@ class Volume:
 
 def _open_input(path: str) -> tuple[RawImage, MetadumpImage | None]:
     image = RawImage(path)
-    with image.fileobj() as probe:
-        dump = is_metadump(probe)
-    return image, (MetadumpImage(image.fileobj(), image.name) if dump else None)
+    try:
+        with image.fileobj() as probe:
+            dump = is_metadump(probe)
+        return image, (MetadumpImage(image.fileobj(), image.name) if dump else None)
+    except BaseException:
+        image.close()
+        raise
 
 
 def open_volumes(paths: Iterable[str | os.PathLike]) -> list[Volume]:
     """Open every input, group them by fsid, one Volume per filesystem found."""
     groups: dict[bytes, list[tuple[RawImage, sbmod.SuperblockCopy, list[sbmod.SuperblockCopy], MetadumpImage | None]]] = {}
-    for path in paths:
-        image, dump = _open_input(str(path))
-        if dump is not None:
-            data = dump.superblock_bytes()
-            copies = [sbmod.check_copy(image.name, 0, super_mirror_offset(0), data)]
-        else:
-            copies = sbmod.read_copies(image)
-        chosen = sbmod.choose(copies, image.name)
-        sbmod.refuse_unsupported(chosen.superblock, image.name)
-        groups.setdefault(chosen.superblock.fields.fsid, []).append((image, chosen, copies, dump))
-    return [_assemble(members) for members in groups.values()]
+    opened: list[RawImage] = []
+    try:
+        for path in paths:
+            image, dump = _open_input(str(path))
+            opened.append(image)
+            if dump is not None:
+                data = dump.superblock_bytes()
+                copies = [sbmod.check_copy(image.name, 0, super_mirror_offset(0), data)]
+            else:
+                copies = sbmod.read_copies(image)
+            chosen = sbmod.choose(copies, image.name)
+            sbmod.refuse_unsupported(chosen.superblock, image.name)
+            groups.setdefault(chosen.superblock.fields.fsid, []).append((image, chosen, copies, dump))
+        return [_assemble(members) for members in groups.values()]
+    except BaseException:
+        for image in opened:  # an error leaves no image open (RawImage holds a raw fd)
+            image.close()
+        raise
 
 
 def open_volume(paths: Iterable[str | os.PathLike]) -> Volume:
@@ -148,6 +161,8 @@ def open_volume(paths: Iterable[str | os.PathLike]) -> Volume:
     if len(volumes) > 1:
         first, other = volumes[0], volumes[1]
         names = next(iter(other.devices.values())).name
+        for volume in volumes:
+            volume.close()
         raise DeviceError(
             f"{names} belongs to filesystem {other.fsid}, not {first.fsid}: give the devices of one filesystem"
         )
