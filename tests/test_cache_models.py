@@ -545,11 +545,9 @@ def tables_from_dump_tree(text: str) -> FileTables:
 
 
 @pytest.mark.parametrize("name", ["reflinks", "compress", "subvols", "sparse-holes", "sparse-noholes", "raid1-files", "many"])
-def test_per_inode_matches_kernel_fincore(name):
+def test_per_inode_matches_kernel_fincore(name, dump_tree):
     expected = FIXTURES / name / "expected"
-    if not (expected / "dump-tree.txt").exists() or not (expected / "fincore.json").exists():
-        pytest.skip(f"fixture {name} has no dump-tree.txt/fincore.json")
-    t = tables_from_dump_tree((expected / "dump-tree.txt").read_text(errors="replace"))
+    t = tables_from_dump_tree(dump_tree("files", name))
     a = analyze(t, P4, K)
     lay = a.layout
     pages_of = {(int(s), int(i)): int(p) for s, i, p in zip(lay.subvol, lay.ino, lay.npages)}

@@ -31,7 +31,6 @@ from btrfsscan.model.items import iter_dir_items
 from btrfsscan.tree.block import HEADER_SIZE
 from btrfsscan.tree.chunk_tree import chunk_root
 from btrfsscan.tree.walk import TreeRoot, iter_leaves
-from btrfsscan.volumes.superblock import format_uuid
 
 from corpus_driver import model_pipeline, sparse_copy
 
@@ -578,7 +577,7 @@ def test_file_extent_larger_than_any_data_extent_is_not_mapped(victim):
     num_bytes_at = payload_at(leaf, slot) + fastparse.FILE_EXTENT.size - 8
     v.edit_block(leaf.bytenr, lambda b: put(b, num_bytes_at, "Q", 1 << 40))
     result = model(v.paths)
-    assert any(f"extent at file offset 0, logical" in w and "1099511627776 bytes, more than any btrfs data extent; "
+    assert any("extent at file offset 0, logical" in w and "1099511627776 bytes, more than any btrfs data extent; "
                "device ranges not mapped" in w for w in result["warnings"]), result["warnings"]
     results = cli(v.paths + ["big/a.bin"], commands=[["map"]], exits=(1,))
     if results:

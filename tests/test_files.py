@@ -440,10 +440,8 @@ def test_map_device_ranges(fx: Opened):
         assert checked > 0
 
 
-def test_map_refs_match_extent_tree_dump(fx: Opened):
-    if fx.dump_tree is None:
-        pytest.skip(f"{fx.name} has no dump-tree.txt (too big to keep)")
-    refs = extent_refs_from_dump_tree(fx.dump_tree)
+def test_map_refs_match_extent_tree_dump(fx: Opened, dump_tree):
+    refs = extent_refs_from_dump_tree(fx.dump_tree or dump_tree("files", fx.name))
     checked = 0
     for path, doc in fx.map_docs().items():
         for e in doc["extents"]:

@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 
 from btrfsscan.errors import BtrfsScanError
 from btrfsscan.format import checksum, fastparse
-from btrfsscan.format.constants import ItemType, ObjectId
+from btrfsscan.format.constants import ItemType
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.tree.block import HEADER_SIZE
 from btrfsscan.tree.chunk_tree import chunk_root

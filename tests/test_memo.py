@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
 
 @pytest.mark.parametrize("name", ["sample", "many"])
 def test_tables_identical_with_and_without_memo(name, fixture_images):
-    if name == "sample":
-        paths = [Path(str(resources.files("btrfsscan") / "data" / "sample.img.xz"))]
-    else:
-        paths = list(fixture_images("files", name).values())
-    fs = open_filesystem(paths)
+    fs = open_filesystem(list(fixture_images("files", name).values()))
     try:
         subvols = fs.subvolumes.live()
         memo = FileScanner(fs.reader, fs.warnings)

@@ -37,10 +37,6 @@ def _expected(name: str, what: str):
 
 
 def _image_paths(fixture_images, name: str) -> list[Path]:
-    if name == "sample":
-        from importlib import resources
-
-        return [Path(str(resources.files("btrfsscan") / "data" / "sample.img.xz"))]
     return list(fixture_images("files", name).values())
 
 
@@ -125,18 +121,14 @@ def _kernel_unavailable() -> str | None:
 
 @pytest.mark.kernel
 @pytest.mark.skipif(_kernel_unavailable() is not None, reason=_kernel_unavailable() or "")
-@pytest.mark.parametrize("name", [n for n in FILE_FIXTURES if n != "sample"] + ["sample"])
-def test_per_inode_equals_live_fincore(name, reports, fixture_images, tmp_path):
+@pytest.mark.parametrize("name", FILE_FIXTURES)
+def test_per_inode_equals_live_fincore(name, reports, fixture_images):
     """Mount the committed image read-only, read every file, count resident pages."""
     sys.path.insert(0, str(FIXTURES))
     import capture
     import kernel
 
     images = _image_paths(fixture_images, name)
-    if name == "sample":
-        raw = tmp_path / "sample.img"
-        kernel.decompress_image(images[0], raw)
-        images = [raw]
     with kernel.loop_devices(images) as devices:
         with kernel.mounted(devices[0], "ro,subvolid=5") as mnt:
             records = capture.fincore_after_read(mnt)
