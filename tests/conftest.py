@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import lzma
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from support import decompress_sparse
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SAMPLE = Path(__file__).resolve().parents[1] / "btrfsscan" / "data" / "sample.img.xz"
@@ -17,20 +16,6 @@ SAMPLE = Path(__file__).resolve().parents[1] / "btrfsscan" / "data" / "sample.im
 
 def _number(path: Path) -> int:
     return int(re.search(r"dev(\d+)\.img", path.name).group(1))
-
-
-def decompress_sparse(src: Path, dest: Path) -> None:
-    """Unpack an .xz image into a sparse file (zero megabytes become holes)."""
-    part = dest.with_name(dest.name + ".part")
-    with lzma.open(src) as inp, open(part, "wb") as out:
-        pos = 0
-        while block := inp.read(1 << 20):
-            if block.count(0) != len(block):
-                out.seek(pos)
-                out.write(block)
-            pos += len(block)
-        out.truncate(pos)
-    os.replace(part, dest)
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,8 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from support import decompress_sparse
+
 #: (name, arguments before IMAGE); the first must be ``super`` (see the module docstring).
 COMMANDS: list[tuple[str, list[str]]] = [
     ("super", ["super"]),
@@ -187,7 +189,7 @@ def unpacked_fixture(name: str) -> list[Path]:
         out = []
         for src in sources:
             dst = directory / src.name.removesuffix(".xz")
-            _unxz_sparse(str(src), str(dst))
+            decompress_sparse(str(src), str(dst))
             out.append(dst)
         _UNPACKED[name] = out
     return _UNPACKED[name]
@@ -231,18 +233,6 @@ def _limit_memory() -> int:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     return limit
-
-
-def _unxz_sparse(src: str, dst: str, chunk: int = 1 << 20) -> None:
-    total = 0
-    with lzma.open(src) as reader, open(dst, "wb") as writer:
-        while block := reader.read(chunk):
-            if block.count(0) == len(block):
-                writer.seek(len(block), 1)
-            else:
-                writer.write(block)
-            total += len(block)
-        writer.truncate(total)
 
 
 def _is_xz(path: str) -> bool:
@@ -338,7 +328,7 @@ def drive(image: str, out=sys.stdout) -> int:
                     tmpdir = tempfile.mkdtemp(prefix="btrfsscan-corpus-")
                     unpacked = os.path.join(tmpdir, os.path.basename(image).removesuffix(".xz"))
                     try:
-                        _unxz_sparse(image, unpacked)
+                        decompress_sparse(image, unpacked)
                     except (OSError, lzma.LZMAError, EOFError):
                         unpacked = image  # let btrfsscan itself report the damaged stream
                 target = unpacked

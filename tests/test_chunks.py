@@ -16,9 +16,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from btrfsscan.errors import BtrfsScanError, CorruptionError, ReadError, UnsupportedError
+from btrfsscan.errors import (
+    BtrfsScanError,
+    CorruptionError,
+    ReadError,
+    UnsupportedError,
+)
 from btrfsscan.format.constants import BTRFS_STRIPE_LEN, BlockGroupFlag, Profile
-from btrfsscan.volumes.chunks import Chunk, ChunkMap, PhysicalRange, Stripe, validate_chunk
+from btrfsscan.volumes.chunks import (
+    Chunk,
+    ChunkMap,
+    PhysicalRange,
+    Stripe,
+    validate_chunk,
+)
 
 SECTOR = 4096
 SL = BTRFS_STRIPE_LEN

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from support import run, run_json, runner
 
 from btrfsscan.present.cli import main
 from btrfsscan.present.output import format_size, parse_number
@@ -44,27 +44,6 @@ needs_fixtures = pytest.mark.skipif(not NAMES, reason="no fixtures in tests/fixt
 
 
 # --- helpers ----------------------------------------------------------------------
-
-
-def make_runner() -> CliRunner:
-    """A runner keeping stdout and stderr apart (click < 8.2 needs mix_stderr=False)."""
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
-
-
-def run(*args: str):
-    result = make_runner().invoke(main, [str(a) for a in args], catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"btrfsscan {' '.join(map(str, args))} raised {result.exception!r}")
-    return result
-
-
-def run_json(*args: str, expect_exit: int = 0) -> dict:
-    result = run(*args)
-    assert result.exit_code == expect_exit, f"exit {result.exit_code}, stderr: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +160,7 @@ def test_internal_error_is_one_line(monkeypatch, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.splitlines() == ["btrfsscan: internal error: ZeroDivisionError: boom (please report)"]
     monkeypatch.setenv("BTRFSSCAN_DEBUG", "1")
-    result = make_runner().invoke(main, ["chunks", str(tmp_path / "x.img")])
+    result = runner().invoke(main, ["chunks", str(tmp_path / "x.img")])
     assert isinstance(result.exception, ZeroDivisionError)
 
 

@@ -29,7 +29,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from corpus_driver import TIMEOUT, corpus_files, find_corpus, problems, run_driver
 
 CORPUS = find_corpus()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from corpus_driver import model_pipeline, sparse_copy
 
 from btrfsscan.errors import BtrfsScanError, CorruptionError
 from btrfsscan.format import checksum, fastparse
@@ -31,8 +32,6 @@ from btrfsscan.model.items import iter_dir_items
 from btrfsscan.tree.block import HEADER_SIZE
 from btrfsscan.tree.chunk_tree import chunk_root
 from btrfsscan.tree.walk import TreeRoot, iter_leaves
-
-from corpus_driver import model_pipeline, sparse_copy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SUPER_OFFSETS = (65536, 64 << 20)  # the copies a 128 MiB..256 MiB fixture holds

@@ -59,7 +59,13 @@ from btrfsscan.model.filemap import build_file_map
 from btrfsscan.model.filesystem import Filesystem, open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.tables import FileTables
-from btrfsscan.present.files_cmds import file_map_of, listing, ls_report, map_report, subvolumes_report
+from btrfsscan.present.files_cmds import (
+    file_map_of,
+    listing,
+    ls_report,
+    map_report,
+    subvolumes_report,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

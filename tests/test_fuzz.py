@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_driver import model_pipeline, sparse_copy, unpacked_fixture
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -46,8 +47,6 @@ from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.tree.block import HEADER_SIZE
 from btrfsscan.tree.chunk_tree import chunk_root
 from btrfsscan.tree.walk import TreeRoot
-
-from corpus_driver import model_pipeline, sparse_copy, unpacked_fixture
 
 LONG_RUN = "BTRFSSCAN_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("BTRFSSCAN_FUZZ_EXAMPLES", "60"))

@@ -38,12 +38,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from btrfsscan.model.filemap import build_file_map
-from btrfsscan.model.filesystem import open_filesystem
-from btrfsscan.model.fs_tree import FileScanner
-from btrfsscan.present.files_cmds import listing, ls_report, map_report, subvolumes_report
-
 from test_files import (
     BackrefKeys,
     check_against_fiemap,
@@ -53,6 +47,16 @@ from test_files import (
     check_subvolumes,
     chunks_from_btrfsscan,
     chunks_from_dump_tree,
+)
+
+from btrfsscan.model.filemap import build_file_map
+from btrfsscan.model.filesystem import open_filesystem
+from btrfsscan.model.fs_tree import FileScanner
+from btrfsscan.present.files_cmds import (
+    listing,
+    ls_report,
+    map_report,
+    subvolumes_report,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -252,27 +256,31 @@ class RandomOps:
         self.files.discard(path)
         self.log.append({"op": "unlink", "path": path})
 
-    def op_rename(self) -> None:
+    def _file_and_new_name(self, prefix: str) -> tuple[str, str] | None:
+        """A writable file and a fresh name in a directory of the same subvolume."""
         files = self.writable_files()
         if not files:
-            return self.op_create()
+            return None
         path = self.rng.choice(files)
         subvol = self.subvol_of[self.parent(path)]
         dirs = [d for d in self.writable_dirs() if self.subvol_of[d] == subvol]
-        dst = self.join(self.rng.choice(dirs), self.name("r"))
+        return path, self.join(self.rng.choice(dirs), self.name(prefix))
+
+    def op_rename(self) -> None:
+        picked = self._file_and_new_name("r")
+        if picked is None:
+            return self.op_create()
+        path, dst = picked
         os.rename(self.p(path), self.p(dst))
         self.files.discard(path)
         self.files.add(dst)
         self.log.append({"op": "rename", "path": path, "to": dst})
 
     def op_hardlink(self) -> None:
-        files = self.writable_files()
-        if not files:
+        picked = self._file_and_new_name("h")
+        if picked is None:
             return self.op_create()
-        path = self.rng.choice(files)
-        subvol = self.subvol_of[self.parent(path)]
-        dirs = [d for d in self.writable_dirs() if self.subvol_of[d] == subvol]
-        dst = self.join(self.rng.choice(dirs), self.name("h"))
+        path, dst = picked
         os.link(self.p(path), self.p(dst))
         self.files.add(dst)
         self.log.append({"op": "link", "path": path, "to": dst})

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import crcmod.predefined
 import pytest
+from support import decompress_sparse
 
 from btrfsscan.errors import BtrfsScanError, CorruptionError, NotBtrfsError, ReadError
 from btrfsscan.volumes import metadump
@@ -370,18 +371,6 @@ DUMPS = find_dumps()
 DUMP_PARAMS = DUMPS or [pytest.param("", marks=pytest.mark.skip(reason=NO_CORPUS))]
 
 
-def unxz_sparse(src: Path, dst: Path, chunk: int = 1 << 20) -> None:
-    total = 0
-    with lzma.open(src) as r, dst.open("wb") as w:
-        while b := r.read(chunk):
-            if b.count(0) == len(b):
-                w.seek(len(b), 1)
-            else:
-                w.write(b)
-            total += len(b)
-        w.truncate(total)
-
-
 @pytest.fixture(scope="session")
 def dump_path(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """Path of a corpus dump ready to read: the file itself, or its xz unpacked (sparse) to a temp file."""
@@ -395,7 +384,7 @@ def dump_path(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]
                 packed = f.read(len(XZ_MAGIC)) == XZ_MAGIC
             if packed:
                 dst = tmp / rel.replace("/", "__")
-                unxz_sparse(src, dst)
+                decompress_sparse(src, dst)
                 cache[rel] = dst
             else:
                 cache[rel] = src

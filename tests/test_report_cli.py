@@ -7,20 +7,12 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
+from support import run
 
-from btrfsscan.present.cli import main
 from btrfsscan.present.report_json import schema
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FILE_FIXTURES = sorted(p.name for p in (FIXTURES / "files").iterdir() if list(p.glob("dev*.img.xz")))
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"btrfsscan {' '.join(map(str, args))} raised {result.exception!r}")
-    return result
 
 
 @pytest.fixture(scope="module")

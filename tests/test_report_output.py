@@ -10,7 +10,12 @@ import jsonschema
 import numpy as np
 import pytest
 
-from btrfsscan.cache.report import METADATA_DUMP_NOTE, FilesystemFacts, SubvolumeInfo, build_report
+from btrfsscan.cache.report import (
+    METADATA_DUMP_NOTE,
+    FilesystemFacts,
+    SubvolumeInfo,
+    build_report,
+)
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables
 from btrfsscan.present.prometheus import METRICS, prometheus_text
 from btrfsscan.present.report_json import report_json, schema

@@ -16,12 +16,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from support import run
 
 from btrfsscan.format import checksum
 from btrfsscan.format.constants import CsumType, super_mirror_offset
 from btrfsscan.format.structs import btrfs_super_block
-from btrfsscan.present.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "volumes"
 SB_SIZE = 4096
@@ -39,20 +38,6 @@ needs_fixtures = pytest.mark.skipif(not NAMES, reason="no fixtures in tests/fixt
 
 
 # --- helpers ----------------------------------------------------------------------
-
-
-def make_runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # click < 8.2
-    except TypeError:
-        return CliRunner()
-
-
-def run(*args):
-    result = make_runner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"btrfsscan {' '.join(map(str, args))} raised {result.exception!r}")
-    return result
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,49 @@
+"""Helpers shared by the test modules (importable: tests/ is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from btrfsscan.present.cli import main
+
+
+def decompress_sparse(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Unpack an .xz image into a sparse file (all-zero megabytes become holes)."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    with lzma.open(src) as inp, open(part, "wb") as out:
+        pos = 0
+        while block := inp.read(1 << 20):
+            if block.count(0) != len(block):
+                out.seek(pos)
+                out.write(block)
+            pos += len(block)
+        out.truncate(pos)
+    os.replace(part, dest)
+
+
+def runner() -> CliRunner:
+    """A runner keeping stdout and stderr apart (click < 8.2 needs mix_stderr=False)."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def run(*args):
+    """`btrfsscan ARGS...` in process; any exception other than the exit is a test failure."""
+    result = runner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"btrfsscan {' '.join(map(str, args))} raised {result.exception!r}")
+    return result
+
+
+def run_json(*args, expect_exit: int = 0) -> dict:
+    result = run(*args)
+    assert result.exit_code == expect_exit, f"exit {result.exit_code}, stderr: {result.stderr}"
+    return json.loads(result.stdout)
