@@ -22,6 +22,10 @@ class DeviceError(BtrfsScanError):
     """A device is missing, short, unreadable or belongs to another filesystem."""
 
 
+class MissingDeviceError(DeviceError):
+    """A read needs a device that was not given (degraded filesystem)."""
+
+
 class ReadError(BtrfsScanError):
     """A read outside a device or a logical address no chunk maps."""
 

@@ -63,7 +63,8 @@ def load_chunk_tree(reader: TreeReader) -> None:
         except CorruptionError as exc:
             warnings.add(f"chunk skipped: {exc}", "chunk tree", tree=ObjectId.CHUNK_TREE)
     for device in volume.missing_devices:
-        warnings.add(f"device devid {device.devid} uuid {format_uuid(device.uuid)} is missing", "chunk tree")
+        warnings.add(f"device devid {device.devid} uuid {format_uuid(device.uuid)} is missing: degraded, reading "
+                     "the other copies where the profile has them", "chunk tree")
 
 
 def _chunk_at(volume: Volume, logical: int):

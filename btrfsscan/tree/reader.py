@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..errors import BtrfsScanError, CorruptionError, Warnings
+from ..errors import BtrfsScanError, CorruptionError, MissingDeviceError, Warnings
 from ..volumes.volume import Volume
 from .block import BlockProblem, TreeBlock, parse_block
 
@@ -49,7 +49,8 @@ class TreeReader:
         return block
 
     def _read_copies(self, bytenr: int, level, generation, owner) -> TreeBlock:
-        problems = []
+        problems: list[str] = []  # bad copies, warned about when another copy is good
+        missing: list[str] = []  # copies on a missing device: reported once per device, not per block
         try:
             copies = self.volume.num_copies(bytenr)
         except BtrfsScanError as exc:
@@ -58,6 +59,9 @@ class TreeReader:
             try:
                 data = self.volume.read(bytenr, self.nodesize, mirror)
                 block = parse_block(data, bytenr, level=level, generation=generation, owner=owner, **self._check)
+            except MissingDeviceError as exc:
+                missing.append(f"copy {mirror}: {exc}")
+                continue
             except (BlockProblem, BtrfsScanError) as exc:
                 problems.append(f"copy {mirror}: {exc}")
                 continue
@@ -68,4 +72,4 @@ class TreeReader:
             for dropped in block.dropped:
                 self.warnings.add(f"damaged item skipped: {dropped}", f"tree block {bytenr}", bytenr=bytenr)
             return block
-        raise CorruptionError(f"tree block {bytenr}: " + "; ".join(problems))
+        raise CorruptionError(f"tree block {bytenr}: " + "; ".join(problems + missing))

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..errors import BtrfsScanError, DeviceError, ReadError, Warnings
+from ..errors import BtrfsScanError, DeviceError, MissingDeviceError, ReadError, Warnings
 from ..format.constants import CsumType, super_mirror_offset
 from . import superblock as sbmod
 from .chunk_items import iter_sys_chunk_array
@@ -106,7 +106,7 @@ class Volume:
     def read_physical(self, piece: PhysicalRange) -> bytes:
         device = self.devices.get(piece.devid)
         if device is None or device.image is None:
-            raise DeviceError(
+            raise MissingDeviceError(
                 f"device devid {piece.devid} is missing (needed for logical {piece.logical}, mirror {piece.mirror})"
             )
         return device.image.pread(piece.physical, piece.length)
