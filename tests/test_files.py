@@ -624,3 +624,23 @@ def test_cli_map_usage_errors(subvols_image):
     assert res.returncode == 2 and "SUBVOL:INO" in res.stderr
     res = _cli("map", "--subvol", "nosuch", str(subvols_image), "f1")
     assert res.returncode == 2 and "nosuch" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+_XATTR = re.compile(r"key \((\d+) XATTR_ITEM \d+\)[^\n]*\n(?:[^\n]*\n){2}\s+name: ([^\n]*)")
+
+
+def test_map_xattr_names_match_dump_tree(fixture_images, dump_tree):
+    """XATTR_ITEM names (btrfs.compression set by `btrfs property set`) against dump-tree."""
+    expected: dict[int, list[str]] = {}
+    for ino, name in _XATTR.findall(dump_tree("files", "compress")):
+        expected.setdefault(int(ino), []).append(name)
+    assert expected, "the compress fixture sets compression properties"
+    fs = open_filesystem(list(fixture_images("files", "compress").values()))
+    try:
+        tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
+        regular = tables.regular_inodes()
+        for ino in regular["ino"][regular["subvol"] == 5].tolist():
+            file_map = build_file_map(fs, 5, ino, str(ino), tables)
+            assert file_map.xattrs == sorted(expected.get(ino, [])), ino
+    finally:
+        fs.close()

@@ -58,6 +58,7 @@ class FileMap:
     inode: int
     size: int
     extents: list[FileExtent]
+    xattrs: list[str] = field(default_factory=list)
 
 
 def _mapping_counts(tables: FileTables, bytenrs: list[int]) -> dict[int, int]:
@@ -94,7 +95,9 @@ def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> 
         pos = max(pos, start + int(r["num_bytes"]))
     if pos < size:
         extents.append(FileExtent(pos, size - pos, "hole", "none"))
-    return FileMap(path, subvol, ino, size, extents)
+    sub = fs.subvolumes.get(subvol)
+    xattrs = fs.namespace.xattr_names(sub, ino) if sub is not None else []
+    return FileMap(path, subvol, ino, size, extents, xattrs)
 
 
 #: Longest referenced range mapped to devices. btrfs data extents are at most 128 MiB (256 MiB

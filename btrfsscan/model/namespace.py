@@ -88,6 +88,14 @@ class Namespace:
             return parse_inode_item(data, f"subvolume {sub.id} inode {ino}")
         return None
 
+    def xattr_names(self, sub: Subvolume, ino: int) -> list[str]:
+        """Names of the extended attributes of ``ino`` (its XATTR_ITEMs), sorted."""
+        names = []
+        where = f"subvolume {sub.id} inode {ino} xattrs"
+        for _, data in _items(self.reader, sub, ino, ItemType.XATTR_ITEM):
+            names.extend(item.name.decode("utf-8", "surrogateescape") for item in iter_dir_items(data, where))
+        return sorted(names)
+
     def path_of(self, subvol_id: int, ino: int) -> str | None:
         """Full path from the top level of inode ``ino`` in subvolume ``subvol_id``."""
         sub = self.subvols.get(subvol_id)

@@ -121,6 +121,7 @@ MAP_HEADER_FIELDS: tuple[Field, ...] = (
     Field("subvolume", "subvolume", lambda m: m.subvolume),
     Field("inode", "inode", lambda m: m.inode),
     Field("size", "size", lambda m: m.size, show=lambda v: f"{v} ({format_size(v)})"),
+    Field("xattrs", "xattrs", lambda m: m.xattrs, show=lambda names: ", ".join(names) or "-"),
 )
 
 #: The JSON contract of one extent of ``map --json``.
