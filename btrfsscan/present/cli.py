@@ -30,7 +30,7 @@ from ..errors import BtrfsScanError, Warnings
 from ..format.checksum import crc32c_backend, crc32c_is_slow
 from ..model.block_groups import read_block_groups
 from . import describe, output
-from .output import NUMBER
+from .output import NUMBER, images_argument
 
 SAMPLE_IMAGE = "sample.img.xz"
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -107,7 +107,6 @@ def output_options(fn):
     return fn
 
 
-images_argument = click.argument("images", nargs=-1, metavar="IMAGE...", type=click.Path(dir_okay=False, path_type=str))
 
 
 # --- helpers ----------------------------------------------------------------------

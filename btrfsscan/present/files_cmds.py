@@ -36,7 +36,7 @@ from ..model.tables import FileTables
 from ..volumes.superblock import format_uuid
 from . import describe
 from .describe import Field, Report, section
-from .output import format_size, parse_number
+from .output import format_size, images_argument, parse_number
 
 
 @dataclass(frozen=True)
@@ -450,7 +450,7 @@ def subvolumes_report(fs) -> FileReport:
 
 
 @click.command("subvolumes")
-@click.argument("images", nargs=-1, metavar="IMAGE...")
+@images_argument
 @_sample_option
 @click.pass_context
 def subvolumes_cmd(ctx, images, sample, as_json, strict):

@@ -150,3 +150,8 @@ def render_section(section):
     if not section.records:
         table.caption = Text("(none)")
     return table
+
+
+#: IMAGE... arguments: plain strings; opening them reports a directory or a
+#: missing file as one error line, not a usage message.
+images_argument = click.argument("images", nargs=-1, metavar="IMAGE...")

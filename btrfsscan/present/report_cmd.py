@@ -24,6 +24,7 @@ from ..model.filesystem import Filesystem, open_filesystems
 from ..model.fs_tree import FileScanner
 from ..model.subvolumes import ZERO_UUID
 from ..volumes.superblock import format_uuid
+from .output import images_argument
 from .prometheus import prometheus_text
 from .report_json import report_json, schema
 from .report_view import render_report
@@ -86,7 +87,7 @@ def _progress(quiet: bool) -> Progress | None:
 
 
 @click.command("report")
-@click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
+@images_argument
 @click.option("--sample", is_flag=True, help="Report on the bundled sample image instead of IMAGE arguments.")
 @click.option("--page-size", type=click.Choice([str(p) for p in PAGE_SIZES]), default="4096", show_default=True,
               help="Page size of the modelled page cache.")

@@ -2,8 +2,9 @@
 
 Every read is addressed by offset and length and bounds-checked, so a short
 image is an error that names the device and offset, never a short read passed
-on. ``.xz`` images are decompressed once into a sparse temporary file (zero
-runs become holes), so no image is ever held in memory.
+on. ``.xz`` images (and an image inside a tar archive, as btrfs-progs ships
+some test images) are unpacked once into a sparse temporary file (zero runs
+become holes), so no image is ever held in memory.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import lzma
 import os
 import stat
+import tarfile
 import tempfile
 
 from ..errors import DeviceError, ReadError
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
+TAR_MAGIC, TAR_MAGIC_OFFSET = b"ustar", 257
 _CHUNK = 1 << 20
 
 
@@ -41,28 +44,40 @@ class RawImage:
         if not stat.S_ISREG(mode):
             os.close(fd)
             raise DeviceError(f"{self.name} is neither a regular file nor a block device")
-        head = os.pread(fd, len(XZ_MAGIC), 0)
-        if head != XZ_MAGIC:
-            return fd
-        os.close(fd)
-        return self._decompress_xz(path)
+        if os.pread(fd, len(XZ_MAGIC), 0) == XZ_MAGIC:
+            os.close(fd)
+            fd = self._unpack(lambda: lzma.open(path), "xz stream")
+        if os.pread(fd, len(TAR_MAGIC), TAR_MAGIC_OFFSET) == TAR_MAGIC:
+            fd = self._unpack_tar(fd)
+        return fd
 
-    def _decompress_xz(self, path: str) -> int:
-        """Unpack ``path`` into a sparse temporary file and return its fd."""
+    def _unpack_tar(self, fd: int) -> int:
+        """The one regular file of a tar archive (as btrfs-progs ships some test images), unpacked."""
+        try:
+            with os.fdopen(fd, "rb") as archive, tarfile.open(fileobj=archive, mode="r:") as tar:
+                members = [m for m in tar.getmembers() if m.isreg()]
+                if len(members) != 1:
+                    raise DeviceError(f"{self.name}: a tar archive holding {len(members)} files; give the image file itself")
+                return self._unpack(lambda: tar.extractfile(members[0]), f"tar member {members[0].name}")
+        except tarfile.TarError as exc:
+            raise DeviceError(f"{self.name}: damaged tar archive: {exc}") from None
+
+    def _unpack(self, opener, what: str) -> int:
+        """Copy what ``opener()`` reads into a sparse temporary file and return its fd."""
         handle, tmp = tempfile.mkstemp(prefix="btrfsscan-", suffix=".img")
         self._tmp = tmp
         total = 0
         try:
-            with lzma.open(path) as src:
+            with opener() as src:
                 while block := src.read(_CHUNK):
                     if block.count(0) != len(block):
                         os.pwrite(handle, block, total)
                     total += len(block)
             os.ftruncate(handle, total)
-        except (lzma.LZMAError, EOFError) as exc:
+        except (lzma.LZMAError, tarfile.TarError, EOFError) as exc:
             os.close(handle)
             self._remove_tmp()
-            raise DeviceError(f"{self.name}: damaged xz stream after {total} bytes: {exc}") from None
+            raise DeviceError(f"{self.name}: damaged {what} after {total} bytes: {exc}") from None
         except OSError:
             os.close(handle)
             self._remove_tmp()
