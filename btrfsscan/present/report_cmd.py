@@ -61,11 +61,16 @@ def _uuid(raw: bytes) -> str | None:
     return None if raw == ZERO_UUID else format_uuid(raw)
 
 
-def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress | None = None) -> Report:
-    """Scan every live subvolume of ``fs`` and build its page-cache report."""
+def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress | None = None,
+                memoize: bool = True) -> Report:
+    """Scan every live subvolume of ``fs`` and build its page-cache report.
+
+    ``memoize=False`` parses every tree block of every subvolume again (the
+    check that sharing work between snapshots changes no figure).
+    """
     subvols = fs.subvolumes.live()
     task = progress.add_task(f"scanning {fs.volume.fsid}", total=len(subvols)) if progress else None
-    scanner = FileScanner(fs.reader, fs.warnings)
+    scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize)
     tables = scanner.scan(subvols, progress=(lambda sub: progress.advance(task)) if progress else None)
     infos = [
         SubvolumeInfo(s.id, s.path or ("" if s.id == 5 else None), _uuid(s.uuid), _uuid(s.parent_uuid), s.readonly,
