@@ -111,5 +111,3 @@ EXTENT_DATA_REF = Layout.of("btrfs_extent_data_ref", structs.btrfs_extent_data_r
 SHARED_DATA_REF = Layout.of("btrfs_shared_data_ref", structs.btrfs_shared_data_ref)
 INLINE_REF_OFFSET = Layout.of("btrfs_inline_ref_offset", structs.btrfs_inline_ref_offset)
 BLOCK_GROUP_ITEM = Layout.of("btrfs_block_group_item", structs.btrfs_block_group_item)
-DEV_EXTENT = Layout.of("btrfs_dev_extent", structs.btrfs_dev_extent)
-ROOT_BACKUP = Layout.of("btrfs_root_backup", structs.btrfs_root_backup)

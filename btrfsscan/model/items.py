@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from ..errors import CorruptionError
 from ..format import fastparse
-from ..format.constants import FileExtentType
 
 _ROOT_V1 = fastparse.ROOT_ITEM_V1
 _ROOT_V2 = fastparse.ROOT_ITEM_V2
@@ -23,8 +22,6 @@ _INODE_REF = fastparse.INODE_REF
 _INODE_EXTREF = fastparse.INODE_EXTREF
 _DIR_ITEM = fastparse.DIR_ITEM
 _INODE = fastparse.INODE_ITEM
-_FE_HEAD = fastparse.FILE_EXTENT_HEAD
-_FE = fastparse.FILE_EXTENT
 
 
 def _need(data: bytes, size: int, what: str, where: str) -> None:
@@ -194,37 +191,3 @@ def parse_inode_item(data: bytes, where: str) -> InodeItem:
         f["size"], f["nbytes"], f["nlink"], f["uid"], f["gid"], f["mode"], f["rdev"], f["flags"],
         f["generation"], f["transid"], f["atime.sec"], f["ctime.sec"], f["mtime.sec"], f["otime.sec"],
     )
-
-
-@dataclass(frozen=True)
-class FileExtentItem:
-    """EXTENT_DATA (inode, EXTENT_DATA, file offset): one piece of a file.
-
-    REG/PREALLOC reference ``num_bytes`` of the on-disk extent at
-    ``disk_bytenr`` starting ``offset`` bytes into its decompressed data
-    (``disk_bytenr`` 0 is a hole). INLINE holds the data in the leaf:
-    ``inline_size`` bytes on disk, ``ram_bytes`` once decompressed.
-    """
-
-    type: int
-    compression: int
-    ram_bytes: int
-    disk_bytenr: int = 0
-    disk_num_bytes: int = 0
-    offset: int = 0
-    num_bytes: int = 0
-    inline_size: int = 0
-
-    @property
-    def is_inline(self) -> bool:
-        return self.type == FileExtentType.INLINE
-
-
-def parse_file_extent(data: bytes, where: str) -> FileExtentItem:
-    _need(data, _FE_HEAD.size, "EXTENT_DATA", where)
-    generation, ram_bytes, compression, _enc, _other, ftype = _FE_HEAD.unpack_from(data)
-    if ftype == FileExtentType.INLINE:
-        return FileExtentItem(ftype, compression, ram_bytes, num_bytes=ram_bytes, inline_size=len(data) - _FE_HEAD.size)
-    _need(data, _FE.size, "EXTENT_DATA (regular)", where)
-    f = _FE.unpack_from(data)
-    return FileExtentItem(ftype, compression, ram_bytes, *f[-4:])

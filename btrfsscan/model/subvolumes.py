@@ -49,10 +49,6 @@ class Subvolume:
     def parent_uuid(self) -> bytes:
         return self.root_item.parent_uuid
 
-    @property
-    def is_snapshot(self) -> bool:
-        return self.root_item.parent_uuid != ZERO_UUID
-
 
 @dataclass
 class SubvolumeSet:

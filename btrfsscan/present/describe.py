@@ -420,39 +420,6 @@ QUERY_FIELDS: tuple[Field, ...] = (
 )
 
 
-# --- describe_* -------------------------------------------------------------------
-
-
-def describe_superblock(sb: sbmod.Superblock, *, detail: bool = False) -> Record:
-    return describe(SUPERBLOCK_FIELDS, sb, detail=detail)
-
-
-def describe_dev_item(sb: sbmod.Superblock) -> Record:
-    return describe(DEV_ITEM_FIELDS, sb.fields.dev_item)
-
-
-def describe_backup_roots(sb: sbmod.Superblock) -> list[Record]:
-    return [describe(BACKUP_ROOT_FIELDS, backup) for backup in sb.fields.super_roots]
-
-
-def describe_device(device) -> Record:
-    """A ``volumes.volume.Device`` (present or missing)."""
-    return describe(DEVICE_FIELDS, _device_view(device))
-
-
-def describe_mirror(devid: int, path: str, copy: sbmod.SuperblockCopy, newest_generation: int | None,
-                    in_use: bool = False) -> Record:
-    return describe(MIRROR_FIELDS, MirrorView(devid, path, copy, newest_generation, in_use))
-
-
-def describe_chunk(chunk: Chunk) -> Record:
-    return describe(CHUNK_FIELDS, chunk)
-
-
-def describe_range(piece: PhysicalRange, device: str | None) -> Record:
-    return describe(RANGE_FIELDS, RangeView(piece, device))
-
-
 # --- report builders --------------------------------------------------------------
 
 
