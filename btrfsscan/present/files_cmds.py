@@ -468,5 +468,3 @@ def subvolumes_cmd(ctx, images, sample, as_json, strict):
         fs = stack.enter_context(_filesystem(paths))
         _finish(ctx, subvolumes_report(fs), fs.warnings, as_json, strict)
 
-
-COMMANDS = (map_cmd, ls_cmd, subvolumes_cmd)
