@@ -138,49 +138,56 @@ def _concat_rows(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     return np.concatenate([a.view(raw) for a in arrays]).view(dtype) if arrays else np.zeros(0, dtype)
 
 
-def _concat(parts: list[LeafRows]) -> LeafRows:
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        return np.zeros(0, INODE_DTYPE), np.zeros(0, EXTENT_DTYPE)
-    return (_concat_rows([p[0] for p in parts], INODE_DTYPE), _concat_rows([p[1] for p in parts], EXTENT_DTYPE))
+class _Known:
+    """Blocks a walk need not read: parsed leaves and nodes whose leaves are listed."""
+
+    def __init__(self, leaves: dict[int, LeafRows], nodes: dict[int, tuple[int, ...]]) -> None:
+        self.leaves = leaves
+        self.nodes = nodes
+
+    def __contains__(self, bytenr: object) -> bool:
+        return bytenr in self.leaves or bytenr in self.nodes
 
 
 class FileScanner:
     """Scans fs trees into FileTables, parsing each shared leaf once.
 
-    ``memoize=False`` re-parses every block of every tree: slower, and only
-    there to check that memoization does not change any figure.
+    Rows are kept once per leaf; a node is remembered as the list of leaves
+    under it, so a subtree a snapshot shares with its source is one lookup
+    and costs no memory beyond that list. ``memoize=False`` re-parses every
+    block of every tree: slower, and only there to check that memoization
+    does not change any figure.
     """
 
     def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True) -> None:
         self.reader = reader
         self.warnings = warnings
         self.memoize = memoize
-        self._blocks: dict[int, LeafRows] = {}
+        self._leaves: dict[int, LeafRows] = {}
+        self._nodes: dict[int, tuple[int, ...]] = {}
         self.leaves_parsed = 0
         self.blocks_reused = 0
 
-    def _subvolume_rows(self, sub: Subvolume) -> LeafRows:
-        """All inode and extent rows of one subvolume (``subvol`` not set: they may be shared).
+    def _subvolume_leaves(self, sub: Subvolume) -> list[int]:
+        """The leaves of one subvolume's tree in key order (their rows are in ``_leaves``).
 
         The walk records its visits and hands new leaves to ``parse_leaves``
-        in batches; the rows are then assembled bottom-up and memoized per
-        block, nodes included, so a subtree a snapshot shares with its source
-        is one lookup, not a walk.
+        in batches; the visits are then replayed to list each node's leaves.
         """
-        rows = self._blocks if self.memoize else {}
+        if not self.memoize:
+            self._leaves.clear()
+            self._nodes.clear()
         visits: list[tuple[Visit, int]] = []
         pending: list[TreeBlock] = []
 
         def flush() -> None:
             for block, parsed in zip(pending, parse_leaves(pending, self.warnings, sub.id)):
-                rows[block.bytenr] = parsed
+                self._leaves[block.bytenr] = parsed
             self.leaves_parsed += len(pending)
             pending.clear()
 
         try:
-            for visit, bytenr, block in walk_tree(self.reader, sub.root, known=rows):
+            for visit, bytenr, block in walk_tree(self.reader, sub.root, known=_Known(self._leaves, self._nodes)):
                 visits.append((visit, bytenr))
                 if visit is Visit.LEAF:
                     pending.append(block)
@@ -192,30 +199,37 @@ class FileScanner:
             self.warnings.add(f"subvolume {sub.id} ({sub.path or 'top level'}) skipped: {exc}", f"tree {sub.id}", tree=sub.id)
         if pending:
             flush()
-        parts: list[list[LeafRows]] = [[]]
+        stack: list[list[int]] = [[]]
         for visit, bytenr in visits:
             if visit is Visit.ENTER:
-                parts.append([])
-                continue
-            if visit is Visit.EXIT:
-                rows[bytenr] = _concat(parts.pop())
-            parts[-1].append(rows[bytenr])
-        while len(parts) > 1:  # a walk cut short leaves nodes open
-            merged = _concat(parts.pop())
-            parts[-1].append(merged)
-        return _concat(parts[0])
+                stack.append([])
+            elif visit is Visit.EXIT:
+                leaves = stack.pop()
+                self._nodes[bytenr] = tuple(leaves)
+                stack[-1].extend(leaves)
+            elif bytenr in self._nodes:
+                stack[-1].extend(self._nodes[bytenr])
+            else:
+                stack[-1].append(bytenr)
+        while len(stack) > 1:  # a walk cut short leaves nodes open
+            leaves = stack.pop()
+            stack[-1].extend(leaves)
+        return stack[0]
 
     def scan(self, subvols: Iterable[Subvolume], progress: Callable[[Subvolume], None] | None = None) -> FileTables:
         """Tables over every subvolume given, in the order given."""
-        ids, inode_parts, extent_parts = [], [], []
+        ids, inode_parts, extent_parts, inode_counts, extent_counts = [], [], [], [], []
         for sub in subvols:
-            inodes, extents = self._subvolume_rows(sub)
+            rows = [self._leaves[bytenr] for bytenr in self._subvolume_leaves(sub)]
             ids.append(sub.id)
-            inode_parts.append(inodes)
-            extent_parts.append(extents)
+            inode_parts.extend(r[0] for r in rows)
+            extent_parts.extend(r[1] for r in rows)
+            inode_counts.append(sum(len(r[0]) for r in rows))
+            extent_counts.append(sum(len(r[1]) for r in rows))
             if progress:
                 progress(sub)
         tables = FileTables(_concat_rows(inode_parts, INODE_DTYPE), _concat_rows(extent_parts, EXTENT_DTYPE))
-        for table, parts in ((tables.inodes, inode_parts), (tables.extents, extent_parts)):
-            table["subvol"] = np.repeat(np.array(ids, np.uint64), [len(p) for p in parts])
+        subvol_ids = np.array(ids, np.uint64)
+        tables.inodes["subvol"] = np.repeat(subvol_ids, inode_counts)
+        tables.extents["subvol"] = np.repeat(subvol_ids, extent_counts)
         return tables
