@@ -15,10 +15,23 @@ from contextlib import ExitStack
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from ..cache.models import PAGE_SIZES
-from ..cache.report import DeviceInfo, FilesystemFacts, Report, SubvolumeInfo, build_report
+from ..cache.report import (
+    DeviceInfo,
+    FilesystemFacts,
+    Report,
+    SubvolumeInfo,
+    build_report,
+)
 from ..format.constants import CompatRoFlag, IncompatFlag, flag_names
 from ..model.filesystem import Filesystem, open_filesystems
 from ..model.fs_tree import FileScanner
@@ -69,7 +82,7 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress 
     check that sharing work between snapshots changes no figure).
     """
     subvols = fs.subvolumes.live()
-    task = progress.add_task(f"scanning {fs.volume.fsid}", total=len(subvols)) if progress else None
+    task = progress.add_task(f"scanning {fs.volume.fsid}", total=len(subvols), unit="subvolumes") if progress else None
     scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize)
     tables = scanner.scan(subvols, progress=(lambda sub: progress.advance(task)) if progress else None)
     infos = [
@@ -77,18 +90,33 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress 
                       s.root_item.generation)
         for s in subvols
     ]
-    return build_report(
+    if progress:
+        progress.update(task, description=f"modelling the page cache of {fs.volume.fsid}", total=None, unit="")
+    report = build_report(
         tables, page_size=page_size, filesystem=filesystem_facts(fs), subvolumes=infos,
         sectorsize=fs.superblock.sectorsize, top=top, path_of=fs.namespace.path_of,
         partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump,
     )
+    if progress:
+        progress.remove_task(task)
+    return report
 
 
 def _progress(quiet: bool) -> Progress | None:
     if quiet or not sys.stderr.isatty():
         return None
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("subvolumes"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+class _CountColumn(ProgressColumn):
+    """``3/10 subvolumes`` while counting; nothing while a phase has no count."""
+
+    def render(self, task) -> Text:
+        unit = task.fields.get("unit", "")
+        if task.total is None or not unit:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)} {unit}", style="progress.download")
 
 
 @click.command("report")
