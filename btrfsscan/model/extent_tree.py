@@ -10,11 +10,12 @@ counted from the fs trees instead (``FileTables``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import CorruptionError
 from ..format import fastparse
-from ..format.constants import ExtentFlag, ItemType
+from ..format.constants import ExtentFlag, ItemType, ObjectId
 from ..tree.reader import TreeReader
 from ..tree.walk import TreeRoot, iter_items
 
@@ -129,3 +130,44 @@ def lookup_extent(reader: TreeReader, extent_root: TreeRoot, bytenr: int) -> Ext
         elif key[1] in _BACKREF_TYPES and record is not None:
             record.backrefs.append(_keyed_backref(key, data, where))
     return record
+
+
+#: More data extents than this: one walk over their key range instead of a lookup each.
+LOOKUPS_MAX = 64
+
+
+def data_extent_refs(fs, bytenrs: Iterable[int], where: str = "extent tree") -> dict[int, int]:
+    """``refs`` of the extent items starting at ``bytenrs`` (addresses without one are left out).
+
+    Damage (no extent tree, an unreadable block, a bad item) is a warning:
+    the counts that could be read are returned.
+    """
+    wanted = sorted({int(b) for b in bytenrs if b})
+    out: dict[int, int] = {}
+    if not wanted:
+        return out
+
+    def warn(exc: CorruptionError) -> None:
+        fs.warnings.add(f"reference counts not read: {exc}", where, tree=ObjectId.EXTENT_TREE)
+
+    try:
+        root = fs.tree_root(ObjectId.EXTENT_TREE)
+        if len(wanted) > LOOKUPS_MAX:
+            want = set(wanted)
+            low, high = (wanted[0], 0, 0), (wanted[-1], 255, 2**64 - 1)
+            for (objectid, item_type, _), data in iter_items(fs.reader, root, low, high):
+                if item_type == ItemType.EXTENT_ITEM and objectid in want and len(data) >= _EXTENT.size:
+                    out[objectid] = _EXTENT.unpack_from(data)[0]
+            return out
+    except CorruptionError as exc:
+        warn(exc)
+        return out
+    for bytenr in wanted:
+        try:
+            record = lookup_extent(fs.reader, root, bytenr)
+        except CorruptionError as exc:
+            warn(exc)
+            continue
+        if record is not None:
+            out[bytenr] = record.refs
+    return out

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BtrfsScanError, CorruptionError, ReadError
-from ..format.constants import Compression, FileExtentType, ObjectId
-from .extent_tree import lookup_extent
+from ..errors import BtrfsScanError, ReadError
+from ..format.constants import Compression, FileExtentType
+from .extent_tree import data_extent_refs
 from .tables import FileTables
 
 EXTENT_KIND = {FileExtentType.INLINE: "inline", FileExtentType.REG: "regular", FileExtentType.PREALLOC: "prealloc"}
@@ -80,18 +80,14 @@ def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> 
     rows = tables.extents[(tables.extents["subvol"] == subvol) & (tables.extents["ino"] == ino)]
     data_bytenrs = [int(b) for b, t in zip(rows["disk_bytenr"], rows["type"]) if b and t != FileExtentType.INLINE]
     counts = _mapping_counts(tables, data_bytenrs)
-    try:
-        extent_root = fs.tree_root(ObjectId.EXTENT_TREE)
-    except CorruptionError as exc:  # the device map needs no extent tree: refs are left 0
-        fs.warnings.add(f"{path}: reference counts not read: {exc}", "extent tree", tree=ObjectId.EXTENT_TREE)
-        extent_root = None
+    refs = data_extent_refs(fs, data_bytenrs, where=path)  # damage: refs left 0, the device map needs none
     extents: list[FileExtent] = []
     pos = 0
     for r in rows:
         start = int(r["file_offset"])
         if start > pos:
             extents.append(FileExtent(pos, start - pos, "hole", "none"))
-        extents.append(_extent(fs, r, counts, extent_root, path))
+        extents.append(_extent(fs, r, counts, refs, path))
         pos = max(pos, start + int(r["num_bytes"]))
     if pos < size:
         extents.append(FileExtent(pos, size - pos, "hole", "none"))
@@ -106,7 +102,7 @@ def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> 
 MAX_MAPPED_BYTES = 1 << 30
 
 
-def _extent(fs, r, counts: dict[int, int], extent_root, path: str = "") -> FileExtent:
+def _extent(fs, r, counts: dict[int, int], refs: dict[int, int], path: str = "") -> FileExtent:
     ftype = int(r["type"])
     disk_bytenr = int(r["disk_bytenr"])
     kind = EXTENT_KIND[FileExtentType(ftype)]
@@ -121,13 +117,7 @@ def _extent(fs, r, counts: dict[int, int], extent_root, path: str = "") -> FileE
     if kind not in ("regular", "prealloc"):
         return ext
     ext.mappings = counts.get(disk_bytenr, 0)
-    try:
-        record = lookup_extent(fs.reader, extent_root, disk_bytenr) if extent_root is not None else None
-    except CorruptionError as exc:
-        fs.warnings.add(f"{path}: reference count of the extent at {disk_bytenr} not read: {exc}", "extent tree",
-                        tree=ObjectId.EXTENT_TREE)
-        record = None
-    ext.refs = record.refs if record is not None else 0
+    ext.refs = refs.get(disk_bytenr, 0)
     if fs.is_metadump:
         return ext
     if ext.compression == "none":

@@ -33,10 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CorruptionError
-from ..format import fastparse
-from ..format.constants import FileExtentType, FileType, ItemType, ObjectId
-from ..tree.walk import iter_items
-from .extent_tree import lookup_extent
+from ..format.constants import FileExtentType, FileType, ObjectId
+from .extent_tree import data_extent_refs
 from .namespace import EMPTY_SUBVOL_DIR_INO, ROOT_DIR_INO, Entry
 from .tables import FileTables
 
@@ -52,7 +50,6 @@ _DIR_TYPE_MODES = {
     FileType.BLKDEV: stat.S_IFBLK, FileType.FIFO: stat.S_IFIFO, FileType.SOCK: stat.S_IFSOCK,
     FileType.SYMLINK: stat.S_IFLNK,
 }
-_LOOKUPS_MAX = 64  # more data extents than this: one walk over the extent tree instead of lookups
 
 
 def type_name(mode: int) -> str:
@@ -76,31 +73,6 @@ class Listed:
     shared_bytes: int
     depth: int = 0
     subvol_root: bool = False
-
-
-def data_extent_refs(fs, bytenrs: Iterable[int]) -> dict[int, int]:
-    """``refs`` of the extent items starting at ``bytenrs`` (addresses without one are left out)."""
-    wanted = sorted({int(b) for b in bytenrs if b})
-    if not wanted:
-        return {}
-    out: dict[int, int] = {}
-    try:
-        root = fs.tree_root(ObjectId.EXTENT_TREE)  # no ROOT_ITEM: counts read in part, not an error
-        if len(wanted) <= _LOOKUPS_MAX:
-            for bytenr in wanted:
-                record = lookup_extent(fs.reader, root, bytenr)
-                if record is not None:
-                    out[bytenr] = record.refs
-            return out
-        want = set(wanted)
-        low, high = (wanted[0], 0, 0), (wanted[-1], 255, 2**64 - 1)
-        for (objectid, item_type, _), data in iter_items(fs.reader, root, low, high):
-            if item_type == ItemType.EXTENT_ITEM and objectid in want and len(data) >= fastparse.EXTENT_ITEM.size:
-                out[objectid] = fastparse.EXTENT_ITEM.unpack_from(data)[0]
-    except CorruptionError as exc:
-        fs.warnings.add(f"extent tree: reference counts of data extents read in part: {exc}",
-                        "extent tree", tree=ObjectId.EXTENT_TREE)
-    return out
 
 
 class InodeSummary:
