@@ -11,12 +11,12 @@ import os
 from collections.abc import Iterable
 from functools import cached_property
 
-from ..errors import BtrfsScanError, CorruptionError, Warnings
+from ..errors import CorruptionError, Warnings
 from ..format.constants import ItemType, ObjectId
 from ..tree.chunk_tree import load_chunk_tree
 from ..tree.reader import TreeReader
 from ..tree.walk import TreeRoot, last_item
-from ..volumes.volume import Volume, open_volumes
+from ..volumes.volume import Volume, open_volume, open_volumes
 from . import items
 from .namespace import Namespace, dir_path
 from .subvolumes import SubvolumeSet, read_subvolumes
@@ -85,10 +85,9 @@ def open_filesystems(paths: Iterable[str | os.PathLike]) -> list[Filesystem]:
 
 def open_filesystem(paths: Iterable[str | os.PathLike]) -> Filesystem:
     """The one filesystem ``paths`` belong to; an error if they span several."""
-    filesystems = open_filesystems(paths)
-    if len(filesystems) > 1:
-        names = ", ".join(fs.volume.fsid for fs in filesystems)
-        for fs in filesystems:
-            fs.close()
-        raise BtrfsScanError(f"the images belong to {len(filesystems)} different filesystems ({names}); give one filesystem's devices")
-    return filesystems[0]
+    volume = open_volume(paths)
+    try:
+        return Filesystem(volume)
+    except BaseException:
+        volume.close()  # an unreadable chunk tree leaves no image open
+        raise
