@@ -34,8 +34,6 @@ _REG_FIELDS = {"disk_bytenr": "reg.disk_bytenr", "disk_num_bytes": "reg.disk_num
 
 LeafRows = tuple[np.ndarray, np.ndarray]
 _OFFSETS = {layout.size: np.arange(layout.size) for layout in (_INODE, _FE)}
-
-
 _INODE_ITEM = int(ItemType.INODE_ITEM)
 _EXTENT_DATA = int(ItemType.EXTENT_DATA)
 _INLINE, _REG, _PREALLOC = int(FileExtentType.INLINE), int(FileExtentType.REG), int(FileExtentType.PREALLOC)
@@ -50,9 +48,8 @@ class _Batch:
 
     def __init__(self, blocks: list[TreeBlock]) -> None:
         self.blocks = blocks
-        self.counts = np.array([len(b.items) for b in blocks], np.int64)
         self.items = _concat_rows([b.items for b in blocks], _ITEM_DTYPE)
-        self.leaf = np.repeat(np.arange(len(blocks)), self.counts)
+        self.leaf = np.repeat(np.arange(len(blocks)), [len(b.items) for b in blocks])
         sizes = np.array([len(b.data) for b in blocks], np.int64)
         self.block_start = np.concatenate(([0], np.cumsum(sizes)[:-1]))
         self.block_end = self.block_start + sizes
