@@ -163,6 +163,7 @@ class FileScanner:
         self.memoize = memoize
         self._leaves: dict[int, LeafRows] = {}
         self._nodes: dict[int, tuple[int, ...]] = {}
+        self._copies: dict[int, LeafRows] = {}  # memoize=False: per-tree copies under negative keys
         self.leaves_parsed = 0
         self.blocks_reused = 0
 
@@ -214,18 +215,33 @@ class FileScanner:
             stack[-1].extend(leaves)
         return stack[0]
 
+    def subvolume_leaves(self, subvols: list[Subvolume],
+                         progress: Callable[[Subvolume], None] | None = None) -> list[list[int]]:
+        """Per subvolume, the bytenrs of its leaves in key order (their rows are in ``_leaves``)."""
+        out = []
+        for sub in subvols:
+            leaves = self._subvolume_leaves(sub)
+            if not self.memoize:  # each leaf of each tree its own entry, as if no block were shared
+                base = -len(self._copies) - 1
+                for n, bytenr in enumerate(leaves):
+                    self._copies[base - n] = self._leaves[bytenr]
+                leaves = [base - n for n in range(len(leaves))]
+            out.append(leaves)
+            if progress:
+                progress(sub)
+        return out
+
     def scan(self, subvols: Iterable[Subvolume], progress: Callable[[Subvolume], None] | None = None) -> FileTables:
         """Tables over every subvolume given, in the order given."""
+        subvols = list(subvols)
         ids, inode_parts, extent_parts, inode_counts, extent_counts = [], [], [], [], []
-        for sub in subvols:
-            rows = [self._leaves[bytenr] for bytenr in self._subvolume_leaves(sub)]
+        for sub, leaves in zip(subvols, self.subvolume_leaves(subvols, progress)):
+            rows = [self._copies[b] if b < 0 else self._leaves[b] for b in leaves]
             ids.append(sub.id)
             inode_parts.extend(r[0] for r in rows)
             extent_parts.extend(r[1] for r in rows)
             inode_counts.append(sum(len(r[0]) for r in rows))
             extent_counts.append(sum(len(r[1]) for r in rows))
-            if progress:
-                progress(sub)
         tables = FileTables(_concat_rows(inode_parts, INODE_DTYPE), _concat_rows(extent_parts, EXTENT_DTYPE))
         subvol_ids = np.array(ids, np.uint64)
         tables.inodes["subvol"] = np.repeat(subvol_ids, inode_counts)
