@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from btrfsscan.cache import models
 from btrfsscan.cache.models import KINDS, analyze, rfc_applicability
-from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables
+from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 
 K = 4096  # sector size
 P4, P16, P64 = 4096, 16384, 65536
@@ -56,6 +56,67 @@ def tables(inodes, extents) -> FileTables:
         for k, v in e.items():
             ext[n][k] = v
     return FileTables(ino, ext)
+
+
+def shared_leaves(t: FileTables, seed: int = 0) -> LeafTables:
+    """The rows of ``t`` cut into leaves the way snapshots share them.
+
+    Each subvolume's rows, in key order, are cut where a hash of the row's
+    content says so (cuts fall inside an inode's rows too); leaves with the
+    same rows are stored once and shared by every subvolume holding them.
+    """
+    blank = lambda rows: [bytes(r.tobytes()) for r in rows]  # noqa: E731
+    per_sv = defaultdict(list)
+    inodes, extents = t.inodes.copy(), t.extents.copy()
+    inodes["subvol"], extents["subvol"] = 0, 0
+    for n in np.lexsort((t.inodes["ino"], t.inodes["subvol"])):
+        per_sv[int(t.inodes["subvol"][n])].append((int(t.inodes["ino"][n]), 0, n))
+    for n in np.lexsort((t.extents["ino"], t.extents["subvol"])):
+        per_sv[int(t.extents["subvol"][n])].append((int(t.extents["ino"][n]), 1, n))
+    leaf_index: dict[bytes, int] = {}
+    leaf_rows: list[tuple[list[int], list[int]]] = []
+    subvol_leaves: list[list[int]] = []
+    for sv in sorted(per_sv):
+        rows = sorted(per_sv[sv], key=lambda r: (r[0], r[1]))
+        cuts, current = [], ([], [])
+        for ino, kind, n in rows:
+            (current[kind]).append(n)
+            content = (inodes if kind == 0 else extents)[n].tobytes()
+            if hash((content, seed)) % 3 == 0:
+                cuts.append(current)
+                current = ([], [])
+        cuts.append(current)
+        ids = []
+        for ino_rows, ext_rows in cuts:
+            key = b"".join(blank(inodes[ino_rows])) + b"|" + b"".join(blank(extents[ext_rows]))
+            if key not in leaf_index:
+                leaf_index[key] = len(leaf_rows)
+                leaf_rows.append((ino_rows, ext_rows))
+            ids.append(leaf_index[key])
+        subvol_leaves.append(ids)
+
+    def starts(which: int) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum([len(r[which]) for r in leaf_rows]))).astype(np.int64)
+
+    return LeafTables(
+        inodes[[n for r in leaf_rows for n in r[0]]].astype(INODE_DTYPE),
+        extents[[n for r in leaf_rows for n in r[1]]].astype(EXTENT_DTYPE),
+        starts(0), starts(1), np.arange(len(leaf_rows), dtype=np.uint64), np.array(sorted(per_sv), np.uint64),
+        np.concatenate(([0], np.cumsum([len(x) for x in subvol_leaves]))).astype(np.int64),
+        np.array([i for x in subvol_leaves for i in x], np.int64))
+
+
+def assert_same_analysis(a, b) -> None:
+    """Every figure of two analyses equal (fair shares to rounding)."""
+    assert pages(a) == pages(b) and a.by_kind == b.by_kind and (a.inodes, a.files) == (b.inodes, b.files)
+    sa, sb = a.subvolumes, b.subvolumes
+    for name in ("ids", "inodes", "files", "per_inode_pages", "eligible_pages", "exclusive_keys", "shared_keys"):
+        assert getattr(sa, name).tolist() == getattr(sb, name).tolist(), name
+    assert np.allclose(sa.saved_pages, sb.saved_pages) and sa.shares_with == sb.shares_with
+    assert a.top_extents == b.top_extents
+    assert [(f.subvol, f.ino, f.pages, f.eligible_pages) for f in a.top_files] == \
+        [(f.subvol, f.ino, f.pages, f.eligible_pages) for f in b.top_files]
+    assert [f.saved_pages for f in a.top_files] == pytest.approx([f.saved_pages for f in b.top_files])
 
 
 def item(sv, ino, fo, nb, db, off=0, **kw):
@@ -206,22 +267,17 @@ def check_against_reference(t: FileTables, P: int, S: int) -> None:
     sv = a.subvolumes
     for n, sid in enumerate(sv.ids):
         sid = int(sid)
-        assert int(sv.per_inode_pages[n]) == ref.subvol_pages[sid]
-        assert int(sv.eligible_pages[n]) == ref.subvol_eligible[sid]
-        assert int(sv.exclusive_keys[n]) == ref.subvol_exclusive[sid]
-        assert int(sv.shared_keys[n]) == ref.subvol_shared[sid]
+        assert int(sv.per_inode_pages[n]) == ref.subvol_pages.get(sid, 0)
+        assert int(sv.eligible_pages[n]) == ref.subvol_eligible.get(sid, 0)
+        assert int(sv.exclusive_keys[n]) == ref.subvol_exclusive.get(sid, 0)
+        assert int(sv.shared_keys[n]) == ref.subvol_shared.get(sid, 0)
         expected = sorted(
             ((b if a_ == sid else a_), v) for (a_, b), v in ref.pairs.items() if sid in (a_, b) and v > 0
         )
         expected = sorted(expected, key=lambda t: (-t[1], t[0]))[:3]
         assert sv.shares_with[n] == expected
-    # the bounded pair search (used above PAIR_LIMIT) agrees when it is made to compare every pair
-    saved_limits = models.PAIR_LIMIT, models.PAIR_LARGEST
-    try:
-        models.PAIR_LIMIT, models.PAIR_LARGEST = 0, 1000
-        assert analyze(t, P, S).subvolumes.shares_with == sv.shares_with
-    finally:
-        models.PAIR_LIMIT, models.PAIR_LARGEST = saved_limits
+    # the same rows cut into leaves that subvolumes share (as snapshots do) give the same figures
+    assert_same_analysis(analyze(shared_leaves(t), P, S, top=1000), a)
     # additivity: unshareable + exclusive per subvolume, plus keys of >= 2 subvolumes
     multi = len(set().union(*[set()] + [k for k in ref.subvol_keys.values()])) - int(sv.exclusive_keys.sum())
     assert int(sv.unshareable_pages.sum() + sv.exclusive_keys.sum()) + multi == ref.shared_extent
@@ -318,7 +374,7 @@ def test_snapshots(P, npages):
     # subvol 256 and its snapshot 257 hold the same 100K file (not a page multiple) in one extent at 16M
     rows = [item(sv, 257, 0, 100 * KiB, 16 * MiB) for sv in (256, 257)]
     t = tables([(256, 257, 100 * KiB), (257, 257, 100 * KiB)], rows)
-    a = analyze(t, P, K, parent_of={257: 256})
+    a = analyze(t, P, K)
     # the tail page (content [kP, 100K)) is covered by the extent and keyed: every page shared
     assert pages(a) == {"per_inode": 2 * npages, "shared_extent": npages, "shared_extent_compressed": npages,
                         "rfc_as_posted": npages if P == K else None}
@@ -441,16 +497,28 @@ def test_empty_tables():
     assert a.top_extents == [] and a.top_files == [] and len(a.subvolumes.ids) == 0
 
 
-def test_pair_limit_compares_related_and_largest(monkeypatch):
-    # 6 snapshots of subvol 256 sharing one extent; with the limit lowered, each snapshot is
-    # compared with its parent, 2 siblings each side and the largest: still finds partners
-    monkeypatch.setattr(models, "PAIR_LIMIT", 2)
-    monkeypatch.setattr(models, "PAIR_LARGEST", 1)
-    svs = [256] + list(range(300, 306))
-    t = tables([(sv, 257, 64 * KiB) for sv in svs], [item(sv, 257, 0, 64 * KiB, 4 * MiB) for sv in svs])
-    a = analyze(t, K, K, parent_of={sv: 256 for sv in svs[1:]})
-    assert a.subvolumes.pairs_compared < a.subvolumes.pairs_possible == 21
-    assert all(len(s) >= 1 and s[0][1] == 16 for s in a.subvolumes.shares_with)
+@pytest.mark.parametrize("leaves", [False, True])
+def test_shares_with_exact_for_many_subvolumes(leaves):
+    # 100 snapshots of subvol 256 sharing one 16-page extent; 300 also has its own file,
+    # and 301 reflinks 4 of the shared pages into a second file: every pair is compared
+    svs = [256] + list(range(300, 400))
+    inodes = [(sv, 257, 64 * KiB) for sv in svs] + [(300, 258, 8 * KiB), (301, 258, 16 * KiB)]
+    extents = [item(sv, 257, 0, 64 * KiB, 4 * MiB) for sv in svs]
+    extents += [item(300, 258, 0, 8 * KiB, 8 * MiB), item(301, 258, 0, 16 * KiB, 4 * MiB)]
+    t = tables(inodes, extents)
+    a = analyze(shared_leaves(t) if leaves else t, K, K)
+    sv = a.subvolumes
+    assert pages(a) == {"per_inode": 101 * 16 + 2 + 4, "shared_extent": 16 + 2, "shared_extent_compressed": 18,
+                        "rfc_as_posted": 18}
+    assert sv.exclusive_keys.tolist() == [2 if s == 300 else 0 for s in svs]
+    assert sv.shared_keys.tolist() == [16] * 101
+    assert sv.shares_with[0] == [(300, 16), (301, 16), (302, 16)]
+    assert sv.shares_with[1] == [(256, 16), (301, 16), (302, 16)]
+    assert sv.inodes.tolist() == [2 if s in (300, 301) else 1 for s in svs]
+    assert a.inodes == 103 and a.files == 103
+    top = a.top_extents[0]
+    assert (top.logical, top.references, top.file_pages, top.cached_pages) == (4 * MiB, 102, 101 * 16 + 4, 16)
+    assert len(top.subvolumes) == 101 and top.inodes[:3] == [(256, 257), (300, 257), (301, 257)]
 
 
 # --- randomized comparison with the reference -------------------------------------------

@@ -67,13 +67,15 @@ Python loops are bounded by ``top`` or by the number of subvolumes (pairs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arrays import group_ids, group_sum, prefix, ranges, run_bounds, segmented_cummax
 from ..format.constants import Compression, FileExtentType
-from ..model.tables import S_IFMT, S_IFREG, FileTables
+from ..model.tables import FileTables, LeafTables
+from ..model.versions import InodeVersions, versions_of
 
 PAGE_SIZES = (4096, 16384, 65536)
 MODELS = ("per_inode", "shared_extent", "shared_extent_compressed", "rfc_as_posted")
@@ -85,20 +87,10 @@ ADDR_LIMIT = 1 << 60
 SIZE_LIMIT = 1 << 53
 DECOMPRESSED_LIMIT = 1 << 40
 
-#: With at most this many subvolumes that share keys, ``shares_with`` compares
-#: every pair; above it only related and the largest subvolumes (see
-#: ``subvolume_stats``).
-PAIR_LIMIT = 64
-PAIR_LARGEST = 8
-PAIR_SIBLINGS = 2
-
 # item categories of a clipped segment
 SEG_INLINE, SEG_COMPRESSED, SEG_DATA, SEG_PREALLOC, SEG_HOLE = range(5)
 
 _I64 = np.int64
-
-
-# --- small numpy helpers ------------------------------------------------------------
 
 
 def _i64(values) -> np.ndarray:
@@ -110,81 +102,33 @@ def _clamp(values: np.ndarray, limit: int) -> np.ndarray:
     return np.minimum(values, np.uint64(limit)).astype(_I64)
 
 
-def _group_sum(groups: np.ndarray, values: np.ndarray, n: int, dtype=_I64) -> np.ndarray:
-    out = np.zeros(n, dtype)
-    if len(groups):
-        np.add.at(out, groups, values.astype(dtype, copy=False))
-    return out
-
-
-def _segmented_cummax(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Running maximum of ``values``, restarting where ``groups`` (non-decreasing) changes.
-
-    Ranks of (group, value) pairs: at position i the largest rank seen so far
-    belongs to i's own group (every earlier group ranks lower), so the running
-    maximum of ranks names the largest value of the group so far.
-    """
-    n = len(values)
-    if n == 0:
-        return values.copy()
-    order = np.lexsort((values, groups))
-    rank = np.empty(n, _I64)
-    rank[order] = np.arange(n, dtype=_I64)
-    return values[order[np.maximum.accumulate(rank)]]
-
-
-def _run_bounds(first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the first and last element of each run, given a 'starts a run' mask."""
-    firsts = np.flatnonzero(first)
-    lasts = np.empty_like(firsts)
-    if len(firsts):
-        lasts[:-1] = firsts[1:] - 1
-        lasts[-1] = len(first) - 1
-    return firsts, lasts
-
-
-def _pair_keys(a_hi, a_lo, b_hi, b_lo) -> tuple[np.ndarray, np.ndarray]:
-    """Order-preserving int64 keys for (hi, lo) uint64 pairs of two tables."""
-    hi = np.unique(np.concatenate((a_hi, b_hi)))
-    lo = np.unique(np.concatenate((a_lo, b_lo)))
-    width = max(len(lo), 1)
-    ka = np.searchsorted(hi, a_hi).astype(_I64) * width + np.searchsorted(lo, a_lo)
-    kb = np.searchsorted(hi, b_hi).astype(_I64) * width + np.searchsorted(lo, b_lo)
-    return ka, kb
-
-
-def _prefix(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(values) + 1, values.dtype if values.dtype != bool else _I64)
-    np.cumsum(values, out=out[1:])
-    return out
-
-
 # --- layout: regular inodes and clipped extent segments -----------------------------
 
 
 @dataclass
 class Layout:
-    """Regular inodes and their extent items clipped to the page contents, at one page size.
+    """Inode versions and their extent items clipped to the page contents, at one page size.
 
-    Inode arrays are indexed by the regular inode's position (sorted by
-    subvol, ino). Row arrays hold the items of regular inodes (sorted by inode,
-    file_offset), segment arrays their clipped non-empty parts in the same
-    order; ``seg_addr`` is the logical address (data) or decompressed offset
-    (compressed) of ``seg_start``, ``seg_group`` the dense id of a compressed
-    extent, ``seg_valid`` False where an address overflowed.
+    Inode arrays are indexed by version (``versions.inodes`` order), each
+    standing for ``weight`` (subvolume, inode) pairs; ``subvol`` is the
+    smallest subvolume holding it. Row arrays hold the versions' items (sorted
+    by version, file_offset), segment arrays their clipped non-empty parts in
+    the same order; ``seg_addr`` is the logical address (data) or
+    decompressed offset (compressed) of ``seg_start``, ``seg_group`` the dense
+    id of a compressed extent, ``seg_valid`` False where an address overflowed.
     """
 
     page_size: int
     sectorsize: int
+    versions: InodeVersions
     subvol: np.ndarray
     ino: np.ndarray
     size: np.ndarray
     nlink: np.ndarray
+    weight: np.ndarray
     npages: np.ndarray
     content_end: np.ndarray
     base: np.ndarray
-    subvol_ids: np.ndarray
-    inode_sv: np.ndarray
     row_inode: np.ndarray
     row_db: np.ndarray
     row_dnb: np.ndarray
@@ -202,60 +146,35 @@ class Layout:
     def n_inodes(self) -> int:
         return len(self.subvol)
 
+    def total(self, per_version: np.ndarray) -> int:
+        """Sum of a per-version quantity over every (subvolume, inode) pair."""
+        return int((per_version.astype(_I64) * self.weight).sum())
 
-def build_layout(tables: FileTables, page_size: int, sectorsize: int) -> Layout:
-    """Regular inodes, their page counts, and their extent items clipped to ``[0, E)``."""
+
+def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> Layout:
+    """Page counts of each inode version and its extent items clipped to ``[0, E)``."""
     P, S = int(page_size), int(sectorsize)
     if P <= 0 or S <= 0:
         raise ValueError(f"page size and sector size must be positive ({P}, {S})")
-    notes: list[str] = []
-
-    # columns are gathered one by one: fancy indexing whole structured rows is slow
-    inodes = tables.inodes
-    pick = np.lexsort((inodes["ino"], inodes["subvol"]))
-    i_sv, i_ino = inodes["subvol"][pick], inodes["ino"][pick]
-    if len(pick) > 1:
-        dup = (i_sv[1:] == i_sv[:-1]) & (i_ino[1:] == i_ino[:-1])
-        if dup.any():
-            notes.append(f"{int(dup.sum())} duplicate inode rows ignored")
-            first = np.concatenate(([True], ~dup))
-            pick, i_sv, i_ino = pick[first], i_sv[first], i_ino[first]
-    is_reg = (inodes["mode"][pick] & S_IFMT) == S_IFREG
-    reg_index = np.cumsum(is_reg, dtype=_I64) - 1
-    reg_index[~is_reg] = -1
-    reg_pick = pick[is_reg]
-    reg_sv, reg_ino = i_sv[is_reg], i_ino[is_reg]
-
-    raw_size = inodes["size"][reg_pick]
+    notes = list(versions.notes)
+    inodes = versions.inodes
+    weight = versions.weight.astype(_I64)
+    raw_size = inodes["size"]
     if (raw_size > SIZE_LIMIT).any():
-        notes.append(f"{int((raw_size > SIZE_LIMIT).sum())} inode sizes above {SIZE_LIMIT} bytes clamped")
+        notes.append(f"{int(weight[raw_size > SIZE_LIMIT].sum())} inode sizes above {SIZE_LIMIT} bytes clamped")
     size = _clamp(raw_size, SIZE_LIMIT)
     npages = (size + P - 1) // P
     content_end = np.minimum((size + S - 1) // S * S, npages * P)
-    base = np.zeros(len(reg_pick), _I64)
-    if len(reg_pick):
-        np.cumsum(npages[:-1], out=base[1:])
-    subvol_ids, inode_sv = np.unique(reg_sv, return_inverse=True)
-    inode_sv = inode_sv.reshape(-1).astype(_I64)
+    base = prefix(npages)[:-1]
 
-    # extent items -> regular inode index
-    ext = tables.extents
-    if len(ext) and len(pick):
-        k_inode, k_ext = _pair_keys(i_sv, i_ino, ext["subvol"], ext["ino"])
-        pos = np.minimum(np.searchsorted(k_inode, k_ext), len(pick) - 1)
-        found = k_inode[pos] == k_ext
-        row_inode = np.where(found, reg_index[pos], -1)
-    else:
-        found = np.zeros(len(ext), bool)
-        row_inode = np.full(len(ext), -1, _I64)
-    if (~found).any():
-        notes.append(f"{int((~found).sum())} file extent items without an inode item ignored")
+    ext = versions.extents
     typ = ext["type"]
     known_type = typ <= FileExtentType.PREALLOC
-    if (~known_type & (row_inode >= 0)).any():
-        notes.append(f"{int((~known_type & (row_inode >= 0)).sum())} file extent items of unknown type read as holes")
-    keep = np.flatnonzero((row_inode >= 0) & known_type)
-    row_inode = row_inode[keep]
+    if (~known_type).any():
+        unknown = int(weight[versions.extent_version[~known_type]].sum())
+        notes.append(f"{unknown} file extent items of unknown type read as holes")
+    keep = np.flatnonzero(known_type)
+    row_inode = versions.extent_version[keep]
     fo = _clamp(ext["file_offset"][keep], ADDR_LIMIT)
     order = np.lexsort((fo, row_inode))
     keep, row_inode, fo = keep[order], row_inode[order], fo[order]
@@ -272,7 +191,7 @@ def build_layout(tables: FileTables, page_size: int, sectorsize: int) -> Layout:
 
     # clip: start after the items before it in the inode, end at the content end
     end_raw = fo + nb
-    run_max = _segmented_cummax(end_raw, row_inode)
+    run_max = segmented_cummax(end_raw, row_inode)
     prev_end = np.zeros(n_rows, _I64)
     if n_rows > 1:
         prev_end[1:] = np.where(row_inode[1:] == row_inode[:-1], run_max[:-1], 0)
@@ -301,15 +220,15 @@ def build_layout(tables: FileTables, page_size: int, sectorsize: int) -> Layout:
     return Layout(
         page_size=P,
         sectorsize=S,
-        subvol=reg_sv,
-        ino=reg_ino,
+        versions=versions,
+        subvol=inodes["subvol"],
+        ino=inodes["ino"],
         size=size,
-        nlink=_i64(inodes["nlink"][reg_pick]),
+        nlink=_i64(inodes["nlink"]),
+        weight=weight,
         npages=npages,
         content_end=content_end,
         base=base,
-        subvol_ids=subvol_ids,
-        inode_sv=inode_sv,
         row_inode=row_inode,
         row_db=db_raw,
         row_dnb=ext["disk_num_bytes"][keep],
@@ -341,7 +260,7 @@ def touched_pages(layout: Layout, mask: np.ndarray) -> np.ndarray:
         prev[0] = lo[0]
         prev[1:] = hi[:-1]
     counted = np.maximum(hi - np.maximum(lo, prev), 0)
-    return _group_sum(inode, counted, layout.n_inodes)
+    return group_sum(inode, counted, layout.n_inodes)
 
 
 # --- runs of eligible file pages -------------------------------------------------------
@@ -382,7 +301,7 @@ def eligible_runs(layout: Layout, kind: int = SEG_DATA) -> KeyRuns:
         first[1:] = ~(
             (inode[1:] == inode[:-1]) & (s[1:] == e[:-1]) & (a[1:] == a[:-1] + (e[:-1] - s[:-1])) & (g[1:] == g[:-1])
         )
-    firsts, lasts = _run_bounds(first)
+    firsts, lasts = run_bounds(first)
     r_inode, rs, re, ra, rg = inode[firsts], s[firsts], e[lasts], a[firsts], g[firsts]
     k0 = (rs + P - 1) // P
     k1 = np.where(re == layout.content_end[r_inode], layout.npages[r_inode], re // P)
@@ -433,8 +352,8 @@ class KeyCoverage:
         return int((self.lengths * self.cov)[self.cov >= 2].sum())
 
 
-def key_coverage(runs: KeyRuns, extra_bounds: np.ndarray | None = None) -> KeyCoverage:
-    """Coverage of the keys by ``runs`` (a sweep with bincount differences, no per-page rows)."""
+def key_coverage(runs: KeyRuns, weight: np.ndarray, extra_bounds: np.ndarray | None = None) -> KeyCoverage:
+    """Coverage of the keys by ``runs``, each counted ``weight`` times (a sweep with bincount differences)."""
     parts = [runs.key0, runs.key1]
     if extra_bounds is not None:
         parts.append(_i64(extra_bounds))
@@ -442,14 +361,15 @@ def key_coverage(runs: KeyRuns, extra_bounds: np.ndarray | None = None) -> KeyCo
     m = len(bounds)
     lo = np.searchsorted(bounds, runs.key0).astype(_I64)
     hi = np.searchsorted(bounds, runs.key1).astype(_I64)
-    diff = np.bincount(lo, minlength=m).astype(_I64) - np.bincount(hi, minlength=m)
-    cov = np.cumsum(diff)[:-1] if m else np.zeros(0, _I64)
+    w = weight.astype(np.float64)
+    diff = np.bincount(lo, w, minlength=m) - np.bincount(hi, w, minlength=m)
+    cov = np.rint(np.cumsum(diff)[:-1]).astype(_I64) if m else np.zeros(0, _I64)
     return KeyCoverage(bounds, cov, lo, hi)
 
 
 @dataclass
 class Sharing:
-    """A shared-extent model's figures, overall and per regular inode."""
+    """A shared-extent model's figures, overall and per inode version (for one of its copies)."""
 
     runs: KeyRuns
     coverage: KeyCoverage
@@ -474,22 +394,22 @@ def sharing(layout: Layout, runs: KeyRuns, extra_bounds: np.ndarray | None = Non
     number of file pages mapping the page's key (summed over all inodes this
     is exactly ``eligible - distinct keys``).
     """
-    cov = key_coverage(runs, extra_bounds)
+    cov = key_coverage(runs, layout.weight[runs.inode], extra_bounds)
     lengths = cov.lengths
     c = cov.cov
-    shared = _prefix(np.where(c >= 2, lengths, 0))
+    shared = prefix(np.where(c >= 2, lengths, 0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        fair = _prefix(np.where(c > 0, lengths * (1.0 - 1.0 / np.maximum(c, 1)), 0.0))
+        fair = prefix(np.where(c > 0, lengths * (1.0 - 1.0 / np.maximum(c, 1)), 0.0))
     n = layout.n_inodes
     return Sharing(
         runs=runs,
         coverage=cov,
-        eligible_pages=int(runs.count.sum()),
+        eligible_pages=int((runs.count * layout.weight[runs.inode]).sum()),
         distinct_keys=cov.distinct_keys(),
         shared_file_pages=cov.shared_file_pages(),
-        inode_eligible=_group_sum(runs.inode, runs.count, n),
-        inode_shared=_group_sum(runs.inode, shared[cov.hi] - shared[cov.lo], n),
-        inode_saved=_group_sum(runs.inode, fair[cov.hi] - fair[cov.lo], n, np.float64),
+        inode_eligible=group_sum(runs.inode, runs.count, n),
+        inode_shared=group_sum(runs.inode, shared[cov.hi] - shared[cov.lo], n),
+        inode_saved=group_sum(runs.inode, fair[cov.hi] - fair[cov.lo], n, np.float64),
     )
 
 
@@ -543,15 +463,16 @@ def rfc_applicability(page_size: int, sectorsize: int, num_devices: int, data_pr
 
 @dataclass
 class SubvolumeStats:
-    """Per subvolume (``ids`` = ``layout.subvol_ids`` order), under shared_extent.
+    """Per subvolume (``ids`` = ``versions.subvol_ids`` order), under shared_extent.
 
     ``exclusive_keys``: distinct keys (logical pages) mapped by file pages of
     this subvolume and of no other one (a key mapped twice inside the
     subvolume counts once). ``shared_keys``: distinct keys this subvolume maps
     that at least one other subvolume maps too. Both count keys, i.e. cached
     pages, not file pages. ``unshareable_pages``: file pages of its inodes
-    that stay per inode. ``shares_with[i]``: up to 3 (subvol id, keys both map)
-    sorted by keys descending, then id.
+    that stay per inode. ``shares_with[i]``: up to 3 (subvol id, keys both
+    map) sorted by keys descending, then id; every pair of subvolumes is
+    compared.
     """
 
     ids: np.ndarray
@@ -563,192 +484,160 @@ class SubvolumeStats:
     shared_keys: np.ndarray
     saved_pages: np.ndarray
     shares_with: list[list[tuple[int, int]]]
-    pairs_compared: int
-    pairs_possible: int
 
     @property
     def unshareable_pages(self) -> np.ndarray:
         return self.per_inode_pages - self.eligible_pages
 
 
-def _pair_candidates(sharing_ids: np.ndarray, ids: np.ndarray, shared_keys: np.ndarray,
-                     parent_of: Mapping[int, int | None]) -> set[tuple[int, int]]:
-    """Pairs (i < j, indices into ``ids``) of subvolumes to compare for ``shares_with``."""
-    idx = [int(i) for i in sharing_ids]
-    if len(idx) <= PAIR_LIMIT:
-        return {(a, b) for n, a in enumerate(idx) for b in idx[n + 1:]}
-    pos = {int(ids[i]): i for i in idx}
-    pairs: set[tuple[int, int]] = set()
+@dataclass
+class Holders:
+    """Sets of distinct subvolumes (indices into ``subvol_ids``): set u is ``members[start[u]:start[u+1]]``."""
 
-    def add(a: int, b: int) -> None:
-        if a != b:
-            pairs.add((min(a, b), max(a, b)))
+    start: np.ndarray
+    members: np.ndarray
 
-    children: dict[int | None, list[int]] = {}
-    for i in idx:
-        parent = parent_of.get(int(ids[i]))
-        children.setdefault(parent if parent in pos else None, []).append(i)
-        if parent in pos:
-            add(i, pos[parent])
-    for parent, kids in children.items():
-        if parent is None:
-            continue
-        kids.sort(key=lambda i: int(ids[i]))
-        for n, i in enumerate(kids):
-            for j in kids[n + 1: n + 1 + PAIR_SIBLINGS]:
-                add(i, j)
-    largest = sorted(idx, key=lambda i: (-int(shared_keys[i]), int(ids[i])))[:PAIR_LARGEST]
-    for i in idx:
-        for j in largest:
-            add(i, j)
-    return pairs
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.start)
+
+    def __len__(self) -> int:
+        return len(self.start) - 1
+
+    def extended(self, more: "Holders") -> "Holders":
+        return Holders(np.concatenate((self.start, self.start[-1] + more.start[1:])),
+                       np.concatenate((self.members, more.members)))
 
 
-def _pairs_by_mask(sharing_ids, ulo, uhi, usv, count, lengths, nsv) -> dict[tuple[int, int], int]:
-    """Keys mapped by both subvolumes, for every pair of at most 64 sharing subvolumes.
+def _unions(holders: Holders, set_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Holders:
+    """Per group ``set_ids[starts[g]:ends[g]]`` of holder sets, the union of their members."""
+    picks = ranges(starts, ends)
+    group = np.repeat(np.arange(len(starts)), ends - starts)
+    ids = set_ids[picks]
+    sizes = holders.sizes[ids]
+    members = holders.members[ranges(holders.start[ids], holders.start[ids] + sizes)]
+    width = int(holders.members.max()) + 1 if len(holders.members) else 1
+    pair = np.unique(np.repeat(group, sizes) * width + members)
+    return Holders(prefix(np.bincount(pair // width, minlength=len(starts))), pair % width)
 
-    Each sharing subvolume gets one bit; its union intervals are disjoint, so
-    adding the bit at their starts and subtracting it at their ends, then a
-    cumulative sum (uint64, wrapping), gives per key segment the exact mask
-    of subvolumes mapping it. Segments are grouped by mask (snapshot
-    histories have few distinct masks) and ``B.T @ diag(W) @ B`` over the
-    distinct masks gives every pair.
+
+def _distinct_holders(versions: InodeVersions) -> tuple[np.ndarray, Holders]:
+    """For each holder multiset of ``versions``, the id of its set of distinct subvolumes; and those sets."""
+    starts, members = versions.set_start, versions.set_members
+    n = len(starts) - 1
+    set_of = np.repeat(np.arange(n), np.diff(starts))
+    first = np.ones(len(members), bool)
+    first[1:] = (members[1:] != members[:-1]) | (set_of[1:] != set_of[:-1])
+    d_members, d_sizes = members[first], np.bincount(set_of[first], minlength=n)
+    ids, firsts = group_ids(prefix(d_sizes), d_members)
+    d_start = prefix(d_sizes)
+    sizes = d_sizes[firsts]
+    return ids, Holders(prefix(sizes), d_members[ranges(d_start[firsts], d_start[firsts] + sizes)])
+
+
+def key_holders(layout: Layout, shared: Sharing) -> tuple[Holders, np.ndarray]:
+    """The distinct sets of subvolumes mapping a key, and how many keys each set maps (exactly those subvolumes).
+
+    A key segment under one run belongs to that run's version's holders; under
+    several runs to the union of their holders, computed once per distinct
+    combination of holder sets.
     """
-    n = len(sharing_ids)
-    nseg = len(lengths)
-    if n < 2 or not nseg:
-        return {}
-    bit = np.full(nsv, -1, _I64)
-    bit[sharing_ids] = np.arange(n)
-    sel = bit[usv] >= 0
-    weight = np.left_shift(np.uint64(1), bit[usv[sel]].astype(np.uint64))
-    diff = np.zeros(nseg + 1, np.uint64)
-    np.add.at(diff, ulo[sel], weight)
-    np.subtract.at(diff, uhi[sel], weight)
-    mask = np.cumsum(diff, dtype=np.uint64)[:nseg]
-    multi = count >= 2
-    masks, inv = np.unique(mask[multi], return_inverse=True)
-    weights = _group_sum(inv.reshape(-1), lengths[multi], len(masks)).astype(np.float64)
-    shifts = np.arange(n, dtype=np.uint64)
-    total = np.zeros((n, n), np.float64)
-    block = max(1, (1 << 22) // n)
-    for lo in range(0, len(masks), block):
-        bits = ((masks[lo:lo + block, None] >> shifts) & np.uint64(1)).astype(np.float64)
-        total += bits.T @ (bits * weights[lo:lo + block, None])
-    out = {}
-    for i in range(n):
-        for j in range(i + 1, n):
-            out[(int(sharing_ids[i]), int(sharing_ids[j]))] = int(round(total[i, j]))
-    return out
-
-
-def _pairs_by_search(pairs, plo, phi, psv, lengths, nsv) -> dict[tuple[int, int], int]:
-    """Keys mapped by both subvolumes, for the given pairs, by searching one union in the other."""
-    measure = _prefix(lengths)
-    starts = np.searchsorted(psv, np.arange(nsv + 1))
-    by_b: dict[int, list[int]] = {}
-    for a, b in pairs:
-        by_b.setdefault(b, []).append(a)
-    out = {}
-    for b, partners in by_b.items():
-        b_lo, b_hi = plo[starts[b]:starts[b + 1]], phi[starts[b]:starts[b + 1]]
-        b_cum = _prefix(measure[b_hi] - measure[b_lo])
-
-        def covered(x: np.ndarray) -> np.ndarray:
-            """Measure of K_b below segment index x."""
-            k = np.searchsorted(b_lo, x, side="right") - 1
-            kc = np.maximum(k, 0)
-            inside = measure[np.minimum(x, b_hi[kc])] - measure[b_lo[kc]]
-            return np.where(k >= 0, b_cum[kc] + inside, 0)
-
-        partners.sort()
-        sizes = np.array([starts[a + 1] - starts[a] for a in partners])
-        if not len(b_lo) or not sizes.sum():
-            continue
-        a_lo = np.concatenate([plo[starts[a]:starts[a + 1]] for a in partners])
-        a_hi = np.concatenate([phi[starts[a]:starts[a + 1]] for a in partners])
-        per = covered(a_hi) - covered(a_lo)
-        sums = np.add.reduceat(per, np.concatenate(([0], np.cumsum(sizes)[:-1])))
-        for a, keys in zip(partners, sums):
-            out[(a, b)] = int(keys)
-    return out
-
-
-def subvolume_stats(layout: Layout, shared: Sharing, parent_of: Mapping[int, int | None] | None = None) -> SubvolumeStats:
-    """Per-subvolume figures under shared_extent.
-
-    Each subvolume's runs are first merged into a union of key intervals (in
-    segment-index space, offset by subvolume so unions never cross
-    subvolumes); a sweep over those unions gives, per elementary key segment,
-    the number of distinct subvolumes mapping it.
-
-    ``shares_with`` is exact for the pairs compared: every pair when at most
-    ``PAIR_LIMIT`` subvolumes share keys; otherwise each subvolume is compared
-    with its parent (the subvolume its parent_uuid names, via ``parent_of``),
-    its snapshots, the ``PAIR_SIBLINGS`` nearest snapshots of the same parent
-    on each side (by id), and the ``PAIR_LARGEST`` subvolumes sharing the most
-    keys. The number of pairs compared is in ``pairs_compared``.
-    """
-    parent_of = parent_of or {}
-    nsv = len(layout.subvol_ids)
-    cov = shared.coverage
-    m = max(cov.n_segments + 1, 1)
-    lengths = cov.lengths
-    run_sv = layout.inode_sv[shared.runs.inode]
-    glo = run_sv * m + cov.lo
-    ghi = run_sv * m + cov.hi
-    order = np.argsort(glo, kind="stable")
-    glo, ghi = glo[order], ghi[order]
-    if len(glo):
-        reach = np.maximum.accumulate(ghi)
-        first = np.ones(len(glo), bool)
-        first[1:] = glo[1:] > reach[:-1]
-        firsts, lasts = _run_bounds(first)
-        ulo, uhi = glo[firsts], reach[lasts]
-    else:
-        ulo = uhi = np.zeros(0, _I64)
-    usv = ulo // m
-    ulo, uhi = ulo - usv * m, uhi - usv * m
+    set_of, holders = _distinct_holders(layout.versions)
+    runs, cov = shared.runs, shared.coverage
     nseg = cov.n_segments
-    if nseg:
-        count = np.cumsum(np.bincount(ulo, minlength=m).astype(_I64) - np.bincount(uhi, minlength=m))[:nseg]
-    else:
-        count = np.zeros(0, _I64)
-    excl = _prefix(np.where(count == 1, lengths, 0))
-    shrd = _prefix(np.where(count >= 2, lengths, 0))
-    u_shared = shrd[uhi] - shrd[ulo]
-    exclusive_keys = _group_sum(usv, excl[uhi] - excl[ulo], nsv)
-    shared_keys = _group_sum(usv, u_shared, nsv)
+    if not nseg:
+        return holders, np.zeros(len(holders), _I64)
+    run_set = set_of[layout.versions.version_set[runs.inode]]
+    m = nseg + 1
+    over = np.cumsum(np.bincount(cov.lo, minlength=m) - np.bincount(cov.hi, minlength=m))[:nseg]
+    index = np.arange(len(runs), dtype=np.float64)
+    run_at = np.rint(np.cumsum(np.bincount(cov.lo, index, m) - np.bincount(cov.hi, index, m))[:nseg]).astype(_I64)
+    seg_set = np.full(nseg, -1, _I64)
+    one = over == 1
+    seg_set[one] = run_set[run_at[one]]
+    multi = over >= 2
+    if multi.any():
+        c2 = prefix(multi)
+        touching = np.flatnonzero(c2[cov.hi] - c2[cov.lo] > 0)
+        segs = ranges(cov.lo[touching], cov.hi[touching])
+        sets = np.repeat(run_set[touching], cov.hi[touching] - cov.lo[touching])
+        sel = multi[segs]
+        pair = np.unique(segs[sel] * len(holders) + sets[sel])
+        p_seg, p_set = pair // len(holders), pair % len(holders)
+        segs_u, counts = np.unique(p_seg, return_counts=True)
+        combo, combo_first = group_ids(prefix(counts), p_set)
+        c_start = prefix(counts)
+        union_id = p_set[c_start[combo_first]]  # a combination of one set is that set
+        several = counts[combo_first] >= 2
+        if several.any():
+            groups = combo_first[several]
+            union_id[several] = len(holders) + np.arange(len(groups))
+            holders = holders.extended(_unions(holders, p_set, c_start[groups], c_start[groups + 1]))
+        seg_set[segs_u] = union_id[combo]
+    mapped = seg_set >= 0
+    return holders, group_sum(seg_set[mapped], cov.lengths[mapped], len(holders))
 
-    sharing_ids = np.flatnonzero(shared_keys > 0)
-    if len(sharing_ids) <= PAIR_LIMIT:
-        both = _pairs_by_mask(sharing_ids, ulo, uhi, usv, count, lengths, nsv)
-        n_pairs = len(sharing_ids) * (len(sharing_ids) - 1) // 2
-    else:
-        pairs = _pair_candidates(sharing_ids, layout.subvol_ids, shared_keys, parent_of)
-        keep = u_shared > 0
-        both = _pairs_by_search(pairs, ulo[keep], uhi[keep], usv[keep], lengths, nsv)
-        n_pairs = len(pairs)
-    found: list[list[tuple[int, int]]] = [[] for _ in range(nsv)]
-    for (a, b), keys in both.items():
-        if keys > 0:
-            found[a].append((int(layout.subvol_ids[b]), int(keys)))
-            found[b].append((int(layout.subvol_ids[a]), int(keys)))
-    shares_with = [sorted(f, key=lambda t: (-t[1], t[0]))[:3] for f in found]
 
-    n_sharing = len(sharing_ids)
+def _pair_keys(holders: Holders, keys: np.ndarray, nsv: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, keys) for every pair a < b of subvolumes that both map some key.
+
+    Every holder set of two or more subvolumes adds its keys to each pair of
+    its members; sets of one size are expanded together, a bounded number at
+    a time, and the pair sums merged as they come.
+    """
+    width = max(nsv, 1)
+    acc_key, acc_sum = np.zeros(0, _I64), np.zeros(0, _I64)
+    sel = np.flatnonzero((holders.sizes >= 2) & (keys > 0))
+    sizes = holders.sizes[sel]
+    for k in np.unique(sizes).tolist():
+        i, j = np.triu_indices(k, 1)
+        of_size = sel[sizes == k]
+        step = max(1, (1 << 20) // len(i))
+        for lo in range(0, len(of_size), step):
+            us = of_size[lo:lo + step]
+            mem = holders.members[holders.start[us][:, None] + np.arange(k)]
+            acc_key, inv = np.unique(np.concatenate((acc_key, (mem[:, i] * width + mem[:, j]).ravel())),
+                                     return_inverse=True)
+            acc_sum = group_sum(inv.reshape(-1), np.concatenate((acc_sum, np.repeat(keys[us], len(i)))), len(acc_key))
+    return acc_key // width, acc_key % width, acc_sum
+
+
+def _top_partners(a: np.ndarray, b: np.ndarray, keys: np.ndarray, ids: np.ndarray, n: int) -> list[list[tuple[int, int]]]:
+    """Up to 3 (partner id, keys) per subvolume, by keys descending then id."""
+    x = np.concatenate((a, b))
+    y = np.concatenate((b, a))
+    w = np.concatenate((keys, keys))
+    order = np.lexsort((ids[y], -w, x))
+    x, y, w = x[order], y[order], w[order]
+    rank = np.arange(len(x)) - np.searchsorted(x, x)
+    out: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for i, partner, k in zip(*(v[rank < 3].tolist() for v in (x, y, w))):
+        out[i].append((int(ids[partner]), k))
+    return out
+
+
+def subvolume_stats(layout: Layout, shared: Sharing) -> SubvolumeStats:
+    """Per-subvolume figures under shared_extent (sums over the versions each subvolume holds)."""
+    versions = layout.versions
+    ids = versions.subvol_ids
+    nsv = len(ids)
+    holders, keys = key_holders(layout, shared)
+    member_of = np.repeat(np.arange(len(holders)), holders.sizes)
+    alone = holders.sizes[member_of] == 1
+    exclusive_keys = group_sum(holders.members[alone], keys[member_of[alone]], nsv)
+    shared_keys = group_sum(holders.members[~alone], keys[member_of[~alone]], nsv)
+    a, b, both = _pair_keys(holders, keys, nsv)
+    per = versions.per_subvolume
     return SubvolumeStats(
-        ids=layout.subvol_ids,
-        inodes=np.bincount(layout.inode_sv, minlength=nsv).astype(_I64),
-        files=_group_sum(layout.inode_sv, layout.nlink, nsv),
-        per_inode_pages=_group_sum(layout.inode_sv, layout.npages, nsv),
-        eligible_pages=_group_sum(layout.inode_sv, shared.inode_eligible, nsv),
+        ids=ids,
+        inodes=per(np.ones(layout.n_inodes, _I64)),
+        files=per(layout.nlink),
+        per_inode_pages=per(layout.npages),
+        eligible_pages=per(shared.inode_eligible),
         exclusive_keys=exclusive_keys,
         shared_keys=shared_keys,
-        saved_pages=_group_sum(layout.inode_sv, shared.inode_saved, nsv, np.float64),
-        shares_with=shares_with,
-        pairs_compared=n_pairs,
-        pairs_possible=n_sharing * (n_sharing - 1) // 2,
+        saved_pages=per(shared.inode_saved, np.float64),
+        shares_with=_top_partners(a, b, both, ids, nsv),
     )
 
 
@@ -818,8 +707,8 @@ def top_extents(layout: Layout, shared: Sharing, extents: tuple[np.ndarray, np.n
     owner = np.searchsorted(first_key, cov.bounds[:-1], side="right") - 1
     mapped = (owner >= 0) & (cov.cov > 0)
     lengths = cov.lengths
-    file_pages = _group_sum(owner[mapped], (lengths * cov.cov)[mapped], len(ext_db))
-    keys = _group_sum(owner[mapped], lengths[mapped], len(ext_db))
+    file_pages = group_sum(owner[mapped], (lengths * cov.cov)[mapped], len(ext_db))
+    keys = group_sum(owner[mapped], lengths[mapped], len(ext_db))
     saved = file_pages - keys
     candidates = np.flatnonzero(saved > 0)
     if not len(candidates):
@@ -833,46 +722,63 @@ def top_extents(layout: Layout, shared: Sharing, extents: tuple[np.ndarray, np.n
     row_inode = layout.row_inode[rows]
     out = []
     for x, db in zip(chosen, chosen_db):
-        inodes = np.unique(row_inode[row_db == db])
-        refs = int((row_db == db).sum())
-        svs = np.unique(layout.subvol[inodes])
+        versions = row_inode[row_db == db]
+        pairs = _instances(layout, np.unique(versions))
         out.append(
             TopExtent(
                 logical=int(db),
                 disk_num_bytes=int(ext_dnb[x]),
-                references=refs,
-                subvolumes=[int(s) for s in svs],
+                references=int(layout.weight[versions].sum()),
+                subvolumes=sorted({sv for sv, _ in pairs}),
                 file_pages=int(file_pages[x]),
                 cached_pages=int(keys[x]),
                 saved_pages=int(saved[x]),
-                inodes=[(int(layout.subvol[i]), int(layout.ino[i])) for i in inodes[:10]],
+                inodes=pairs[:10],
             )
         )
     return out
 
 
+def _instances(layout: Layout, versions: np.ndarray) -> list[tuple[int, int]]:
+    """The distinct (subvol, ino) pairs the given versions stand for, sorted."""
+    v = layout.versions
+    out = set()
+    for version in versions.tolist():
+        ino = int(layout.ino[version])
+        out.update((int(v.subvol_ids[m]), ino) for m in v.members(int(v.version_set[version])).tolist())
+    return sorted(out)
+
+
 def top_files(layout: Layout, shared: Sharing, top: int) -> list[TopFile]:
-    """The ``top`` regular inodes by fair-share saved pages (only those saving something)."""
+    """The ``top`` regular inodes by fair-share saved pages (only those saving something).
+
+    A version stands for several (subvol, inode) pairs with equal figures:
+    versions are taken in order of saving until they stand for ``top`` pairs
+    (with every version tied with the last one), then ranked pair by pair.
+    """
     saved = shared.inode_saved
     candidates = np.flatnonzero(saved > 1e-9)
     if top <= 0 or not len(candidates):
         return []
-    order = np.lexsort((layout.ino[candidates], layout.subvol[candidates], -saved[candidates]))
-    out = []
-    for i in candidates[order[:top]]:
-        out.append(
-            TopFile(
-                subvol=int(layout.subvol[i]),
-                ino=int(layout.ino[i]),
-                size=int(layout.size[i]),
-                nlink=int(layout.nlink[i]),
-                pages=int(layout.npages[i]),
-                eligible_pages=int(shared.inode_eligible[i]),
-                shared_pages=int(shared.inode_shared[i]),
-                saved_pages=float(saved[i]),
-            )
+    candidates = candidates[np.argsort(-saved[candidates], kind="stable")]
+    reach = np.cumsum(layout.weight[candidates])
+    last = candidates[min(int(np.searchsorted(reach, top)), len(candidates) - 1)]
+    chosen = candidates[saved[candidates] >= saved[last]]
+    ranked = sorted((-float(saved[i]), sv, ino, int(i)) for i in chosen.tolist()
+                    for sv, ino in _instances(layout, np.array([i])))
+    return [
+        TopFile(
+            subvol=sv,
+            ino=ino,
+            size=int(layout.size[i]),
+            nlink=int(layout.nlink[i]),
+            pages=int(layout.npages[i]),
+            eligible_pages=int(shared.inode_eligible[i]),
+            shared_pages=int(shared.inode_shared[i]),
+            saved_pages=-neg_saved,
         )
-    return out
+        for neg_saved, sv, ino, i in ranked[:top]
+    ]
 
 
 # --- everything together --------------------------------------------------------------
@@ -893,6 +799,8 @@ class CacheAnalysis:
     """Every figure of the report, as computed by ``analyze``."""
 
     layout: Layout
+    inodes: int
+    files: int
     per_inode_pages: int
     models: dict[str, ModelResult]
     shared: Sharing
@@ -909,23 +817,26 @@ class CacheAnalysis:
 
 
 def analyze(
-    tables: FileTables,
+    tables: FileTables | LeafTables | InodeVersions,
     page_size: int,
     sectorsize: int,
     *,
     num_devices: int = 1,
     data_profiles: Iterable = ("SINGLE",),
     top: int = 10,
-    parent_of: Mapping[int, int | None] | None = None,
 ) -> CacheAnalysis:
-    """All models, the by-kind breakdown, per-subvolume figures and the top lists."""
-    layout = build_layout(tables, page_size, sectorsize)
+    """All models, the by-kind breakdown, per-subvolume figures and the top lists.
+
+    ``tables``: explicit rows per subvolume (``FileTables``), distinct leaves
+    (``LeafTables``) or inode versions; the figures are the same.
+    """
+    layout = build_layout(versions_of(tables), page_size, sectorsize)
     extents = _extent_starts(layout)
     P = layout.page_size
     first_keys = (_i64(extents[0]) + P - 1) // P
     shared = sharing(layout, eligible_runs(layout, SEG_DATA), first_keys)
     compressed = sharing(layout, eligible_runs(layout, SEG_COMPRESSED))
-    per_inode = int(layout.npages.sum())
+    per_inode = layout.total(layout.npages)
     se_pages = per_inode - shared.saved_pages
     sec_pages = se_pages - compressed.saved_pages
     ok, reason = rfc_applicability(P, layout.sectorsize, num_devices, data_profiles)
@@ -936,16 +847,18 @@ def analyze(
         "rfc_as_posted": ModelResult("rfc_as_posted", se_pages if ok else None, ok, reason),
     }
     kinds = inode_kinds(layout, shared)
-    by_kind = {name: int(v) for name, v in zip(KINDS, kinds.sum(axis=0))}
+    by_kind = {name: int(v) for name, v in zip(KINDS, (kinds * layout.weight[:, None]).sum(axis=0))}
     return CacheAnalysis(
         layout=layout,
+        inodes=layout.total(np.ones(layout.n_inodes, _I64)),
+        files=layout.total(layout.nlink),
         per_inode_pages=per_inode,
         models=models,
         shared=shared,
         shared_compressed=compressed,
         kinds=kinds,
         by_kind=by_kind,
-        subvolumes=subvolume_stats(layout, shared, parent_of),
+        subvolumes=subvolume_stats(layout, shared),
         top_extents=top_extents(layout, shared, extents, top),
         top_files=top_files(layout, shared, top),
     )

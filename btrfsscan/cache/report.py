@@ -34,7 +34,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import ScanWarning, Warnings
-from ..model.tables import FileTables
+from ..model.tables import FileTables, LeafTables
+from ..model.versions import InodeVersions
 from . import models
 from .models import KINDS, MODELS, PAGE_SIZES
 
@@ -231,12 +232,6 @@ class Report:
         return self.totals.models[name]
 
 
-def _resolve_parents(subvolumes: Sequence[SubvolumeInfo]) -> dict[int, int | None]:
-    """Subvolume id -> id of the subvolume its parent_uuid names (snapshot source), when present."""
-    by_uuid = {s.uuid: s.id for s in subvolumes if s.uuid}
-    return {s.id: by_uuid.get(s.parent_uuid) for s in subvolumes if s.parent_uuid and by_uuid.get(s.parent_uuid) != s.id}
-
-
 def _model_figures(result: models.ModelResult, per_inode: int, page_size: int) -> ModelFigures:
     if result.pages is None:
         return ModelFigures(result.name, None, None, None, None, None, result.applicable, result.reason)
@@ -260,7 +255,7 @@ def _paths(path_of: Callable[[int, int], str | None] | None, inodes: Iterable[tu
 
 
 def build_report(
-    tables: FileTables,
+    tables: FileTables | LeafTables | InodeVersions,
     *,
     page_size: int,
     filesystem: FilesystemFacts | Mapping[str, Any],
@@ -295,13 +290,11 @@ def build_report(
         num_devices=facts.device_count,
         data_profiles=facts.data_profiles or ("SINGLE",),
         top=top,
-        parent_of=_resolve_parents(subvols),
     )
-    layout = analysis.layout
     per_inode = analysis.per_inode_pages
     totals = Totals(
-        files=int(layout.nlink.sum()),
-        inodes=layout.n_inodes,
+        files=analysis.files,
+        inodes=analysis.inodes,
         per_inode_pages=per_inode,
         per_inode_bytes=per_inode * page_size,
         models={name: _model_figures(analysis.models[name], per_inode, page_size) for name in MODELS},
@@ -375,11 +368,6 @@ def build_report(
     if metadata_dump:
         notes.append(METADATA_DUMP_NOTE)
     notes.extend(analysis.notes)
-    if st.pairs_compared < st.pairs_possible:
-        notes.append(
-            f"shares_with compared {st.pairs_compared} of {st.pairs_possible} subvolume pairs "
-            f"(parents, snapshots, nearest siblings and the {models.PAIR_LARGEST} most shared subvolumes)"
-        )
     # a btrfsscan.errors.Warnings collection also says how many it dropped
     warning_texts = tuple(warnings.messages() if hasattr(warnings, "messages") else (str(w) for w in warnings))
     return Report(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from ..arrays import prefix
 from ..errors import CorruptionError, Warnings
 from ..format import fastparse
 from ..format.constants import Compression, FileExtentType, ItemType
@@ -23,7 +24,7 @@ from ..tree.block import HEADER_SIZE, TreeBlock
 from ..tree.reader import TreeReader
 from ..tree.walk import Visit, walk_tree
 from .subvolumes import Subvolume
-from .tables import EXTENT_DTYPE, INODE_DTYPE, FileTables
+from .tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 
 _INODE = fastparse.INODE_ITEM
 _FE = fastparse.FILE_EXTENT
@@ -163,7 +164,7 @@ class FileScanner:
         self.memoize = memoize
         self._leaves: dict[int, LeafRows] = {}
         self._nodes: dict[int, tuple[int, ...]] = {}
-        self._copies: dict[int, LeafRows] = {}  # memoize=False: per-tree copies under negative keys
+        self._copies: dict[int, tuple[int, LeafRows]] = {}  # memoize=False: per-tree copies under negative keys
         self.leaves_parsed = 0
         self.blocks_reused = 0
 
@@ -224,26 +225,46 @@ class FileScanner:
             if not self.memoize:  # each leaf of each tree its own entry, as if no block were shared
                 base = -len(self._copies) - 1
                 for n, bytenr in enumerate(leaves):
-                    self._copies[base - n] = self._leaves[bytenr]
+                    self._copies[base - n] = (bytenr, self._leaves[bytenr])
                 leaves = [base - n for n in range(len(leaves))]
             out.append(leaves)
             if progress:
                 progress(sub)
         return out
 
-    def scan(self, subvols: Iterable[Subvolume], progress: Callable[[Subvolume], None] | None = None) -> FileTables:
-        """Tables over every subvolume given, in the order given."""
+    def scan_leaves(self, subvols: Iterable[Subvolume],
+                    progress: Callable[[Subvolume], None] | None = None) -> LeafTables:
+        """The rows of every distinct leaf of the subvolumes given, and each subvolume's leaves."""
         subvols = list(subvols)
-        ids, inode_parts, extent_parts, inode_counts, extent_counts = [], [], [], [], []
-        for sub, leaves in zip(subvols, self.subvolume_leaves(subvols, progress)):
-            rows = [self._copies[b] if b < 0 else self._leaves[b] for b in leaves]
-            ids.append(sub.id)
-            inode_parts.extend(r[0] for r in rows)
-            extent_parts.extend(r[1] for r in rows)
-            inode_counts.append(sum(len(r[0]) for r in rows))
-            extent_counts.append(sum(len(r[1]) for r in rows))
-        tables = FileTables(_concat_rows(inode_parts, INODE_DTYPE), _concat_rows(extent_parts, EXTENT_DTYPE))
-        subvol_ids = np.array(ids, np.uint64)
-        tables.inodes["subvol"] = np.repeat(subvol_ids, inode_counts)
-        tables.extents["subvol"] = np.repeat(subvol_ids, extent_counts)
-        return tables
+        index: dict[int, int] = {}
+        bytenrs: list[int] = []
+        rows: list[LeafRows] = []
+        subvol_leaves: list[int] = []
+        counts: list[int] = []
+        for leaves in self.subvolume_leaves(subvols, progress):
+            for key in leaves:
+                if key not in index:
+                    index[key] = len(rows)
+                    bytenr, parsed = self._copies[key] if key < 0 else (key, self._leaves[key])
+                    bytenrs.append(bytenr)
+                    rows.append(parsed)
+                subvol_leaves.append(index[key])
+            counts.append(len(leaves))
+
+        def starts(which: int) -> np.ndarray:
+            return prefix(np.array([len(r[which]) for r in rows], np.int64))
+
+        return LeafTables(
+            inodes=_concat_rows([r[0] for r in rows], INODE_DTYPE),
+            extents=_concat_rows([r[1] for r in rows], EXTENT_DTYPE),
+            inode_start=starts(0),
+            extent_start=starts(1),
+            leaf_bytenr=np.array(bytenrs, np.uint64),
+            subvol_ids=np.array([s.id for s in subvols], np.uint64),
+            subvol_start=prefix(np.array(counts, np.int64)),
+            subvol_leaves=np.array(subvol_leaves, np.int64),
+        )
+
+    def scan(self, subvols: Iterable[Subvolume], progress: Callable[[Subvolume], None] | None = None) -> FileTables:
+        """One row per inode and extent item of every subvolume given, in the order given."""
+        return self.scan_leaves(subvols, progress).expand()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import ranges
+
 #: One row per inode of every subvolume walked. ``subvol`` + ``ino`` identify
 #: an inode (hardlinks are one row); ``mode`` holds the file type bits.
 INODE_DTYPE = np.dtype(
@@ -65,3 +67,53 @@ class FileTables:
     def regular_inodes(self) -> np.ndarray:
         return self.inodes[(self.inodes["mode"] & S_IFMT) == S_IFREG]
 
+    def as_leaves(self) -> "LeafTables":
+        """The same rows as LeafTables with one leaf per subvolume: nothing is shared."""
+        inodes = self.inodes[np.lexsort((self.inodes["ino"], self.inodes["subvol"]))]
+        extents = self.extents[np.lexsort((self.extents["ino"], self.extents["subvol"]))]
+        ids = np.unique(np.concatenate((inodes["subvol"], extents["subvol"])))
+        n = len(ids)
+
+        def starts(table: np.ndarray) -> np.ndarray:
+            return np.append(np.searchsorted(table["subvol"], ids), len(table)).astype(np.int64)
+
+        return LeafTables(inodes, extents, starts(inodes), starts(extents), np.zeros(n, np.uint64), ids,
+                          np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int64))
+
+
+
+@dataclass
+class LeafTables:
+    """Inode and file extent rows of every distinct fs-tree leaf, and which subvolume holds which leaf.
+
+    Snapshots share most leaves with their source; a leaf's rows are stored
+    once (``subvol`` 0) however many subvolumes hold it. Leaf ``l``'s rows are
+    ``inodes[inode_start[l]:inode_start[l+1]]`` and likewise for extents, in
+    key order. Subvolume ``i`` (id ``subvol_ids[i]``) consists of the leaves
+    ``subvol_leaves[subvol_start[i]:subvol_start[i+1]]``, in key order.
+    """
+
+    inodes: np.ndarray  # INODE_DTYPE
+    extents: np.ndarray  # EXTENT_DTYPE
+    inode_start: np.ndarray  # int64, one more than there are leaves
+    extent_start: np.ndarray
+    leaf_bytenr: np.ndarray  # uint64, where each leaf was read (for messages)
+    subvol_ids: np.ndarray  # uint64
+    subvol_start: np.ndarray  # int64, one more than there are subvolumes
+    subvol_leaves: np.ndarray  # int64 leaf indices
+
+    @property
+    def n_leaves(self) -> int:
+        return len(self.inode_start) - 1
+
+    def expand(self) -> FileTables:
+        """One row per (subvolume, inode) and (subvolume, extent item): every subvolume's own copy."""
+        sv_of = np.repeat(self.subvol_ids, np.diff(self.subvol_start))
+        parts = []
+        for table, start in ((self.inodes, self.inode_start), (self.extents, self.extent_start)):
+            leaves = self.subvol_leaves
+            counts = start[leaves + 1] - start[leaves]
+            rows = table[ranges(start[leaves], start[leaves + 1])]
+            rows["subvol"] = np.repeat(sv_of, counts)
+            parts.append(rows)
+        return FileTables(*parts)

@@ -1,0 +1,114 @@
+"""numpy building blocks shared by the filesystem model and the page-cache models.
+
+Bulk per-inode and per-extent data lives in column arrays; these helpers do
+the grouped and segmented operations on them (sums, running maxima, ranges,
+grouping equal sequences) without a Python loop per row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+I64 = np.int64
+
+
+def group_sum(groups: np.ndarray, values: np.ndarray, n: int, dtype=I64) -> np.ndarray:
+    """``out[g]`` = sum of ``values`` whose group is ``g``, for ``g < n``."""
+    out = np.zeros(n, dtype)
+    if len(groups):
+        np.add.at(out, groups, values.astype(dtype, copy=False))
+    return out
+
+
+def prefix(values: np.ndarray) -> np.ndarray:
+    """Cumulative sums with a leading 0: ``sum(values[a:b]) == p[b] - p[a]``."""
+    out = np.zeros(len(values) + 1, values.dtype if values.dtype != bool else I64)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+def segmented_cummax(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Running maximum of ``values``, restarting where ``groups`` (non-decreasing) changes.
+
+    Ranks of (group, value) pairs: at position i the largest rank seen so far
+    belongs to i's own group (every earlier group ranks lower), so the running
+    maximum of ranks names the largest value of the group so far.
+    """
+    n = len(values)
+    if n == 0:
+        return values.copy()
+    order = np.lexsort((values, groups))
+    rank = np.empty(n, I64)
+    rank[order] = np.arange(n, dtype=I64)
+    return values[order[np.maximum.accumulate(rank)]]
+
+
+def run_bounds(first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the first and last element of each run, given a 'starts a run' mask."""
+    firsts = np.flatnonzero(first)
+    lasts = np.empty_like(firsts)
+    if len(firsts):
+        lasts[:-1] = firsts[1:] - 1
+        lasts[-1] = len(first) - 1
+    return firsts, lasts
+
+
+def ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(starts[i], ends[i])`` over i (empty ranges allowed)."""
+    starts = np.asarray(starts, I64)
+    lengths = np.maximum(np.asarray(ends, I64) - starts, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, I64)
+    offsets = np.repeat(starts - prefix(lengths)[:-1], lengths)
+    return offsets + np.arange(total, dtype=I64)
+
+
+def take_rows(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]`` for a structured array, copying whole records (numpy's per-field path is slow)."""
+    raw = np.dtype((np.void, table.dtype.itemsize))
+    return table.view(raw)[index].view(table.dtype)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a well-spread 64-bit hash of each value (wrapping arithmetic)."""
+    x = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def group_ids(starts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ids of equal sequences ``values[starts[i]:starts[i+1]]`` (non-empty groups).
+
+    Returns ``(ids, first)``: ``ids[i]`` the id of group i, ``first[j]`` the
+    first group with id j. Groups are hashed position by position, then every
+    group is compared element by element with the first group of its hash, so
+    the result is exact; a hash collision (never seen) takes a slower path.
+    """
+    starts = np.asarray(starts, I64)
+    n = len(starts) - 1
+    if n <= 0:
+        return np.zeros(0, I64), np.zeros(0, I64)
+    sizes = np.diff(starts)
+    values = np.asarray(values, I64)
+    position = np.arange(len(values), dtype=I64) - np.repeat(starts[:-1], sizes)
+    h = _mix(_mix(values) ^ _mix(position + (1 << 40)))
+    group_hash = np.add.reduceat(h, starts[:-1]) if len(h) else np.zeros(n, np.uint64)
+    _, first, ids = np.unique(np.stack((group_hash, sizes.astype(np.uint64))), axis=1,
+                              return_index=True, return_inverse=True)
+    ids = ids.reshape(-1).astype(I64)
+    rep = first[ids]
+    same = values == values[np.repeat(starts[rep], sizes) + position]
+    if same.all():
+        return ids, first.astype(I64)
+    table: dict[bytes, int] = {}
+    out = np.empty(n, I64)
+    firsts: list[int] = []
+    for g in range(n):
+        key = values[starts[g]:starts[g + 1]].tobytes()
+        if key not in table:
+            table[key] = len(firsts)
+            firsts.append(g)
+        out[g] = table[key]
+    return out, np.array(firsts, I64)
