@@ -1,4 +1,4 @@
-"""Memoizing per-block rows across snapshots must not change any figure."""
+"""Sharing work between snapshots (memoized blocks, inode versions) must not change any figure."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from btrfsscan.model.filesystem import open_filesystem
+from btrfsscan.cache.models import PAGE_SIZES, analyze
+from btrfsscan.errors import Warnings
 from btrfsscan.model.fs_tree import FileScanner
+from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, S_IFMT, S_IFREG, LeafTables
+from btrfsscan.model.versions import inode_versions
 
 
 @pytest.mark.parametrize("name", ["sample", "many"])
@@ -23,3 +27,58 @@ def test_tables_identical_with_and_without_memo(name, fixture_images):
     assert memo.blocks_reused > 0, "snapshots of the fixture share blocks"
     assert np.array_equal(fast.inodes, slow.inodes)
     assert np.array_equal(fast.extents, slow.extents)
+
+
+@pytest.mark.parametrize("name", ["sample", "many", "subvols", "reflinks"])
+def test_versions_give_the_figures_of_per_subvolume_rows(name, fixture_images):
+    """The models over inode versions (shared leaves counted once) equal the models over every subvolume's rows."""
+    from test_cache_models import assert_same_analysis
+
+    fs = open_filesystem(list(fixture_images("files", name).values()))
+    try:
+        leaves = FileScanner(fs.reader, fs.warnings).scan_leaves(fs.subvolumes.live())
+    finally:
+        fs.close()
+    versions = inode_versions(leaves)
+    rows = leaves.expand()
+    assert versions.n_versions <= int(((rows.inodes["mode"] & S_IFMT) == S_IFREG).sum())
+    for page_size in PAGE_SIZES:
+        assert_same_analysis(analyze(versions, page_size, 4096, top=50), analyze(rows, page_size, 4096, top=50))
+
+
+def _leaf_tables(leaf_inos: list[list[int]], subvols: list[list[int]]) -> LeafTables:
+    """Leaves holding one regular inode row (4 KiB, one extent) per ino given; subvolumes as lists of leaves."""
+    inodes = np.zeros(sum(map(len, leaf_inos)), INODE_DTYPE)
+    extents = np.zeros(len(inodes), EXTENT_DTYPE)
+    flat = [ino for inos in leaf_inos for ino in inos]
+    inodes["ino"], inodes["size"], inodes["nlink"], inodes["mode"] = flat, 4096, 1, 0o100644
+    extents["ino"], extents["num_bytes"], extents["type"] = flat, 4096, 1
+    extents["disk_bytenr"] = [(1 << 20) + 4096 * ino for ino in flat]
+    extents["disk_num_bytes"] = extents["ram_bytes"] = 4096
+    starts = np.cumsum([0] + [len(x) for x in leaf_inos]).astype(np.int64)
+    return LeafTables(inodes, extents, starts, starts, np.arange(len(leaf_inos), dtype=np.uint64) * 16384,
+                      np.array([256 + n for n in range(len(subvols))], np.uint64),
+                      np.cumsum([0] + [len(s) for s in subvols]).astype(np.int64),
+                      np.array([leaf for s in subvols for leaf in s], np.int64))
+
+
+def test_leaf_out_of_key_order_is_skipped_with_a_warning():
+    # subvolume 256: leaves 0 (inodes 257, 258) then 1 (259); 257 lists leaf 1 before leaf 0
+    warnings = Warnings()
+    versions = inode_versions(_leaf_tables([[257, 258], [259]], [[0, 1], [1, 0]]), warnings)
+    assert warnings.messages() == [
+        "leaf holds inode 257, below the keys of an earlier leaf of its tree: skipped (tree 257 leaf 0)"]
+    assert sorted(zip(versions.inodes["subvol"].tolist(), versions.inodes["ino"].tolist())) == [
+        (256, 257), (256, 258), (256, 259)]
+    assert sorted(versions.weight.tolist()) == [1, 1, 2]
+    assert analyze(versions, 4096, 4096).models["per_inode"].pages == 4
+
+
+def test_inode_spanning_leaves_is_one_version_per_leaf_sequence():
+    # inode 258's rows span leaves 0 and 1 in subvolume 256 and 257; 258 has its own second leaf (2)
+    t = _leaf_tables([[257, 258], [258, 259], [258, 259]], [[0, 1], [0, 1], [0, 2]])
+    versions = inode_versions(t)
+    got = sorted(zip(versions.inodes["ino"].tolist(), versions.weight.tolist()))
+    # 257 once for all three; 258 as (0, 1) in two subvolumes and (0, 2) in one; 259 in leaf 1 (x2), leaf 2
+    assert got == [(257, 3), (258, 1), (258, 2), (259, 1), (259, 2)]
+    assert analyze(versions, 4096, 4096).models["per_inode"].pages == 9

@@ -191,10 +191,13 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> La
 
     # clip: start after the items before it in the inode, end at the content end
     end_raw = fo + nb
-    run_max = segmented_cummax(end_raw, row_inode)
     prev_end = np.zeros(n_rows, _I64)
     if n_rows > 1:
-        prev_end[1:] = np.where(row_inode[1:] == row_inode[:-1], run_max[:-1], 0)
+        same = row_inode[1:] == row_inode[:-1]
+        # items overlap only in corrupt trees; then an item ends where the longest before it does
+        overlap = (same & (fo[1:] < end_raw[:-1])).any()
+        reach = segmented_cummax(end_raw, row_inode) if overlap else end_raw
+        prev_end[1:] = np.where(same, reach[:-1], 0)
     start = np.maximum(fo, prev_end)
     end = np.minimum(end_raw, content_end[row_inode])
     nonempty = start < end

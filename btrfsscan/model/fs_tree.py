@@ -42,6 +42,8 @@ _NO_COMPRESSION = int(Compression.NONE)
 _ITEM_DTYPE = fastparse.ITEM.dtype
 #: Leaves parsed together in one vectorized batch.
 BATCH_LEAVES = 256
+#: Leaves whose rows are copied into the final tables at a time.
+_MOVE_CHUNK = 1024
 
 
 class _Batch:
@@ -135,6 +137,19 @@ def _concat_rows(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     """Concatenate structured arrays as raw records (numpy's per-field promotion is slow)."""
     raw = np.dtype((np.void, dtype.itemsize))
     return np.concatenate([a.view(raw) for a in arrays]).view(dtype) if arrays else np.zeros(0, dtype)
+
+
+def _move_rows(parts: list[np.ndarray], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """One table of ``parts`` and where each part starts; ``parts`` is emptied chunk by chunk as it is copied."""
+    starts = prefix(np.array([len(p) for p in parts], np.int64))
+    raw = np.dtype((np.void, dtype.itemsize))
+    out = np.empty(int(starts[-1]), raw)
+    for lo in range(0, len(parts), _MOVE_CHUNK):
+        hi = min(lo + _MOVE_CHUNK, len(parts))
+        if starts[hi] > starts[lo]:
+            np.concatenate([p.view(raw) for p in parts[lo:hi]], out=out[starts[lo]:starts[hi]])
+        parts[lo:hi] = [None] * (hi - lo)
+    return out.view(dtype), starts
 
 
 class _Known:
@@ -234,31 +249,30 @@ class FileScanner:
 
     def scan_leaves(self, subvols: Iterable[Subvolume],
                     progress: Callable[[Subvolume], None] | None = None) -> LeafTables:
-        """The rows of every distinct leaf of the subvolumes given, and each subvolume's leaves."""
+        """The rows of every distinct leaf of the subvolumes given, and each subvolume's leaves.
+
+        The scanner's per-leaf rows move into the tables (they are not kept
+        twice), so a scanner scans once.
+        """
         subvols = list(subvols)
         index: dict[int, int] = {}
-        bytenrs: list[int] = []
-        rows: list[LeafRows] = []
         subvol_leaves: list[int] = []
         counts: list[int] = []
         for leaves in self.subvolume_leaves(subvols, progress):
-            for key in leaves:
-                if key not in index:
-                    index[key] = len(rows)
-                    bytenr, parsed = self._copies[key] if key < 0 else (key, self._leaves[key])
-                    bytenrs.append(bytenr)
-                    rows.append(parsed)
-                subvol_leaves.append(index[key])
+            subvol_leaves.extend(index.setdefault(key, len(index)) for key in leaves)
             counts.append(len(leaves))
-
-        def starts(which: int) -> np.ndarray:
-            return prefix(np.array([len(r[which]) for r in rows], np.int64))
-
+        bytenrs = [self._copies[key][0] if key < 0 else key for key in index]
+        rows = [self._copies.pop(key)[1] if key < 0 else self._leaves.pop(key) for key in index]
+        self._nodes.clear()
+        inode_parts, extent_parts = [r[0] for r in rows], [r[1] for r in rows]
+        del rows
+        inodes, inode_start = _move_rows(inode_parts, INODE_DTYPE)
+        extents, extent_start = _move_rows(extent_parts, EXTENT_DTYPE)
         return LeafTables(
-            inodes=_concat_rows([r[0] for r in rows], INODE_DTYPE),
-            extents=_concat_rows([r[1] for r in rows], EXTENT_DTYPE),
-            inode_start=starts(0),
-            extent_start=starts(1),
+            inodes=inodes,
+            extents=extents,
+            inode_start=inode_start,
+            extent_start=extent_start,
             leaf_bytenr=np.array(bytenrs, np.uint64),
             subvol_ids=np.array([s.id for s in subvols], np.uint64),
             subvol_start=prefix(np.array(counts, np.int64)),

@@ -124,8 +124,8 @@ def _ordered_occurrences(leaves: LeafTables, first_ino: np.ndarray, last_ino: np
     for k in np.flatnonzero(bad).tolist():
         sv, bytenr = int(leaves.subvol_ids[occ_sv[k]]), int(leaves.leaf_bytenr[occ_leaf[k]])
         if warnings is not None:
-            warnings.add(f"tree {sv}: leaf {bytenr} holds inode {int(first_ino[occ_leaf[k]])}, below the keys of an "
-                         "earlier leaf, skipped", f"tree {sv} leaf {bytenr}", tree=sv, bytenr=bytenr)
+            warnings.add(f"leaf holds inode {int(first_ino[occ_leaf[k]])}, below the keys of an earlier leaf "
+                         "of its tree: skipped", f"tree {sv} leaf {bytenr}", tree=sv, bytenr=bytenr)
     return occ_sv[~bad], occ_leaf[~bad]
 
 
