@@ -62,7 +62,12 @@ gaps, and the sector tail of an inline file).
 
 Everything is computed with intervals (runs of file pages mapping runs of
 keys), sorting and cumulative sums; nothing is expanded to one row per page.
-Python loops are bounded by ``top`` or by the number of subvolumes (pairs).
+The input is inode *versions* (``btrfsscan.model.versions``): an inode that
+several subvolumes hold unchanged (a snapshot's untouched files) is one row,
+weighted by the number of its holders, so the cost follows the distinct
+metadata, not the number of snapshots. Per-subvolume key figures come from
+the distinct sets of subvolumes that map a key. Python loops are bounded by
+``top``, by the number of distinct sizes of those sets, or by the subvolumes.
 """
 
 from __future__ import annotations
