@@ -676,7 +676,7 @@ def empty_image(cache: Path) -> Path | None:
     with open(tmp, "wb") as f:
         f.truncate(256 << 20)
     subprocess.run(["mkfs.btrfs", "-q", "-f", "-U", "00000000-0000-4000-8000-0000000000e0", os.fspath(tmp)],
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, capture_output=True)
     os.replace(tmp, image)
     return image
 
