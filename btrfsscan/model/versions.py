@@ -132,6 +132,29 @@ def _ordered_occurrences(leaves: LeafTables, first_ino: np.ndarray, last_ino: np
 def inode_versions(leaves: LeafTables, warnings: Warnings | None = None) -> InodeVersions:
     """The distinct regular inodes of ``leaves`` and the subvolumes holding each."""
     p = _pieces(leaves)
+    vp_start, vp_piece, version_set, set_start, set_members = _versions(leaves, p, warnings)
+    kept, inode_rows, extent_rows, extent_version, notes = _version_rows(
+        leaves, p, vp_start, vp_piece, np.diff(set_start)[version_set])
+    del p, vp_start, vp_piece  # only the rows' indices are needed from here on
+    inodes = take_rows(leaves.inodes, inode_rows)
+    version_set = version_set[kept]
+    holder_ids = leaves.subvol_ids[set_members]
+    smallest = np.minimum.reduceat(holder_ids, set_start[:-1]) if len(holder_ids) else holder_ids
+    inodes["subvol"] = smallest[version_set]
+    return InodeVersions(
+        inodes=inodes,
+        extents=take_rows(leaves.extents, extent_rows),
+        extent_version=extent_version,
+        subvol_ids=leaves.subvol_ids,
+        version_set=version_set,
+        set_start=set_start,
+        set_members=set_members,
+        notes=notes,
+    )
+
+
+def _versions(leaves: LeafTables, p: _Pieces, warnings: Warnings | None):
+    """Versions as lists of pieces (CSR ``vp_start``, ``vp_piece``), their holder multisets and those multisets."""
     leaf_ids = np.arange(leaves.n_leaves)
     fp = np.searchsorted(p.leaf, leaf_ids)  # first and last piece of each leaf
     lp = np.searchsorted(p.leaf, leaf_ids, "right") - 1
@@ -185,7 +208,7 @@ def inode_versions(leaves: LeafTables, warnings: Warnings | None = None) -> Inod
 
     vp_start = np.concatenate((np.arange(len(single_pieces)), len(single_pieces) + chain_start[:-1]))
     vp_piece = np.concatenate((single_pieces, chain_pieces))
-    return _assemble(leaves, p, vp_start, vp_piece, version_set, prefix(set_sizes), set_members)
+    return vp_start, vp_piece, version_set, prefix(set_sizes), set_members
 
 
 def _chains(st, occ_sv, occ_leaf, last_ino, fp, lp):
@@ -221,15 +244,16 @@ def _chains(st, occ_sv, occ_leaf, last_ino, fp, lp):
     return pieces, prefix(lengths), sizes, occ_sv[first_occ][holder_order]
 
 
-def _assemble(leaves: LeafTables, p: _Pieces, vp_start: np.ndarray, vp_piece: np.ndarray, version_set: np.ndarray,
-              set_start: np.ndarray, set_members: np.ndarray) -> InodeVersions:
-    """Rows of each version from its pieces; versions without an inode item or not regular files dropped."""
+def _version_rows(leaves: LeafTables, p: _Pieces, vp_start: np.ndarray, vp_piece: np.ndarray, weight: np.ndarray):
+    """The rows making each version, keeping regular files with an inode item.
+
+    Returns the kept versions, their inode rows, their extent rows, each
+    extent row's index among the kept versions, and notes on what was dropped
+    (counted once per (subvolume, inode)).
+    """
     notes: list[str] = []
     n = len(vp_start)
-    weight = np.diff(set_start)[version_set]
-    bounds = np.append(vp_start, len(vp_piece))
-    counts = np.diff(bounds)
-    version_of = np.repeat(np.arange(n), counts)
+    version_of = np.repeat(np.arange(n), np.diff(np.append(vp_start, len(vp_piece))))
     n_inodes = p.n_inodes[vp_piece]
     big = np.iinfo(I64).max
     pos = np.where(n_inodes > 0, np.arange(len(vp_piece)), big)
@@ -249,23 +273,9 @@ def _assemble(leaves: LeafTables, p: _Pieces, vp_start: np.ndarray, vp_piece: np
     mode = np.zeros(n, np.uint32)
     mode[has_inode] = leaves.inodes["mode"][inode_row[has_inode]]
     keep = has_inode & ((mode & S_IFMT) == S_IFREG)
-    new_index = np.cumsum(keep) - 1
     ext_keep = keep[ext_version]
-    inodes = take_rows(leaves.inodes, inode_row[keep])
-    version_set = version_set[keep]
-    holder_ids = leaves.subvol_ids[set_members]
-    smallest = np.minimum.reduceat(holder_ids, set_start[:-1]) if len(holder_ids) else holder_ids
-    inodes["subvol"] = smallest[version_set]
-    return InodeVersions(
-        inodes=inodes,
-        extents=take_rows(leaves.extents, ext_rows[ext_keep]),
-        extent_version=new_index[ext_version[ext_keep]],
-        subvol_ids=leaves.subvol_ids,
-        version_set=version_set,
-        set_start=set_start,
-        set_members=set_members,
-        notes=notes,
-    )
+    new_index = np.cumsum(keep) - 1
+    return np.flatnonzero(keep), inode_row[keep], ext_rows[ext_keep], new_index[ext_version[ext_keep]], notes
 
 
 def versions_of(tables: FileTables | LeafTables | InodeVersions, warnings: Warnings | None = None) -> InodeVersions:
