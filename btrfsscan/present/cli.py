@@ -13,24 +13,30 @@ before the command, ``btrfsscan --strict chunks ...``, or after it,
 are printed, then the error line, exit 2. Any unexpected exception is one line
 ``btrfsscan: internal error: ...`` and exit 2; set ``BTRFSSCAN_DEBUG=1`` to get
 the traceback instead.
+
+Start-up stays small: a command's module (and with it numpy, construct, rich
+and the model) is imported only when that command runs; ``btrfsscan --help``
+lists the commands from ``COMMANDS`` alone.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from importlib import resources
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 import click
 
 from .. import __version__
 from ..errors import BtrfsScanError, Warnings
-from ..format.checksum import crc32c_backend, crc32c_is_slow
-from ..model.block_groups import read_block_groups
-from . import describe, output
-from .output import NUMBER, images_argument
+from . import output
+
+if TYPE_CHECKING:
+    from .describe import Report
 
 SAMPLE_IMAGE = "sample.img.xz"
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -44,8 +50,78 @@ def _debug() -> bool:
     return os.environ.get("BTRFSSCAN_DEBUG", "") not in ("", "0")
 
 
+# --- commands, imported when they run ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """Where a command is defined, and its one-line help for ``btrfsscan --help``."""
+
+    module: str  # a module of btrfsscan.present
+    attribute: str
+    short_help: str
+
+    def load(self) -> click.Command:
+        """Import the command; it keeps the short help ``--help`` shows (for shell completion too)."""
+        command = getattr(import_module(f".{self.module}", __package__), self.attribute)
+        command.short_help = self.short_help
+        return command
+
+
+#: Every command of ``btrfsscan``, by name.
+COMMANDS: dict[str, LazyCommand] = {
+    "chunks": LazyCommand("volume_cmds", "chunks_cmd", "Show the chunk map: chunks, profiles, stripes, used bytes."),
+    "ls": LazyCommand("files_cmds", "ls_cmd", "List files like `ls -li`, with extent counts and shared bytes."),
+    "map": LazyCommand("files_cmds", "map_cmd", "Show the extent map of a regular file: where every byte lives."),
+    "map-logical": LazyCommand("volume_cmds", "map_logical_cmd",
+                               "Show where a logical range lives on the devices, every mirror."),
+    "report": LazyCommand("report_cmd", "report_cmd", "Page cache per inode vs. a shared-extent cache."),
+    "schema": LazyCommand("report_cmd", "schema_group", "Print the JSON Schema of a command's --json output."),
+    "subvolumes": LazyCommand("files_cmds", "subvolumes_cmd", "List subvolumes and snapshots, with uuids and parents."),
+    "super": LazyCommand("volume_cmds", "super_cmd", "Show the superblock and the state of every superblock copy."),
+}
+
+
+class _Commands(MutableMapping[str, click.Command]):
+    """A group's commands: every name is known, a module is imported at its command's first lookup."""
+
+    def __init__(self, lazy: Mapping[str, LazyCommand]) -> None:
+        self._entries: dict[str, LazyCommand | click.Command] = dict(lazy)
+
+    def __getitem__(self, name: str) -> click.Command:
+        entry = self._entries[name]
+        if isinstance(entry, LazyCommand):
+            entry = self._entries[name] = entry.load()
+        return entry
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._entries[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def short_help(self, name: str) -> str:
+        """The command's one-line help, without importing it."""
+        entry = self._entries[name]
+        return entry.short_help if isinstance(entry, LazyCommand) else entry.get_short_help_str()
+
+
 class _Group(click.Group):
     """A click group that turns every exception into one line and an exit code."""
+
+    commands: _Commands
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list, from the short helps alone: ``--help`` imports no command."""
+        rows = [(name, self.commands.short_help(name)) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -80,7 +156,7 @@ class Settings:
     strict: bool = False
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, commands=_Commands(COMMANDS), context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2 instead of a partial result).")
 @click.version_option(__version__, "--version", prog_name="btrfsscan")
 @click.pass_context
@@ -94,25 +170,20 @@ def main(ctx: click.Context, strict: bool) -> None:
     Exit codes: 0 complete, 1 partial result (warnings on stderr and in the
     JSON "warnings" list), 2 error.
     """
+    from ..format.checksum import crc32c_backend, crc32c_is_slow
+
     ctx.obj = Settings(strict=strict)
     if crc32c_is_slow():
         click.echo(f"btrfsscan: note: crc32c is computed by {crc32c_backend}; install google-crc32c "
                    "(or a compiler for crcmod's C extension) for fast checksums", err=True)
 
 
-def output_options(fn):
-    """``--json`` and ``--strict``, shared by every command."""
-    fn = click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2).")(fn)
-    fn = click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout, nothing else.")(fn)
-    return fn
-
-
-
-
-# --- helpers ----------------------------------------------------------------------
+# --- helpers of the commands ---------------------------------------------------------
 
 
 def _sample_path(stack: ExitStack) -> str:
+    from importlib import resources
+
     ref = resources.files("btrfsscan").joinpath("data", SAMPLE_IMAGE)
     if not ref.is_file():
         raise BtrfsScanError(
@@ -142,7 +213,7 @@ def _filesystem(paths: list[str]):
         fs.close()
 
 
-def _finish(ctx: click.Context, report: describe.Report, warnings: Warnings, as_json: bool, strict: bool) -> None:
+def _finish(ctx: click.Context, report: Report, warnings: Warnings, as_json: bool, strict: bool) -> None:
     """Write ``report`` (or the strict error) and leave with the exit code."""
     messages = warnings.messages()
     strict = strict or (ctx.obj is not None and ctx.obj.strict)
@@ -160,94 +231,3 @@ def _finish(ctx: click.Context, report: describe.Report, warnings: Warnings, as_
     for message in messages:
         output.warn(message)
     ctx.exit(EXIT_PARTIAL if messages else EXIT_OK)
-
-
-# --- commands ---------------------------------------------------------------------
-
-
-@main.command("super")
-@images_argument
-@click.option("--all", "show_all", is_flag=True,
-              help="Every field: also dev_item, the four backup roots and the decoded sys_chunk_array.")
-@click.option("--devid", type=NUMBER, default=None,
-              help="Show the superblock chosen on this device instead of the one btrfsscan uses.")
-@click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
-@output_options
-@click.pass_context
-def super_cmd(ctx, images, show_all, devid, sample, as_json, strict):
-    """Show the superblock and the state of every superblock copy.
-
-    Like `btrfs inspect-internal dump-super -f`: the superblock btrfsscan
-    uses (the newest valid copy among all devices given), the devices the
-    chunk tree lists, then every copy (64 KiB, 64 MiB, 256 GiB) of every
-    device with its generation, magic, checksum and status. If the chunk tree
-    cannot be read, the superblock is still shown (with a warning).
-    """
-    from ..model.filesystem import Filesystem
-    from ..volumes.volume import open_volume
-
-    with ExitStack() as stack:
-        paths = _image_paths(stack, images, sample)
-        volume = open_volume(paths)
-        stack.callback(volume.close)
-        try:
-            Filesystem(volume)  # loads the chunk tree: every device, by devid
-        except BtrfsScanError as exc:
-            volume.warnings.add(f"chunk tree not loaded, devices listed from the superblocks only: {exc}")
-        report = describe.superblock_report(volume, detail=show_all, devid=devid)
-        _finish(ctx, report, volume.warnings, as_json, strict)
-
-
-@main.command("chunks")
-@images_argument
-@output_options
-@click.pass_context
-def chunks_cmd(ctx, images, as_json, strict):
-    """Show the chunk map: every chunk, its profile, its stripes and how much of it is used
-    (from its BLOCK_GROUP_ITEM in the extent tree or the block group tree)."""
-    with ExitStack() as stack:
-        paths = _image_paths(stack, images, None)
-        fs = stack.enter_context(_filesystem(paths))
-        report = describe.chunks_report(fs.volume, read_block_groups(fs))
-        _finish(ctx, report, fs.warnings, as_json, strict)
-
-
-@main.command("map-logical")
-@images_argument
-@click.argument("logical", type=NUMBER)
-@click.option("--length", "-b", "length", type=NUMBER, default=None,
-              help="Bytes to map (default: the nodesize, as btrfs-map-logical).")
-@click.option("--parity", is_flag=True, help="RAID5/6: also show the P (mirror 2) and Q (mirror 3) ranges.")
-@output_options
-@click.pass_context
-def map_logical_cmd(ctx, images, logical, length, parity, as_json, strict):
-    """Show where a logical range lives on the devices, every mirror.
-
-    Like btrfs-map-logical, without reading any data: one line per piece
-    (a stripe touched) and mirror. RAID5/6 have one copy of the data; with
-    --parity the parity ranges of the same stripe row follow, with role P
-    and Q.
-    """
-    with ExitStack() as stack:
-        paths = _image_paths(stack, images, None)
-        fs = stack.enter_context(_filesystem(paths))
-        if length is None:
-            length = fs.superblock.nodesize
-        if length == 0:
-            raise click.BadParameter("must be at least 1", param_hint="--length")
-        report = describe.map_logical_report(fs.volume, logical, length, parity=parity)
-        _finish(ctx, report, fs.warnings, as_json, strict)
-
-
-# --- file-level commands (present/files_cmds.py; they get --json/--strict here) ----
-
-from .files_cmds import ls_cmd, map_cmd, subvolumes_cmd  # noqa: E402
-
-main.add_command(output_options(map_cmd))
-main.add_command(output_options(ls_cmd))
-main.add_command(output_options(subvolumes_cmd))
-
-from .report_cmd import report_cmd, schema_group  # noqa: E402
-
-main.add_command(output_options(report_cmd))
-main.add_command(schema_group)

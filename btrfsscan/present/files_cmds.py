@@ -4,11 +4,7 @@ Each command opens the filesystem read-only, builds a ``describe.Report``
 and leaves through ``cli._finish`` (tables or ``--json``, warnings, exit
 codes 0/1/2). The ``*_report`` functions take an open filesystem and do the
 work, so tests can produce the exact JSON documents without a subprocess.
-
-``cli`` registers the commands with its shared ``--json``/``--strict``
-options (``main.add_command(output_options(map_cmd))``); this module imports
-``cli`` only inside the command bodies, so importing it first, or ``cli``
-first, both work.
+``cli`` imports this module only when one of these commands runs.
 
 Paths are written from the top-level subvolume (id 5), ``"."`` for its
 root directory, as ``find`` prints them on a filesystem mounted with
@@ -35,8 +31,9 @@ from ..model.subvolumes import ZERO_UUID, Subvolume
 from ..model.tables import FileTables
 from ..volumes.superblock import format_uuid
 from . import describe
+from .cli import _filesystem, _finish, _image_paths
 from .describe import Field, Report, section
-from .output import format_size, images_argument, parse_number
+from .output import format_size, images_argument, output_options, parse_number, sample_option
 
 
 @dataclass(frozen=True)
@@ -50,10 +47,6 @@ class FileReport(Report):
         for key in self.table_only:
             out.pop(key, None)
         return out
-
-
-def _sample_option(fn):
-    return click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")(fn)
 
 
 def _scan(fs) -> FileTables:
@@ -262,11 +255,10 @@ its on-disk start (without the offset into it) and inline extents at 0.
               help="Resolve PATH from this subvolume (its id, or its path from the top level).")
 @click.option("--inode", "inode", metavar="SUBVOL:INO", default=None,
               help="The file by subvolume id and inode number instead of PATH.")
-@_sample_option
+@sample_option
+@output_options
 @click.pass_context
 def map_cmd(ctx, args, subvol, inode, sample, as_json, strict):
-    from .cli import _filesystem, _finish, _image_paths
-
     inode_ref = None
     if inode is not None:
         try:
@@ -372,11 +364,10 @@ shared    shared bytes: the sum of num_bytes over the file's regular and
 @click.command("ls", help=LS_HELP)
 @click.argument("args", nargs=-1, metavar="IMAGE... [PATH]")
 @click.option("-R", "--recursive", is_flag=True, help="List everything below PATH, across subvolumes and snapshots.")
-@_sample_option
+@sample_option
+@output_options
 @click.pass_context
 def ls_cmd(ctx, args, recursive, sample, as_json, strict):
-    from .cli import _filesystem, _finish, _image_paths
-
     args = tuple(args)
     path = None
     if sample:
@@ -451,7 +442,8 @@ def subvolumes_report(fs) -> FileReport:
 
 @click.command("subvolumes")
 @images_argument
-@_sample_option
+@sample_option
+@output_options
 @click.pass_context
 def subvolumes_cmd(ctx, images, sample, as_json, strict):
     """List subvolumes and snapshots, the top level (id 5, path ".") included.
@@ -461,8 +453,6 @@ def subvolumes_cmd(ctx, images, sample, as_json, strict):
     (creation), the default subvolume, and deleted subvolumes the cleaner has
     not removed yet (path null).
     """
-    from .cli import _filesystem, _finish, _image_paths
-
     with ExitStack() as stack:
         paths = _image_paths(stack, tuple(images), sample)
         fs = stack.enter_context(_filesystem(paths))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -152,6 +153,17 @@ def render_section(section):
     return table
 
 
+# --- options every command shares ------------------------------------------------
+
 #: IMAGE... arguments: plain strings; opening them reports a directory or a
 #: missing file as one error line, not a usage message.
 images_argument = click.argument("images", nargs=-1, metavar="IMAGE...")
+
+#: ``--sample``: the bundled sample image instead of IMAGE arguments.
+sample_option = click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
+
+
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` and ``--strict``, shared by every command."""
+    fn = click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2).")(fn)
+    return click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout, nothing else.")(fn)

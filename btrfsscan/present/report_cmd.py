@@ -12,17 +12,9 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import ExitStack
+from typing import IO, TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
 from ..cache.models import PAGE_SIZES
 from ..cache.report import (
@@ -37,10 +29,13 @@ from ..model.filesystem import Filesystem, open_filesystems
 from ..model.fs_tree import FileScanner
 from ..model.subvolumes import ZERO_UUID
 from ..volumes.superblock import format_uuid
-from .output import images_argument
+from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths
+from .output import images_argument, output_options
 from .prometheus import prometheus_text
 from .report_json import report_json, schema
-from .report_view import render_report
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 def _profiles(fs: Filesystem, type_name: str) -> tuple[str, ...]:
@@ -103,20 +98,21 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress 
 
 
 def _progress(quiet: bool) -> Progress | None:
+    """The progress bar on stderr, only when that is a terminal (rich is imported only then)."""
     if quiet or not sys.stderr.isatty():
         return None
-    return Progress(TextColumn("{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
+    from .progress import progress_bar
+
+    return progress_bar()
 
 
-class _CountColumn(ProgressColumn):
-    """``3/10 subvolumes`` while counting; nothing while a phase has no count."""
+def _write_table(report: Report, out: IO[str], raw: bool) -> None:
+    """``report`` as rich tables on ``out`` (rich is imported only for tables)."""
+    from rich.console import Console
 
-    def render(self, task) -> Text:
-        unit = task.fields.get("unit", "")
-        if task.total is None or not unit:
-            return Text("")
-        return Text(f"{int(task.completed)}/{int(task.total)} {unit}", style="progress.download")
+    from .report_view import render_report
+
+    render_report(report, console=None if out is sys.stdout else Console(file=out), raw=raw)
 
 
 @click.command("report")
@@ -132,6 +128,7 @@ class _CountColumn(ProgressColumn):
               help="Write the result to FILE instead of stdout.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@output_options
 @click.pass_context
 def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet, as_json, strict):
     """Page cache per inode vs. a shared-extent cache, for each filesystem in IMAGE...
@@ -143,8 +140,6 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
     SINGLE data, page size = sector size). With --json, one JSON object per
     filesystem, one per line.
     """
-    from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths
-
     fmt = "json" if as_json else (fmt or "table")
     strict = strict or (ctx.obj is not None and ctx.obj.strict)
     with ExitStack() as stack:
@@ -170,8 +165,7 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
             elif fmt == "prometheus":
                 out.write(prometheus_text(report))
             else:
-                console = Console(file=out) if output_file else None
-                render_report(report, console=console, raw=raw)
+                _write_table(report, out, raw)
     finally:
         if output_file:
             out.close()
