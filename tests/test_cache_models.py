@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from btrfsscan.cache import models
 from btrfsscan.cache.models import KINDS, analyze, rfc_applicability
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 

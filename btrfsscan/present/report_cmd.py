@@ -28,6 +28,7 @@ from ..format.constants import CompatRoFlag, IncompatFlag, flag_names
 from ..model.filesystem import Filesystem, open_filesystems
 from ..model.fs_tree import FileScanner
 from ..model.subvolumes import ZERO_UUID
+from ..model.versions import inode_versions
 from ..volumes.superblock import format_uuid
 from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths
 from .output import images_argument, output_options
@@ -79,7 +80,8 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress 
     subvols = fs.subvolumes.live()
     task = progress.add_task(f"scanning {fs.volume.fsid}", total=len(subvols), unit="subvolumes") if progress else None
     scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize)
-    tables = scanner.scan(subvols, progress=(lambda sub: progress.advance(task)) if progress else None)
+    advance = (lambda sub: progress.advance(task)) if progress else None
+    versions = inode_versions(scanner.scan_leaves(subvols, progress=advance), fs.warnings)
     infos = [
         SubvolumeInfo(s.id, s.path or ("" if s.id == 5 else None), _uuid(s.uuid), _uuid(s.parent_uuid), s.readonly,
                       s.root_item.generation)
@@ -88,7 +90,7 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress 
     if progress:
         progress.update(task, description=f"modelling the page cache of {fs.volume.fsid}", total=None, unit="")
     report = build_report(
-        tables, page_size=page_size, filesystem=filesystem_facts(fs), subvolumes=infos,
+        versions, page_size=page_size, filesystem=filesystem_facts(fs), subvolumes=infos,
         sectorsize=fs.superblock.sectorsize, top=top, path_of=fs.namespace.path_of,
         partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump,
     )
