@@ -12,7 +12,7 @@ follows the unique metadata, not the number of snapshots.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -20,9 +20,10 @@ from ..arrays import prefix
 from ..errors import CorruptionError, Warnings
 from ..format import fastparse
 from ..format.constants import Compression, FileExtentType, ItemType
-from ..tree.block import HEADER_SIZE, TreeBlock
+from ..tree.block import LeafBatch, TreeBlock
+from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
-from ..tree.walk import Visit, walk_tree
+from ..tree.walk import Visit, walk_tree, warn_item
 from .subvolumes import Subvolume
 from .tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 
@@ -34,66 +35,47 @@ _REG_FIELDS = {"disk_bytenr": "reg.disk_bytenr", "disk_num_bytes": "reg.disk_num
                "offset": "reg.offset", "num_bytes": "reg.num_bytes"}
 
 LeafRows = tuple[np.ndarray, np.ndarray]
-_OFFSETS = {layout.size: np.arange(layout.size) for layout in (_INODE, _FE)}
+
+
+def _span(dtype: np.dtype, names: tuple[str, ...]) -> tuple[np.dtype, int]:
+    """A dtype over just the bytes from the first to the last field ``names`` of ``dtype``, and where
+    they start: gathering that span copies a third of an inode item."""
+    offsets = [dtype.fields[name][1] for name in names]
+    start = min(offsets)
+    end = max(offset + dtype.fields[name][0].itemsize for name, offset in zip(names, offsets))
+    return np.dtype({"names": list(names), "formats": [dtype.fields[name][0] for name in names],
+                     "offsets": [offset - start for offset in offsets], "itemsize": end - start}), start
+
+
+_INODE_KEPT, _INODE_KEPT_AT = _span(_INODE.dtype, _INODE_FIELDS)
 _INODE_ITEM = int(ItemType.INODE_ITEM)
 _EXTENT_DATA = int(ItemType.EXTENT_DATA)
 _INLINE, _REG, _PREALLOC = int(FileExtentType.INLINE), int(FileExtentType.REG), int(FileExtentType.PREALLOC)
 _NO_COMPRESSION = int(Compression.NONE)
-_ITEM_DTYPE = fastparse.ITEM.dtype
-#: Leaves parsed together in one vectorized batch.
+#: Leaves parsed together in one vectorized batch by the depth-first walk (``memoize=False``).
 BATCH_LEAVES = 256
 #: Leaves whose rows are copied into the final tables at a time.
 _MOVE_CHUNK = 1024
 
 
-class _Batch:
-    """The items of several leaves as one table over one byte buffer."""
+def parse_leaves(batch: LeafBatch) -> tuple[list[LeafRows], list[tuple[int, str]]]:
+    """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0), and the items skipped.
 
-    def __init__(self, blocks: list[TreeBlock]) -> None:
-        self.blocks = blocks
-        self.items = _concat_rows([b.items for b in blocks], _ITEM_DTYPE)
-        self.leaf = np.repeat(np.arange(len(blocks)), [len(b.items) for b in blocks])
-        sizes = np.array([len(b.data) for b in blocks], np.int64)
-        self.block_start = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        self.block_end = self.block_start + sizes
-        self.raw = np.frombuffer(b"".join(b.data for b in blocks), np.uint8)
-
-    def gather(self, rows: np.ndarray, layout: fastparse.Layout) -> np.ndarray:
-        """Payloads of item ``rows`` viewed through ``layout``.
-
-        Fields past the end of a short item hold whatever follows it in the
-        block (or the block's last byte); callers check sizes before trusting them.
-        """
-        leaf = self.leaf[rows]
-        start = self.block_start[leaf] + HEADER_SIZE + self.items["offset"][rows].astype(np.int64)
-        idx = start[:, None] + _OFFSETS[layout.size]
-        np.minimum(idx, (self.block_end[leaf] - 1)[:, None], out=idx)
-        return self.raw[idx].view(layout.dtype).reshape(-1)
-
-    def split(self, rows: np.ndarray, table: np.ndarray) -> list[np.ndarray]:
-        """``table`` (one entry per item of ``rows``) cut into one piece per leaf."""
-        bounds = np.searchsorted(self.leaf[rows], np.arange(1, len(self.blocks)))
-        return np.split(table, bounds)
-
-    def warn(self, warnings: Warnings, tree_id: int, row: int, what: str) -> None:
-        block = self.blocks[int(self.leaf[row])]
-        warnings.add(what, f"tree {tree_id} leaf {block.bytenr}", tree=tree_id, bytenr=block.bytenr)
-
-
-def parse_leaves(blocks: list[TreeBlock], warnings: Warnings, tree_id: int) -> list[LeafRows]:
-    """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0)."""
-    batch = _Batch(blocks)
+    The skipped items come as (leaf index, what), in item order; the caller
+    warns, naming the tree that reached the leaf first.
+    """
     items = batch.items
     types = items["key.type"]
     sizes_all = items["size"].astype(np.int64)
+    skipped: list[tuple[int, str]] = []  # (row, what)
 
     rows = np.flatnonzero(types == _INODE_ITEM)
     short = sizes_all[rows] < _INODE.size
     for row in rows[short].tolist():
-        batch.warn(warnings, tree_id, row, f"INODE_ITEM of inode {int(items['key.objectid'][row])} "
-                   "shorter than btrfs_inode_item, skipped")
+        skipped.append((row, f"INODE_ITEM of inode {int(items['key.objectid'][row])} "
+                        "shorter than btrfs_inode_item, skipped"))
     rows = rows[~short]
-    fields = batch.gather(rows, _INODE)
+    fields = batch.gather(rows, _INODE_KEPT, _INODE_KEPT_AT)
     inodes = np.zeros(len(rows), INODE_DTYPE)
     inodes["ino"] = items["key.objectid"][rows]
     for name in _INODE_FIELDS:
@@ -101,7 +83,7 @@ def parse_leaves(blocks: list[TreeBlock], warnings: Warnings, tree_id: int) -> l
     inode_parts = batch.split(rows, inodes)
 
     rows = np.flatnonzero(types == _EXTENT_DATA)
-    fields = batch.gather(rows, _FE)
+    fields = batch.gather(rows, _FE.dtype)
     sizes = sizes_all[rows]
     ftype = fields["head.type"]
     inline = ftype == _INLINE
@@ -118,7 +100,7 @@ def parse_leaves(blocks: list[TreeBlock], warnings: Warnings, tree_id: int) -> l
             what = f"EXTENT_DATA item of {int(sizes[i])} bytes is shorter than btrfs_file_extent_item"
         else:
             what = f"EXTENT_DATA has unknown type {int(ftype[i])}"
-        batch.warn(warnings, tree_id, row, f"{what}, skipped (inode {ino} offset {off})")
+        skipped.append((row, f"{what}, skipped (inode {ino} offset {off})"))
     rows, fields, sizes, inline = rows[valid], fields[valid], sizes[valid], inline[valid]
     extents = np.zeros(len(rows), EXTENT_DTYPE)
     extents["ino"] = items["key.objectid"][rows]
@@ -130,7 +112,8 @@ def parse_leaves(blocks: list[TreeBlock], warnings: Warnings, tree_id: int) -> l
         extents[column] = np.where(inline, 0, fields[field])
     extents["num_bytes"] = np.where(inline, fields["head.ram_bytes"], fields["reg.num_bytes"])
     extents["disk_num_bytes"] = np.where(inline, sizes - _FE_HEAD_SIZE, fields["reg.disk_num_bytes"])
-    return list(zip(inode_parts, batch.split(rows, extents)))
+    problems = [(int(batch.leaf[row]), what) for row, what in sorted(skipped)]
+    return list(zip(inode_parts, batch.split(rows, extents))), problems
 
 
 def _concat_rows(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
@@ -183,21 +166,23 @@ class FileScanner:
         self.leaves_parsed = 0
         self.blocks_reused = 0
 
-    def _subvolume_leaves(self, sub: Subvolume) -> list[int]:
-        """The leaves of one subvolume's tree in key order (their rows are in ``_leaves``).
+    def _walk_leaves(self, sub: Subvolume) -> list[int]:
+        """The leaves of one subvolume's tree in key order (their rows are in ``_leaves``), one block at a time.
 
-        The walk records its visits and hands new leaves to ``parse_leaves``
-        in batches; the visits are then replayed to list each node's leaves.
+        The ``memoize=False`` way, and the depth-first reference the bulk
+        reader is tested against. The walk records its visits and hands new
+        leaves to ``parse_leaves`` in batches; the visits are then replayed
+        to list each node's leaves.
         """
-        if not self.memoize:
-            self._leaves.clear()
-            self._nodes.clear()
         visits: list[tuple[Visit, int]] = []
         pending: list[TreeBlock] = []
 
         def flush() -> None:
-            for block, parsed in zip(pending, parse_leaves(pending, self.warnings, sub.id)):
+            rows, problems = parse_leaves(LeafBatch.of_blocks(pending))
+            for block, parsed in zip(pending, rows):
                 self._leaves[block.bytenr] = parsed
+            for index, what in problems:
+                warn_item(self.warnings, sub.id, pending[index].bytenr, what)
             self.leaves_parsed += len(pending)
             pending.clear()
 
@@ -211,7 +196,7 @@ class FileScanner:
                 elif visit is Visit.KNOWN:
                     self.blocks_reused += 1
         except CorruptionError as exc:
-            self.warnings.add(f"subvolume {sub.id} ({sub.path or 'top level'}) skipped: {exc}", f"tree {sub.id}", tree=sub.id)
+            self._skipped(sub, exc)
         if pending:
             flush()
         stack: list[list[int]] = [[]]
@@ -231,12 +216,30 @@ class FileScanner:
             stack[-1].extend(leaves)
         return stack[0]
 
+    def _bulk_leaves(self, subvols: list[Subvolume]) -> list[list[int]]:
+        """The leaves of every subvolume's tree, all read ahead together (``BulkReader``)."""
+        bulk = BulkReader(self.reader, parse_leaves, self._leaves, self._nodes, self.warnings)
+        out = bulk.walk([sub.root for sub in subvols], lambda index, exc: self._skipped(subvols[index], exc))
+        self.leaves_parsed += bulk.leaves_parsed
+        self.blocks_reused += bulk.blocks_reused
+        return out
+
+    def _fresh_walks(self, subvols: list[Subvolume]) -> Iterator[list[int]]:
+        """``memoize=False``: every subvolume walked as if it shared no block."""
+        for sub in subvols:
+            self._leaves.clear()
+            self._nodes.clear()
+            yield self._walk_leaves(sub)
+
+    def _skipped(self, sub: Subvolume, exc: CorruptionError) -> None:
+        self.warnings.add(f"subvolume {sub.id} ({sub.path or 'top level'}) skipped: {exc}", f"tree {sub.id}", tree=sub.id)
+
     def subvolume_leaves(self, subvols: list[Subvolume],
                          progress: Callable[[Subvolume], None] | None = None) -> list[list[int]]:
         """Per subvolume, the bytenrs of its leaves in key order (their rows are in ``_leaves``)."""
         out = []
-        for sub in subvols:
-            leaves = self._subvolume_leaves(sub)
+        walks = self._bulk_leaves(subvols) if self.memoize else self._fresh_walks(subvols)
+        for sub, leaves in zip(subvols, walks):
             if not self.memoize:  # each leaf of each tree its own entry, as if no block were shared
                 base = -len(self._copies) - 1
                 for n, bytenr in enumerate(leaves):

@@ -1,9 +1,15 @@
 """One tree block (node or leaf), checked like the kernel's tree-checker.
 
 A block is checked once when read: checksum, header (bytenr, fsid, level,
-generation), item table bounds and key order. Its item or pointer table is a
-numpy structured view over the block, so a leaf's keys, offsets and sizes are
-columns, not an object per item.
+generation), item table bounds, key order and the first key its parent's
+pointer names. Its item or pointer table is a numpy structured view over the
+block, so a leaf's keys, offsets and sizes are columns, not an object per item.
+
+``check_batch`` makes the same checks over many blocks at once (numpy over
+the whole batch, one checksum call per block) and only says pass or fail: a
+block that fails goes through ``parse_block`` for the message. ``LeafBatch``
+holds the items of many leaves as one table over one buffer, for vectorized
+item parsing.
 """
 
 from __future__ import annotations
@@ -13,10 +19,15 @@ import numpy as np
 from ..format import checksum, fastparse
 from ..format.constants import BTRFS_MAX_LEVEL, CsumType
 
+Key = tuple[int, int, int]
 HEADER_SIZE = fastparse.HEADER.size
 _H = {name: i for i, name in enumerate(fastparse.HEADER.names)}
 _ITEM_DTYPE = fastparse.ITEM.dtype
 _PTR_DTYPE = fastparse.KEY_PTR.dtype
+_KEY_FIELDS = ("key.objectid", "key.type", "key.offset")
+#: What a parent pointer (or a root item) says of the block it names, one row per reference.
+EXPECT_DTYPE = np.dtype([("bytenr", "<u8"), ("generation", "<u8"), ("has_generation", "?"),
+                         ("key.objectid", "<u8"), ("key.type", "u1"), ("key.offset", "<u8"), ("has_key", "?")])
 
 
 class BlockProblem(Exception):
@@ -59,16 +70,42 @@ class TreeBlock:
         return list(zip(self.ptrs["blockptr"].tolist(), self.ptrs["generation"].tolist()))
 
 
+def _ascending(table: np.ndarray) -> np.ndarray:
+    """For each key but the first: whether it is greater than the key before it."""
+    oid, typ, off = table["key.objectid"], table["key.type"], table["key.offset"]
+    return (oid[1:] > oid[:-1]) | (
+        (oid[1:] == oid[:-1]) & ((typ[1:] > typ[:-1]) | ((typ[1:] == typ[:-1]) & (off[1:] > off[:-1])))
+    )
+
+
 def _keys_ascending(table: np.ndarray) -> int:
     """Index of the first key not greater than its predecessor, or -1."""
     if len(table) < 2:
         return -1
-    oid, typ, off = table["key.objectid"], table["key.type"], table["key.offset"]
-    gt = (oid[1:] > oid[:-1]) | (
-        (oid[1:] == oid[:-1]) & ((typ[1:] > typ[:-1]) | ((typ[1:] == typ[:-1]) & (off[1:] > off[:-1])))
-    )
-    bad = np.flatnonzero(~gt)
+    bad = np.flatnonzero(~_ascending(table))
     return int(bad[0]) + 1 if len(bad) else -1
+
+
+def level_problem(found: int, expected: int | None) -> str | None:
+    """The kernel's level half of ``btrfs_verify_level_key``: a child sits one level below its parent."""
+    if expected is not None and found != expected:
+        return f"level {found}, expected {expected}"
+    return None
+
+
+def first_key_problem(block: TreeBlock, expected: Key | None) -> str | None:
+    """The key half of ``btrfs_verify_level_key``: a child's first key is the key its parent's pointer holds.
+
+    Checked against the block's own slot 0, before damaged items are dropped.
+    """
+    if expected is None:
+        return None
+    if block.nritems == 0:
+        return f"no items, expected first key {expected} from the parent node"
+    found = fastparse.DISK_KEY.unpack_from(block.data, HEADER_SIZE)
+    if found != expected:
+        return f"first key {found}, expected {expected} from the parent node"
+    return None
 
 
 def parse_block(
@@ -82,8 +119,12 @@ def parse_block(
     level: int | None = None,
     generation: int | None = None,
     owner: int | None = None,
+    first_key: Key | None = None,
 ) -> TreeBlock:
-    """Check ``data`` as the tree block at ``bytenr``; BlockProblem says what failed."""
+    """Check ``data`` as the tree block at ``bytenr``; BlockProblem says what failed.
+
+    ``check_batch`` makes the same checks over many blocks: keep them in step.
+    """
     if not checksum.verify(csum_type, data):
         raise BlockProblem("checksum mismatch")
     header = fastparse.HEADER.unpack_from(data)
@@ -94,8 +135,9 @@ def parse_block(
         raise BlockProblem("header fsid belongs to another filesystem")
     if block.level >= BTRFS_MAX_LEVEL:
         raise BlockProblem(f"level {block.level} is {BTRFS_MAX_LEVEL} or more")
-    if level is not None and block.level != level:
-        raise BlockProblem(f"level {block.level}, expected {level}")
+    problem = level_problem(block.level, level)
+    if problem:
+        raise BlockProblem(problem)
     if block.generation > super_generation:
         raise BlockProblem(f"generation {block.generation} is newer than the superblock's {super_generation}")
     if generation is not None and block.generation != generation:
@@ -107,6 +149,9 @@ def parse_block(
         _check_leaf(block, room)
     else:
         _check_node(block, room, sectorsize)
+    problem = first_key_problem(block, first_key)
+    if problem:
+        raise BlockProblem(problem)
     return block
 
 
@@ -142,3 +187,181 @@ def _check_node(block: TreeBlock, room: int, sectorsize: int) -> None:
         slot = int(misaligned[0])
         raise BlockProblem(f"child pointer {int(ptrs['blockptr'][slot])} at slot {slot} is not sector-aligned")
     block.ptrs = ptrs
+
+
+def expect_root(bytenr: int, generation: int | None) -> np.ndarray:
+    """The one-row expectation of a tree's root block: its address and, if known, its generation."""
+    row = np.zeros(1, EXPECT_DTYPE)
+    row["bytenr"] = bytenr
+    if generation is not None:
+        row["generation"], row["has_generation"] = generation, True
+    return row
+
+
+def expect_children(ptrs: np.ndarray) -> np.ndarray:
+    """What a node's pointers say of its children: address, generation and first key."""
+    out = np.zeros(len(ptrs), EXPECT_DTYPE)
+    out["bytenr"], out["generation"] = ptrs["blockptr"], ptrs["generation"]
+    for name in _KEY_FIELDS:
+        out[name] = ptrs[name]
+    out["has_generation"] = out["has_key"] = True
+    return out
+
+
+def expected(row: np.void) -> tuple[int | None, Key | None]:
+    """(generation, first key) as ``parse_block`` takes them from one expectation row, None where it names none."""
+    generation = int(row["generation"]) if row["has_generation"] else None
+    key = tuple(int(row[name]) for name in _KEY_FIELDS) if row["has_key"] else None
+    return generation, key
+
+
+class CheckedBatch:
+    """What ``check_batch`` found: which blocks pass, and the item or pointer table of those that do."""
+
+    def __init__(self, passed: np.ndarray, counts: np.ndarray, table: np.ndarray) -> None:
+        self.passed = passed  # per block
+        self.counts = counts  # table entries per block, 0 for a block that failed
+        self.table = table  # the entries of the passing blocks, block after block
+
+
+def check_batch(data: bytearray, expect: np.ndarray, level: int, readable: np.ndarray, *, csum_type: CsumType,
+                fsid: bytes, super_generation: int, sectorsize: int) -> CheckedBatch:
+    """``parse_block``'s checks over blocks of one ``level`` read back to back into ``data``.
+
+    ``expect`` (EXPECT_DTYPE) gives each block's address and what its parent
+    says of it. A block passes only where ``parse_block`` would return it
+    with no item dropped, so a failing block's message and the copies to try
+    are left to ``parse_block`` alone. Numpy runs over the whole batch; the
+    key order is compared across all blocks at once, masked at their
+    boundaries.
+    """
+    n = len(expect)
+    size = len(data) // n
+    room = size - HEADER_SIZE
+    header = np.ndarray((n,), fastparse.HEADER.dtype, data, strides=(size,))
+    generation = header["generation"]
+    ok = _checksums_match(data, size, csum_type, readable)
+    ok &= (header["bytenr"] == expect["bytenr"]) & (header["fsid"] == fsid)
+    ok &= (header["level"] == level) & (level < BTRFS_MAX_LEVEL)
+    ok &= (generation <= super_generation) & (~expect["has_generation"] | (generation == expect["generation"]))
+    dtype = _ITEM_DTYPE if level == 0 else _PTR_DTYPE
+    nritems = header["nritems"].astype(np.int64)
+    ok &= (nritems * dtype.itemsize <= room) & ((nritems > 0) | (level == 0))
+    counts = np.where(ok, nritems, 0)
+    table = _tables(data, size, counts, dtype)
+    owner = np.repeat(np.arange(n), counts)
+    first = np.cumsum(counts) - counts
+    ok[owner[_bad_entries(table, owner, first[counts > 0], counts, room, sectorsize, level)]] = False
+    ok &= _first_keys_match(table, first, counts, expect)
+    if not ok.all():
+        table, counts = table[ok[owner]], np.where(ok, counts, 0)
+    return CheckedBatch(ok, counts, table)
+
+
+def _checksums_match(data: bytearray, size: int, csum_type: CsumType, readable: np.ndarray) -> np.ndarray:
+    """Per block of ``data``: read, and its stored checksum matches (all compared at once)."""
+    stored = np.ndarray((len(readable),), f"S{csum_type.size}", data, strides=(size,))
+    return readable & (np.frombuffer(checksum.block_digests(csum_type, data, size), stored.dtype) == stored)
+
+
+def _tables(data: bytearray, size: int, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The first ``counts[i]`` table entries of each block ``i`` of ``data``, block after block.
+
+    One strided view of every block's table area, then one masked copy.
+    """
+    width = int(counts.max(initial=0))
+    record = np.dtype((np.void, dtype.itemsize))  # entries copied as bytes: no per-field work
+    grid = np.ndarray((len(counts), width), record, data, HEADER_SIZE, (size, dtype.itemsize))
+    return grid[np.arange(width) < counts[:, None]].view(dtype)
+
+
+def _bad_entries(table: np.ndarray, owner: np.ndarray, first: np.ndarray, counts: np.ndarray, room: int,
+                 sectorsize: int, level: int) -> np.ndarray:
+    """Per table entry: out of key order within its block, item data outside the leaf's data area, or a
+    child pointer not sector-aligned."""
+    bad = np.zeros(len(table), bool)
+    if len(table) > 1:
+        bad[1:] = ~_ascending(table)
+        bad[first] = False  # each block's first key has no predecessor in that block
+    if level == 0:
+        start = table["offset"].astype(np.int64)
+        bad |= (start < counts[owner] * _ITEM_DTYPE.itemsize) | (start + table["size"] > room)
+    else:
+        ptr = table["blockptr"]
+        bad |= (ptr % sectorsize != 0) | (ptr == 0)
+    return bad
+
+
+def _first_keys_match(table: np.ndarray, first: np.ndarray, counts: np.ndarray, expect: np.ndarray) -> np.ndarray:
+    """Per block: no key expected, or its slot 0 holds the key its parent's pointer names."""
+    match = ~expect["has_key"]
+    if len(table):
+        head = table[np.minimum(first, len(table) - 1)]
+        same = counts > 0
+        for name in _KEY_FIELDS:
+            same &= head[name] == expect[name]
+        match |= same
+    return match
+
+
+class LeafBatch:
+    """The items of several leaves as one table over one byte buffer.
+
+    ``items`` holds the items of every leaf, leaf after leaf, and ``leaf`` the
+    leaf of each; leaf ``i`` is ``raw[start[i]:end[i]]``. Item parsers then
+    gather the payloads of a whole batch at once.
+    """
+
+    def __init__(self, raw: np.ndarray, start: np.ndarray, end: np.ndarray, items: np.ndarray,
+                 counts: np.ndarray | list[int]) -> None:
+        self.raw = raw
+        self.start = start
+        self.end = end
+        self.items = items
+        self.leaf = np.repeat(np.arange(len(start)), counts)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def of_blocks(cls, blocks: list[TreeBlock]) -> LeafBatch:
+        """The checked leaves ``blocks`` (their dropped items left out)."""
+        sizes = np.array([len(b.data) for b in blocks], np.int64)
+        end = np.cumsum(sizes)
+        record = np.dtype((np.void, _ITEM_DTYPE.itemsize))  # concatenated as raw records: no per-field promotion
+        items = np.concatenate([b.items.view(record) for b in blocks]).view(_ITEM_DTYPE)
+        raw = np.frombuffer(b"".join(b.data for b in blocks), np.uint8)
+        return cls(raw, end - sizes, end, items, [len(b.items) for b in blocks])
+
+    @classmethod
+    def of_checked(cls, data: bytearray, size: int, checked: CheckedBatch) -> LeafBatch:
+        """The leaves of a batch read into ``data`` that passed ``check_batch``."""
+        passed = np.flatnonzero(checked.passed)
+        start = passed * size
+        return cls(np.frombuffer(data, np.uint8), start, start + size, checked.table, checked.counts[passed])
+
+    def gather(self, rows: np.ndarray, dtype: np.dtype, skip: int = 0) -> np.ndarray:
+        """The payload bytes ``[skip, skip + dtype.itemsize)`` of each item of ``rows``, viewed through
+        ``dtype``: copied out as whole records, so a caller gathers only the span it reads.
+
+        Fields past the end of a short item hold whatever follows it in the
+        leaf, or the leaf's last byte past its end; callers check sizes
+        before trusting them.
+        """
+        size = dtype.itemsize
+        leaf = self.leaf[rows]
+        start = self.start[leaf] + (HEADER_SIZE + skip) + self.items["offset"][rows].astype(np.int64)
+        record = np.dtype((np.void, size))  # records copied as bytes: no per-field work
+        records = np.ndarray((len(self.raw) - size + 1,), record, self.raw, strides=(1,))
+        out = records[np.minimum(start, len(records) - 1)].view(dtype)
+        end = self.end[leaf]
+        over = np.flatnonzero(start + size > end)
+        if len(over):  # the rare record running past its leaf: byte by byte, held at the leaf's last byte
+            idx = np.minimum(start[over, None] + np.arange(size), (end[over] - 1)[:, None])
+            out[over] = self.raw[idx].view(dtype).reshape(-1)
+        return out
+
+    def split(self, rows: np.ndarray, table: np.ndarray) -> list[np.ndarray]:
+        """``table`` (one entry per item of ``rows``) cut into one piece per leaf."""
+        bounds = np.searchsorted(self.leaf[rows], np.arange(len(self) + 1)).tolist()
+        return [table[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

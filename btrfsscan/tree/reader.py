@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..errors import BtrfsScanError, CorruptionError, MissingDeviceError, Warnings
+from ..errors import BtrfsScanError, CorruptionError, MissingDeviceError, ScanWarning, Warnings
 from ..volumes.volume import Volume
-from .block import BlockProblem, TreeBlock, parse_block
+from .block import BlockProblem, Key, TreeBlock, first_key_problem, level_problem, parse_block
 
 
 class TreeReader:
@@ -22,7 +22,8 @@ class TreeReader:
         self.volume = volume
         self.warnings = warnings if warnings is not None else volume.warnings
         sb = volume.superblock
-        self._check = dict(
+        #: The filesystem-wide arguments of ``parse_block`` (and ``check_batch``).
+        self.checks = dict(
             csum_type=volume.tree_csum_type,
             fsid=sb.metadata_fsid,
             super_generation=sb.generation,
@@ -34,21 +35,34 @@ class TreeReader:
         self.blocks_read = 0
 
     def read(self, bytenr: int, *, level: int | None = None, generation: int | None = None,
-             owner: int | None = None) -> TreeBlock:
-        """The tree block at ``bytenr``; CorruptionError when no copy is good."""
+             owner: int | None = None, first_key: Key | None = None) -> TreeBlock:
+        """The tree block at ``bytenr``; CorruptionError when no copy is good.
+
+        A cached block is checked again for level and first key only, as the
+        kernel does for a cached block a second parent points at.
+        """
         block = self._cache.get(bytenr)
         if block is not None:
             self._cache.move_to_end(bytenr)
-            if level is not None and block.level != level:
-                raise CorruptionError(f"tree block {bytenr}: level {block.level}, expected {level}")
+            problem = level_problem(block.level, level) or first_key_problem(block, first_key)
+            if problem:
+                raise CorruptionError(f"tree block {bytenr}: {problem}")
             return block
-        block = self._read_copies(bytenr, level, generation, owner)
+        block, notes = self.read_copies(bytenr, level=level, generation=generation, owner=owner, first_key=first_key)
+        for note in notes:
+            self.warnings.add(note.what, note.where, tree=note.tree, bytenr=note.bytenr)
         self._cache[bytenr] = block
         if len(self._cache) > self._cache_max:
             self._cache.popitem(last=False)
         return block
 
-    def _read_copies(self, bytenr: int, level, generation, owner) -> TreeBlock:
+    def read_copies(self, bytenr: int, *, level: int | None = None, generation: int | None = None,
+                    owner: int | None = None, first_key: Key | None = None) -> tuple[TreeBlock, list[ScanWarning]]:
+        """The first good copy of the block at ``bytenr``, with the warnings it brings (bad copies before
+        it, damaged items), not yet added: a reader that reads ahead adds them when its walk gets there.
+
+        Not cached; CorruptionError names every copy's problem when none is good.
+        """
         problems: list[str] = []  # bad copies, warned about when another copy is good
         missing: list[str] = []  # copies on a missing device: reported once per device, not per block
         try:
@@ -58,7 +72,8 @@ class TreeReader:
         for mirror in range(1, copies + 1):
             try:
                 data = self.volume.read(bytenr, self.nodesize, mirror)
-                block = parse_block(data, bytenr, level=level, generation=generation, owner=owner, **self._check)
+                block = parse_block(data, bytenr, level=level, generation=generation, owner=owner,
+                                    first_key=first_key, **self.checks)
             except MissingDeviceError as exc:
                 missing.append(f"copy {mirror}: {exc}")
                 continue
@@ -66,10 +81,9 @@ class TreeReader:
                 problems.append(f"copy {mirror}: {exc}")
                 continue
             self.blocks_read += 1
-            for problem in problems:
-                self.warnings.add(f"bad copy of tree block, used copy {mirror} instead: {problem}", f"tree block {bytenr}",
-                                  bytenr=bytenr)
-            for dropped in block.dropped:
-                self.warnings.add(f"damaged item skipped: {dropped}", f"tree block {bytenr}", bytenr=bytenr)
-            return block
+            where = f"tree block {bytenr}"
+            notes = [ScanWarning(f"bad copy of tree block, used copy {mirror} instead: {problem}", where, bytenr=bytenr)
+                     for problem in problems]
+            notes += [ScanWarning(f"damaged item skipped: {dropped}", where, bytenr=bytenr) for dropped in block.dropped]
+            return block, notes
         raise CorruptionError(f"tree block {bytenr}: " + "; ".join(problems + missing))

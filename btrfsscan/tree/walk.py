@@ -14,12 +14,11 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
-from ..errors import CorruptionError
+from ..errors import CorruptionError, Warnings
 from ..format.constants import ObjectId
-from .block import TreeBlock
+from .block import Key, TreeBlock
 from .reader import TreeReader
 
-Key = tuple[int, int, int]
 MIN_KEY: Key = (0, 0, 0)
 MAX_KEY: Key = (2**64 - 1, 255, 2**64 - 1)
 
@@ -85,19 +84,16 @@ def walk_tree(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_ke
         child_ptr = int(node.ptrs["blockptr"][slot])
         child_gen = int(node.ptrs["generation"][slot])
         if child_ptr in seen:
-            reader.warnings.add(
-                f"tree {root.name}: block {child_ptr} is referenced twice (cycle or shared pointer), skipped",
-                f"node {node.bytenr} slot {slot}", tree=root.tree_id, bytenr=child_ptr)
+            warn_twice(reader.warnings, root, node.bytenr, slot, child_ptr)
             continue
         seen.add(child_ptr)
         if child_ptr in known:
             yield Visit.KNOWN, child_ptr, None
             continue
         try:
-            child = reader.read(child_ptr, level=node.level - 1, generation=child_gen)
+            child = reader.read(child_ptr, level=node.level - 1, generation=child_gen, first_key=keys[slot])
         except CorruptionError as exc:
-            reader.warnings.add(f"tree {root.name}: subtree skipped: {exc}", f"node {node.bytenr} slot {slot}",
-                                tree=root.tree_id, bytenr=child_ptr)
+            warn_skipped(reader.warnings, root, node.bytenr, slot, child_ptr, exc)
             continue
         if child.level == 0:
             yield Visit.LEAF, child_ptr, child
@@ -105,6 +101,23 @@ def walk_tree(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_ke
             child_keys = child.keys()
             stack.append((child, child_keys, max(bisect_right(child_keys, min_key) - 1, 0)))
             yield Visit.ENTER, child_ptr, child
+
+
+def warn_twice(warnings: Warnings, root: TreeRoot, node: int, slot: int, child: int) -> None:
+    """A pointer to a block already met in this walk: skipped, so a cycle cannot loop."""
+    warnings.add(f"tree {root.name}: block {child} is referenced twice (cycle or shared pointer), skipped",
+                 f"node {node} slot {slot}", tree=root.tree_id, bytenr=child)
+
+
+def warn_skipped(warnings: Warnings, root: TreeRoot, node: int, slot: int, child: int, exc: CorruptionError) -> None:
+    """A child no copy of which passes its checks: its subtree is left out."""
+    warnings.add(f"tree {root.name}: subtree skipped: {exc}", f"node {node} slot {slot}", tree=root.tree_id,
+                 bytenr=child)
+
+
+def warn_item(warnings: Warnings, tree_id: int, leaf: int, what: str) -> None:
+    """An item of a leaf that its parser skipped, located by the tree that first reached the leaf."""
+    warnings.add(what, f"tree {tree_id} leaf {leaf}", tree=tree_id, bytenr=leaf)
 
 
 def iter_items(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_key: Key = MAX_KEY) -> Iterator[tuple[Key, bytes]]:

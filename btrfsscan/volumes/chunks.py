@@ -453,6 +453,15 @@ class ChunkMap:
         """``Chunk.num_copies`` of the chunk containing ``logical``."""
         return self._chunks[self._index(logical)].num_copies
 
+    def mirrored_spans(self) -> list[tuple[int, int, tuple[tuple[int, int], ...]]]:
+        """``(logical, end, ((devid, physical), ...))`` of every chunk whose copies are each one range on one
+        device, in mirror order (SINGLE, DUP and RAID1*).
+
+        Logical ``x`` of such a chunk is at ``physical + x - logical`` in each
+        copy, so many addresses map at once.
+        """
+        return [(start, plan[1], plan[5]) for start, plan in zip(self._starts, self._plans) if plan[0] == _MIRRORED]
+
     def map(self, logical: int, length: int, *, parity: bool = False) -> list[PhysicalRange]:
         """Physical pieces of ``[logical, logical + length)``, ordered by logical then mirror.
 

@@ -97,17 +97,33 @@ class RawImage:
 
     def pread(self, offset: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``offset``; ReadError past the end."""
-        if offset < 0 or length < 0 or offset + length > self.size:
-            raise ReadError(
-                f"{self.name}: read of {length} bytes at offset {offset} goes past the end of the device ({self.size} bytes)"
-            )
+        self._check_range(offset, length)
         try:
             data = os.pread(self._fd, length, offset)
         except OSError as exc:
             raise ReadError(f"{self.name}: read error at offset {offset}: {exc.strerror or exc}") from None
-        if len(data) != length:
-            raise ReadError(f"{self.name}: short read at offset {offset} ({len(data)} of {length} bytes)")
+        self._check_count(offset, len(data), length)
         return data
+
+    def readinto(self, offset: int, buffer: memoryview) -> None:
+        """Fill ``buffer`` (bytes) from ``offset`` with one read and no copy; ReadError as ``pread``."""
+        length = buffer.nbytes
+        self._check_range(offset, length)
+        try:
+            count = os.preadv(self._fd, [buffer], offset)
+        except OSError as exc:
+            raise ReadError(f"{self.name}: read error at offset {offset}: {exc.strerror or exc}") from None
+        self._check_count(offset, count, length)
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ReadError(
+                f"{self.name}: read of {length} bytes at offset {offset} goes past the end of the device ({self.size} bytes)"
+            )
+
+    def _check_count(self, offset: int, count: int, length: int) -> None:
+        if count != length:
+            raise ReadError(f"{self.name}: short read at offset {offset} ({count} of {length} bytes)")
 
     def fileobj(self):
         """A read-only file object over the (decompressed) bytes."""

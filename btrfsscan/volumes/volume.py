@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import BtrfsScanError, DeviceError, MissingDeviceError, ReadError, Warnings
 from ..format.constants import CsumType, super_mirror_offset
 from . import superblock as sbmod
@@ -87,6 +89,36 @@ class Volume:
         if sum(r.length for r in pieces) != length:
             raise ReadError(f"logical {logical}: mirror {mirror} does not exist")
         return b"".join(self.read_physical(r) for r in pieces)
+
+    def locate_first_copies(self, logicals: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(devid, physical) of each range ``[logical, logical + length)`` in its first copy on a present
+        device, all at once: the copy ``read`` gives first.
+
+        Only where copies are whole ranges on one device each (SINGLE, DUP and
+        RAID1* chunks): elsewhere (striped profiles, a metadata dump, every
+        copy missing, no chunk, a range past its chunk) devid is -1 and
+        ``read`` is the way to read it.
+        """
+        spans = []
+        for start, end, copies in ([] if self.metadump else self.chunk_map.mirrored_spans()):
+            present = [(devid, physical) for devid, physical in copies if self._present(devid)]
+            if present:
+                spans.append((start, end, *present[0]))
+        if not spans:
+            return np.full(len(logicals), -1, np.int64), np.zeros(len(logicals), np.int64)
+        start, end, devid, physical = (np.array(column, np.int64) for column in zip(*spans))
+        logical = logicals.astype(np.int64)  # past 2**63 wraps negative: no chunk maps it
+        index = np.maximum(np.searchsorted(start, logical, side="right") - 1, 0)
+        found = (logical >= start[index]) & (logical <= end[index] - length)
+        return np.where(found, devid[index], -1), np.where(found, physical[index] + logical - start[index], 0)
+
+    def read_device_into(self, devid: int, physical: int, buffer: memoryview) -> None:
+        """Fill ``buffer`` from device ``devid`` at ``physical``, as ``locate_first_copies`` placed it."""
+        self.devices[devid].image.readinto(physical, buffer)
+
+    def _present(self, devid: int) -> bool:
+        device = self.devices.get(devid)
+        return device is not None and device.image is not None
 
     def _rebuild_from_p(self, piece: PhysicalRange) -> bytes:
         """One RAID5/6 data piece recomputed as P xor the row's other data stripes."""
