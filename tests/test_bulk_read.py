@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_driver import corpus_files, find_corpus
 from test_damage import HDR, KEY_SIZE, Victim, item_at, ptr_at, put
 
-from btrfsscan.errors import CorruptionError
+from btrfsscan.errors import BtrfsScanError, CorruptionError
 from btrfsscan.format import checksum
 from btrfsscan.format.constants import ItemType
 from btrfsscan.model import fs_tree
@@ -37,6 +38,9 @@ from btrfsscan.tree.walk import TreeRoot, Visit, iter_leaves, walk_tree
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_NAMES = sorted(f"{group.name}/{d.name}" for group in (FIXTURES / "files", FIXTURES / "volumes")
                        for d in group.iterdir() if d.is_dir())
+CORPUS = find_corpus()
+#: The btrfs-progs images damaged on purpose (fsck tests) or by fuzzers.
+DAMAGED_CORPUS = [f for f in corpus_files(CORPUS) if f.startswith(("fsck/", "fuzz/"))] if CORPUS else []
 
 
 def scan(paths: list[str], *, bulk: bool, reverse: bool = False) -> dict:
@@ -263,6 +267,16 @@ def test_damage_in_a_single_tree(fixture_images, tmp_path, same_as_walk):
     finally:
         victim.close()
     assert len(result["warnings"]) == 2
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(CORPUS is None, reason="btrfs-progs corpus not found (see tests/test_corpus.py)")
+@pytest.mark.parametrize("image", DAMAGED_CORPUS or ["<corpus missing>"])
+def test_damaged_corpus_image(same_as_walk, image):
+    try:
+        same_as_walk([str(CORPUS / image)])
+    except BtrfsScanError:
+        pass  # no subvolume to scan (the filesystem or its root tree cannot be read): the same either way
 
 
 # === check_batch against parse_block ======================================================

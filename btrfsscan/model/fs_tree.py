@@ -1,13 +1,15 @@
 """Reading every inode and file extent of fs trees into column tables.
 
-This is the hot path of a report. Leaves are parsed with numpy in batches of
-a few hundred (gather the payloads of all INODE_ITEM or EXTENT_DATA items of
-the batch at once, view them through dtypes derived from the construct
-definitions). Rows are kept once per leaf, by address, and a node is
-remembered as the list of leaves under it: snapshots share most blocks with
-their source, so a block is read, checked and parsed once however many
-subvolumes contain it, a shared subtree is one lookup, and the memory kept
-follows the unique metadata, not the number of snapshots.
+This is the hot path of a report. The trees of all subvolumes are read
+together (``tree.bulk.BulkReader``: level by level, in batches by disk
+address) and leaves are parsed with numpy a batch of a few hundred at a time
+(gather the payloads of all INODE_ITEM or EXTENT_DATA items of the batch at
+once, view them through dtypes derived from the construct definitions). Rows
+are kept once per leaf, by address, and a node is remembered as the list of
+leaves under it: snapshots share most blocks with their source, so a block is
+read, checked and parsed once however many subvolumes contain it, a shared
+subtree is one lookup, and the memory kept follows the unique metadata, not
+the number of snapshots.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from .chunks import ChunkMap, PhysicalRange
 from .image import RawImage
 from .metadump import MetadumpImage, is_metadump
 
+_INT64_MAX = 2**63 - 1
+
 
 @dataclass
 class Device:
@@ -102,8 +104,8 @@ class Volume:
         spans = []
         for start, end, copies in ([] if self.metadump else self.chunk_map.mirrored_spans()):
             present = [(devid, physical) for devid, physical in copies if self._present(devid)]
-            if present:
-                spans.append((start, end, *present[0]))
+            if present and max(start, present[0][1]) <= _INT64_MAX:  # a damaged chunk may reach past 2**63
+                spans.append((start, min(end, _INT64_MAX), *present[0]))
         if not spans:
             return np.full(len(logicals), -1, np.int64), np.zeros(len(logicals), np.int64)
         start, end, devid, physical = (np.array(column, np.int64) for column in zip(*spans))
