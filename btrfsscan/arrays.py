@@ -95,12 +95,10 @@ def group_ids(starts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nd
     position = np.arange(len(values), dtype=I64) - np.repeat(starts[:-1], sizes)
     h = _mix(_mix(values) ^ _mix(position + (1 << 40)))
     group_hash = np.add.reduceat(h, starts[:-1]) if len(h) else np.zeros(n, np.uint64)
-    _, first, ids = np.unique(np.stack((group_hash, sizes.astype(np.uint64))), axis=1,
-                              return_index=True, return_inverse=True)
+    _, first, ids = np.unique(_mix(group_hash ^ _mix(sizes)), return_index=True, return_inverse=True)
     ids = ids.reshape(-1).astype(I64)
     rep = first[ids]
-    same = values == values[np.repeat(starts[rep], sizes) + position]
-    if same.all():
+    if (sizes[rep] == sizes).all() and (values == values[np.repeat(starts[rep], sizes) + position]).all():
         return ids, first.astype(I64)
     table: dict[bytes, int] = {}
     out = np.empty(n, I64)

@@ -73,6 +73,10 @@ class InodeVersions:
         return self.set_members[self.set_start[set_id]:self.set_start[set_id + 1]]
 
 
+#: Below this many bits, (leaf, ino) packs into one sort key.
+_INO_BITS = 40
+
+
 @dataclass
 class _Pieces:
     """The rows of one inode in one leaf: pieces sorted by (leaf, ino)."""
@@ -86,22 +90,27 @@ class _Pieces:
 
 
 def _pieces(leaves: LeafTables) -> _Pieces:
+    """Group the inode rows and extent rows by (leaf, ino): both tables are in that order already."""
     n_leaves = leaves.n_leaves
     n_inode_rows = len(leaves.inodes)
     leaf = np.concatenate((np.repeat(np.arange(n_leaves), np.diff(leaves.inode_start)),
                            np.repeat(np.arange(n_leaves), np.diff(leaves.extent_start))))
     ino = np.concatenate((leaves.inodes["ino"], leaves.extents["ino"]))
-    order = np.lexsort((ino, leaf))
+    if len(ino) and int(ino.max()) < (1 << _INO_BITS) and n_leaves < (1 << (64 - _INO_BITS)):
+        # one key per row; a stable sort of two sorted runs is a linear merge
+        order = np.argsort((leaf.astype(np.uint64) << np.uint64(_INO_BITS)) | ino, kind="stable")
+    else:  # objectids beyond 2**40 (special inodes): the general two-key sort
+        order = np.lexsort((ino, leaf))
     leaf, ino = leaf[order], ino[order]
     new = np.ones(len(leaf), bool)
     new[1:] = (leaf[1:] != leaf[:-1]) | (ino[1:] != ino[:-1])
     piece_of = np.empty(len(leaf), I64)
     piece_of[order] = np.cumsum(new) - 1
-    inode_piece, extent_piece = piece_of[:n_inode_rows], piece_of[n_inode_rows:]
-    ids = np.arange(int(new.sum()))
-    inode0 = np.searchsorted(inode_piece, ids)
-    return _Pieces(leaf[new], ino[new], inode0, np.searchsorted(inode_piece, ids, "right") - inode0,
-                   np.searchsorted(extent_piece, ids), np.searchsorted(extent_piece, ids, "right"))
+    n_pieces = int(new.sum())
+    n_inodes = np.bincount(piece_of[:n_inode_rows], minlength=n_pieces)
+    n_extents = np.bincount(piece_of[n_inode_rows:], minlength=n_pieces)
+    extent0 = prefix(n_extents)[:-1]
+    return _Pieces(leaf[new], ino[new], prefix(n_inodes)[:-1], n_inodes, extent0, extent0 + n_extents)
 
 
 def _ordered_occurrences(leaves: LeafTables, first_ino: np.ndarray, last_ino: np.ndarray, has_rows: np.ndarray,
@@ -156,8 +165,8 @@ def inode_versions(leaves: LeafTables, warnings: Warnings | None = None) -> Inod
 def _versions(leaves: LeafTables, p: _Pieces, warnings: Warnings | None):
     """Versions as lists of pieces (CSR ``vp_start``, ``vp_piece``), their holder multisets and those multisets."""
     leaf_ids = np.arange(leaves.n_leaves)
-    fp = np.searchsorted(p.leaf, leaf_ids)  # first and last piece of each leaf
-    lp = np.searchsorted(p.leaf, leaf_ids, "right") - 1
+    per_leaf = prefix(np.bincount(p.leaf, minlength=leaves.n_leaves))
+    fp, lp = per_leaf[:-1], per_leaf[1:] - 1  # first and last piece of each leaf
     has_rows = lp >= fp
     first_ino = p.ino[np.minimum(fp, max(len(p.ino) - 1, 0))] if len(p.ino) else np.zeros(len(fp), np.uint64)
     last_ino = p.ino[np.maximum(lp, 0)] if len(p.ino) else np.zeros(len(fp), np.uint64)

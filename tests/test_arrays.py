@@ -1,0 +1,71 @@
+"""Tests of btrfsscan.arrays: the grouped numpy operations the models rely on, against plain Python."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from btrfsscan import arrays
+
+groups_of_ints = st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=4), min_size=1, max_size=30)
+
+
+def _csr(groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.cumsum([0] + [len(g) for g in groups]).astype(np.int64)
+    return starts, np.array([v for g in groups for v in g], np.int64)
+
+
+def _check_group_ids(groups: list[list[int]]) -> None:
+    ids, first = arrays.group_ids(*_csr(groups))
+    seen: dict[tuple[int, ...], int] = {}
+    for n, g in enumerate(groups):
+        j = int(ids[n])
+        assert groups[int(first[j])] == g  # the first group of an id is equal to it
+        assert seen.setdefault(tuple(g), j) == j  # equal groups, one id
+    assert len(set(ids.tolist())) == len(seen) == len(first)
+
+
+@settings(max_examples=200, deadline=None)
+@given(groups_of_ints)
+def test_group_ids_names_equal_sequences_alike(groups):
+    _check_group_ids(groups)
+
+
+@settings(max_examples=50, deadline=None)
+@given(groups_of_ints)
+def test_group_ids_exact_when_every_hash_collides(groups):
+    saved = arrays._mix
+    arrays._mix = lambda x: np.zeros(len(x), np.uint64)  # every group hashes alike: the exact fallback decides
+    try:
+        _check_group_ids(groups)
+    finally:
+        arrays._mix = saved
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 5)), max_size=20))
+def test_ranges_concatenates_aranges(pairs):
+    starts = np.array([a for a, _ in pairs], np.int64)
+    ends = np.array([a + n for a, n in pairs], np.int64)
+    want = [x for a, n in pairs for x in range(a, a + n)]
+    assert arrays.ranges(starts, ends).tolist() == want
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 100)), max_size=30))
+def test_segmented_cummax_restarts_per_group(rows):
+    rows = sorted(rows, key=lambda r: r[0])  # groups non-decreasing, values in any order
+    groups = np.array([g for g, _ in rows], np.int64)
+    values = np.array([v for _, v in rows], np.int64)
+    want, best, last = [], None, None
+    for g, v in rows:
+        best = v if g != last else max(best, v)
+        last = g
+        want.append(best)
+    assert arrays.segmented_cummax(values, groups).tolist() == want
+
+
+def test_take_rows_copies_whole_records():
+    table = np.zeros(4, [("a", "<u8"), ("b", "u1")])
+    table["a"], table["b"] = [10, 11, 12, 13], [1, 2, 3, 4]
+    got = arrays.take_rows(table, np.array([3, 0, 3]))
+    assert got.dtype == table.dtype and got.tolist() == [(13, 4), (10, 1), (13, 4)]
