@@ -69,3 +69,8 @@ def test_take_rows_copies_whole_records():
     table["a"], table["b"] = [10, 11, 12, 13], [1, 2, 3, 4]
     got = arrays.take_rows(table, np.array([3, 0, 3]))
     assert got.dtype == table.dtype and got.tolist() == [(13, 4), (10, 1), (13, 4)]
+
+
+@given(st.lists(st.integers(-5, 5), max_size=30))
+def test_distinct_is_sorted_unique(values):
+    assert arrays.distinct(np.array(values, np.int64)).tolist() == sorted(set(values))

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import group_ids, group_sum, prefix, ranges, run_bounds, segmented_cummax
+from ..arrays import distinct, group_ids, group_sum, prefix, ranges, run_bounds, segmented_cummax
 from ..format.constants import Compression, FileExtentType
 from ..model.tables import FileTables, LeafTables
 from ..model.versions import InodeVersions, versions_of
@@ -156,6 +156,14 @@ class Layout:
         return int((per_version.astype(_I64) * self.weight).sum())
 
 
+def _in_order(major: np.ndarray, minor: np.ndarray) -> bool:
+    """Whether (major, minor) pairs are sorted (then a stable sort would change nothing)."""
+    if len(major) < 2:
+        return True
+    up = major[1:] > major[:-1]
+    return bool((up | ((major[1:] == major[:-1]) & (minor[1:] >= minor[:-1]))).all())
+
+
 def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> Layout:
     """Page counts of each inode version and its extent items clipped to ``[0, E)``."""
     P, S = int(page_size), int(sectorsize)
@@ -181,8 +189,9 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> La
     keep = np.flatnonzero(known_type)
     row_inode = versions.extent_version[keep]
     fo = _clamp(ext["file_offset"][keep], ADDR_LIMIT)
-    order = np.lexsort((fo, row_inode))
-    keep, row_inode, fo = keep[order], row_inode[order], fo[order]
+    if not _in_order(row_inode, fo):  # items come in key order from trees; hand-made tables may not
+        order = np.lexsort((fo, row_inode))
+        keep, row_inode, fo = keep[order], row_inode[order], fo[order]
     n_rows = len(keep)
 
     nb = _clamp(ext["num_bytes"][keep], ADDR_LIMIT)
@@ -365,7 +374,7 @@ def key_coverage(runs: KeyRuns, weight: np.ndarray, extra_bounds: np.ndarray | N
     parts = [runs.key0, runs.key1]
     if extra_bounds is not None:
         parts.append(_i64(extra_bounds))
-    bounds = np.unique(np.concatenate(parts)) if len(runs) or extra_bounds is not None else np.zeros(0, _I64)
+    bounds = distinct(np.concatenate(parts)) if len(runs) or extra_bounds is not None else np.zeros(0, _I64)
     m = len(bounds)
     lo = np.searchsorted(bounds, runs.key0).astype(_I64)
     hi = np.searchsorted(bounds, runs.key1).astype(_I64)
@@ -525,7 +534,7 @@ def _unions(holders: Holders, set_ids: np.ndarray, starts: np.ndarray, ends: np.
     sizes = holders.sizes[ids]
     members = holders.members[ranges(holders.start[ids], holders.start[ids] + sizes)]
     width = int(holders.members.max()) + 1 if len(holders.members) else 1
-    pair = np.unique(np.repeat(group, sizes) * width + members)
+    pair = distinct(np.repeat(group, sizes) * width + members)
     return Holders(prefix(np.bincount(pair // width, minlength=len(starts))), pair % width)
 
 
@@ -570,7 +579,7 @@ def key_holders(layout: Layout, shared: Sharing) -> tuple[Holders, np.ndarray]:
         segs = ranges(cov.lo[touching], cov.hi[touching])
         sets = np.repeat(run_set[touching], cov.hi[touching] - cov.lo[touching])
         sel = multi[segs]
-        pair = np.unique(segs[sel] * len(holders) + sets[sel])
+        pair = distinct(segs[sel] * len(holders) + sets[sel])
         p_seg, p_set = pair // len(holders), pair % len(holders)
         segs_u, counts = np.unique(p_seg, return_counts=True)
         combo, combo_first = group_ids(prefix(counts), p_set)
@@ -597,7 +606,7 @@ def _pair_keys(holders: Holders, keys: np.ndarray, nsv: int) -> tuple[np.ndarray
     acc_key, acc_sum = np.zeros(0, _I64), np.zeros(0, _I64)
     sel = np.flatnonzero((holders.sizes >= 2) & (keys > 0))
     sizes = holders.sizes[sel]
-    for k in np.unique(sizes).tolist():
+    for k in distinct(sizes).tolist():
         i, j = np.triu_indices(k, 1)
         of_size = sel[sizes == k]
         step = max(1, (1 << 20) // len(i))
@@ -731,7 +740,7 @@ def top_extents(layout: Layout, shared: Sharing, extents: tuple[np.ndarray, np.n
     out = []
     for x, db in zip(chosen, chosen_db):
         versions = row_inode[row_db == db]
-        pairs = _instances(layout, np.unique(versions))
+        pairs = _instances(layout, distinct(versions))
         out.append(
             TopExtent(
                 logical=int(db),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import ranges
+from ..arrays import distinct, ranges
 
 #: One row per inode of every subvolume walked. ``subvol`` + ``ino`` identify
 #: an inode (hardlinks are one row); ``mode`` holds the file type bits.
@@ -71,7 +71,7 @@ class FileTables:
         """The same rows as LeafTables with one leaf per subvolume: nothing is shared."""
         inodes = self.inodes[np.lexsort((self.inodes["ino"], self.inodes["subvol"]))]
         extents = self.extents[np.lexsort((self.extents["ino"], self.extents["subvol"]))]
-        ids = np.unique(np.concatenate((inodes["subvol"], extents["subvol"])))
+        ids = distinct(np.concatenate((inodes["subvol"], extents["subvol"])))
         n = len(ids)
 
         def starts(table: np.ndarray) -> np.ndarray:
