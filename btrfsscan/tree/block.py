@@ -14,6 +14,8 @@ item parsing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..format import checksum, fastparse
@@ -215,13 +217,13 @@ def expected(row: np.void) -> tuple[int | None, Key | None]:
     return generation, key
 
 
+@dataclass(frozen=True)
 class CheckedBatch:
     """What ``check_batch`` found: which blocks pass, and the item or pointer table of those that do."""
 
-    def __init__(self, passed: np.ndarray, counts: np.ndarray, table: np.ndarray) -> None:
-        self.passed = passed  # per block
-        self.counts = counts  # table entries per block, 0 for a block that failed
-        self.table = table  # the entries of the passing blocks, block after block
+    passed: np.ndarray  # per block
+    counts: np.ndarray  # table entries per block, 0 for a block that failed
+    table: np.ndarray  # the entries of the passing blocks, block after block
 
 
 def check_batch(data: bytearray, expect: np.ndarray, level: int, readable: np.ndarray, *, csum_type: CsumType,
