@@ -118,12 +118,6 @@ def parse_leaves(batch: LeafBatch) -> tuple[list[LeafRows], list[tuple[int, str]
     return list(zip(inode_parts, batch.split(rows, extents))), problems
 
 
-def _concat_rows(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    """Concatenate structured arrays as raw records (numpy's per-field promotion is slow)."""
-    raw = np.dtype((np.void, dtype.itemsize))
-    return np.concatenate([a.view(raw) for a in arrays]).view(dtype) if arrays else np.zeros(0, dtype)
-
-
 def _move_rows(parts: list[np.ndarray], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """One table of ``parts`` and where each part starts; ``parts`` is emptied chunk by chunk as it is copied."""
     starts = prefix(np.array([len(p) for p in parts], np.int64))
