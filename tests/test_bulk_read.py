@@ -54,7 +54,7 @@ def scan(paths: list[str], *, bulk: bool, reverse: bool = False) -> dict:
             leaves = dict(zip([sub.id for sub in subvols], scanner.subvolume_leaves(subvols)))
         else:
             leaves = {sub.id: scanner._walk_leaves(sub) for sub in subvols}
-        rows = {bytenr: scanner._leaves[bytenr] for tree in leaves.values() for bytenr in tree}
+        rows = {bytenr: scanner.rows(scanner._leaves[bytenr]) for tree in leaves.values() for bytenr in tree}
         return {"leaves": leaves, "rows": rows, "reused": scanner.blocks_reused, "warnings": fs.warnings.messages()}
     finally:
         fs.close()

@@ -15,6 +15,7 @@ the number of snapshots.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +37,21 @@ _INODE_FIELDS = ("size", "nbytes", "nlink", "mode", "uid", "gid", "flags", "rdev
 _REG_FIELDS = {"disk_bytenr": "reg.disk_bytenr", "disk_num_bytes": "reg.disk_num_bytes",
                "offset": "reg.offset", "num_bytes": "reg.num_bytes"}
 
-LeafRows = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ParsedLeaves:
+    """The rows of a batch of leaves: one table each, leaf after leaf, and how many rows each leaf has."""
+
+    inodes: np.ndarray  # INODE_DTYPE
+    extents: np.ndarray  # EXTENT_DTYPE
+    inode_counts: np.ndarray
+    extent_counts: np.ndarray
+
+    def rows(self, leaf: int) -> tuple[np.ndarray, np.ndarray]:
+        """(inodes, extents) of leaf ``leaf`` of the batch."""
+        i0, e0 = int(self.inode_counts[:leaf].sum()), int(self.extent_counts[:leaf].sum())
+        return (self.inodes[i0:i0 + int(self.inode_counts[leaf])], self.extents[e0:e0 + int(self.extent_counts[leaf])])
 
 
 def _span(dtype: np.dtype, names: tuple[str, ...]) -> tuple[np.dtype, int]:
@@ -56,11 +71,9 @@ _INLINE, _REG, _PREALLOC = int(FileExtentType.INLINE), int(FileExtentType.REG), 
 _NO_COMPRESSION = int(Compression.NONE)
 #: Leaves parsed together in one vectorized batch by the depth-first walk (``memoize=False``).
 BATCH_LEAVES = 256
-#: Leaves whose rows are copied into the final tables at a time.
-_MOVE_CHUNK = 1024
 
 
-def parse_leaves(batch: LeafBatch) -> tuple[list[LeafRows], list[tuple[int, str]]]:
+def parse_leaves(batch: LeafBatch) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
     """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0), and the items skipped.
 
     The skipped items come as (leaf index, what), in item order; the caller
@@ -82,7 +95,7 @@ def parse_leaves(batch: LeafBatch) -> tuple[list[LeafRows], list[tuple[int, str]
     inodes["ino"] = items["key.objectid"][rows]
     for name in _INODE_FIELDS:
         inodes[name] = fields[name]
-    inode_parts = batch.split(rows, inodes)
+    inode_counts = np.bincount(batch.leaf[rows], minlength=len(batch))
 
     rows = np.flatnonzero(types == _EXTENT_DATA)
     fields = batch.gather(rows, _FE.dtype)
@@ -115,26 +128,25 @@ def parse_leaves(batch: LeafBatch) -> tuple[list[LeafRows], list[tuple[int, str]
     extents["num_bytes"] = np.where(inline, fields["head.ram_bytes"], fields["reg.num_bytes"])
     extents["disk_num_bytes"] = np.where(inline, sizes - _FE_HEAD_SIZE, fields["reg.disk_num_bytes"])
     problems = [(int(batch.leaf[row]), what) for row, what in sorted(skipped)]
-    return list(zip(inode_parts, batch.split(rows, extents))), problems
+    return ParsedLeaves(inodes, extents, inode_counts, np.bincount(batch.leaf[rows], minlength=len(batch))), problems
 
 
-def _move_rows(parts: list[np.ndarray], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """One table of ``parts`` and where each part starts; ``parts`` is emptied chunk by chunk as it is copied."""
-    starts = prefix(np.array([len(p) for p in parts], np.int64))
+def _move_rows(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """One table of ``parts``, emptying ``parts`` as it is copied (every row is never held twice)."""
     raw = np.dtype((np.void, dtype.itemsize))
-    out = np.empty(int(starts[-1]), raw)
-    for lo in range(0, len(parts), _MOVE_CHUNK):
-        hi = min(lo + _MOVE_CHUNK, len(parts))
-        if starts[hi] > starts[lo]:
-            np.concatenate([p.view(raw) for p in parts[lo:hi]], out=out[starts[lo]:starts[hi]])
-        parts[lo:hi] = [None] * (hi - lo)
-    return out.view(dtype), starts
+    out = np.empty(sum(len(p) for p in parts), raw)
+    at = 0
+    for n, part in enumerate(parts):
+        out[at:at + len(part)] = part.view(raw)
+        at += len(part)
+        parts[n] = None
+    return out.view(dtype)
 
 
 class _Known:
     """Blocks a walk need not read: parsed leaves and nodes whose leaves are listed."""
 
-    def __init__(self, leaves: dict[int, LeafRows], nodes: dict[int, tuple[int, ...]]) -> None:
+    def __init__(self, leaves: dict[int, int], nodes: dict[int, tuple[int, ...]]) -> None:
         self.leaves = leaves
         self.nodes = nodes
 
@@ -143,22 +155,25 @@ class _Known:
 
 
 class FileScanner:
-    """Scans fs trees into FileTables, parsing each shared leaf once.
+    """Scans fs trees into LeafTables (or FileTables), parsing each shared leaf once.
 
-    Rows are kept once per leaf; a node is remembered as the list of leaves
-    under it, so a subtree a snapshot shares with its source is one lookup
-    and costs no memory beyond that list. ``memoize=False`` re-parses every
-    block of every tree: slower, and only there to check that memoization
-    does not change any figure.
+    Rows are kept once per leaf, in the tables of the batch that parsed it;
+    a leaf is known by its *handle*, its number in parse order. A node is
+    remembered as the list of leaves under it, so a subtree a snapshot shares
+    with its source is one lookup and costs no memory beyond that list.
+    ``memoize=False`` re-parses every block of every tree: slower, and only
+    there to check that memoization does not change any figure.
     """
 
     def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True) -> None:
         self.reader = reader
         self.warnings = warnings
         self.memoize = memoize
-        self._leaves: dict[int, LeafRows] = {}
+        self._leaves: dict[int, int] = {}  # bytenr -> handle
         self._nodes: dict[int, tuple[int, ...]] = {}
-        self._copies: dict[int, tuple[int, LeafRows]] = {}  # memoize=False: per-tree copies under negative keys
+        self._parsed: list[ParsedLeaves] = []  # in parse order: handles count leaves across them
+        self._handles = 0
+        self._bytenr_of: dict[int, int] = {}  # handle -> bytenr, once a walk has reached the leaf
         self.leaves_parsed = 0
         self.blocks_reused = 0
 
@@ -174,9 +189,9 @@ class FileScanner:
         pending: list[TreeBlock] = []
 
         def flush() -> None:
-            rows, problems = parse_leaves(LeafBatch.of_blocks(pending))
-            for block, parsed in zip(pending, rows):
-                self._leaves[block.bytenr] = parsed
+            handles, problems = self._parse(LeafBatch.of_blocks(pending))
+            for block, handle in zip(pending, handles):
+                self._leaves[block.bytenr] = handle
             for index, what in problems:
                 warn_item(self.warnings, sub.id, pending[index].bytenr, what)
             self.leaves_parsed += len(pending)
@@ -214,7 +229,7 @@ class FileScanner:
 
     def _bulk_leaves(self, subvols: list[Subvolume]) -> list[list[int]]:
         """The leaves of every subvolume's tree, all read ahead together (``BulkReader``)."""
-        bulk = BulkReader(self.reader, parse_leaves, self._leaves, self._nodes, self.warnings)
+        bulk = BulkReader(self.reader, self._parse, self._leaves, self._nodes, self.warnings)
         out = bulk.walk([sub.root for sub in subvols], lambda index, exc: self._skipped(subvols[index], exc))
         self.leaves_parsed += bulk.leaves_parsed
         self.blocks_reused += bulk.blocks_reused
@@ -230,52 +245,78 @@ class FileScanner:
     def _skipped(self, sub: Subvolume, exc: CorruptionError) -> None:
         self.warnings.add(f"subvolume {sub.id} ({sub.path or 'top level'}) skipped: {exc}", f"tree {sub.id}", tree=sub.id)
 
+    def _parse(self, batch: LeafBatch) -> tuple[list[int], list[tuple[int, str]]]:
+        """Parse a batch of leaves, keep its rows, and hand out the leaves' handles."""
+        parsed, problems = parse_leaves(batch)
+        self._parsed.append(parsed)
+        first = self._handles
+        self._handles += len(batch)
+        return list(range(first, self._handles)), problems
+
+    def rows(self, handle: int) -> tuple[np.ndarray, np.ndarray]:
+        """(inodes, extents) of the leaf ``handle`` (``_leaves[bytenr]``)."""
+        for parsed in self._parsed:
+            if handle < len(parsed.inode_counts):
+                return parsed.rows(handle)
+            handle -= len(parsed.inode_counts)
+        raise KeyError(handle)
+
     def subvolume_leaves(self, subvols: list[Subvolume],
                          progress: Callable[[Subvolume], None] | None = None) -> list[list[int]]:
-        """Per subvolume, the bytenrs of its leaves in key order (their rows are in ``_leaves``)."""
+        """Per subvolume, the bytenrs of its leaves in key order (handles of their rows in ``_leaves``)."""
+        return [[self._bytenr_of[h] for h in handles] for handles in self._subvolume_handles(subvols, progress)]
+
+    def _subvolume_handles(self, subvols: list[Subvolume],
+                           progress: Callable[[Subvolume], None] | None) -> list[np.ndarray]:
+        """Per subvolume, the handles of its leaves in key order."""
         out = []
-        walks = self._bulk_leaves(subvols) if self.memoize else self._fresh_walks(subvols)
-        for sub, leaves in zip(subvols, walks):
-            if not self.memoize:  # each leaf of each tree its own entry, as if no block were shared
-                base = -len(self._copies) - 1
-                for n, bytenr in enumerate(leaves):
-                    self._copies[base - n] = (bytenr, self._leaves[bytenr])
-                leaves = [base - n for n in range(len(leaves))]
-            out.append(leaves)
+        if self.memoize:
+            walks = self._bulk_leaves(subvols)
+            self._bytenr_of.update((h, b) for b, h in self._leaves.items())
+            keys = np.fromiter(self._leaves.keys(), np.uint64, len(self._leaves))
+            handles = np.fromiter(self._leaves.values(), np.int64, len(self._leaves))
+            order = np.argsort(keys)
+            keys, handles = keys[order], handles[order]
+            for sub, leaves in zip(subvols, walks):
+                out.append(handles[np.searchsorted(keys, np.array(leaves, np.uint64))])
+                if progress:
+                    progress(sub)
+            return out
+        for sub, leaves in zip(subvols, self._fresh_walks(subvols)):  # each tree its own parse of every leaf
+            self._bytenr_of.update((h, b) for b, h in self._leaves.items())
+            out.append(np.array([self._leaves[b] for b in leaves], np.int64))
             if progress:
                 progress(sub)
         return out
 
     def scan_leaves(self, subvols: Iterable[Subvolume],
                     progress: Callable[[Subvolume], None] | None = None) -> LeafTables:
-        """The rows of every distinct leaf of the subvolumes given, and each subvolume's leaves.
+        """The rows of every leaf parsed, and each subvolume's leaves.
 
-        The scanner's per-leaf rows move into the tables (they are not kept
-        twice), so a scanner scans once.
+        The scanner's rows move into the tables (they are not kept twice), so
+        a scanner scans once.
         """
         subvols = list(subvols)
-        index: dict[int, int] = {}
-        subvol_leaves: list[int] = []
-        counts: list[int] = []
-        for leaves in self.subvolume_leaves(subvols, progress):
-            subvol_leaves.extend(index.setdefault(key, len(index)) for key in leaves)
-            counts.append(len(leaves))
-        bytenrs = [self._copies[key][0] if key < 0 else key for key in index]
-        rows = [self._copies.pop(key)[1] if key < 0 else self._leaves.pop(key) for key in index]
+        handles = self._subvolume_handles(subvols, progress)
+        parsed, self._parsed = self._parsed, []
+        self._leaves.clear()
         self._nodes.clear()
-        inode_parts, extent_parts = [r[0] for r in rows], [r[1] for r in rows]
-        del rows
-        inodes, inode_start = _move_rows(inode_parts, INODE_DTYPE)
-        extents, extent_start = _move_rows(extent_parts, EXTENT_DTYPE)
+        inode_start = prefix(np.concatenate([np.zeros(0, np.int64)] + [p.inode_counts for p in parsed]))
+        extent_start = prefix(np.concatenate([np.zeros(0, np.int64)] + [p.extent_counts for p in parsed]))
+        inode_parts, extent_parts = [p.inodes for p in parsed], [p.extents for p in parsed]
+        del parsed
+        leaf_bytenr = np.zeros(self._handles, np.uint64)
+        if self._bytenr_of:
+            leaf_bytenr[np.fromiter(self._bytenr_of.keys(), np.int64)] = np.fromiter(self._bytenr_of.values(), np.uint64)
         return LeafTables(
-            inodes=inodes,
-            extents=extents,
+            inodes=_move_rows(inode_parts, INODE_DTYPE),
+            extents=_move_rows(extent_parts, EXTENT_DTYPE),
             inode_start=inode_start,
             extent_start=extent_start,
-            leaf_bytenr=np.array(bytenrs, np.uint64),
+            leaf_bytenr=leaf_bytenr,
             subvol_ids=np.array([s.id for s in subvols], np.uint64),
-            subvol_start=prefix(np.array(counts, np.int64)),
-            subvol_leaves=np.array(subvol_leaves, np.int64),
+            subvol_start=prefix(np.array([len(h) for h in handles], np.int64)),
+            subvol_leaves=np.concatenate([np.zeros(0, np.int64)] + handles),
         )
 
     def scan(self, subvols: Iterable[Subvolume], progress: Callable[[Subvolume], None] | None = None) -> FileTables:
