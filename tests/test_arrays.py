@@ -64,11 +64,12 @@ def test_segmented_cummax_restarts_per_group(rows):
     assert arrays.segmented_cummax(values, groups).tolist() == want
 
 
-def test_take_rows_copies_whole_records():
-    table = np.zeros(4, [("a", "<u8"), ("b", "u1")])
-    table["a"], table["b"] = [10, 11, 12, 13], [1, 2, 3, 4]
-    got = arrays.take_rows(table, np.array([3, 0, 3]))
-    assert got.dtype == table.dtype and got.tolist() == [(13, 4), (10, 1), (13, 4)]
+def test_take_fields_gathers_the_named_columns():
+    table = np.zeros(4, [("a", "<u8"), ("b", "u1"), ("c", "<u4")])
+    table["a"], table["b"], table["c"] = [10, 11, 12, 13], [1, 2, 3, 4], [7, 7, 7, 7]
+    got = arrays.take_fields(table, np.array([3, 0, 3]), ("b", "a"))
+    assert got.dtype.names == ("b", "a") and got.dtype.itemsize == 9
+    assert got.tolist() == [(4, 13), (1, 10), (4, 13)]
 
 
 @given(st.lists(st.integers(-5, 5), max_size=30))

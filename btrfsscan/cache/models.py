@@ -261,8 +261,8 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> La
     )
 
 
-def touched_pages(layout: Layout, mask: np.ndarray) -> np.ndarray:
-    """Per inode: number of its pages whose content touches a segment selected by ``mask``.
+def touched_pages(layout: Layout, mask: np.ndarray) -> int:
+    """Pages whose content touches a segment selected by ``mask``, over every (subvolume, inode).
 
     Segments are sorted and disjoint within an inode, so their page ranges
     (in global page numbers ``base + page``) are sorted with non-decreasing
@@ -277,7 +277,7 @@ def touched_pages(layout: Layout, mask: np.ndarray) -> np.ndarray:
         prev[0] = lo[0]
         prev[1:] = hi[:-1]
     counted = np.maximum(hi - np.maximum(lo, prev), 0)
-    return group_sum(inode, counted, layout.n_inodes)
+    return int((counted * layout.weight[inode]).sum())
 
 
 # --- runs of eligible file pages -------------------------------------------------------
@@ -430,25 +430,21 @@ def sharing(layout: Layout, runs: KeyRuns, extra_bounds: np.ndarray | None = Non
     )
 
 
-# --- per-inode kinds ------------------------------------------------------------------
+# --- kinds of pages ------------------------------------------------------------------
 
 
-def inode_kinds(layout: Layout, shared: Sharing) -> np.ndarray:
-    """Per inode, its pages per kind: an (n_inodes, len(KINDS)) int64 array in ``KINDS`` order."""
+def pages_by_kind(layout: Layout, shared: Sharing) -> dict[str, int]:
+    """Pages of every (subvolume, inode) per kind, ``KINDS`` order: each page is of exactly one kind."""
     k = layout.seg_kind
-    u1 = touched_pages(layout, k == SEG_INLINE)
-    u2 = touched_pages(layout, k <= SEG_COMPRESSED)
-    u3 = touched_pages(layout, k <= SEG_DATA)
-    u4 = touched_pages(layout, k <= SEG_PREALLOC)
-    out = np.zeros((layout.n_inodes, len(KINDS)), _I64)
-    out[:, 0] = shared.inode_shared
-    out[:, 1] = shared.inode_eligible - shared.inode_shared
-    out[:, 2] = u2 - u1
-    out[:, 3] = u1
-    out[:, 4] = u4 - u3
-    out[:, 5] = layout.npages - u4
-    out[:, 6] = u3 - u2 - shared.inode_eligible
-    return out
+    inline = touched_pages(layout, k == SEG_INLINE)
+    upto_compressed = touched_pages(layout, k <= SEG_COMPRESSED)
+    upto_data = touched_pages(layout, k <= SEG_DATA)
+    upto_prealloc = touched_pages(layout, k <= SEG_PREALLOC)
+    shared_pages = layout.total(shared.inode_shared)
+    eligible = layout.total(shared.inode_eligible)
+    pages = (shared_pages, eligible - shared_pages, upto_compressed - inline, inline, upto_prealloc - upto_data,
+             layout.total(layout.npages) - upto_prealloc, upto_data - upto_compressed - eligible)
+    return dict(zip(KINDS, pages))
 
 
 # --- rfc_as_posted --------------------------------------------------------------------
@@ -822,7 +818,6 @@ class CacheAnalysis:
     models: dict[str, ModelResult]
     shared: Sharing
     shared_compressed: Sharing
-    kinds: np.ndarray  # per inode, KINDS order
     by_kind: dict[str, int]
     subvolumes: SubvolumeStats
     top_extents: list[TopExtent]
@@ -863,8 +858,7 @@ def analyze(
         "shared_extent_compressed": ModelResult("shared_extent_compressed", sec_pages),
         "rfc_as_posted": ModelResult("rfc_as_posted", se_pages if ok else None, ok, reason),
     }
-    kinds = inode_kinds(layout, shared)
-    by_kind = {name: int(v) for name, v in zip(KINDS, (kinds * layout.weight[:, None]).sum(axis=0))}
+    by_kind = pages_by_kind(layout, shared)
     return CacheAnalysis(
         layout=layout,
         inodes=layout.total(np.ones(layout.n_inodes, _I64)),
@@ -873,7 +867,6 @@ def analyze(
         models=models,
         shared=shared,
         shared_compressed=compressed,
-        kinds=kinds,
         by_kind=by_kind,
         subvolumes=subvolume_stats(layout, shared),
         top_extents=top_extents(layout, shared, extents, top),

@@ -23,9 +23,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import I64, group_ids, prefix, ranges, segmented_cummax, take_rows
+from ..arrays import I64, group_ids, prefix, ranges, segmented_cummax, take_fields
 from ..errors import Warnings
 from .tables import S_IFMT, S_IFREG, FileTables, LeafTables
+
+
+#: The inode and file extent item fields the page-cache models read, all a version keeps.
+INODE_FIELDS = ("subvol", "ino", "size", "nlink")
+EXTENT_FIELDS = ("file_offset", "num_bytes", "disk_bytenr", "disk_num_bytes", "offset", "type", "compression")
 
 
 @dataclass
@@ -39,8 +44,8 @@ class InodeVersions:
     into ``subvol_ids``.
     """
 
-    inodes: np.ndarray  # INODE_DTYPE
-    extents: np.ndarray  # EXTENT_DTYPE
+    inodes: np.ndarray  # INODE_FIELDS of INODE_DTYPE
+    extents: np.ndarray  # EXTENT_FIELDS of EXTENT_DTYPE
     extent_version: np.ndarray  # int64
     subvol_ids: np.ndarray  # uint64
     version_set: np.ndarray  # int64
@@ -145,14 +150,14 @@ def inode_versions(leaves: LeafTables, warnings: Warnings | None = None) -> Inod
     kept, inode_rows, extent_rows, extent_version, notes = _version_rows(
         leaves, p, vp_start, vp_piece, np.diff(set_start)[version_set])
     del p, vp_start, vp_piece  # only the rows' indices are needed from here on
-    inodes = take_rows(leaves.inodes, inode_rows)
+    inodes = take_fields(leaves.inodes, inode_rows, INODE_FIELDS)
     version_set = version_set[kept]
     holder_ids = leaves.subvol_ids[set_members]
     smallest = np.minimum.reduceat(holder_ids, set_start[:-1]) if len(holder_ids) else holder_ids
     inodes["subvol"] = smallest[version_set]
     return InodeVersions(
         inodes=inodes,
-        extents=take_rows(leaves.extents, extent_rows),
+        extents=take_fields(leaves.extents, extent_rows, EXTENT_FIELDS),
         extent_version=extent_version,
         subvol_ids=leaves.subvol_ids,
         version_set=version_set,
