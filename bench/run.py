@@ -745,6 +745,12 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+#: Timed commands run as an installed package does, from byte-compiled modules: a
+#: PYTHONDONTWRITEBYTECODE inherited from a development shell would have every run
+#: compile the modules edited since their last .pyc (the untimed first run writes them).
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def spawn(argv: list[str], timeout: float | None = None) -> Run:
     """Run ``argv`` (stdin and stdout /dev/null); return wall time, CPU time,
     peak RSS, exit code and the tail of stderr.
@@ -771,7 +777,7 @@ def spawn(argv: list[str], timeout: float | None = None) -> Run:
                        (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
             t0 = time.perf_counter()
             # own process group: an interrupted benchmark takes it down whole
-            pid = os.posix_spawn(launcher[0], launcher, os.environ, file_actions=actions,
+            pid = os.posix_spawn(launcher[0], launcher, CHILD_ENV, file_actions=actions,
                                  setpgroup=0)
             timer = None
             if timeout:

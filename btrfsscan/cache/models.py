@@ -233,7 +233,7 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> La
         _, inv = np.unique(db_raw[is_comp], return_inverse=True)
         group[is_comp] = inv.reshape(-1)
 
-    m = nonempty
+    m = slice(None) if nonempty.all() else nonempty  # most items lie within their file
     return Layout(
         page_size=P,
         sectorsize=S,
@@ -259,25 +259,6 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> La
         seg_valid=valid[m],
         notes=notes,
     )
-
-
-def touched_pages(layout: Layout, mask: np.ndarray) -> int:
-    """Pages whose content touches a segment selected by ``mask``, over every (subvolume, inode).
-
-    Segments are sorted and disjoint within an inode, so their page ranges
-    (in global page numbers ``base + page``) are sorted with non-decreasing
-    ends: the union is one pass comparing each range with the previous end.
-    """
-    P = layout.page_size
-    inode = layout.seg_inode[mask]
-    lo = layout.base[inode] + layout.seg_start[mask] // P
-    hi = layout.base[inode] + (layout.seg_end[mask] + P - 1) // P
-    prev = np.empty_like(hi)
-    if len(hi):
-        prev[0] = lo[0]
-        prev[1:] = hi[:-1]
-    counted = np.maximum(hi - np.maximum(lo, prev), 0)
-    return int((counted * layout.weight[inode]).sum())
 
 
 # --- runs of eligible file pages -------------------------------------------------------
@@ -434,12 +415,31 @@ def sharing(layout: Layout, runs: KeyRuns, extra_bounds: np.ndarray | None = Non
 
 
 def pages_by_kind(layout: Layout, shared: Sharing) -> dict[str, int]:
-    """Pages of every (subvolume, inode) per kind, ``KINDS`` order: each page is of exactly one kind."""
+    """Pages of every (subvolume, inode) per kind, ``KINDS`` order: each page is of exactly one kind.
+
+    A page is inline if its content touches an inline segment, else
+    compressed if it touches a compressed one, and so on: the pages touching
+    segments of the first 1, 2, 3, 4 categories, differenced, give each kind.
+    """
+    P = layout.page_size
+    first_page = layout.base[layout.seg_inode]  # segments' page ranges in global page numbers
+    lo = first_page + layout.seg_start // P
+    hi = first_page + (layout.seg_end + P - 1) // P
+    weight = layout.weight[layout.seg_inode]
+
+    def touched(mask: np.ndarray) -> int:
+        """Pages touching a segment of ``mask``: segments are sorted and disjoint within an inode, so
+        their page ranges have non-decreasing ends and the union is one pass against the previous end."""
+        m_lo, m_hi = lo[mask], hi[mask]
+        prev = np.empty_like(m_hi)
+        if len(m_hi):
+            prev[0] = m_lo[0]
+            prev[1:] = m_hi[:-1]
+        return int((np.maximum(m_hi - np.maximum(m_lo, prev), 0) * weight[mask]).sum())
+
     k = layout.seg_kind
-    inline = touched_pages(layout, k == SEG_INLINE)
-    upto_compressed = touched_pages(layout, k <= SEG_COMPRESSED)
-    upto_data = touched_pages(layout, k <= SEG_DATA)
-    upto_prealloc = touched_pages(layout, k <= SEG_PREALLOC)
+    inline, upto_compressed, upto_data, upto_prealloc = (
+        touched(k <= last) for last in (SEG_INLINE, SEG_COMPRESSED, SEG_DATA, SEG_PREALLOC))
     shared_pages = layout.total(shared.inode_shared)
     eligible = layout.total(shared.inode_eligible)
     pages = (shared_pages, eligible - shared_pages, upto_compressed - inline, inline, upto_prealloc - upto_data,
