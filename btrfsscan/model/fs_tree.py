@@ -133,12 +133,12 @@ def parse_leaves(batch: LeafBatch) -> tuple[ParsedLeaves, list[tuple[int, str]]]
 
 def _move_rows(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     """One table of ``parts``, emptying ``parts`` as it is copied (every row is never held twice)."""
-    raw = np.dtype((np.void, dtype.itemsize))
-    out = np.empty(sum(len(p) for p in parts), raw)
+    out = np.empty(sum(len(p) for p in parts) * dtype.itemsize, np.uint8)  # copied as bytes: plain memcpy
     at = 0
     for n, part in enumerate(parts):
-        out[at:at + len(part)] = part.view(raw)
-        at += len(part)
+        raw = np.ascontiguousarray(part).view(np.uint8)
+        out[at:at + len(raw)] = raw
+        at += len(raw)
         parts[n] = None
     return out.view(dtype)
 
