@@ -88,6 +88,19 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def take_groups(starts: np.ndarray, values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups ``ids`` of the sequences ``values[starts[i]:starts[i+1]]``, as starts and values of their own."""
+    ids = np.asarray(ids, I64)
+    sizes = starts[ids + 1] - starts[ids]
+    return prefix(sizes), values[ranges(starts[ids], starts[ids] + sizes)]
+
+
+def distinct_groups(starts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``group_ids``, with the distinct sequences themselves (starts and values, in id order)."""
+    ids, first = group_ids(starts, values)
+    return (ids, *take_groups(np.asarray(starts, I64), values, first))
+
+
 def group_ids(starts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense ids of equal sequences ``values[starts[i]:starts[i+1]]`` (non-empty groups).
 

@@ -43,6 +43,21 @@ def test_group_ids_exact_when_every_hash_collides(groups):
         arrays._mix = saved
 
 
+@settings(max_examples=100, deadline=None)
+@given(groups_of_ints)
+def test_distinct_groups_lists_each_sequence_once(groups):
+    ids, starts, values = arrays.distinct_groups(*_csr(groups))
+    table = [values[a:b].tolist() for a, b in zip(starts[:-1], starts[1:])]
+    assert sorted(map(tuple, table)) == sorted(set(map(tuple, groups)))
+    assert [table[i] for i in ids.tolist()] == groups
+
+
+def test_take_groups_picks_sequences_in_the_order_asked():
+    starts, values = _csr([[1, 2], [3], [4, 5, 6]])
+    got_starts, got_values = arrays.take_groups(starts, values, np.array([2, 0, 2]))
+    assert got_starts.tolist() == [0, 3, 5, 8] and got_values.tolist() == [4, 5, 6, 1, 2, 4, 5, 6]
+
+
 @given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 5)), max_size=20))
 def test_ranges_concatenates_aranges(pairs):
     starts = np.array([a for a, _ in pairs], np.int64)

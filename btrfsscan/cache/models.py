@@ -77,7 +77,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import distinct, group_ids, group_sum, prefix, ranges, run_bounds, segmented_cummax
+from ..arrays import (
+    distinct,
+    distinct_groups,
+    group_ids,
+    group_sum,
+    prefix,
+    ranges,
+    run_bounds,
+    segmented_cummax,
+    take_groups,
+)
 from ..format.constants import Compression, FileExtentType
 from ..model.tables import FileTables, LeafTables
 from ..model.versions import InodeVersions, versions_of
@@ -526,11 +536,9 @@ def _unions(holders: Holders, set_ids: np.ndarray, starts: np.ndarray, ends: np.
     """Per group ``set_ids[starts[g]:ends[g]]`` of holder sets, the union of their members."""
     picks = ranges(starts, ends)
     group = np.repeat(np.arange(len(starts)), ends - starts)
-    ids = set_ids[picks]
-    sizes = holders.sizes[ids]
-    members = holders.members[ranges(holders.start[ids], holders.start[ids] + sizes)]
+    member_start, members = take_groups(holders.start, holders.members, set_ids[picks])
     width = int(holders.members.max()) + 1 if len(holders.members) else 1
-    pair = distinct(np.repeat(group, sizes) * width + members)
+    pair = distinct(np.repeat(group, np.diff(member_start)) * width + members)
     return Holders(prefix(np.bincount(pair // width, minlength=len(starts))), pair % width)
 
 
@@ -541,11 +549,8 @@ def _distinct_holders(versions: InodeVersions) -> tuple[np.ndarray, Holders]:
     set_of = np.repeat(np.arange(n), np.diff(starts))
     first = np.ones(len(members), bool)
     first[1:] = (members[1:] != members[:-1]) | (set_of[1:] != set_of[:-1])
-    d_members, d_sizes = members[first], np.bincount(set_of[first], minlength=n)
-    ids, firsts = group_ids(prefix(d_sizes), d_members)
-    d_start = prefix(d_sizes)
-    sizes = d_sizes[firsts]
-    return ids, Holders(prefix(sizes), d_members[ranges(d_start[firsts], d_start[firsts] + sizes)])
+    ids, start, distinct_members = distinct_groups(prefix(np.bincount(set_of[first], minlength=n)), members[first])
+    return ids, Holders(start, distinct_members)
 
 
 def key_holders(layout: Layout, shared: Sharing) -> tuple[Holders, np.ndarray]:

@@ -38,7 +38,6 @@ _REG_FIELDS = {"disk_bytenr": "reg.disk_bytenr", "disk_num_bytes": "reg.disk_num
                "offset": "reg.offset", "num_bytes": "reg.num_bytes"}
 
 
-
 @dataclass(frozen=True)
 class ParsedLeaves:
     """The rows of a batch of leaves: one table each, leaf after leaf, and how many rows each leaf has."""
@@ -174,7 +173,6 @@ class FileScanner:
         self._parsed: list[ParsedLeaves] = []  # in parse order: handles count leaves across them
         self._handles = 0
         self._bytenr_of: dict[int, int] = {}  # handle -> bytenr, once a walk has reached the leaf
-        self.leaves_parsed = 0
         self.blocks_reused = 0
 
     def _walk_leaves(self, sub: Subvolume) -> list[int]:
@@ -194,7 +192,6 @@ class FileScanner:
                 self._leaves[block.bytenr] = handle
             for index, what in problems:
                 warn_item(self.warnings, sub.id, pending[index].bytenr, what)
-            self.leaves_parsed += len(pending)
             pending.clear()
 
         try:
@@ -231,7 +228,6 @@ class FileScanner:
         """The leaves of every subvolume's tree, all read ahead together (``BulkReader``)."""
         bulk = BulkReader(self.reader, self._parse, self._leaves, self._nodes, self.warnings)
         out = bulk.walk([sub.root for sub in subvols], lambda index, exc: self._skipped(subvols[index], exc))
-        self.leaves_parsed += bulk.leaves_parsed
         self.blocks_reused += bulk.blocks_reused
         return out
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import I64, group_ids, prefix, ranges, segmented_cummax, take_fields
+from ..arrays import I64, distinct_groups, group_ids, prefix, ranges, segmented_cummax, take_fields
 from ..errors import Warnings
 from .tables import S_IFMT, S_IFREG, FileTables, LeafTables
 
@@ -213,16 +213,12 @@ def _versions(leaves: LeafTables, p: _Pieces, warnings: Warnings | None):
     single_pieces = np.flatnonzero(piece_group >= 0)
     version_group = np.concatenate((piece_group[single_pieces], base + np.arange(len(chain_sizes))))
     all_sizes = np.concatenate(group_sizes + [chain_sizes])
-    all_values = np.concatenate(group_values + [chain_values])
-    sets, set_first = group_ids(prefix(all_sizes), all_values)
-    starts = prefix(all_sizes)
-    set_sizes = all_sizes[set_first]
-    set_members = all_values[ranges(starts[set_first], starts[set_first] + set_sizes)]
+    sets, set_start, set_members = distinct_groups(prefix(all_sizes), np.concatenate(group_values + [chain_values]))
     version_set = sets[version_group]
 
     vp_start = np.concatenate((np.arange(len(single_pieces)), len(single_pieces) + chain_start[:-1]))
     vp_piece = np.concatenate((single_pieces, chain_pieces))
-    return vp_start, vp_piece, version_set, prefix(set_sizes), set_members
+    return vp_start, vp_piece, version_set, set_start, set_members
 
 
 def _chains(st, occ_sv, occ_leaf, last_ino, fp, lp):
@@ -239,13 +235,11 @@ def _chains(st, occ_sv, occ_leaf, last_ino, fp, lp):
         cont[1:] = (bounds[1:] == bounds[:-1] + 1) & (x[1:] == x[:-1])
     heads = np.flatnonzero(~cont)
     first_occ = bounds[heads]
-    last_occ = np.append(bounds[heads[1:] - 1], bounds[-1:]) + 1 if len(heads) else np.zeros(0, I64)
-    occ = ranges(first_occ, last_occ + 1)
-    seq_start = prefix(last_occ + 1 - first_occ)
     if not len(first_occ):
         empty = np.zeros(0, I64)
         return empty, np.zeros(1, I64), empty, empty
-    seq, seq_first = group_ids(seq_start, occ_leaf[occ])
+    last_occ = np.append(bounds[heads[1:] - 1], bounds[-1]) + 1
+    seq, seq_first = group_ids(prefix(last_occ + 1 - first_occ), occ_leaf[ranges(first_occ, last_occ + 1)])
     # the pieces of each distinct sequence: last piece of its first leaf, then the first piece of the others
     rep = ranges(first_occ[seq_first], last_occ[seq_first] + 1)
     lengths = last_occ[seq_first] + 1 - first_occ[seq_first]

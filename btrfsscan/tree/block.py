@@ -362,8 +362,3 @@ class LeafBatch:
             idx = np.minimum(start[over, None] + np.arange(size), (end[over] - 1)[:, None])
             out[over] = self.raw[idx].view(dtype).reshape(-1)
         return out
-
-    def split(self, rows: np.ndarray, table: np.ndarray) -> list[np.ndarray]:
-        """``table`` (one entry per item of ``rows``) cut into one piece per leaf."""
-        bounds = np.searchsorted(self.leaf[rows], np.arange(len(self) + 1)).tolist()
-        return [table[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

@@ -78,7 +78,6 @@ class BulkReader(Generic[Rows]):
         #: items), then the parser's (items skipped). Few blocks have any.
         self._due: dict[int, tuple[Sequence[ScanWarning], list[str]]] = {}
         self._buffer = bytearray(max(BATCH_BYTES, reader.nodesize))
-        self.leaves_parsed = 0
         self.blocks_reused = 0
 
     def walk(self, roots: Sequence[TreeRoot], unreadable: Callable[[int, CorruptionError], None]) -> list[list[int]]:
@@ -197,7 +196,6 @@ class BulkReader(Generic[Rows]):
     def _keep_leaves(self, batch: LeafBatch, bytenrs: list[int]) -> None:
         """Parse a batch of leaves read ahead and keep them until the walk reaches them."""
         rows, skipped = self.parse(batch)
-        self.leaves_parsed += len(rows)
         self._ahead.update(zip(bytenrs, rows))
         for index, what in skipped:
             self._due.setdefault(bytenrs[index], ((), []))[1].append(what)
@@ -304,7 +302,6 @@ class BulkReader(Generic[Rows]):
         if block.level:
             return _Node.of(bytenr, block.level, block.ptrs)
         (rows,), skipped = self.parse(LeafBatch.of_blocks([block]))
-        self.leaves_parsed += 1
         self.leaves[bytenr] = rows
         self._warn_items(root, bytenr, [what for _, what in skipped])
         return rows
