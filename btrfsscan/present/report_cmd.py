@@ -31,7 +31,7 @@ from ..model.subvolumes import ZERO_UUID
 from ..model.versions import inode_versions
 from ..volumes.superblock import format_uuid
 from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths
-from .output import images_argument, output_options
+from .output import images_argument, output_options, sample_option
 from .prometheus import prometheus_text
 from .report_json import report_json, schema
 
@@ -119,7 +119,7 @@ def _write_table(report: Report, out: IO[str], raw: bool) -> None:
 
 @click.command("report")
 @images_argument
-@click.option("--sample", is_flag=True, help="Report on the bundled sample image instead of IMAGE arguments.")
+@sample_option
 @click.option("--page-size", type=click.Choice([str(p) for p in PAGE_SIZES]), default="4096", show_default=True,
               help="Page size of the modelled page cache.")
 @click.option("--top", type=click.IntRange(0, 10000), default=10, show_default=True,
