@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import IO, TYPE_CHECKING
 
 import click
@@ -31,6 +31,7 @@ from ..model.subvolumes import ZERO_UUID
 from ..model.versions import inode_versions
 from ..volumes.superblock import format_uuid
 from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths
+from .destination import check_output, open_output
 from .output import images_argument, output_options, sample_option
 from .prometheus import prometheus_text
 from .report_json import report_json, schema
@@ -126,7 +127,7 @@ def _write_table(report: Report, out: IO[str], raw: bool) -> None:
               help="How many shared extents and files to list.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "prometheus"]), default=None,
               help="Output format (default: table; --json is --format json).")
-@click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False), default=None,
               help="Write the result to FILE instead of stdout.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -146,6 +147,8 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
     strict = strict or (ctx.obj is not None and ctx.obj.strict)
     with ExitStack() as stack:
         paths = _image_paths(stack, images, sample)
+        if output_file:
+            check_output(output_file, paths)
         filesystems = open_filesystems(paths)
         for fs in filesystems:
             stack.callback(fs.close)
@@ -159,8 +162,7 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
         for message in warnings:
             click.echo(f"warning: {message}", err=True)
         raise StrictError(f"{len(warnings)} warning(s) and --strict was given; no result written")
-    out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout
-    try:
+    with open_output(output_file) if output_file else nullcontext(sys.stdout) as out:
         for report in reports:
             if fmt == "json":
                 out.write(json.dumps(report_json(report), ensure_ascii=False) + "\n")
@@ -168,9 +170,6 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
                 out.write(prometheus_text(report))
             else:
                 _write_table(report, out, raw)
-    finally:
-        if output_file:
-            out.close()
     for message in warnings:
         click.echo(f"warning: {message}", err=True)
     ctx.exit(EXIT_PARTIAL if warnings else EXIT_OK)
