@@ -99,6 +99,10 @@ def report_json(report) -> dict:
     return report_document(report).json()
 
 
+def _section(document, key):
+    return next(s for s in document.sections if s.key == key)
+
+
 def report_text(report, raw: bool = False, width: int = 160) -> str:
     """The report as ``report`` prints it in a table, as plain text."""
     stream = io.StringIO()
@@ -231,9 +235,9 @@ def test_summary_and_rendering():
         assert title in text
     assert "\x1b" not in text and "test\\x1b[31m" in text  # the label's escape is shown, not sent
     # one field table drives labels and cells
-    models = report_document(r).section("models")
-    assert models.labels[:3] == ("model", "design", "pages") and len(models.records) == 4
-    assert report_document(r, raw=True).section("by_kind").records[0]["pages"].text == str(r.by_kind[0].pages)
+    models = _section(report_document(r), "models")
+    assert tuple(f.label for f in models.table_fields())[:3] == ("model", "design", "pages") and len(models.records) == 4
+    assert _section(report_document(r, raw=True), "by_kind").records[0]["pages"].text == str(r.by_kind[0].pages)
 
 
 def test_rendering_partial_and_not_applicable():

@@ -13,7 +13,7 @@ from ..model.versions import InodeVersions, versions_of
 from .coverage import Sharing
 from .facts import FilesystemFacts
 from .kinds import pages_by_kind
-from .layout import I64, Layout, build_layout
+from .layout import I64, PageLayout, build_layout
 from .per_subvolume import SubvolumeStats, subvolume_stats
 from .registry import MODELS, ModelInputs, ModelResult
 from .top import TopExtent, TopFile, top_extents, top_files
@@ -34,7 +34,7 @@ class CacheAnalysis:
     top_files: list[TopFile]
 
     @property
-    def layout(self) -> Layout:
+    def layout(self) -> PageLayout:
         return self.inputs.layout
 
     @property

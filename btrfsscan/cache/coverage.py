@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arrays import distinct, group_sum, prefix
-from .layout import Layout, I64, as_int64
+from .layout import PageLayout, I64, as_int64
 from .runs import KeyRuns
 
 
@@ -75,7 +75,7 @@ class Sharing:
         return self.eligible_pages - self.distinct_keys
 
 
-def sharing(layout: Layout, runs: KeyRuns, extra_bounds: np.ndarray | None = None) -> Sharing:
+def sharing(layout: PageLayout, runs: KeyRuns, extra_bounds: np.ndarray | None = None) -> Sharing:
     """Distinct keys, shared pages and per-inode figures of ``runs``.
 
     Per inode: ``inode_eligible`` its eligible pages; ``inode_shared`` those

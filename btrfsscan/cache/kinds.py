@@ -17,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from .coverage import Sharing
-from .layout import SEG_COMPRESSED, SEG_DATA, SEG_INLINE, SEG_PREALLOC, Layout
+from .layout import SEG_COMPRESSED, SEG_DATA, SEG_INLINE, SEG_PREALLOC, PageLayout
 
 KINDS = ("regular_shared", "regular_exclusive", "compressed", "inline", "prealloc", "hole", "unaligned")
 
 
-def pages_by_kind(layout: Layout, shared: Sharing) -> dict[str, int]:
+def pages_by_kind(layout: PageLayout, shared: Sharing) -> dict[str, int]:
     """Pages of every (subvolume, inode) per kind, ``KINDS`` order: each page is of exactly one kind.
 
     A page is inline if its content touches an inline segment, else

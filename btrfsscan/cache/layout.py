@@ -81,7 +81,7 @@ def clamp(values: np.ndarray, limit: int) -> np.ndarray:
 
 
 @dataclass
-class Layout:
+class PageLayout:
     """Inode versions and their extent items clipped to the page contents, at one page size.
 
     Inode arrays are indexed by version (``versions.inodes`` order), each
@@ -134,7 +134,7 @@ def _in_order(major: np.ndarray, minor: np.ndarray) -> bool:
     return bool((up | ((major[1:] == major[:-1]) & (minor[1:] >= minor[:-1]))).all())
 
 
-def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> Layout:
+def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> PageLayout:
     """Page counts of each inode version and its extent items clipped to ``[0, E)``."""
     P, S = int(page_size), int(sectorsize)
     if P <= 0 or S <= 0:
@@ -204,7 +204,7 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> La
         group[is_comp] = inv.reshape(-1)
 
     m = slice(None) if nonempty.all() else nonempty  # most items lie within their file
-    return Layout(
+    return PageLayout(
         page_size=P,
         sectorsize=S,
         versions=versions,

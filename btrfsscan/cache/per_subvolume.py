@@ -14,7 +14,7 @@ import numpy as np
 from ..arrays import distinct, distinct_groups, group_ids, group_sum, prefix, ranges, take_groups
 from ..model.versions import InodeVersions
 from .coverage import Sharing
-from .layout import Layout, I64
+from .layout import PageLayout, I64
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _distinct_holders(versions: InodeVersions) -> tuple[np.ndarray, Holders]:
     return ids, Holders(start, distinct_members)
 
 
-def key_holders(layout: Layout, shared: Sharing) -> tuple[Holders, np.ndarray]:
+def key_holders(layout: PageLayout, shared: Sharing) -> tuple[Holders, np.ndarray]:
     """The distinct sets of subvolumes mapping a key, and how many keys each set maps (exactly those subvolumes).
 
     A key segment under one run belongs to that run's version's holders; under
@@ -167,7 +167,7 @@ def _top_partners(a: np.ndarray, b: np.ndarray, keys: np.ndarray, ids: np.ndarra
     return out
 
 
-def subvolume_stats(layout: Layout, shared: Sharing) -> SubvolumeStats:
+def subvolume_stats(layout: PageLayout, shared: Sharing) -> SubvolumeStats:
     """Per-subvolume figures under shared_extent (sums over the versions each subvolume holds)."""
     versions = layout.versions
     ids = versions.subvol_ids

@@ -30,7 +30,7 @@ import numpy as np
 
 from .coverage import Sharing, sharing
 from .facts import FilesystemFacts
-from .layout import SEG_COMPRESSED, SEG_DATA, Layout, as_int64
+from .layout import SEG_COMPRESSED, SEG_DATA, PageLayout, as_int64
 from .runs import eligible_runs
 from .top import extent_starts
 
@@ -83,7 +83,7 @@ class ModelResult:
 class ModelInputs:
     """What a model's computation receives; the shared parts are computed once, on first use."""
 
-    layout: Layout
+    layout: PageLayout
     facts: FilesystemFacts
     sources: Mapping[str, Any] = field(default_factory=dict)
     _results: dict[str, ModelResult] = field(default_factory=dict, repr=False)
@@ -150,7 +150,3 @@ _BY_NAME = {m.name: m for m in MODELS}
 def model(name: str) -> CacheModel:
     """The model registered as ``name``; KeyError when there is none."""
     return _BY_NAME[name]
-
-
-def model_names() -> tuple[str, ...]:
-    return tuple(m.name for m in MODELS)

@@ -154,9 +154,6 @@ class PageCacheReport:
     def model(self, name: str) -> ModelFigures:
         return self.totals.models[name]
 
-    def bytes(self, pages: int | float) -> int:
-        return pages_to_bytes(pages, self.page_size)
-
 
 def _model_figures(result: ModelResult, baseline: int, page_size: int) -> ModelFigures:
     if result.pages is None:

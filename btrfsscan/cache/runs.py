@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arrays import run_bounds
-from .layout import SEG_COMPRESSED, SEG_DATA, Layout, I64
+from .layout import SEG_COMPRESSED, SEG_DATA, PageLayout, I64
 
 
 @dataclass
@@ -27,7 +27,7 @@ class KeyRuns:
         return len(self.inode)
 
 
-def eligible_runs(layout: Layout, kind: int = SEG_DATA) -> KeyRuns:
+def eligible_runs(layout: PageLayout, kind: int = SEG_DATA) -> KeyRuns:
     """The eligible pages of data (``SEG_DATA``) or compressed (``SEG_COMPRESSED``) items.
 
     Compressed keys ``(extent, decompressed page)`` are packed into one integer

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..arrays import distinct, group_sum
 from .coverage import Sharing
-from .layout import ADDR_LIMIT, SEG_DATA, Layout, as_int64
+from .layout import ADDR_LIMIT, SEG_DATA, PageLayout, as_int64
 
 
 @dataclass
@@ -47,7 +47,7 @@ class TopFile:
     saved_pages: float
 
 
-def extent_starts(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+def extent_starts(layout: PageLayout) -> tuple[np.ndarray, np.ndarray]:
     """Distinct uncompressed data extents (sorted disk_bytenr) and their largest disk_num_bytes."""
     sel = (layout.row_kind == SEG_DATA) & (layout.row_db <= np.uint64(ADDR_LIMIT))
     db = layout.row_db[sel]
@@ -58,7 +58,7 @@ def extent_starts(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     return uniq, dnb
 
 
-def top_extents(layout: Layout, shared: Sharing, extents: tuple[np.ndarray, np.ndarray], top: int) -> list[TopExtent]:
+def top_extents(layout: PageLayout, shared: Sharing, extents: tuple[np.ndarray, np.ndarray], top: int) -> list[TopExtent]:
     """The ``top`` extents by pages shared_extent saves (only extents saving something).
 
     ``shared`` must have been computed with the extents' first keys
@@ -106,7 +106,7 @@ def top_extents(layout: Layout, shared: Sharing, extents: tuple[np.ndarray, np.n
     return out
 
 
-def _instances(layout: Layout, versions: np.ndarray) -> list[tuple[int, int]]:
+def _instances(layout: PageLayout, versions: np.ndarray) -> list[tuple[int, int]]:
     """The distinct (subvol, ino) pairs the given versions stand for, sorted."""
     v = layout.versions
     out = set()
@@ -116,7 +116,7 @@ def _instances(layout: Layout, versions: np.ndarray) -> list[tuple[int, int]]:
     return sorted(out)
 
 
-def top_files(layout: Layout, shared: Sharing, top: int) -> list[TopFile]:
+def top_files(layout: PageLayout, shared: Sharing, top: int) -> list[TopFile]:
     """The ``top`` regular inodes by fair-share saved pages (only those saving something).
 
     A version stands for several (subvol, inode) pairs with equal figures:

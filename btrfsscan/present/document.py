@@ -71,10 +71,6 @@ class Cell:
     def key(self) -> str:
         return self.field.key
 
-    @property
-    def label(self) -> str | None:
-        return self.field.label
-
 
 @dataclass(frozen=True)
 class Record:
@@ -133,10 +129,6 @@ class Section:
         by_key = {f.key: f for f in labelled}
         return tuple(by_key[key] for key in self.columns if key in by_key)
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(f.label for f in self.table_fields())
-
 
 def section(key: str | None, title: str, fields: Sequence[Field], objects: Iterable[Any], *, detail: bool = False,
             many: bool = True, layout: str = "rows", headers: Sequence[str] = (), columns: Sequence[str] | None = None,
@@ -172,12 +164,6 @@ class Document:
             else:
                 out[sec.key] = sec.json_value()
         return out
-
-    def section(self, key: str | None) -> Section:
-        for sec in self.sections:
-            if sec.key == key:
-                return sec
-        raise KeyError(key)
 
 
 @dataclass(frozen=True)
