@@ -1,4 +1,4 @@
-"""Tests of btrfsscan.cache.models: the page-cache models over column tables.
+"""Tests of the page-cache models (btrfsscan.cache) over column tables.
 
 Hand-made tables with every figure worked out by hand in comments, for page
 sizes 4K/16K/64K (sector size 4K), and a hypothesis comparison of the interval

@@ -37,6 +37,7 @@ from .facts import FilesystemFacts, SubvolumeInfo
 from .kinds import KINDS
 from .layout import PAGE_SIZES
 from .registry import BASELINE, MODELS, ModelResult
+from .top import TopFile
 
 #: How many example paths a top extent names.
 EXAMPLE_PATHS = 3
@@ -121,16 +122,10 @@ class ExtentFigures:
 
 
 @dataclass(frozen=True)
-class FileFigures:
-    subvol: int
-    ino: int
+class FileFigures(TopFile):
+    """A top file with its name (None: unreachable) and its fair share in bytes."""
+
     path: str | None
-    size: int
-    nlink: int
-    pages: int
-    eligible_pages: int
-    shared_pages: int
-    saved_pages: float
     saved_bytes: int
 
 
@@ -258,18 +253,7 @@ def build_report(
         for e in analysis.top_extents
     )
     files = tuple(
-        FileFigures(
-            subvol=f.subvol,
-            ino=f.ino,
-            path=paths.get((f.subvol, f.ino)),
-            size=f.size,
-            nlink=f.nlink,
-            pages=f.pages,
-            eligible_pages=f.eligible_pages,
-            shared_pages=f.shared_pages,
-            saved_pages=f.saved_pages,
-            saved_bytes=pages_to_bytes(f.saved_pages, page_size),
-        )
+        FileFigures(**vars(f), path=paths.get((f.subvol, f.ino)), saved_bytes=pages_to_bytes(f.saved_pages, page_size))
         for f in analysis.top_files
     )
     notes = [METADATA_DUMP_NOTE] if metadata_dump else []

@@ -33,7 +33,7 @@ class TopExtent:
     inodes: list[tuple[int, int]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TopFile:
     """A regular inode and what shared_extent saves on it (``saved_pages`` is its fair share)."""
 

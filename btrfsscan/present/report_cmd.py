@@ -29,7 +29,7 @@ REPORT_HELP = """Page cache per inode vs. a shared-extent cache, for each filesy
 Models what the page cache holds after every regular file is read once,
 under each of these designs:
 
-\\b
+\b
 """ + "\n".join(f"{m.name}: {m.design}" + (f" (only with {m.needs})" if m.needs else "") for m in MODELS) + """
 
 With --json, one JSON object per filesystem, one per line.
