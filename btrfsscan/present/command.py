@@ -182,8 +182,6 @@ def finish(output: CommandOutput) -> NoReturn:
         for message in messages:
             warn(message)
         raise StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
-    if not RENDERERS[opts.fmt].serves(output.kind):
-        raise click.UsageError(f"--format {opts.fmt} is not available for {output.kind}")
     with open_output(opts.target) if opts.target else nullcontext(sys.stdout) as stream:
         render(opts.fmt, output, stream)
     for message in messages:

@@ -81,12 +81,6 @@ class Record:
     def json(self) -> dict[str, Any]:
         return {c.key: c.field.to_json(c.raw) for c in self.cells if c.field.json}
 
-    def __getitem__(self, key: str) -> Cell:
-        for cell in self.cells:
-            if cell.key == key:
-                return cell
-        raise KeyError(key)
-
 
 def selected(fields: Sequence[Field], detail: bool = False) -> tuple[Field, ...]:
     return tuple(f for f in fields if detail or not f.detail)

@@ -34,6 +34,8 @@ def _is_number(raw: Any) -> bool:
 def render_section(section: Section):
     """One section as a rich renderable."""
     fields = section.table_fields()
+    # every record has a cell per field of the section's spec, in spec order
+    at = {cell.key: n for n, cell in enumerate(section.records[0].cells)} if section.records else {}
     title = Text(section.title, style="bold")
     if section.layout == "lines":
         text = Text(section.title + "\n", style="bold")
@@ -46,15 +48,15 @@ def render_section(section: Section):
             table.add_column(Text(header), overflow="fold")
         if section.records:
             for field in fields:
-                table.add_row(Text(field.label), *(Text(record[field.key].text) for record in section.records))
+                table.add_row(Text(field.label), *(Text(record.cells[at[field.key]].text) for record in section.records))
         return table
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for field in fields:
         numeric = bool(section.records) and all(
-            _is_number(record[field.key].raw) or record[field.key].raw is None for record in section.records)
+            _is_number(record.cells[at[field.key]].raw) or record.cells[at[field.key]].raw is None for record in section.records)
         table.add_column(Text(field.label), justify="right" if numeric else "left", overflow="fold")
     for record in section.records:
-        table.add_row(*(Text(record[field.key].text) for field in fields))
+        table.add_row(*(Text(record.cells[at[field.key]].text) for field in fields))
     if not section.records:
         table.caption = Text("(none)")
     return table
