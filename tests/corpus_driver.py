@@ -95,7 +95,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
     tree into FileTables (``FileScanner``), lists the namespace recursively from
     the top level (``Lister.iter_listing``, what ``ls -R`` runs), builds the
     file maps of the first regular inodes (``map``), parses the extent tree and
-    builds the page-cache report (``report_cmd.scan_report``: the cache models
+    builds the page-cache report (``analysis.report.scan_report``: the cache models
     and ``cache.report``).  A step that raises ``BtrfsScanError`` ends the steps
     that need its result (as the command would end with exit 2); the others go
     on.  Returns ``{'steps': {step: 'ok' | 'partial' | 'error: ...'},
@@ -144,7 +144,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
                 parse_extent_item(key, data, f"extent tree item {key}")
 
     def report():
-        from btrfsscan.present.report_cmd import scan_report
+        from btrfsscan.analysis.report import scan_report
 
         return scan_report(fs, page_size=4096, top=10)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from btrfsscan.cache.facts import FilesystemFacts
 from btrfsscan.present.cli import main
 
 
@@ -47,3 +48,10 @@ def run_json(*args, expect_exit: int = 0) -> dict:
     result = run(*args)
     assert result.exit_code == expect_exit, f"exit {result.exit_code}, stderr: {result.stderr}"
     return json.loads(result.stdout)
+
+
+def facts(sectorsize: int = 4096, **fields) -> FilesystemFacts:
+    """Filesystem facts for a cache model test: one device and SINGLE data unless ``fields`` say otherwise."""
+    fields.setdefault("num_devices", 1)
+    fields.setdefault("data_profiles", ("SINGLE",))
+    return FilesystemFacts(fsid=fields.pop("fsid", "test"), sectorsize=sectorsize, **fields)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from btrfsscan.model.filesystem import open_filesystem
-from btrfsscan.present.report_cmd import scan_report
-from btrfsscan.present.report_json import report_json
+from btrfsscan.analysis.report import scan_report
+from btrfsscan.present.views.report import report_document
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -40,8 +40,8 @@ def test_medium_report_identical_without_memoization(tmp_path_factory):
     work, facts = bench.ensure_built(bench.RECIPES["medium"], cache, rebuild=False)
     fs = open_filesystem([work / facts["image"]])
     try:
-        fast = report_json(scan_report(fs, page_size=4096, top=20))
-        slow = report_json(scan_report(fs, page_size=4096, top=20, memoize=False))
+        fast = report_document(scan_report(fs, page_size=4096, top=20)).json()
+        slow = report_document(scan_report(fs, page_size=4096, top=20, memoize=False)).json()
     finally:
         fs.close()
     assert fast["totals"]["files"] == facts["files_total"]

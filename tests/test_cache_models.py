@@ -1,4 +1,4 @@
-"""Tests of btrfsscan.cache.models: the page-cache models over column tables.
+"""Tests of the page-cache models (btrfsscan.cache) over column tables.
 
 Hand-made tables with every figure worked out by hand in comments, for page
 sizes 4K/16K/64K (sector size 4K), and a hypothesis comparison of the interval
@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import facts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from btrfsscan.cache.models import KINDS, analyze, rfc_applicability
+from btrfsscan.cache.analyze import analyze
+from btrfsscan.cache.designs.rfc_as_posted import applies as rfc_applies
+from btrfsscan.cache.kinds import KINDS
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 
 K = 4096  # sector size
@@ -250,7 +253,7 @@ def reference(inodes, extents, P: int, S: int) -> Reference:
 
 
 def check_against_reference(t: FileTables, P: int, S: int) -> None:
-    a = analyze(t, P, S, top=1000)
+    a = analyze(t, P, facts(S), top=1000)
     ref = reference(t.inodes, t.extents, P, S)
     assert a.models["per_inode"].pages == ref.per_inode
     assert a.models["shared_extent"].pages == ref.shared_extent
@@ -276,7 +279,7 @@ def check_against_reference(t: FileTables, P: int, S: int) -> None:
         expected = sorted(expected, key=lambda t: (-t[1], t[0]))[:3]
         assert sv.shares_with[n] == expected
     # the same rows cut into leaves that subvolumes share (as snapshots do) give the same figures
-    assert_same_analysis(analyze(shared_leaves(t), P, S, top=1000), a)
+    assert_same_analysis(analyze(shared_leaves(t), P, facts(S), top=1000), a)
     # additivity: unshareable + exclusive per subvolume, plus keys of >= 2 subvolumes
     multi = len(set().union(*[set()] + [k for k in ref.subvol_keys.values()])) - int(sv.exclusive_keys.sum())
     assert int(sv.unshareable_pages.sum() + sv.exclusive_keys.sum()) + multi == ref.shared_extent
@@ -295,7 +298,7 @@ def test_misaligned_partial_reflink(P):
     # A: 256K, one extent at 1M. B: 128K cloned from A's [4K, 132K): offset 4K.
     t = tables([(5, 257, 256 * KiB), (5, 258, 128 * KiB)],
                [item(5, 257, 0, 256 * KiB, MiB, disk_num_bytes=256 * KiB), item(5, 258, 0, 128 * KiB, MiB, 4 * KiB, disk_num_bytes=256 * KiB)])
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     if P == P4:
         # A 64 pages keys 256..320, B 32 pages keys 257..289: 96 pages, 64 distinct keys
         assert pages(a) == {"per_inode": 96, "shared_extent": 64, "shared_extent_compressed": 64, "rfc_as_posted": 64}
@@ -326,7 +329,7 @@ def test_bookend_extents(P):
             item(5, 3, 20 * KiB, 108 * KiB, 2 * MiB, 20 * KiB, disk_num_bytes=128 * KiB),
         ],
     )
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     if P == P4:
         # 96 pages; keys: 512..544 (2M extent, 32) + 768..776 (3M, 8) = 40 distinct
         assert pages(a)["shared_extent"] == 40
@@ -349,7 +352,7 @@ def test_bookend_extents(P):
 def test_self_reflink_inside_one_file(P, expected):
     # one 128K file mapping the 64K extent at 4M twice: half its pages are saved
     t = tables([(5, 1, 128 * KiB)], [item(5, 1, 0, 64 * KiB, 4 * MiB), item(5, 1, 64 * KiB, 64 * KiB, 4 * MiB)])
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     assert pages(a)["per_inode"] == 2 * expected and pages(a)["shared_extent"] == expected
     assert a.by_kind["regular_shared"] == 2 * expected
     assert a.subvolumes.exclusive_keys.tolist() == [expected] and a.subvolumes.shared_keys.tolist() == [0]
@@ -361,7 +364,7 @@ def test_self_reflink_inside_one_file(P, expected):
 def test_hardlinks_are_one_inode(P, npages):
     # one inode, two links, 10000 bytes in a 12K extent: content ends at 12K (sector-rounded EOF)
     t = tables([(5, 300, 10000, 2)], [item(5, 300, 0, 12 * KiB, 8 * MiB)])
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     assert pages(a)["per_inode"] == npages and pages(a)["shared_extent"] == npages
     assert a.by_kind["regular_exclusive"] == npages
     assert int(a.subvolumes.files[0]) == 2 and int(a.subvolumes.inodes[0]) == 1
@@ -373,7 +376,7 @@ def test_snapshots(P, npages):
     # subvol 256 and its snapshot 257 hold the same 100K file (not a page multiple) in one extent at 16M
     rows = [item(sv, 257, 0, 100 * KiB, 16 * MiB) for sv in (256, 257)]
     t = tables([(256, 257, 100 * KiB), (257, 257, 100 * KiB)], rows)
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     # the tail page (content [kP, 100K)) is covered by the extent and keyed: every page shared
     assert pages(a) == {"per_inode": 2 * npages, "shared_extent": npages, "shared_extent_compressed": npages,
                         "rfc_as_posted": npages if P == K else None}
@@ -394,7 +397,7 @@ def test_compressed_reflinks(P, per_inode, compressed_model):
         [item(5, 1, 0, 128 * KiB, 32 * MiB, **ext), item(5, 2, 0, 128 * KiB, 32 * MiB, **ext),
          item(5, 3, 0, 64 * KiB, 32 * MiB, 64 * KiB, **ext), item(5, 4, 0, 32 * KiB, 32 * MiB, 4 * KiB, **ext)],
     )
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     # per_inode caches decompressed pages per inode; shared_extent cannot share them;
     # shared_extent_compressed keys (32M, page index): 4K: 32 keys; 16K: A,B 0..8, C 4..8, D unaligned
     # -> 22 - 20 + 8 = 10; 64K: A,B 0..2, C 1, D unaligned -> 6 - 5 + 2 = 3
@@ -408,7 +411,7 @@ def test_distinct_compressed_extents_do_not_share():
     # two 8K files in two different compressed extents (adjacent on disk): nothing to share
     ext = dict(disk_num_bytes=4 * KiB, ram_bytes=8 * KiB, compression=ZSTD)
     t = tables([(5, 1, 8 * KiB), (5, 2, 8 * KiB)], [item(5, 1, 0, 8 * KiB, 40 * MiB, **ext), item(5, 2, 0, 8 * KiB, 40 * MiB + 4 * KiB, **ext)])
-    a = analyze(t, P4, K)
+    a = analyze(t, P4, facts(K))
     assert pages(a)["shared_extent_compressed"] == pages(a)["per_inode"] == 4
     check_against_reference(t, P4, K)
 
@@ -420,7 +423,7 @@ def test_prealloc(P):
     t = tables([(5, 1, 16 * KiB), (5, 2, 16 * KiB)],
                [item(5, 1, 0, 64 * KiB, 64 * MiB, type=PREALLOC),
                 item(5, 2, 0, 8 * KiB, 68 * MiB), item(5, 2, 8 * KiB, 8 * KiB, 69 * MiB, type=PREALLOC)])
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     if P == P4:
         assert a.by_kind["prealloc"] == 6 and a.by_kind["regular_exclusive"] == 2
     else:
@@ -439,7 +442,7 @@ def test_inline_and_empty(P):
         [item(5, 1, 0, 500, 0, type=INLINE, disk_num_bytes=500), item(5, 2, 0, 3000, 0, type=INLINE, compression=1, disk_num_bytes=900),
          item(5, 3, 0, 4 * KiB, 70 * MiB, type=PREALLOC), item(5, 4, 0, 7, 0, type=INLINE, disk_num_bytes=7)],
     )
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     assert pages(a)["per_inode"] == 2 and pages(a)["shared_extent"] == 2
     assert a.by_kind["inline"] == 2 and sum(a.by_kind.values()) == 2
     check_against_reference(t, P, K)
@@ -450,7 +453,7 @@ def test_explicit_and_implicit_holes(P):
     # 40K file: [0,8K) explicit hole, [8K,16K) data at 80M, [16K,32K) gap, [32K,36K) data at 81M, [36K,40K) gap
     t = tables([(5, 1, 40 * KiB)],
                [item(5, 1, 0, 8 * KiB, 0), item(5, 1, 8 * KiB, 8 * KiB, 80 * MiB), item(5, 1, 32 * KiB, 4 * KiB, 81 * MiB)])
-    a = analyze(t, P, K)
+    a = analyze(t, P, facts(K))
     want = {
         P4: dict(regular_exclusive=3, hole=7),  # 10 pages: 2 + 4 + 1 hole, 2 + 1 data
         P16: dict(unaligned=2, hole=1),  # 3 pages: hole+data, gap, data+gap
@@ -464,7 +467,7 @@ def test_file_size_not_a_page_multiple_and_empty():
     # 5000 bytes in an 8K extent; 8192 bytes mapping the same extent; an empty file
     t = tables([(5, 1, 5000), (5, 2, 8192), (5, 3, 0)], [item(5, 1, 0, 8 * KiB, 128 * MiB), item(5, 2, 0, 8 * KiB, 128 * MiB)])
     for P, per_inode, shared in [(P4, 4, 2), (P16, 2, 1), (P64, 2, 1)]:
-        a = analyze(t, P, K)
+        a = analyze(t, P, facts(K))
         # at 16K/64K both single pages have content [0, 8K) keyed 128M/P: one cached page
         assert pages(a)["per_inode"] == per_inode and pages(a)["shared_extent"] == shared
         check_against_reference(t, P, K)
@@ -472,26 +475,26 @@ def test_file_size_not_a_page_multiple_and_empty():
 
 def test_unknown_and_orphan_rows_are_noted():
     t = tables([(5, 1, 4096), (5, 2, 0, 1, DIRF)], [item(5, 1, 0, 4096, MiB, type=7), item(5, 9, 0, 4096, MiB)])
-    a = analyze(t, K, K)
+    a = analyze(t, K, facts(K))
     assert pages(a)["per_inode"] == 1 and a.by_kind["hole"] == 1
     assert any("without an inode" in n for n in a.notes) and any("unknown type" in n for n in a.notes)
 
 
 def test_rfc_applicability():
-    assert rfc_applicability(K, K, 1, ["SINGLE"]) == (True, None)
-    ok, reason = rfc_applicability(K, K, 1, ["DUP"])
+    assert rfc_applies(facts(K), K) == (True, None)
+    ok, reason = rfc_applies(facts(K, data_profiles=("DUP",)), K)
     assert not ok and "DUP" in reason and "two device offsets" in reason
-    ok, reason = rfc_applicability(K, K, 2, ["RAID1"])
+    ok, reason = rfc_applies(facts(K, num_devices=2, data_profiles=("RAID1",)), K)
     assert not ok and "2 devices" in reason and "RAID1" in reason
-    ok, reason = rfc_applicability(P16, K, 1, ["SINGLE"])
+    ok, reason = rfc_applies(facts(K), P16)
     assert not ok and "sector size" in reason
     t = tables([(5, 1, 4096)], [item(5, 1, 0, 4096, MiB)])
-    a = analyze(t, K, K, num_devices=1, data_profiles=["DUP"])
+    a = analyze(t, K, facts(K, data_profiles=("DUP",)))
     assert a.models["rfc_as_posted"].pages is None and not a.models["rfc_as_posted"].applicable
 
 
 def test_empty_tables():
-    a = analyze(FileTables(np.zeros(0, INODE_DTYPE), np.zeros(0, EXTENT_DTYPE)), K, K)
+    a = analyze(FileTables(np.zeros(0, INODE_DTYPE), np.zeros(0, EXTENT_DTYPE)), K, facts(K))
     assert pages(a)["per_inode"] == 0 and pages(a)["shared_extent"] == 0
     assert a.top_extents == [] and a.top_files == [] and len(a.subvolumes.ids) == 0
 
@@ -505,7 +508,7 @@ def test_shares_with_exact_for_many_subvolumes(leaves):
     extents = [item(sv, 257, 0, 64 * KiB, 4 * MiB) for sv in svs]
     extents += [item(300, 258, 0, 8 * KiB, 8 * MiB), item(301, 258, 0, 16 * KiB, 4 * MiB)]
     t = tables(inodes, extents)
-    a = analyze(shared_leaves(t) if leaves else t, K, K)
+    a = analyze(shared_leaves(t) if leaves else t, K, facts(K))
     sv = a.subvolumes
     assert pages(a) == {"per_inode": 101 * 16 + 2 + 4, "shared_extent": 16 + 2, "shared_extent_compressed": 18,
                         "rfc_as_posted": 18}
@@ -615,7 +618,7 @@ def tables_from_dump_tree(text: str) -> FileTables:
 def test_per_inode_matches_kernel_fincore(name, dump_tree):
     expected = FIXTURES / name / "expected"
     t = tables_from_dump_tree(dump_tree("files", name))
-    a = analyze(t, P4, K)
+    a = analyze(t, P4, facts(K))
     lay = a.layout
     pages_of = {(int(s), int(i)): int(p) for s, i, p in zip(lay.subvol, lay.ino, lay.npages)}
     fincore = json.loads((expected / "fincore.json").read_text())

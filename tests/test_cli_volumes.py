@@ -24,7 +24,8 @@ import pytest
 from support import run, run_json, runner
 
 from btrfsscan.present.cli import main
-from btrfsscan.present.output import format_size, parse_number
+from btrfsscan.analysis.refs import parse_number
+from btrfsscan.present.units import format_size
 
 FIXTURES = Path(__file__).parent / "fixtures" / "volumes"
 PROFILES = {"SINGLE", "DUP", "RAID0", "RAID1", "RAID1C3", "RAID1C4", "RAID10", "RAID5", "RAID6"}

@@ -59,13 +59,8 @@ from btrfsscan.model.filemap import build_file_map
 from btrfsscan.model.filesystem import Filesystem, open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.tables import FileTables
-from btrfsscan.present.files_cmds import (
-    file_map_of,
-    listing,
-    ls_report,
-    map_report,
-    subvolumes_report,
-)
+from btrfsscan.analysis.files import file_map_of, listing, subvolume_list
+from btrfsscan.present.views.files import ls_document, map_document, subvolumes_document
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -358,15 +353,14 @@ class Opened:
 
     def ls_entries(self) -> list[dict]:
         if self._ls is None:
-            entries = listing(self.fs, ".", recursive=True, tables=self.tables)
-            self._ls = ls_report(entries, full_paths=True, title="").json()["entries"]
+            self._ls = ls_document(listing(self.fs, ".", recursive=True, tables=self.tables)).json()["entries"]
         return self._ls
 
     def map_docs(self) -> dict[str, dict]:
         """``map --json`` (without warnings/partial) of every file FIEMAP was asked about, by path."""
         if self._maps is None:
             where = {r["path"]: (r["subvol"], r["st_ino"]) for r in self.listing}
-            self._maps = {path: map_report(build_file_map(self.fs, *where[path], path, self.tables)).json()
+            self._maps = {path: map_document(build_file_map(self.fs, *where[path], path, self.tables)).json()
                           for path in self.fiemap}
         return self._maps
 
@@ -420,17 +414,17 @@ def test_map_resolves_paths(fx: Opened):
     sample = files if len(files) <= 150 else files[:: len(files) // 150]
     subvol_paths = {s.id: s.path for s in fx.fs.subvolumes.live()}
     for r in sample:
-        doc = map_report(file_map_of(fx.fs, fx.tables, r["path"])).json()
+        doc = map_document(file_map_of(fx.fs, fx.tables, r["path"])).json()
         assert (doc["path"], doc["subvolume"], doc["inode"], doc["size"]) == (r["path"], r["subvol"], r["st_ino"],
                                                                               r["size"])
-        by_inode = map_report(file_map_of(fx.fs, fx.tables, inode=(r["subvol"], r["st_ino"]))).json()
+        by_inode = map_document(file_map_of(fx.fs, fx.tables, inode=(r["subvol"], r["st_ino"]))).json()
         assert by_inode["extents"] == doc["extents"]
         base = subvol_paths[r["subvol"]]
         if base and r["path"].startswith(base + "/"):
             rel = r["path"][len(base) + 1:]
-            via_subvol = map_report(file_map_of(fx.fs, fx.tables, rel, subvol=str(r["subvol"]))).json()
+            via_subvol = map_document(file_map_of(fx.fs, fx.tables, rel, subvol=str(r["subvol"]))).json()
             assert via_subvol == doc
-            via_path = map_report(file_map_of(fx.fs, fx.tables, rel, subvol=base)).json()
+            via_path = map_document(file_map_of(fx.fs, fx.tables, rel, subvol=base)).json()
             assert via_path == doc
 
 
@@ -491,12 +485,12 @@ def test_ls_directory_and_file(fx: Opened):
         by_parent[parent].append(r["path"])
     dirs = [r["path"] for r in fx.listing if r["type"] == "dir"][:40]
     for d in dirs:
-        entries = listing(fx.fs, d, recursive=False, tables=fx.tables)
+        entries = listing(fx.fs, d, recursive=False, tables=fx.tables).entries
         assert [e.path for e in entries] == by_parent.get(d, []), d
     files = [r for r in fx.listing if r["type"] != "dir"][:20]
     ls = {e["path"]: e for e in fx.ls_entries()}
     for r in files:
-        (entry,) = listing(fx.fs, r["path"], recursive=False, tables=fx.tables)
+        (entry,) = listing(fx.fs, r["path"], recursive=False, tables=fx.tables).entries
         assert (entry.path, entry.inode, entry.extents, entry.shared_bytes) == (
             r["path"], r["st_ino"], ls[r["path"]]["extents"], ls[r["path"]]["shared_bytes"])
 
@@ -505,7 +499,7 @@ def test_ls_directory_and_file(fx: Opened):
 
 
 def test_subvolumes_match(fx: Opened):
-    check_subvolumes(subvolumes_report(fx.fs).json()["subvolumes"], fx.subvolumes)
+    check_subvolumes(subvolumes_document(subvolume_list(fx.fs)).json()["subvolumes"], fx.subvolumes)
 
 
 def check_subvolumes(doc: list[dict], expected: list[dict]) -> None:
@@ -582,7 +576,7 @@ def test_cli_map_json(subvols_image):
     fs = open_filesystem([subvols_image])
     try:
         tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
-        want = map_report(file_map_of(fs, tables, "snap1/f1")).json()
+        want = map_document(file_map_of(fs, tables, "snap1/f1")).json()
     finally:
         fs.close()
     for args in (["snap1/f1"], ["--subvol", "snap1", "f1"], ["--subvol", "259", "/f1"], ["--inode", "259:257"]):

@@ -52,12 +52,8 @@ from test_files import (
 from btrfsscan.model.filemap import build_file_map
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
-from btrfsscan.present.files_cmds import (
-    listing,
-    ls_report,
-    map_report,
-    subvolumes_report,
-)
+from btrfsscan.analysis.files import listing, subvolume_list
+from btrfsscan.present.views.files import ls_document, map_document, subvolumes_document
 
 HERE = Path(__file__).resolve().parent
 K = 1024
@@ -413,16 +409,16 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
         backrefs = BackrefKeys(tables)
         chunks = chunks_from_dump_tree(chunk_dump)
         assert chunks == chunks_from_btrfsscan(fs)
-        entries = ls_report(listing(fs, ".", recursive=True, tables=tables), full_paths=True, title="").json()["entries"]
+        entries = ls_document(listing(fs, ".", recursive=True, tables=tables)).json()["entries"]
         check_listing(entries, expected_listing)
-        check_subvolumes(subvolumes_report(fs).json()["subvolumes"], expected_subvols)
+        check_subvolumes(subvolumes_document(subvolume_list(fs)).json()["subvolumes"], expected_subvols)
         ls = {e["path"]: e for e in entries}
         where = {r["path"]: (r["subvol"], r["st_ino"]) for r in expected_listing}
         sectorsize = fs.superblock.sectorsize
         kinds = set()
         for path, records in fiemaps.items():
             subvol, ino = where[path]
-            doc = map_report(build_file_map(fs, subvol, ino, path, tables)).json()
+            doc = map_document(build_file_map(fs, subvol, ino, path, tables)).json()
             check_against_fiemap(doc, records, backrefs, sectorsize)
             check_device_ranges(doc, chunks, fs)
             check_ls_against_map(ls[path], doc)

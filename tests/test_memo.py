@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from btrfsscan.model.filesystem import open_filesystem
-from btrfsscan.cache.models import PAGE_SIZES, analyze
+from support import facts
+
+from btrfsscan.cache.analyze import analyze
+from btrfsscan.cache.layout import PAGE_SIZES
 from btrfsscan.errors import Warnings
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, S_IFMT, S_IFREG, LeafTables
@@ -43,7 +46,7 @@ def test_versions_give_the_figures_of_per_subvolume_rows(name, fixture_images):
     rows = leaves.expand()
     assert versions.n_versions <= int(((rows.inodes["mode"] & S_IFMT) == S_IFREG).sum())
     for page_size in PAGE_SIZES:
-        assert_same_analysis(analyze(versions, page_size, 4096, top=50), analyze(rows, page_size, 4096, top=50))
+        assert_same_analysis(analyze(versions, page_size, facts(4096), top=50), analyze(rows, page_size, facts(4096), top=50))
 
 
 def _leaf_tables(leaf_inos: list[list[int]], subvols: list[list[int]]) -> LeafTables:
@@ -71,7 +74,7 @@ def test_leaf_out_of_key_order_is_skipped_with_a_warning():
     assert sorted(zip(versions.inodes["subvol"].tolist(), versions.inodes["ino"].tolist())) == [
         (256, 257), (256, 258), (256, 259)]
     assert sorted(versions.weight.tolist()) == [1, 1, 2]
-    assert analyze(versions, 4096, 4096).models["per_inode"].pages == 4
+    assert analyze(versions, 4096, facts(4096)).models["per_inode"].pages == 4
 
 
 def test_inode_spanning_leaves_is_one_version_per_leaf_sequence():
@@ -81,7 +84,7 @@ def test_inode_spanning_leaves_is_one_version_per_leaf_sequence():
     got = sorted(zip(versions.inodes["ino"].tolist(), versions.weight.tolist()))
     # 257 once for all three; 258 as (0, 1) in two subvolumes and (0, 2) in one; 259 in leaf 1 (x2), leaf 2
     assert got == [(257, 3), (258, 1), (258, 2), (259, 1), (259, 2)]
-    assert analyze(versions, 4096, 4096).models["per_inode"].pages == 9
+    assert analyze(versions, 4096, facts(4096)).models["per_inode"].pages == 9
 
 
 def test_objectids_beyond_40_bits_group_alike():
@@ -91,4 +94,4 @@ def test_objectids_beyond_40_bits_group_alike():
     versions = inode_versions(t)
     got = sorted(zip(versions.inodes["ino"].tolist(), versions.weight.tolist(), versions.inodes["subvol"].tolist()))
     assert got == [(257, 2, 256), (big, 1, 256), (big, 1, 257)]
-    assert analyze(versions, 4096, 4096).models == analyze(t.expand(), 4096, 4096).models
+    assert analyze(versions, 4096, facts(4096)).models == analyze(t.expand(), 4096, facts(4096)).models

@@ -9,6 +9,7 @@ Every refusal is exit 2, one line, and the input is byte-identical afterwards.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -155,3 +156,35 @@ def test_device_holding_input_refused(image, tmp_path):
             before = _digest(inner)
             _refused(run("report", "--json", "-o", dev, inner), dev)
             assert _digest(inner) == before
+
+
+def _every_command(image: Path) -> list[tuple[str, ...]]:
+    """One invocation of every command on ``image`` (a logical address and a file path taken from it)."""
+    root = json.loads(run("super", "--json", image).stdout)["root"]
+    entries = json.loads(run("ls", "-R", "--json", image).stdout)["entries"]
+    path = next(e["path"] for e in entries if e["type"] == "file")
+    return [("super", str(image)), ("chunks", str(image)), ("map-logical", str(image), str(root)),
+            ("subvolumes", str(image)), ("ls", str(image)), ("map", str(image), path), ("report", str(image))]
+
+
+@pytest.mark.parametrize("fmt", [(), ("--json",)])
+def test_every_command_writes_o_file_as_stdout(image, tmp_path, fmt):
+    for args in _every_command(image):
+        shown = run(args[0], *fmt, *args[1:])
+        assert shown.exit_code == 0, (args, shown.stderr)
+        target = tmp_path / f"{args[0]}.out"
+        written = run(args[0], *fmt, "-o", target, *args[1:])
+        assert written.exit_code == 0 and written.stdout == "", (args, written.stderr)
+        assert target.read_text() == shown.stdout, args
+
+
+def test_every_command_refuses_its_input_as_o(image):
+    before = _digest(image)
+    for args in _every_command(image):
+        _refused(run(args[0], "--json", "-o", image, *args[1:]), str(image))
+    assert _digest(image) == before
+
+
+def test_prometheus_only_for_report(image):
+    result = run("super", "--format", "prometheus", image)
+    assert result.exit_code == 2 and "prometheus" in result.stderr

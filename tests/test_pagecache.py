@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from btrfsscan.model.filesystem import open_filesystem
-from btrfsscan.present.report_cmd import scan_report
+from btrfsscan.analysis.report import scan_report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FILE_FIXTURES = sorted(p.name for p in (FIXTURES / "files").iterdir() if (p / "expected" / "fiemap.json").exists())

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from support import run
 
-from btrfsscan.present.report_json import schema
+from btrfsscan.present.views.report import schema
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FILE_FIXTURES = sorted(p.name for p in (FIXTURES / "files").iterdir() if list(p.glob("dev*.img.xz")))

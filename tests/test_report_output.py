@@ -3,6 +3,8 @@ shipped schema), Prometheus text exposition, and the rich rendering."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import re
 
@@ -10,23 +12,16 @@ import jsonschema
 import numpy as np
 import pytest
 
-from btrfsscan.cache.report import (
-    METADATA_DUMP_NOTE,
-    FilesystemFacts,
-    SubvolumeInfo,
-    build_report,
-)
+from btrfsscan.analysis.report import example_paths
+from btrfsscan.cache.analyze import analyze
+from btrfsscan.cache.facts import DeviceInfo, FilesystemFacts, SubvolumeInfo
+from btrfsscan.cache.report import METADATA_DUMP_NOTE, build_report
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables
-from btrfsscan.present.prometheus import METRICS, prometheus_text
-from btrfsscan.present.report_json import report_json, schema
-from btrfsscan.present.report_view import (
-    describe_focus,
-    describe_kinds,
-    describe_models,
-    describe_summary,
-    human_bytes,
-    report_text,
-)
+from btrfsscan.present.document import CommandOutput
+from btrfsscan.present.renderers import table
+from btrfsscan.present.renderers.prometheus import METRICS, prometheus_text
+from btrfsscan.present.units import human_bytes
+from btrfsscan.present.views.report import focus, report_document, schema, summary
 
 KiB, MiB = 1024, 1 << 20
 FSID = "0634ac5a-61f8-590d-b076-d5b350bd2f0f"
@@ -64,26 +59,27 @@ def snapshot_tables(snapshots: int = 3) -> FileTables:
     return FileTables(inodes_arr, np.array(extents, EXTENT_DTYPE))
 
 
-FACTS = {
-    "label": "test\x1b[31m",
-    "fsid": FSID,
-    "devices": [{"devid": 1, "uuid": "9f6c7c4e-8b1e-4d3a-9c55-0ed1d6c0e0a1", "path": "dev0.img", "total_bytes": 1 << 34, "bytes_used": 1 << 32}],
-    "data_profiles": ["single"],
-    "metadata_profiles": ["DUP"],
-    "system_profiles": ["DUP"],
-    "nodesize": 16384,
-    "sectorsize": 4096,
-    "generation": 42,
-    "features": {"incompat": ["MIXED_BACKREF", "NO_HOLES"], "compat_ro": ["FREE_SPACE_TREE"]},
-}
+FACTS = FilesystemFacts(
+    label="test\x1b[31m",
+    fsid=FSID,
+    devices=(DeviceInfo(1, "9f6c7c4e-8b1e-4d3a-9c55-0ed1d6c0e0a1", "dev0.img", 1 << 34, 1 << 32),),
+    data_profiles=("SINGLE",),
+    metadata_profiles=("DUP",),
+    system_profiles=("DUP",),
+    nodesize=16384,
+    sectorsize=4096,
+    generation=42,
+    incompat_features=("MIXED_BACKREF", "NO_HOLES"),
+    compat_ro_features=("FREE_SPACE_TREE",),
+)
 
 
-def subvols(snapshots: int = 3):
-    out = [{"id": 256, "path": "@rootfs", "uuid": ROOT_UUID, "parent_uuid": None, "readonly": False, "gen": 9},
-           {"id": 300, "path": "@home", "uuid": "3a4925f9-57e5-f24c-9601-258262eb310e", "parent_uuid": None},
-           {"id": 301, "path": "@empty", "uuid": None, "parent_uuid": None}]
-    out += [{"id": 400 + k, "path": f"snapshots/{k}", "uuid": f"00000000-0000-0000-0000-{k:012d}", "parent_uuid": ROOT_UUID,
-             "readonly": True} for k in range(snapshots)]
+def subvols(snapshots: int = 3) -> list[SubvolumeInfo]:
+    out = [SubvolumeInfo(256, "@rootfs", ROOT_UUID, None, False, 9),
+           SubvolumeInfo(300, "@home", "3a4925f9-57e5-f24c-9601-258262eb310e"),
+           SubvolumeInfo(301, "@empty")]
+    out += [SubvolumeInfo(400 + k, f"snapshots/{k}", f"00000000-0000-0000-0000-{k:012d}", ROOT_UUID, True)
+            for k in range(snapshots)]
     return out
 
 
@@ -94,10 +90,24 @@ def paths(sv, ino):
     return f"{top}/{name}"
 
 
-def make_report(page_size=4096, **kw):
-    args = dict(page_size=page_size, filesystem=FACTS, subvolumes=subvols(), path_of=paths, top=5)
-    args.update(kw)
-    return build_report(snapshot_tables(), **args)
+def make_report(page_size=4096, *, facts=FACTS, top=5, **kw):
+    analysis = analyze(snapshot_tables(), page_size, facts, top=top)
+    return build_report(analysis, subvolumes=subvols(), paths=example_paths(analysis, paths), **kw)
+
+
+def report_json(report) -> dict:
+    return report_document(report).json()
+
+
+def _section(document, key):
+    return next(s for s in document.sections if s.key == key)
+
+
+def report_text(report, raw: bool = False, width: int = 160) -> str:
+    """The report as ``report`` prints it in a table, as plain text."""
+    stream = io.StringIO()
+    table.render(CommandOutput("report", (report_document(report, raw=raw),)), stream, width=width)
+    return stream.getvalue()
 
 
 def test_report_figures():
@@ -138,9 +148,9 @@ def test_warnings_collection_makes_it_partial():
 
     w = Warnings()
     w.add("checksum mismatch", "tree block 30408704")
-    r = make_report(warnings=w)
+    r = make_report(warnings=w.messages())
     assert r.partial and r.warnings == ("checksum mismatch (tree block 30408704)",)
-    assert not make_report(warnings=Warnings()).partial
+    assert not make_report(warnings=Warnings().messages()).partial
 
 
 def test_json_partial_metadata_dump_and_empty():
@@ -148,8 +158,8 @@ def test_json_partial_metadata_dump_and_empty():
     jsonschema.Draft202012Validator(schema()).validate(doc)
     assert doc["partial"] is True and doc["warnings"] == ["tree block 123 unreadable (dev 1)"]
     assert METADATA_DUMP_NOTE in doc["filesystem"]["notes"] and doc["filesystem"]["metadata_dump"] is True
-    empty = build_report(FileTables(np.zeros(0, INODE_DTYPE), np.zeros(0, EXTENT_DTYPE)), page_size=4096,
-                         filesystem=FilesystemFacts(fsid=FSID), subvolumes=[SubvolumeInfo(5, "")])
+    empty = build_report(analyze(FileTables(np.zeros(0, INODE_DTYPE), np.zeros(0, EXTENT_DTYPE)), 4096,
+                                 FilesystemFacts(fsid=FSID)), subvolumes=[SubvolumeInfo(5, "")])
     doc = report_json(empty)
     jsonschema.Draft202012Validator(schema()).validate(doc)
     assert doc["totals"]["models"]["shared_extent"]["saved_pct"] == 0.0
@@ -206,28 +216,29 @@ def test_prometheus_text():
 
 
 def test_prometheus_escapes_labels():
-    r = make_report(filesystem={**FACTS, "fsid": 'a"b\\c\nd'})
+    r = make_report(facts=dataclasses.replace(FACTS, fsid='a"b\\c\nd'))
     assert 'fsid="a\\"b\\\\c\\nd"' in prometheus_text(r)
 
 
 def test_summary_and_rendering():
     r = make_report()
-    summary = describe_summary(r)
-    assert summary[0] == ("Reading every file once caches 4.1 MiB today; a shared-extent cache would need 1.2 MiB "
+    lines = summary(r)
+    assert lines[0] == ("Reading every file once caches 4.1 MiB today; a shared-extent cache would need 1.2 MiB "
                           "— 2.8 MiB (70.3%) saved, most of it in @rootfs and its 3 snapshots.")
-    assert describe_focus(r) == "most of it in @rootfs and its 3 snapshots"
-    raw = describe_summary(r, raw=True)
+    assert focus(r) == "most of it in @rootfs and its 3 snapshots"
+    raw = summary(r, raw=True)
     assert str(1037 * 4096) in raw[0]
     text = report_text(r)
-    assert summary[0] in " ".join(text.split("\n")) or "Reading every file once caches 4.1 MiB today" in text
+    assert lines[0] in " ".join(text.split("\n")) or "Reading every file once caches 4.1 MiB today" in text
     for title in ("Page cache after reading every file once", "Today's page cache by kind", "Subvolumes", "Most shared extents",
                   "Files saving the most", "Filesystem"):
         assert title in text
     assert "\x1b" not in text and "test\\x1b[31m" in text  # the label's escape is shown, not sent
     # one field table drives labels and cells
-    models = describe_models(r)
-    assert models.columns[:3] == ("model", "design", "pages") and len(models.records) == 4
-    assert describe_kinds(r, raw=True).records[0]["pages"].text == str(r.by_kind[0].pages)
+    models = _section(report_document(r), "models")
+    assert tuple(f.label for f in models.table_fields())[:3] == ("model", "design", "pages") and len(models.records) == 4
+    assert _section(report_document(r, raw=True), "by_kind").fields[1].key == "pages"
+    assert _section(report_document(r, raw=True), "by_kind").records[0].cells[1].text == str(r.by_kind[0].pages)
 
 
 def test_rendering_partial_and_not_applicable():

@@ -1,12 +1,12 @@
-"""The report of the page-cache models: dataclasses and ``build_report``.
+"""The page-cache report: its dataclasses and ``build_report``.
 
-``build_report`` runs the models (``btrfsscan.cache.models.analyze``) over the
-column tables and assembles everything a presenter needs: filesystem facts,
-totals per model, the by-kind breakdown of the per-inode baseline, per
-subvolume figures and the top extents and files with example paths. It does
-no I/O except through the ``path_of`` callable it is given.
+``build_report`` turns a ``CacheAnalysis`` (every registered model over the
+column tables) into everything a presenter needs: filesystem facts, totals
+per model, the by-kind breakdown of the per-inode baseline, per subvolume
+figures and the top extents and files. It does no I/O: example paths are
+names the application layer looked up beforehand (``paths``).
 
-Definitions (see ``models`` for the page-level ones):
+Definitions (see :mod:`.layout` for the page-level ones):
 
 * ``files``: directory entries of regular files, i.e. the sum of ``nlink``
   over regular inodes (a hardlinked file counts once per link, an orphan with
@@ -29,101 +29,25 @@ Definitions (see ``models`` for the page-level ones):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
-from ..errors import ScanWarning, Warnings
-from ..model.tables import FileTables, LeafTables
-from ..model.versions import InodeVersions
-from . import models
-from .models import KINDS, MODELS, PAGE_SIZES
+from .analyze import CacheAnalysis
+from .facts import FilesystemFacts, SubvolumeInfo
+from .kinds import KINDS
+from .layout import PAGE_SIZES
+from .registry import BASELINE, MODELS, ModelResult
+from .top import TopFile
 
-SCHEMA_VERSION = 1
+#: How many example paths a top extent names.
 EXAMPLE_PATHS = 3
 SUBVOLUME_IDS_SHOWN = 16
 METADATA_DUMP_NOTE = "metadata dump: no file data"
 
 
-def _from_mapping(cls, data: Any):
-    """An instance of dataclass ``cls`` from an instance, or a mapping whose unknown keys are ignored."""
-    if isinstance(data, cls):
-        return data
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in dict(data).items() if k in names})
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    devid: int
-    uuid: str | None = None
-    path: str | None = None
-    total_bytes: int = 0
-    bytes_used: int = 0
-
-
-@dataclass(frozen=True)
-class FilesystemFacts:
-    """What the report says about the filesystem; profiles are names (``SINGLE``, ``DUP``, ``RAID1``...).
-
-    ``num_devices`` is the superblock's device count (None: the number of
-    ``devices`` given); it decides whether the RFC as posted applies.
-    """
-
-    fsid: str
-    label: str = ""
-    devices: tuple[DeviceInfo, ...] = ()
-    num_devices: int | None = None
-    data_profiles: tuple[str, ...] = ()
-    metadata_profiles: tuple[str, ...] = ()
-    system_profiles: tuple[str, ...] = ()
-    nodesize: int = 16384
-    sectorsize: int = 4096
-    generation: int = 0
-    incompat_features: tuple[str, ...] = ()
-    compat_ro_features: tuple[str, ...] = ()
-
-    @classmethod
-    def from_mapping(cls, data: Any) -> "FilesystemFacts":
-        if isinstance(data, cls):
-            return data
-        d = dict(data)
-        features = d.pop("features", None)
-        if isinstance(features, Mapping):  # {"incompat": [...], "compat_ro": [...]}
-            d.setdefault("incompat_features", features.get("incompat", ()))
-            d.setdefault("compat_ro_features", features.get("compat_ro", ()))
-        d["devices"] = tuple(_from_mapping(DeviceInfo, x) for x in d.get("devices", ()))
-        for key in ("data_profiles", "metadata_profiles", "system_profiles"):
-            d[key] = tuple(models._profile_name(p) for p in d.get(key, ()))
-        for key in ("incompat_features", "compat_ro_features"):
-            d[key] = tuple(str(p) for p in d.get(key, ()))
-        return _from_mapping(cls, d)
-
-    @property
-    def device_count(self) -> int:
-        return self.num_devices if self.num_devices is not None else len(self.devices)
-
-
-@dataclass(frozen=True)
-class SubvolumeInfo:
-    """A subvolume as the root tree describes it (``path`` None when unreachable)."""
-
-    id: int
-    path: str | None = None
-    uuid: str | None = None
-    parent_uuid: str | None = None
-    readonly: bool = False
-    generation: int | None = None
-
-    @classmethod
-    def from_mapping(cls, data: Any) -> "SubvolumeInfo":
-        if isinstance(data, cls):
-            return data
-        d = dict(data)
-        if "gen" in d and "generation" not in d:
-            d["generation"] = d["gen"]
-        d["readonly"] = bool(d.get("readonly") or False)
-        return _from_mapping(cls, d)
+def pages_to_bytes(pages: int | float, page_size: int) -> int:
+    """Pages (a fair share may be fractional) as a whole number of bytes."""
+    return int(round(pages * page_size))
 
 
 @dataclass(frozen=True)
@@ -193,25 +117,20 @@ class ExtentFigures:
     cached_pages: int
     saved_pages: int
     saved_bytes: int
+    inodes: tuple[tuple[int, int], ...]  # up to 10 (subvol, ino) referencing it, for example paths
     paths: tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class FileFigures:
-    subvol: int
-    ino: int
+class FileFigures(TopFile):
+    """A top file with its name (None: unreachable) and its fair share in bytes."""
+
     path: str | None
-    size: int
-    nlink: int
-    pages: int
-    eligible_pages: int
-    shared_pages: int
-    saved_pages: float
     saved_bytes: int
 
 
 @dataclass(frozen=True)
-class Report:
+class PageCacheReport:
     """Everything the report shows; ``notes`` are remarks that do not make it partial."""
 
     page_size: int
@@ -226,27 +145,26 @@ class Report:
     top_files: tuple[FileFigures, ...]
     partial: bool
     warnings: tuple[str, ...]
-    schema_version: int = SCHEMA_VERSION
 
     def model(self, name: str) -> ModelFigures:
         return self.totals.models[name]
 
 
-def _model_figures(result: models.ModelResult, per_inode: int, page_size: int) -> ModelFigures:
+def _model_figures(result: ModelResult, baseline: int, page_size: int) -> ModelFigures:
     if result.pages is None:
         return ModelFigures(result.name, None, None, None, None, None, result.applicable, result.reason)
-    saved = per_inode - result.pages
-    pct = 100.0 * saved / per_inode if per_inode else 0.0
-    return ModelFigures(result.name, result.pages, result.pages * page_size, saved, saved * page_size, pct,
-                        result.applicable, result.reason)
+    saved = baseline - result.pages
+    pct = 100.0 * saved / baseline if baseline else 0.0
+    return ModelFigures(result.name, result.pages, pages_to_bytes(result.pages, page_size), saved,
+                        pages_to_bytes(saved, page_size), pct, result.applicable, result.reason)
 
 
-def _paths(path_of: Callable[[int, int], str | None] | None, inodes: Iterable[tuple[int, int]], limit: int) -> tuple[str, ...]:
+def named(inodes: Iterable[tuple[int, int]], paths: Mapping[tuple[int, int], str | None],
+          limit: int = EXAMPLE_PATHS) -> tuple[str, ...]:
+    """The first ``limit`` distinct paths ``paths`` gives the inodes, in their order."""
     out: list[str] = []
-    if path_of is None:
-        return ()
-    for subvol, ino in inodes:
-        path = path_of(subvol, ino)
+    for ref in inodes:
+        path = paths.get(ref)
         if path is not None and path not in out:
             out.append(path)
             if len(out) >= limit:
@@ -255,51 +173,36 @@ def _paths(path_of: Callable[[int, int], str | None] | None, inodes: Iterable[tu
 
 
 def build_report(
-    tables: FileTables | LeafTables | InodeVersions,
+    analysis: CacheAnalysis,
     *,
-    page_size: int,
-    filesystem: FilesystemFacts | Mapping[str, Any],
-    subvolumes: Sequence[SubvolumeInfo | Mapping[str, Any]] = (),
-    sectorsize: int | None = None,
-    top: int = 10,
-    path_of: Callable[[int, int], str | None] | None = None,
+    subvolumes: Sequence[SubvolumeInfo] = (),
+    paths: Mapping[tuple[int, int], str | None] | None = None,
     partial: bool = False,
-    warnings: Sequence[str | ScanWarning] | Warnings = (),
+    warnings: Sequence[str] = (),
     metadata_dump: bool = False,
-) -> Report:
-    """Run every model over ``tables`` and assemble the report.
+) -> PageCacheReport:
+    """The report of ``analysis``.
 
-    ``page_size`` must be one of ``PAGE_SIZES``; ``sectorsize`` defaults to
-    the filesystem's. ``path_of(subvol, ino)`` names example paths as they
-    are to be shown (best from the top-level subvolume, ``@rootfs/etc/x``, so
-    snapshots' copies differ; None when an inode has no reachable name); it
-    is called at most ten times per top entry. Any warning makes the report
-    partial.
+    ``paths`` names inodes of the top lists as they are to be shown (best
+    from the top-level subvolume, ``@rootfs/etc/x``, so snapshots' copies
+    differ; an inode missing or None has no name). Any warning makes the
+    report partial. The page size must be one of ``PAGE_SIZES``.
     """
+    facts = analysis.inputs.facts
+    page_size = analysis.inputs.page_size
     if page_size not in PAGE_SIZES:
         raise ValueError(f"page size {page_size} is not one of {', '.join(map(str, PAGE_SIZES))}")
-    facts = FilesystemFacts.from_mapping(filesystem)
-    subvols = [SubvolumeInfo.from_mapping(s) for s in subvolumes]
-    sectorsize = int(sectorsize or facts.sectorsize)
-    info = {s.id: s for s in subvols}
-
-    analysis = models.analyze(
-        tables,
-        page_size,
-        sectorsize,
-        num_devices=facts.device_count,
-        data_profiles=facts.data_profiles or ("SINGLE",),
-        top=top,
-    )
-    per_inode = analysis.per_inode_pages
+    paths = paths or {}
+    info = {s.id: s for s in subvolumes}
+    baseline = analysis.models[BASELINE].pages
     totals = Totals(
         files=analysis.files,
         inodes=analysis.inodes,
-        per_inode_pages=per_inode,
-        per_inode_bytes=per_inode * page_size,
-        models={name: _model_figures(analysis.models[name], per_inode, page_size) for name in MODELS},
+        per_inode_pages=baseline,
+        per_inode_bytes=pages_to_bytes(baseline, page_size),
+        models={m.name: _model_figures(analysis.models[m.name], baseline, page_size) for m in MODELS},
     )
-    by_kind = tuple(KindFigures(k, analysis.by_kind[k], analysis.by_kind[k] * page_size) for k in KINDS)
+    by_kind = tuple(KindFigures(k, analysis.by_kind[k], pages_to_bytes(analysis.by_kind[k], page_size)) for k in KINDS)
 
     def path_of_subvol(sid: int) -> str | None:
         s = info.get(sid)
@@ -328,7 +231,7 @@ def build_report(
                 shares_with=tuple(ShareLink(other, path_of_subvol(other), keys) for other, keys in st.shares_with[n]),
             )
         )
-    for s in subvols:  # subvolumes without regular files
+    for s in subvolumes:  # subvolumes without regular files
         if s.id not in seen:
             rows.append(SubvolumeFigures(s.id, s.path, s.uuid, s.parent_uuid, s.readonly, 0, 0, 0, 0, 0, 0, 0.0, ()))
     rows.sort(key=lambda r: r.id)
@@ -343,36 +246,22 @@ def build_report(
             file_pages=e.file_pages,
             cached_pages=e.cached_pages,
             saved_pages=e.saved_pages,
-            saved_bytes=e.saved_pages * page_size,
-            paths=_paths(path_of, e.inodes, EXAMPLE_PATHS),
+            saved_bytes=pages_to_bytes(e.saved_pages, page_size),
+            inodes=tuple(e.inodes),
+            paths=named(e.inodes, paths),
         )
         for e in analysis.top_extents
     )
     files = tuple(
-        FileFigures(
-            subvol=f.subvol,
-            ino=f.ino,
-            path=next(iter(_paths(path_of, [(f.subvol, f.ino)], 1)), None),
-            size=f.size,
-            nlink=f.nlink,
-            pages=f.pages,
-            eligible_pages=f.eligible_pages,
-            shared_pages=f.shared_pages,
-            saved_pages=f.saved_pages,
-            saved_bytes=int(round(f.saved_pages * page_size)),
-        )
+        FileFigures(**vars(f), path=paths.get((f.subvol, f.ino)), saved_bytes=pages_to_bytes(f.saved_pages, page_size))
         for f in analysis.top_files
     )
-
-    notes = []
-    if metadata_dump:
-        notes.append(METADATA_DUMP_NOTE)
+    notes = [METADATA_DUMP_NOTE] if metadata_dump else []
     notes.extend(analysis.notes)
-    # a btrfsscan.errors.Warnings collection also says how many it dropped
-    warning_texts = tuple(warnings.messages() if hasattr(warnings, "messages") else (str(w) for w in warnings))
-    return Report(
+    warning_texts = tuple(warnings)
+    return PageCacheReport(
         page_size=page_size,
-        sectorsize=sectorsize,
+        sectorsize=facts.sectorsize,
         filesystem=facts,
         metadata_dump=metadata_dump,
         notes=tuple(notes),

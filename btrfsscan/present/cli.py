@@ -1,8 +1,10 @@
 """The ``btrfsscan`` command line.
 
-Every command opens the images read-only, asks ``describe`` for a report and
-writes it as rich tables or, with ``--json``, as one JSON document on stdout
-(nothing else is ever written to stdout then).
+Every command opens the images read-only, asks the application layer
+(:mod:`btrfsscan.analysis`) for a result and writes it through the one output
+pipeline of :mod:`.command`: rich tables, or with ``--json`` / ``--format``
+one JSON document (or another format of :mod:`.renderers`) on stdout or the
+``-o`` file (nothing else is ever written to stdout then).
 
 Exit codes: 0 the result is complete; 1 the result was written but is partial
 (each warning is a ``warning: ...`` line on stderr and an entry of the JSON
@@ -24,31 +26,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING
 
 import click
 
 from .. import __version__
-from ..errors import BtrfsScanError, Warnings
-from . import output
-
-if TYPE_CHECKING:
-    from .describe import Report
+from ..errors import BtrfsScanError
+from .command import EXIT_ERROR, Settings, error
 
 # No command does linear algebra: without this, importing numpy starts one
 # OpenBLAS thread per core (~40 ms of a run); an explicit setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-SAMPLE_IMAGE = "sample.img.xz"
-EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
-
-
-class StrictError(BtrfsScanError):
-    """Warnings were raised while ``--strict`` was given."""
-
 
 def _debug() -> bool:
     return os.environ.get("BTRFSSCAN_DEBUG", "") not in ("", "0")
@@ -61,7 +50,7 @@ def _debug() -> bool:
 class LazyCommand:
     """Where a command is defined, and its one-line help for ``btrfsscan --help``."""
 
-    module: str  # a module of btrfsscan.present
+    module: str  # a module of btrfsscan.present (it may import cli's helpers from .command, never cli)
     attribute: str
     short_help: str
 
@@ -135,7 +124,7 @@ class _Group(click.Group):
         except BtrfsScanError as exc:
             if _debug():
                 raise
-            output.error(f"btrfsscan: error: {exc}")
+            error(f"btrfsscan: error: {exc}")
             ctx.exit(EXIT_ERROR)
         except BrokenPipeError:
             # The reader went away (``| head``): say nothing more, anywhere.
@@ -146,18 +135,13 @@ class _Group(click.Group):
                 pass
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
-            output.error("btrfsscan: interrupted")
+            error("btrfsscan: interrupted")
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
             if _debug():
                 raise
-            output.error(f"btrfsscan: internal error: {type(exc).__name__}: {exc} (please report)")
+            error(f"btrfsscan: internal error: {type(exc).__name__}: {exc} (please report)")
             ctx.exit(EXIT_ERROR)
-
-
-@dataclass
-class Settings:
-    strict: bool = False
 
 
 @click.group(cls=_Group, commands=_Commands(COMMANDS), context_settings={"help_option_names": ["-h", "--help"]})
@@ -180,58 +164,3 @@ def main(ctx: click.Context, strict: bool) -> None:
     if crc32c_is_slow():
         click.echo(f"btrfsscan: note: crc32c is computed by {crc32c_backend}; install google-crc32c "
                    "(or a compiler for crcmod's C extension) for fast checksums", err=True)
-
-
-# --- helpers of the commands ---------------------------------------------------------
-
-
-def _sample_path(stack: ExitStack) -> str:
-    from importlib import resources
-
-    ref = resources.files("btrfsscan").joinpath("data", SAMPLE_IMAGE)
-    if not ref.is_file():
-        raise BtrfsScanError(
-            f"the bundled sample image btrfsscan/data/{SAMPLE_IMAGE} is not installed with this copy of btrfsscan"
-        )
-    return str(stack.enter_context(resources.as_file(ref)))
-
-
-def _image_paths(stack: ExitStack, images: tuple[str, ...], sample: bool = False) -> list[str]:
-    if sample:
-        if images:
-            raise click.UsageError("give either IMAGE arguments or --sample, not both")
-        return [_sample_path(stack)]
-    if not images:
-        raise click.UsageError("give at least one IMAGE" + (" (or --sample)" if sample is not None else ""))
-    return list(images)
-
-
-@contextmanager
-def _filesystem(paths: list[str]):
-    from ..model.filesystem import open_filesystem
-
-    fs = open_filesystem(paths)
-    try:
-        yield fs
-    finally:
-        fs.close()
-
-
-def _finish(ctx: click.Context, report: Report, warnings: Warnings, as_json: bool, strict: bool) -> None:
-    """Write ``report`` (or the strict error) and leave with the exit code."""
-    messages = warnings.messages()
-    strict = strict or (ctx.obj is not None and ctx.obj.strict)
-    if strict and messages:
-        for message in messages:
-            output.warn(message)
-        raise StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
-    if as_json:
-        payload = report.json()
-        payload["warnings"] = messages
-        payload["partial"] = bool(messages)
-        output.write_json(payload)
-    else:
-        output.render_report(report)
-    for message in messages:
-        output.warn(message)
-    ctx.exit(EXIT_PARTIAL if messages else EXIT_OK)

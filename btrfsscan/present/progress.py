@@ -1,12 +1,13 @@
 """The progress bar ``report`` shows on stderr when that is a terminal.
 
-A module of its own so that rich is imported only when the bar is shown.
+A module of its own so that rich is imported only when the bar is shown. It
+is the CLI's ``analysis.report.ScanProgress``.
 """
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 
@@ -20,7 +21,33 @@ class _CountColumn(ProgressColumn):
         return Text(f"{int(task.completed)}/{int(task.total)} {unit}", style="progress.download")
 
 
-def progress_bar() -> Progress:
-    """A transient bar on stderr: description, bar, ``done/total unit``, elapsed time."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
+class ProgressBar:
+    """A transient bar on stderr: description, bar, ``done/total unit``, elapsed time; one task at a time."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn(),
+                                  console=Console(stderr=True), transient=True)
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ProgressBar:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def start(self, description: str, total: int, unit: str) -> None:
+        self._task = self._progress.add_task(description, total=total, unit=unit)
+
+    def advance(self) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task)
+
+    def phase(self, description: str) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, description=description, total=None, unit="")
+
+    def done(self) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None

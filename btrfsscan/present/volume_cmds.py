@@ -1,8 +1,8 @@
 """The volume-level commands: ``super``, ``chunks`` and ``map-logical``.
 
-Each command opens the images read-only, asks ``describe`` for a report and
-leaves through ``cli._finish`` (tables or ``--json``, warnings, exit codes
-0/1/2). ``cli`` imports this module only when one of these commands runs.
+Each command parses its arguments, asks :mod:`btrfsscan.analysis.volume` for
+its result and leaves through ``command.finish``. ``cli`` imports this module
+only when one of these commands runs.
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ from contextlib import ExitStack
 
 import click
 
-from ..errors import BtrfsScanError
-from ..model.block_groups import read_block_groups
-from ..model.filesystem import Filesystem
-from ..volumes.volume import open_volume
-from . import describe
-from .cli import _filesystem, _finish, _image_paths
-from .output import NUMBER, images_argument, output_options, sample_option
+from ..analysis.volume import chunk_usage, map_logical, open_volume_with_devices, superblock_info
+from .command import NUMBER, finish, images_argument, inputs, opened, output_options, sample_option
+from .document import CommandOutput
+from .views.volume import chunks_document, map_logical_document, superblock_document
 
 
 @click.command("super")
@@ -27,9 +24,8 @@ from .output import NUMBER, images_argument, output_options, sample_option
 @click.option("--devid", type=NUMBER, default=None,
               help="Show the superblock chosen on this device instead of the one btrfsscan uses.")
 @sample_option
-@output_options
-@click.pass_context
-def super_cmd(ctx, images, show_all, devid, sample, as_json, strict):
+@output_options("super")
+def super_cmd(images, show_all, devid, sample):
     """Show the superblock and the state of every superblock copy.
 
     Like `btrfs inspect-internal dump-super -f`: the superblock btrfsscan
@@ -39,29 +35,22 @@ def super_cmd(ctx, images, show_all, devid, sample, as_json, strict):
     cannot be read, the superblock is still shown (with a warning).
     """
     with ExitStack() as stack:
-        paths = _image_paths(stack, images, sample)
-        volume = open_volume(paths)
+        volume = open_volume_with_devices(inputs(stack, images, sample))
         stack.callback(volume.close)
-        try:
-            Filesystem(volume)  # loads the chunk tree: every device, by devid
-        except BtrfsScanError as exc:
-            volume.warnings.add(f"chunk tree not loaded, devices listed from the superblocks only: {exc}")
-        report = describe.superblock_report(volume, detail=show_all, devid=devid)
-        _finish(ctx, report, volume.warnings, as_json, strict)
+        document = superblock_document(superblock_info(volume, devid=devid, sys_chunks=show_all), detail=show_all)
+        finish(CommandOutput("super", (document,), tuple(volume.warnings.messages())))
 
 
 @click.command("chunks")
 @images_argument
-@output_options
-@click.pass_context
-def chunks_cmd(ctx, images, as_json, strict):
+@output_options("chunks")
+def chunks_cmd(images):
     """Show the chunk map: every chunk, its profile, its stripes and how much of it is used
     (from its BLOCK_GROUP_ITEM in the extent tree or the block group tree)."""
     with ExitStack() as stack:
-        paths = _image_paths(stack, images, None)
-        fs = stack.enter_context(_filesystem(paths))
-        report = describe.chunks_report(fs.volume, read_block_groups(fs))
-        _finish(ctx, report, fs.warnings, as_json, strict)
+        fs = stack.enter_context(opened(inputs(stack, images)))
+        document = chunks_document(chunk_usage(fs))
+        finish(CommandOutput("chunks", (document,), tuple(fs.warnings.messages())))
 
 
 @click.command("map-logical")
@@ -70,9 +59,8 @@ def chunks_cmd(ctx, images, as_json, strict):
 @click.option("--length", "-b", "length", type=NUMBER, default=None,
               help="Bytes to map (default: the nodesize, as btrfs-map-logical).")
 @click.option("--parity", is_flag=True, help="RAID5/6: also show the P (mirror 2) and Q (mirror 3) ranges.")
-@output_options
-@click.pass_context
-def map_logical_cmd(ctx, images, logical, length, parity, as_json, strict):
+@output_options("map-logical")
+def map_logical_cmd(images, logical, length, parity):
     """Show where a logical range lives on the devices, every mirror.
 
     Like btrfs-map-logical, without reading any data: one line per piece
@@ -81,11 +69,10 @@ def map_logical_cmd(ctx, images, logical, length, parity, as_json, strict):
     and Q.
     """
     with ExitStack() as stack:
-        paths = _image_paths(stack, images, None)
-        fs = stack.enter_context(_filesystem(paths))
+        fs = stack.enter_context(opened(inputs(stack, images)))
         if length is None:
             length = fs.superblock.nodesize
         if length == 0:
             raise click.BadParameter("must be at least 1", param_hint="--length")
-        report = describe.map_logical_report(fs.volume, logical, length, parity=parity)
-        _finish(ctx, report, fs.warnings, as_json, strict)
+        document = map_logical_document(map_logical(fs.volume, logical, length, parity=parity))
+        finish(CommandOutput("map-logical", (document,), tuple(fs.warnings.messages())))

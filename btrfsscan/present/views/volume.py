@@ -1,27 +1,18 @@
-"""Turning volume-level model objects into display records.
+"""The documents of the volume-level commands: ``super``, ``chunks`` and ``map-logical``.
 
-Every section of every command is described by ONE field table, a tuple of
-``Field``s: each field names its JSON key, its table label, how to get the
-raw value from the model object (``get``) and how to display it (``show``
-from the raw value, or ``text`` from the object when the display needs more
-than the raw value). ``describe(fields, obj)`` gives a ``Record`` of
-``Cell``s holding both forms; a ``Report`` of ``Section``s then yields the
-JSON document (raw values only) and the rich tables (display forms only), so
-the two outputs cannot drift apart.
-
-The ``*_report`` builders assemble the sections of the ``super``, ``chunks``
-and ``map-logical`` commands. They do not open anything; the CLI opens the
-filesystem and passes it in.
+One spec (a tuple of ``Field``s) per kind of record, in btrfs-progs' order
+and with its names; the builders turn the results of
+:mod:`btrfsscan.analysis.volume` into documents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from ..errors import BtrfsScanError, DeviceError
-from ..format.constants import (
+from ...analysis.facts import profile_name
+from ...analysis.volume import ChunkUsage, LogicalMapping, SuperblockInfo
+from ...format.constants import (
     BTRFS_MAGIC,
     CompatRoFlag,
     CsumType,
@@ -29,127 +20,10 @@ from ..format.constants import (
     SuperFlag,
     flag_names,
 )
-from ..model.block_groups import BlockGroup
-from ..volumes import superblock as sbmod
-from ..volumes.chunk_items import iter_sys_chunk_array
-from ..volumes.chunks import Chunk, PhysicalRange
-from .output import format_size
-
-# --- the machinery ----------------------------------------------------------------
-
-
-def _plain(raw: Any) -> str:
-    if raw is None:
-        return "-"
-    if isinstance(raw, bool):
-        return "yes" if raw else "no"
-    return str(raw)
-
-
-@dataclass(frozen=True)
-class Field:
-    """One displayed field: JSON key, table label, raw getter, display form."""
-
-    key: str
-    label: str
-    get: Callable[[Any], Any]
-    show: Callable[[Any], str] = _plain
-    text: Callable[[Any], str] | None = None
-    detail: bool = False  # shown only with --all
-
-    def cell(self, obj: Any) -> "Cell":
-        raw = self.get(obj)
-        return Cell(self.key, self.label, raw, self.text(obj) if self.text else self.show(raw))
-
-
-@dataclass(frozen=True)
-class Cell:
-    key: str
-    label: str
-    raw: Any
-    text: str
-
-
-@dataclass(frozen=True)
-class Record:
-    """One described object: its cells in field-table order."""
-
-    cells: tuple[Cell, ...]
-
-    def raw(self) -> dict[str, Any]:
-        return {cell.key: cell.raw for cell in self.cells}
-
-    def __getitem__(self, key: str) -> Cell:
-        for cell in self.cells:
-            if cell.key == key:
-                return cell
-        raise KeyError(key)
-
-
-def selected(fields: Sequence[Field], detail: bool = False) -> tuple[Field, ...]:
-    return tuple(f for f in fields if detail or not f.detail)
-
-
-def describe(fields: Sequence[Field], obj: Any, *, detail: bool = False) -> Record:
-    """The record of ``obj`` under ``fields`` (``detail`` includes the --all fields)."""
-    return Record(tuple(f.cell(obj) for f in selected(fields, detail)))
-
-
-@dataclass(frozen=True)
-class Section:
-    """A titled group of records sharing one field table.
-
-    ``key`` is the section's JSON key (None: its single record's fields go to
-    the top level of the document); ``many`` makes it a JSON list, else one
-    object. ``layout`` is ``"rows"`` (a row per record) or ``"fields"`` (a row
-    per field, a column per record, headed by ``headers``). ``table=False``
-    keeps a section out of the tables (JSON only).
-    """
-
-    key: str | None
-    title: str
-    columns: tuple[str, ...]
-    records: tuple[Record, ...]
-    many: bool = True
-    layout: str = "rows"
-    headers: tuple[str, ...] = ()
-    table: bool = True
-
-    def json(self) -> Any:
-        if self.many:
-            return [record.raw() for record in self.records]
-        return self.records[0].raw() if self.records else None
-
-
-def section(key: str | None, title: str, fields: Sequence[Field], objects: Iterable[Any], *, detail: bool = False,
-            many: bool = True, layout: str = "rows", headers: Sequence[str] = (), table: bool = True) -> Section:
-    chosen = selected(fields, detail)
-    records = tuple(Record(tuple(f.cell(obj) for f in chosen)) for obj in objects)
-    return Section(key, title, tuple(f.label for f in chosen), records, many, layout, tuple(headers), table)
-
-
-@dataclass(frozen=True)
-class Report:
-    """What one command shows: its sections in display order."""
-
-    sections: tuple[Section, ...]
-
-    def json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for sec in self.sections:
-            if sec.key is None:
-                if sec.records:
-                    out.update(sec.records[0].raw())
-            else:
-                out[sec.key] = sec.json()
-        return out
-
-    def section(self, key: str | None) -> Section:
-        for sec in self.sections:
-            if sec.key == key:
-                return sec
-        raise KeyError(key)
-
+from ...volumes import superblock as sbmod
+from ...volumes.chunks import Chunk
+from ..document import Document, Field, section
+from ..units import format_size, printable
 
 # --- display forms ----------------------------------------------------------------
 
@@ -158,17 +32,12 @@ def _size(raw: int | None) -> str:
     return "-" if raw is None else f"{raw} ({format_size(raw)})"
 
 
-def _printable(text: str) -> str:
-    """Control characters escaped, so a label cannot garble the terminal."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
 def _flags_text(flag_type, value: int) -> str:
     names = flag_names(flag_type, value)
     return f"0x{value:x}" + (f" ({' | '.join(names)})" if names else "")
 
 
-def csum_label(value: int) -> str:
+def _csum_label(value: int) -> str:
     """``crc32c``, ``xxhash64``, ``sha256``, ``blake2b``, or ``unknown(N)``."""
     try:
         return CsumType(value).label
@@ -193,19 +62,19 @@ _sb = lambda name: (lambda sb: sb.fields[name])  # noqa: E731 - a raw superblock
 
 #: The superblock fields, in btrfs inspect-internal dump-super order.
 SUPERBLOCK_FIELDS: tuple[Field, ...] = (
-    Field("csum_type", "csum_type", lambda sb: csum_label(sb.fields.csum_type),
-          text=lambda sb: f"{csum_label(sb.fields.csum_type)} ({sb.fields.csum_type})"),
+    Field("csum_type", "csum_type", lambda sb: _csum_label(sb.fields.csum_type),
+          text=lambda sb: f"{_csum_label(sb.fields.csum_type)} ({sb.fields.csum_type})"),
     Field("csum_size", "csum_size", lambda sb: _csum_size(sb.fields.csum_type), detail=True),
     Field("csum", "csum", lambda sb: "0x" + bytes(sb.fields.csum[: _csum_size(sb.fields.csum_type)]).hex(), detail=True),
     Field("bytenr", "bytenr", _sb("bytenr"), detail=True),
     Field("flags", "flags", lambda sb: flag_names(SuperFlag, sb.fields.flags),
           text=lambda sb: _flags_text(SuperFlag, sb.fields.flags)),
     Field("magic", "magic", lambda sb: bytes(sb.fields.magic).decode("latin-1"),
-          text=lambda sb: _printable(bytes(sb.fields.magic).decode("latin-1"))
+          text=lambda sb: printable(bytes(sb.fields.magic).decode("latin-1"))
           + (" [match]" if sb.fields.magic == BTRFS_MAGIC else " [DON'T MATCH]"), detail=True),
     Field("fsid", "fsid", lambda sb: sb.fsid_str),
     Field("metadata_uuid", "metadata_uuid", lambda sb: _uuid(sb.metadata_fsid)),
-    Field("label", "label", lambda sb: sb.label_str, show=_printable),
+    Field("label", "label", lambda sb: sb.label_str, show=printable),
     Field("generation", "generation", _sb("generation")),
     Field("root", "root", _sb("root")),
     Field("sys_chunk_array_size", "sys_array_size", _sb("sys_chunk_array_size"), detail=True),
@@ -273,20 +142,9 @@ def _backup_fields() -> tuple[Field, ...]:
 BACKUP_ROOT_FIELDS: tuple[Field, ...] = _backup_fields()
 
 
-@dataclass(frozen=True)
-class DeviceView:
-    """A device of the filesystem as the chunk tree (or the superblocks) list it."""
-
-    devid: int
-    uuid: bytes
-    path: str | None
-    total_bytes: int
-    bytes_used: int
-
-
 DEVICE_FIELDS: tuple[Field, ...] = (
     Field("devid", "devid", lambda d: d.devid),
-    Field("uuid", "uuid", lambda d: _uuid(d.uuid)),
+    Field("uuid", "uuid", lambda d: d.uuid),
     Field("path", "path", lambda d: d.path, show=lambda p: "<missing>" if p is None else p),
     Field("total_bytes", "total_bytes", lambda d: d.total_bytes, show=_size),
     Field("bytes_used", "bytes_used", lambda d: d.bytes_used, show=_size),
@@ -295,17 +153,6 @@ DEVICE_FIELDS: tuple[Field, ...] = (
 
 def _ok(raw: bool | None) -> str:
     return "-" if raw is None else ("ok" if raw else "bad")
-
-
-@dataclass(frozen=True)
-class MirrorView:
-    """One superblock copy of one device; ``in_use``: the copy btrfsscan reads the filesystem with."""
-
-    devid: int
-    path: str
-    copy: sbmod.SuperblockCopy
-    newest_generation: int | None
-    in_use: bool
 
 
 MIRROR_FIELDS: tuple[Field, ...] = (
@@ -319,16 +166,6 @@ MIRROR_FIELDS: tuple[Field, ...] = (
     Field("status", "status", lambda m: m.copy.status(m.newest_generation)),
     Field("in_use", "in use", lambda m: m.in_use, show=lambda used: "*" if used else ""),
 )
-
-
-@dataclass(frozen=True)
-class SourceView:
-    """Where the superblock shown was read from."""
-
-    devid: int
-    path: str
-    mirror: int
-    bytenr: int
 
 
 SOURCE_FIELDS: tuple[Field, ...] = (
@@ -350,26 +187,11 @@ def _stripes_text(stripes: list[dict[str, Any]]) -> str:
     return "\n".join(f"devid {s['devid']} physical {s['physical']}" for s in stripes)
 
 
-def _profile_name(chunk: Chunk) -> str:
-    try:
-        return chunk.profile.name
-    except ValueError:
-        return f"unknown(0x{chunk.type:x})"
-
-
-@dataclass(frozen=True)
-class ChunkView:
-    """A chunk and its block group (None when the chunk has no BLOCK_GROUP_ITEM)."""
-
-    chunk: Chunk
-    block_group: BlockGroup | None = None
-
-
 CHUNK_FIELDS: tuple[Field, ...] = (
     Field("logical", "logical", lambda c: c.logical),
     Field("length", "length", lambda c: c.length, show=format_size),
     Field("type", "type", lambda c: c.type_names, show=lambda names: "|".join(names) or "-"),
-    Field("profile", "profile", _profile_name),
+    Field("profile", "profile", profile_name),
     Field("stripe_len", "stripe_len", lambda c: c.stripe_len),
     Field("num_stripes", "stripes", lambda c: c.num_stripes),
     Field("sub_stripes", "sub", lambda c: c.sub_stripes),
@@ -378,7 +200,7 @@ CHUNK_FIELDS: tuple[Field, ...] = (
 
 
 def _of_chunk(field: Field) -> Field:
-    """``field`` read from a ChunkView's chunk."""
+    """``field`` read from a ChunkUsage's chunk."""
     return replace(field, get=lambda view, get=field.get: get(view.chunk))
 
 
@@ -392,14 +214,6 @@ CHUNK_USAGE_FIELDS: tuple[Field, ...] = (
 
 
 # --- map-logical ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RangeView:
-    """One physical piece of a mapped logical range and the path of its device."""
-
-    range: PhysicalRange
-    device: str | None
 
 
 RANGE_FIELDS: tuple[Field, ...] = (
@@ -420,58 +234,13 @@ QUERY_FIELDS: tuple[Field, ...] = (
 )
 
 
-# --- report builders --------------------------------------------------------------
+# --- documents --------------------------------------------------------------------
 
 
-def device_path(volume, devid: int) -> str | None:
-    """The image holding device ``devid``; None when missing, or for a btrfs-image dump (no device bytes)."""
-    if volume.metadump is not None:
-        return None
-    device = volume.devices.get(devid)
-    return device.image.name if device is not None and device.image is not None else None
-
-
-def _device_view(d) -> DeviceView:
-    return DeviceView(d.devid, d.uuid, d.image.name if d.image else None, d.total_bytes, d.bytes_used)
-
-
-def _device_views(volume) -> list[DeviceView]:
-    return [_device_view(d) for _, d in sorted(volume.devices.items())]
-
-
-def _chosen_copy(device) -> sbmod.SuperblockCopy | None:
-    try:
-        return sbmod.choose(device.copies, device.name)
-    except BtrfsScanError:
-        return None
-
-
-def superblock_report(volume, *, detail: bool = False, devid: int | None = None) -> Report:
-    """The ``super`` command: a superblock, the devices and every superblock copy.
-
-    The superblock shown is the one btrfsscan uses (the newest valid copy of
-    all the devices given), or with ``devid`` the one chosen on that device.
-    """
-    newest = volume.superblock
-    present = [d for _, d in sorted(volume.devices.items()) if d.image is not None]
-    source: SourceView | None = None
-    if devid is None:
-        for device in present:
-            for copy in device.copies:
-                if copy.superblock is newest:
-                    source = SourceView(device.devid, device.name, copy.mirror, copy.bytenr)
-        sb = newest
-    else:
-        device = volume.devices.get(devid)
-        if device is None or device.image is None:
-            given = ", ".join(str(d.devid) for d in present)
-            raise DeviceError(f"devid {devid} is not among the images given (devids {given})")
-        chosen = _chosen_copy(device)
-        if chosen is None:
-            raise DeviceError(f"devid {devid} ({device.name}) has no valid superblock copy")
-        sb = chosen.superblock
-        source = SourceView(device.devid, device.name, chosen.mirror, chosen.bytenr)
-
+def superblock_document(info: SuperblockInfo, *, detail: bool = False) -> Document:
+    """The ``super`` command: a superblock, the devices and every superblock copy (``detail``: every field,
+    dev_item, the backup roots and the sys_chunk_array)."""
+    sb, source = info.superblock, info.source
     title = "superblock"
     if source is not None:
         title += f" of devid {source.devid} ({source.path}), copy {source.mirror} at bytenr {source.bytenr}"
@@ -485,41 +254,30 @@ def superblock_report(volume, *, detail: bool = False, devid: int | None = None)
                                 layout="fields"))
         sections.append(section("backup_roots", "backup_roots", BACKUP_ROOT_FIELDS, list(sb.fields.super_roots),
                                 layout="fields", headers=[f"backup {i}" for i in range(len(sb.fields.super_roots))]))
-        chunks: list[Chunk] = []
-        try:
-            chunks.extend(iter_sys_chunk_array(sb.sys_chunk_array_bytes, source.path if source else "superblock"))
-        except BtrfsScanError as exc:
-            volume.warnings.add(f"sys_chunk_array decoded only in part: {exc}")
-        sections.append(section("sys_chunk_array", "sys_chunk_array", CHUNK_FIELDS, chunks))
-    sections.append(section("devices", "devices", DEVICE_FIELDS, _device_views(volume)))
-    mirrors = [
-        MirrorView(device.devid, device.name, copy, newest.generation, copy.superblock is newest)
-        for device in present
-        for copy in device.copies
-    ]
-    sections.append(section("mirrors", "superblock copies", MIRROR_FIELDS, mirrors))
-    return Report(tuple(sections))
+        sections.append(section("sys_chunk_array", "sys_chunk_array", CHUNK_FIELDS, info.sys_chunks or ()))
+    sections.append(section("devices", "devices", DEVICE_FIELDS, info.devices))
+    sections.append(section("mirrors", "superblock copies", MIRROR_FIELDS, info.mirrors))
+    return Document("super", tuple(sections), subject=info)
 
 
-def chunks_report(volume, block_groups: dict[int, BlockGroup]) -> Report:
+def chunks_document(chunks: tuple[ChunkUsage, ...]) -> Document:
     """The ``chunks`` command: every chunk of the chunk map, by logical address, with its used bytes."""
-    views = [ChunkView(chunk, block_groups.get(chunk.logical)) for chunk in volume.chunk_map]
-    return Report((section("chunks", f"chunks ({len(views)})", CHUNK_USAGE_FIELDS, views),))
+    return Document("chunks", (section("chunks", f"chunks ({len(chunks)})", CHUNK_USAGE_FIELDS, chunks),),
+                    subject=chunks)
 
 
-def map_logical_report(volume, logical: int, length: int, *, parity: bool = False) -> Report:
-    """The ``map-logical`` command: where every copy of ``[logical, logical+length)`` lives."""
-    ranges = volume.map(logical, length, parity=parity)
-    chunk = volume.chunk_map.lookup(logical)
+def map_logical_document(mapping: LogicalMapping) -> Document:
+    """The ``map-logical`` command: where every copy of a logical range lives."""
+    chunk = mapping.chunk
     query = {
-        "logical": logical,
-        "length": length,
+        "logical": mapping.logical,
+        "length": mapping.length,
         "num_copies": chunk.num_copies,
         "chunk": {"logical": chunk.logical, "length": chunk.length, "type": chunk.type_names,
-                  "profile": _profile_name(chunk)},
+                  "profile": profile_name(chunk)},
     }
-    views = [RangeView(r, device_path(volume, r.devid)) for r in ranges]
-    return Report((
-        section(None, f"logical {logical} length {length}", QUERY_FIELDS, [query], many=False, layout="fields"),
-        section("ranges", "ranges", RANGE_FIELDS, views),
-    ))
+    return Document("map-logical", (
+        section(None, f"logical {mapping.logical} length {mapping.length}", QUERY_FIELDS, [query], many=False,
+                layout="fields"),
+        section("ranges", "ranges", RANGE_FIELDS, mapping.ranges),
+    ), subject=mapping)

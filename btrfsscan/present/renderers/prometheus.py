@@ -5,12 +5,16 @@ For node_exporter's textfile collector: write the output to
 sample is labelled by ``fsid``; model samples also by ``model``. Models that
 do not apply to the filesystem (``rfc_as_posted`` on DUP, several devices or
 page size != sector size) get no page samples, only
-``btrfsscan_model_applicable 0``.
+``btrfsscan_model_applicable 0``. The models are those of the registry, in
+its order.
 """
 
 from __future__ import annotations
 
-from ..cache.report import Report
+from typing import IO
+
+from ...cache.report import PageCacheReport
+from ..document import CommandOutput
 
 #: (name, help) of every metric, in output order.
 METRICS = (
@@ -43,7 +47,7 @@ def _number(value: float | int) -> str:
     return repr(float(value))
 
 
-def prometheus_text(report: Report) -> str:
+def prometheus_text(report: PageCacheReport) -> str:
     """Every metric of ``METRICS`` for ``report``, with HELP and TYPE lines, ending in a newline."""
     fsid = report.filesystem.fsid
     samples: dict[str, list[tuple[str, float | int]]] = {name: [] for name, _ in METRICS}
@@ -68,3 +72,10 @@ def prometheus_text(report: Report) -> str:
         lines.append(f"# TYPE {name} gauge")
         lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples[name])
     return "\n".join(lines) + "\n"
+
+
+def render(output: CommandOutput, stream: IO[str]) -> None:
+    """Every report document's metrics, one filesystem after the other."""
+    for document in output.documents:
+        stream.write(prometheus_text(document.subject))
+    stream.flush()

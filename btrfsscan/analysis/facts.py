@@ -1,0 +1,59 @@
+"""The filesystem facts the page-cache models decide from, and the names of profiles."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..cache.facts import DeviceInfo, FilesystemFacts, SubvolumeInfo
+from ..format.constants import CompatRoFlag, IncompatFlag, flag_names
+from ..model.subvolumes import ZERO_UUID
+from ..volumes.chunks import Chunk
+from ..volumes.superblock import format_uuid
+
+if TYPE_CHECKING:
+    from ..model.filesystem import Filesystem
+    from ..model.subvolumes import Subvolume
+    from ..volumes.volume import Volume
+
+
+def profile_name(chunk: Chunk) -> str:
+    """``SINGLE``, ``DUP``, ``RAID1``...; ``unknown(0x...)`` when several profile bits are set."""
+    try:
+        return chunk.profile.name
+    except ValueError:
+        return f"unknown(0x{chunk.type:x})"
+
+
+def uuid_or_none(raw: bytes) -> str | None:
+    """A uuid as text; None for the all-zero uuid (no such uuid)."""
+    return None if bytes(raw) == ZERO_UUID else format_uuid(raw)
+
+
+def device_infos(volume: Volume) -> tuple[DeviceInfo, ...]:
+    """The devices of the filesystem by devid, as the chunk tree (or the superblocks) list them."""
+    return tuple(
+        DeviceInfo(d.devid, format_uuid(d.uuid), d.image.name if d.image else None, d.total_bytes, d.bytes_used)
+        for _, d in sorted(volume.devices.items())
+    )
+
+
+def _profiles(volume: Volume, type_name: str) -> tuple[str, ...]:
+    return tuple(sorted({profile_name(c) for c in volume.chunk_map if type_name in c.type_names}))
+
+
+def filesystem_facts(fs: Filesystem) -> FilesystemFacts:
+    """What the report says about the filesystem, from its superblock and chunk map."""
+    sb = fs.superblock
+    return FilesystemFacts(
+        fsid=sb.fsid_str, label=sb.label_str, devices=device_infos(fs.volume), num_devices=sb.num_devices,
+        data_profiles=_profiles(fs.volume, "DATA"), metadata_profiles=_profiles(fs.volume, "METADATA"),
+        system_profiles=_profiles(fs.volume, "SYSTEM"), nodesize=sb.nodesize, sectorsize=sb.sectorsize,
+        generation=sb.generation, incompat_features=tuple(flag_names(IncompatFlag, sb.incompat_flags)),
+        compat_ro_features=tuple(flag_names(CompatRoFlag, sb.compat_ro_flags)),
+    )
+
+
+def subvolume_info(sub: Subvolume) -> SubvolumeInfo:
+    """A live subvolume as the report lists it (the top level's path is ``""``)."""
+    return SubvolumeInfo(sub.id, sub.path or ("" if sub.id == 5 else None), uuid_or_none(sub.uuid),
+                         uuid_or_none(sub.parent_uuid), sub.readonly, sub.root_item.generation)

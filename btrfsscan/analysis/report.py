@@ -1,0 +1,74 @@
+"""The ``report`` command's computation: scan every live subvolume, run the cache models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from ..cache.analyze import CacheAnalysis, analyze
+from ..cache.report import EXAMPLE_PATHS, PageCacheReport, build_report
+from ..model.fs_tree import FileScanner
+from ..model.versions import inode_versions
+from .facts import filesystem_facts, subvolume_info
+
+if TYPE_CHECKING:
+    from ..model.filesystem import Filesystem
+
+
+class ScanProgress(Protocol):
+    """Where a scan reports how far it is (the CLI's progress bar); every call is optional to honour."""
+
+    def start(self, description: str, total: int, unit: str) -> None: ...
+
+    def advance(self) -> None: ...
+
+    def phase(self, description: str) -> None: ...
+
+    def done(self) -> None: ...
+
+
+def example_paths(analysis: CacheAnalysis, path_of: Callable[[int, int], str | None]) -> dict[tuple[int, int], str | None]:
+    """The names the report shows for its top extents and files, looked up as few times as it needs:
+    an extent's inodes in order until ``EXAMPLE_PATHS`` distinct names, every top file."""
+    names: dict[tuple[int, int], str | None] = {}
+
+    def name(ref: tuple[int, int]) -> str | None:
+        if ref not in names:
+            names[ref] = path_of(*ref)
+        return names[ref]
+
+    for extent in analysis.top_extents:
+        found: set[str] = set()
+        for ref in extent.inodes:
+            path = name(ref)
+            if path is not None:
+                found.add(path)
+                if len(found) >= EXAMPLE_PATHS:
+                    break
+    for file in analysis.top_files:
+        name((file.subvol, file.ino))
+    return names
+
+
+def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgress | None = None,
+                memoize: bool = True) -> PageCacheReport:
+    """Scan every live subvolume of ``fs`` and build its page-cache report.
+
+    ``memoize=False`` parses every tree block of every subvolume again (the
+    check that sharing work between snapshots changes no figure).
+    """
+    subvols = fs.subvolumes.live()
+    if progress:
+        progress.start(f"scanning {fs.volume.fsid}", len(subvols), "subvolumes")
+    scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize)
+    advance = (lambda sub: progress.advance()) if progress else None
+    versions = inode_versions(scanner.scan_leaves(subvols, progress=advance), fs.warnings)
+    if progress:
+        progress.phase(f"modelling the page cache of {fs.volume.fsid}")
+    analysis = analyze(versions, page_size, filesystem_facts(fs), top=top)
+    paths = example_paths(analysis, fs.namespace.path_of)
+    report = build_report(analysis, subvolumes=[subvolume_info(s) for s in subvols], paths=paths,
+                          partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump)
+    if progress:
+        progress.done()
+    return report

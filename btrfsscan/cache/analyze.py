@@ -1,0 +1,77 @@
+"""Every cache model and the figures around them, computed over inode versions: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..model.tables import FileTables, LeafTables
+from ..model.versions import InodeVersions, versions_of
+from .coverage import Sharing
+from .facts import FilesystemFacts
+from .kinds import pages_by_kind
+from .layout import I64, PageLayout, build_layout
+from .per_subvolume import SubvolumeStats, subvolume_stats
+from .registry import MODELS, ModelInputs, ModelResult
+from .top import TopExtent, TopFile, top_extents, top_files
+
+
+@dataclass
+class CacheAnalysis:
+    """Every figure of the report, as computed by ``analyze`` (the breakdowns under shared_extent)."""
+
+    inputs: ModelInputs
+    inodes: int
+    files: int
+    per_inode_pages: int
+    models: dict[str, ModelResult]
+    by_kind: dict[str, int]
+    subvolumes: SubvolumeStats
+    top_extents: list[TopExtent]
+    top_files: list[TopFile]
+
+    @property
+    def layout(self) -> PageLayout:
+        return self.inputs.layout
+
+    @property
+    def shared(self) -> Sharing:
+        return self.inputs.data_sharing
+
+    @property
+    def notes(self) -> list[str]:
+        return self.layout.notes
+
+
+def analyze(
+    tables: FileTables | LeafTables | InodeVersions,
+    page_size: int,
+    facts: FilesystemFacts,
+    *,
+    top: int = 10,
+    sources: Mapping[str, Any] | None = None,
+) -> CacheAnalysis:
+    """Every registered model, the by-kind breakdown, per-subvolume figures and the top lists.
+
+    ``tables``: explicit rows per subvolume (``FileTables``), distinct leaves
+    (``LeafTables``) or inode versions; the figures are the same. ``sources``:
+    the extra inputs of this run, by name (see ``CacheModel.requires``).
+    """
+    layout = build_layout(versions_of(tables), page_size, facts.sectorsize)
+    inputs = ModelInputs(layout, facts, dict(sources or {}))
+    models = {m.name: inputs.result(m.name) for m in MODELS}
+    shared = inputs.data_sharing
+    return CacheAnalysis(
+        inputs=inputs,
+        inodes=layout.total(np.ones(layout.n_inodes, I64)),
+        files=layout.total(layout.nlink),
+        per_inode_pages=inputs.per_inode_pages,
+        models=models,
+        by_kind=pages_by_kind(layout, shared),
+        subvolumes=subvolume_stats(layout, shared),
+        top_extents=top_extents(layout, shared, inputs.extents, top),
+        top_files=top_files(layout, shared, top),
+    )

@@ -1,0 +1,1 @@
+"""The cache models, one module each (``MODEL = CacheModel(...)``); :mod:`..registry` finds them."""

@@ -1,0 +1,21 @@
+"""``per_inode``: Linux today, every inode caching its own pages."""
+
+from __future__ import annotations
+
+from ..registry import CacheModel, ModelInputs
+
+
+def _pages(inputs: ModelInputs) -> int:
+    """``sum(npages)`` over regular inodes: holes, prealloc and inline data are cached as pages too,
+    compressed data decompressed, every reflinked or snapshot copy on its own."""
+    return inputs.per_inode_pages
+
+
+MODEL = CacheModel(
+    name="per_inode",
+    title="per-inode (Linux today)",
+    subject="the per-inode page cache",
+    design="every inode caches its own pages, whatever extents they read",
+    pages=_pages,
+    order=0,
+)

@@ -1,0 +1,152 @@
+"""The registry of cache models: every design the report compares, each one definition.
+
+A model is a module of :mod:`btrfsscan.cache.designs` that defines
+``MODEL = CacheModel(...)``: its name, its title, a one-line design
+statement, the conditions it needs in words, ``applies(facts, page_size)``
+and its computation ``pages(inputs) -> int``. The registry finds the modules
+itself (there is no list to edit) and orders them by ``order``; the report's
+model list, titles, summary, JSON, JSON Schema, Prometheus metrics and the
+``report`` help text are all derived from ``MODELS``.
+
+A computation receives one :class:`ModelInputs`: the page layout of every
+regular inode, the filesystem facts, the shared intermediate results (each
+computed once, on first use, whichever model asks) and ``sources``, the
+extra inputs a run was given (for example a content hash per page). A model
+that reads such an input names it in ``requires``; when a run lacks it the
+model does not apply, with a reason saying what is missing, and is never
+computed.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import import_module
+from typing import Any
+
+import numpy as np
+
+from .coverage import Sharing, sharing
+from .facts import FilesystemFacts
+from .layout import SEG_COMPRESSED, SEG_DATA, PageLayout, as_int64
+from .runs import eligible_runs
+from .top import extent_starts
+
+#: The model every saving is measured against (Linux today).
+BASELINE = "per_inode"
+#: The model the report's first sentence and per-subvolume figures are about.
+HEADLINE = "shared_extent"
+
+Applicability = tuple[bool, str | None]
+
+
+def always(facts: FilesystemFacts, page_size: int) -> Applicability:
+    """A design that applies to every filesystem at every page size."""
+    return True, None
+
+
+@dataclass(frozen=True)
+class CacheModel:
+    """One page-cache design.
+
+    ``name`` is the JSON key and Prometheus label; ``title`` the table's
+    name; ``subject`` how a sentence names it (``the RFC as posted``);
+    ``design`` one line saying what it caches; ``needs`` the conditions of
+    ``applies`` in words (None: none); ``requires`` the extra inputs its
+    computation reads, by name, with what each one is.
+    """
+
+    name: str
+    title: str
+    subject: str
+    design: str
+    pages: Callable[[ModelInputs], int]
+    order: int
+    needs: str | None = None
+    applies: Callable[[FilesystemFacts, int], Applicability] = always
+    requires: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's total; ``pages`` is None where the model does not apply (``reason`` says why)."""
+
+    name: str
+    pages: int | None
+    applicable: bool = True
+    reason: str | None = None
+
+
+@dataclass
+class ModelInputs:
+    """What a model's computation receives; the shared parts are computed once, on first use."""
+
+    layout: PageLayout
+    facts: FilesystemFacts
+    sources: Mapping[str, Any] = field(default_factory=dict)
+    _results: dict[str, ModelResult] = field(default_factory=dict, repr=False)
+
+    @property
+    def page_size(self) -> int:
+        return self.layout.page_size
+
+    @cached_property
+    def per_inode_pages(self) -> int:
+        """Every page of every regular inode, each (subvolume, inode) on its own."""
+        return self.layout.total(self.layout.npages)
+
+    @cached_property
+    def extents(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct uncompressed data extents (disk_bytenr sorted) and their sizes."""
+        return extent_starts(self.layout)
+
+    @cached_property
+    def data_sharing(self) -> Sharing:
+        """Eligible pages of uncompressed data keyed by logical page; cut at every extent start."""
+        first_keys = (as_int64(self.extents[0]) + self.page_size - 1) // self.page_size
+        return sharing(self.layout, eligible_runs(self.layout, SEG_DATA), first_keys)
+
+    @cached_property
+    def compressed_sharing(self) -> Sharing:
+        """Eligible pages of compressed extents keyed by (extent, decompressed page)."""
+        return sharing(self.layout, eligible_runs(self.layout, SEG_COMPRESSED))
+
+    def result(self, name: str) -> ModelResult:
+        """Model ``name`` evaluated on these inputs (once)."""
+        if name not in self._results:
+            self._results[name] = evaluate(model(name), self)
+        return self._results[name]
+
+
+def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:
+    """``definition`` on ``inputs``: not applicable (without computing) when an input is missing or
+    the filesystem does not fit the design."""
+    missing = [what for name, what in definition.requires.items() if name not in inputs.sources]
+    if missing:
+        return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", which this run has not")
+    ok, reason = definition.applies(inputs.facts, inputs.page_size)
+    if not ok:
+        return ModelResult(definition.name, None, False, reason)
+    return ModelResult(definition.name, int(definition.pages(inputs)), True, None)
+
+
+def _discover() -> tuple[CacheModel, ...]:
+    from . import designs
+
+    found = [import_module(f"{designs.__name__}.{info.name}").MODEL for info in pkgutil.iter_modules(designs.__path__)]
+    names = [m.name for m in found]
+    if len(set(names)) != len(names) or BASELINE not in names or HEADLINE not in names:
+        raise RuntimeError(f"cache model registry inconsistent: {sorted(names)}")
+    return tuple(sorted(found, key=lambda m: (m.order, m.name)))
+
+
+#: Every cache model, in report order.
+MODELS: tuple[CacheModel, ...] = _discover()
+_BY_NAME = {m.name: m for m in MODELS}
+
+
+def model(name: str) -> CacheModel:
+    """The model registered as ``name``; KeyError when there is none."""
+    return _BY_NAME[name]

@@ -1,0 +1,189 @@
+"""What every command shares: its options, its inputs, and the one output pipeline.
+
+A command parses its arguments, opens its inputs with ``inputs`` and
+``opened``, asks :mod:`btrfsscan.analysis` for a result, turns it into
+documents (:mod:`.views`) and ends with ``finish``. ``output_options`` gives
+every command ``--json``, ``--format``, ``--output``/``-o`` and
+``--strict``; ``finish`` is the one place that applies them: ``--strict``
+turns warnings into an error (the warnings, then the error line, exit 2,
+nothing written), else the documents are written in the chosen format to
+stdout or, through :mod:`.destination`, to the ``-o`` file (checked against
+the inputs before anything is read; replaced only once complete), the
+warnings follow on stderr and the exit code is 0 (complete) or 1 (partial).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from ..errors import BtrfsScanError
+from .destination import check_output, open_output
+from .document import CommandOutput
+from .renderers import DEFAULT_FORMAT, RENDERERS, formats_for, render
+from .units import one_line
+
+if TYPE_CHECKING:
+    from ..model.filesystem import Filesystem
+
+SAMPLE_IMAGE = "sample.img.xz"
+EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
+_OPTIONS = "btrfsscan.output"
+
+
+class StrictError(BtrfsScanError):
+    """Warnings were raised while ``--strict`` was given."""
+
+
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr."""
+    click.echo(f"warning: {one_line(message)}", err=True)
+
+
+def error(message: str) -> None:
+    """One line on stderr, as is (the caller adds the ``btrfsscan: error:`` prefix)."""
+    click.echo(one_line(message), err=True)
+
+
+# --- arguments ----------------------------------------------------------------------
+
+
+class NumberType(click.ParamType):
+    """A click parameter taking decimal or ``0x`` hex numbers."""
+
+    name = "number"
+
+    def convert(self, value: Any, param, ctx) -> int:
+        from ..analysis.refs import parse_number
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_number(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+NUMBER = NumberType()
+
+#: IMAGE... arguments: plain strings; opening them reports a directory or a
+#: missing file as one error line, not a usage message.
+images_argument = click.argument("images", nargs=-1, metavar="IMAGE...")
+
+#: ``--sample``: the bundled sample image instead of IMAGE arguments.
+sample_option = click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How a command's result is written: format, target file (None: stdout), strictness."""
+
+    fmt: str
+    target: str | None
+    strict: bool
+
+
+def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--json``, ``--format`` (the formats that serve ``kind``), ``--output``/``-o`` and ``--strict``."""
+    formats = formats_for(kind)
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def command(*args: Any, as_json: bool, fmt: str | None, output_file: str | None, strict: bool, **kwargs: Any):
+            ctx = click.get_current_context()
+            group_strict = isinstance(ctx.find_root().obj, Settings) and ctx.find_root().obj.strict
+            ctx.meta[_OPTIONS] = OutputOptions("json" if as_json else (fmt or DEFAULT_FORMAT), output_file,
+                                               strict or group_strict)
+            return fn(*args, **kwargs)
+
+        described = "; ".join(f"{name}: {RENDERERS[name].description}" for name in formats)
+        command = click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2).")(command)
+        command = click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False), default=None,
+                               help="Write the result to FILE instead of stdout (never over an input; "
+                                    "replaced only once complete).")(command)
+        command = click.option("--format", "fmt", type=click.Choice(formats), default=None,
+                               help=f"Output format (default: {DEFAULT_FORMAT}; --json is --format json). "
+                                    f"{described}.")(command)
+        return click.option("--json", "as_json", is_flag=True,
+                            help="Write JSON, nothing else, to stdout (or the --output file).")(command)
+
+    return decorate
+
+
+@dataclass
+class Settings:
+    """Options of the ``btrfsscan`` group that apply to every command."""
+
+    strict: bool = False
+
+
+def options() -> OutputOptions:
+    """The output options of the running command."""
+    return click.get_current_context().meta.get(_OPTIONS, OutputOptions(DEFAULT_FORMAT, None, False))
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+def _sample_path(stack: ExitStack) -> str:
+    from importlib import resources
+
+    ref = resources.files("btrfsscan").joinpath("data", SAMPLE_IMAGE)
+    if not ref.is_file():
+        raise BtrfsScanError(
+            f"the bundled sample image btrfsscan/data/{SAMPLE_IMAGE} is not installed with this copy of btrfsscan"
+        )
+    return str(stack.enter_context(resources.as_file(ref)))
+
+
+def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None) -> list[str]:
+    """The paths of the images to read (``sample``: the bundled one; None: the command has no --sample);
+    a ``-o`` target is checked against them here, before anything is read."""
+    if sample:
+        if images:
+            raise click.UsageError("give either IMAGE arguments or --sample, not both")
+        paths = [_sample_path(stack)]
+    elif not images:
+        raise click.UsageError("give at least one IMAGE" + (" (or --sample)" if sample is not None else ""))
+    else:
+        paths = list(images)
+    target = options().target
+    if target:
+        check_output(target, paths)
+    return paths
+
+
+@contextmanager
+def opened(paths: list[str]) -> Iterator[Filesystem]:
+    """The filesystem of ``paths``, closed at the end of the block."""
+    from ..model.filesystem import open_filesystem
+
+    fs = open_filesystem(paths)
+    try:
+        yield fs
+    finally:
+        fs.close()
+
+
+# --- the output pipeline --------------------------------------------------------------
+
+
+def finish(output: CommandOutput) -> NoReturn:
+    """Write ``output`` as the options say (or raise the strict error) and leave with the exit code."""
+    opts = options()
+    messages = list(output.warnings)
+    if opts.strict and messages:
+        for message in messages:
+            warn(message)
+        raise StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
+    with open_output(opts.target) if opts.target else nullcontext(sys.stdout) as stream:
+        render(opts.fmt, output, stream)
+    for message in messages:
+        warn(message)
+    click.get_current_context().exit(EXIT_PARTIAL if messages else EXIT_OK)

@@ -1,0 +1,306 @@
+"""The page-cache report's document: a plain-language summary, the tables, the JSON (``schema_version`` 1).
+
+One spec per kind of record (models, kinds of page, subvolumes, extents,
+files, the filesystem) drives both the tables and the JSON document, which
+``schemas/report.schema.json`` describes exactly (JSON Schema draft
+2020-12; ``schema()`` adds the model list from the registry). Sizes in JSON
+are exact integers (pages and bytes); percentages and fair-share page counts
+are rounded to 4 and 3 decimals. In tables sizes are IEC and human-readable
+(``1.9 GiB``); ``raw=True`` shows exact numbers instead. Model names,
+titles and the sentences about them come from the cache model registry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from ...cache.registry import BASELINE, HEADLINE, MODELS, model
+from ...cache.report import PageCacheReport, SubvolumeFigures, pages_to_bytes
+from ..document import KEYED, LIST, Document, Field, section
+from ..units import human_bytes, human_count, human_pct, printable
+from .volume import DEVICE_FIELDS
+
+SCHEMA_VERSION = 1
+SCHEMA_RESOURCE = "report.schema.json"
+
+KIND_TITLES = {
+    "regular_shared": ("shared data", "data pages whose disk page other file pages map too"),
+    "regular_exclusive": ("exclusive data", "data pages only one file page maps"),
+    "compressed": ("compressed", "pages of compressed extents (cached decompressed)"),
+    "inline": ("inline", "inline files (data in the metadata)"),
+    "prealloc": ("prealloc", "preallocated, unwritten ranges"),
+    "hole": ("holes", "explicit and implicit holes (zero pages)"),
+    "unaligned": ("unaligned data", "data not mappable to one aligned disk page"),
+}
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of the report document: the shipped file, its model list from the registry."""
+    text = resources.files("btrfsscan.present").joinpath("schemas", SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    doc = json.loads(text)
+    doc["properties"]["totals"]["properties"]["models"] = {
+        "description": doc["properties"]["totals"]["properties"]["models"]["description"],
+        "type": "object",
+        "additionalProperties": False,
+        "required": [m.name for m in MODELS],
+        "properties": {m.name: {"description": f"{m.title}: {m.design}", "$ref": "#/$defs/model"} for m in MODELS},
+    }
+    return doc
+
+
+def _round(digits: int):
+    return lambda value: None if value is None else round(float(value), digits)
+
+
+def subvolume_name(subvol_id: int, path: str | None) -> str:
+    """How a subvolume is named in sentences: its path, else ``subvolume N``."""
+    if subvol_id == 5 and not path:
+        return "the top-level subvolume"
+    return printable(path) if path else f"subvolume {subvol_id}"
+
+
+class _Specs:
+    """The report's field specs at one page size and display mode (``raw``: exact numbers)."""
+
+    def __init__(self, page_size: int, raw: bool) -> None:
+        P = page_size
+
+        def size(value: Any) -> str:
+            return human_bytes(value, raw)
+
+        def pages_size(pages: Any) -> str:
+            return human_bytes(None if pages is None else pages_to_bytes(pages, P), raw)
+
+        def count(value: Any) -> str:
+            return human_count(value, raw)
+
+        def pct(value: Any) -> str:
+            return human_pct(value, raw)
+
+        def plain(value: Any) -> str:
+            return "-" if value is None else str(value)
+
+        self.models = (
+            Field("model", "model", lambda m: m.name, show=printable, json=False),
+            Field("title", "design", lambda m: model(m.name).title, show=printable, json=False),
+            Field("pages", "pages", lambda m: m.pages, show=count),
+            Field("bytes", "cache", lambda m: m.bytes, show=size),
+            Field("saved_pages", None, lambda m: m.saved_pages),
+            Field("saved_bytes", "saved", lambda m: m.saved_bytes, show=size),
+            Field("saved_pct", "saved %", lambda m: m.saved_pct, show=pct, encode=_round(4)),
+            Field("applicable", None, lambda m: m.applicable),
+            Field("reason", None, lambda m: m.reason),
+            Field("applies", "applies", lambda m: "yes" if m.applicable else f"no: {m.reason}", show=printable,
+                  json=False),
+        )
+        self.kinds = (
+            Field("kind", "kind", lambda k: KIND_TITLES[k.kind][0], show=printable, json=False),
+            Field("pages", "pages", lambda k: k.pages, show=count),
+            Field("bytes", "cache today", lambda k: k.bytes, show=size),
+            Field("meaning", "what", lambda k: KIND_TITLES[k.kind][1], show=printable, json=False),
+        )
+        share = (
+            Field("id", None, lambda x: x.id),
+            Field("path", None, lambda x: x.path),
+            Field("shared_pages", None, lambda x: x.shared_pages),
+        )
+        self.subvolumes = (
+            Field("id", "id", lambda s: s.id, show=plain),
+            Field("path", "path", lambda s: s.path, show=printable),
+            Field("uuid", None, lambda s: s.uuid),
+            Field("parent_uuid", None, lambda s: s.parent_uuid),
+            Field("readonly", None, lambda s: s.readonly),
+            Field("files", "files", lambda s: s.files, show=count),
+            Field("inodes", None, lambda s: s.inodes),
+            Field("per_inode_pages", "cache today", lambda s: s.per_inode_pages, show=pages_size),
+            Field("unshareable_pages", "per-inode part", lambda s: s.unshareable_pages, show=pages_size),
+            Field("exclusive_pages", "exclusive", lambda s: s.exclusive_pages, show=pages_size),
+            Field("shared_pages", "shared", lambda s: s.shared_pages, show=pages_size),
+            Field("saved_pages", "saved (share)", lambda s: s.saved_pages, show=pages_size, encode=_round(3)),
+            Field("shares_with", "shares most with", lambda s: s.shares_with, fields=share, each=LIST,
+                  text=lambda s: printable(", ".join(
+                      f"{subvolume_name(x.id, x.path)} ({human_bytes(pages_to_bytes(x.shared_pages, P))})"
+                      for x in s.shares_with) or None)),
+        )
+        self.extents = (
+            Field("logical", "logical", lambda e: e.logical, show=plain),
+            Field("disk_num_bytes", "size", lambda e: e.disk_num_bytes, show=size),
+            Field("references", "refs", lambda e: e.references, show=count),
+            Field("subvolume_count", "subvols", lambda e: e.subvolume_count, show=count),
+            Field("subvolumes", None, lambda e: e.subvolumes, encode=list),
+            Field("file_pages", None, lambda e: e.file_pages),
+            Field("cached_pages", "cached once", lambda e: e.cached_pages, show=pages_size),
+            Field("saved_pages", None, lambda e: e.saved_pages),
+            Field("saved_bytes", "saved", lambda e: e.saved_bytes, show=size),
+            Field("paths", "for example", lambda e: e.paths, show=lambda p: printable("; ".join(p) or None), encode=list),
+        )
+        self.files = (
+            Field("subvol", "subvol", lambda f: f.subvol, show=plain),
+            Field("ino", None, lambda f: f.ino),
+            Field("path", "path", lambda f: f.path,
+                  text=lambda f: printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>")),
+            Field("size", "size", lambda f: f.size, show=size),
+            Field("nlink", "links", lambda f: f.nlink, show=count),
+            Field("pages", "pages", lambda f: f.pages, show=count),
+            Field("eligible_pages", None, lambda f: f.eligible_pages),
+            Field("shared_pages", "shared pages", lambda f: f.shared_pages, show=count),
+            Field("saved_pages", None, lambda f: f.saved_pages, encode=_round(3)),
+            Field("saved_bytes", "saved (share)", lambda f: f.saved_bytes, show=size),
+        )
+        self.file_columns = ("path", "subvol", "size", "nlink", "pages", "shared_pages", "saved_bytes")
+        joined = lambda names: printable(", ".join(names) or None)  # noqa: E731
+        self.filesystem = (
+            Field("label", "label", lambda r: r.filesystem.label, show=lambda v: printable(v or None)),
+            Field("fsid", "fsid", lambda r: r.filesystem.fsid, show=printable),
+            Field("num_devices", "devices", lambda r: r.filesystem.device_count, show=count),
+            Field("devices", None, lambda r: r.filesystem.devices, fields=DEVICE_FIELDS, each=LIST),
+            Field("profiles", None, lambda r: r.filesystem, fields=(
+                Field("data", None, lambda f: f.data_profiles, encode=list),
+                Field("metadata", None, lambda f: f.metadata_profiles, encode=list),
+                Field("system", None, lambda f: f.system_profiles, encode=list),
+            )),
+            Field("data", "data profile", lambda r: r.filesystem.data_profiles, show=joined, json=False),
+            Field("metadata", "metadata profile", lambda r: r.filesystem.metadata_profiles, show=joined, json=False),
+            Field("nodesize", "node size", lambda r: r.filesystem.nodesize, show=size),
+            Field("sectorsize", "sector size", lambda r: r.sectorsize, show=size),
+            Field("page_size", "page size", lambda r: r.page_size, show=size, json=False),
+            Field("generation", "generation", lambda r: r.filesystem.generation, show=count),
+            Field("features", "features", lambda r: r.filesystem, fields=(
+                Field("incompat", None, lambda f: f.incompat_features, encode=list),
+                Field("compat_ro", None, lambda f: f.compat_ro_features, encode=list),
+            ), text=lambda r: joined(r.filesystem.incompat_features + r.filesystem.compat_ro_features)),
+            Field("metadata_dump", None, lambda r: r.metadata_dump),
+            Field("notes", None, lambda r: r.notes, encode=list),
+            Field("files", "regular files", lambda r: r.totals.files, show=count, json=False),
+            Field("inodes", "regular inodes", lambda r: r.totals.inodes, show=count, json=False),
+        )
+        self.filesystem_columns = ("label", "fsid", "num_devices", "data", "metadata", "sectorsize", "page_size",
+                                   "nodesize", "generation", "features", "files", "inodes")
+        self.totals = (
+            Field("files", None, lambda t: t.files),
+            Field("inodes", None, lambda t: t.inodes),
+            Field("per_inode", None, lambda t: t, fields=(
+                Field("pages", None, lambda t: t.per_inode_pages),
+                Field("bytes", None, lambda t: t.per_inode_bytes),
+            )),
+            Field("models", None, lambda t: t.models.values(), fields=self.models, each=KEYED, key_of=lambda m: m.name),
+        )
+        self.document = (
+            Field("schema_version", None, lambda r: SCHEMA_VERSION),
+            Field("page_size", None, lambda r: r.page_size),
+            Field("filesystem", None, lambda r: r, fields=self.filesystem),
+            Field("totals", None, lambda r: r.totals, fields=self.totals),
+            Field("by_kind", None, lambda r: r.by_kind, fields=self.kinds, each=KEYED, key_of=lambda k: k.kind),
+            Field("subvolumes", None, lambda r: r.subvolumes, fields=self.subvolumes, each=LIST),
+            Field("top_extents", None, lambda r: r.top_extents, fields=self.extents, each=LIST),
+            Field("top_files", None, lambda r: r.top_files, fields=self.files, each=LIST),
+            Field("partial", None, lambda r: r.partial),
+            Field("warnings", None, lambda r: r.warnings, encode=list),
+        )
+
+
+# --- sentences --------------------------------------------------------------------
+
+
+def _families(subvolumes: Sequence[SubvolumeFigures]) -> dict[int, list[SubvolumeFigures]]:
+    """Subvolumes grouped under the root of their parent_uuid chain (a snapshot source and its snapshots)."""
+    by_uuid = {s.uuid: s for s in subvolumes if s.uuid}
+    out: dict[int, list[SubvolumeFigures]] = {}
+    for s in subvolumes:
+        root, seen = s, {s.id}
+        while root.parent_uuid in by_uuid and by_uuid[root.parent_uuid].id not in seen:
+            root = by_uuid[root.parent_uuid]
+            seen.add(root.id)
+        out.setdefault(root.id, []).append(s)
+    return out
+
+
+def focus(report: PageCacheReport) -> str | None:
+    """Where most of the shared-extent saving is: ``most of it in @rootfs and its 12 snapshots``."""
+    total = sum(s.saved_pages for s in report.subvolumes)
+    if total <= 0:
+        return None
+    by_id = {s.id: s for s in report.subvolumes}
+    families = _families(report.subvolumes)
+    root_id, members = max(families.items(), key=lambda kv: (sum(s.saved_pages for s in kv[1]), -kv[0]))
+    share = sum(s.saved_pages for s in members) / total
+    root = by_id[root_id]
+    name = subvolume_name(root.id, root.path)
+    lead = "most of it" if share >= 0.5 else f"the largest part ({share:.0%})"
+    snapshots = len(members) - 1
+    if snapshots == 0:
+        return f"{lead} within {name}"
+    return f"{lead} in {name} and its {snapshots} snapshot{'s' if snapshots != 1 else ''}"
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def summary(report: PageCacheReport, raw: bool = False) -> list[str]:
+    """Plain-language sentences: what the cache holds today, what each registered design would need."""
+    def size(value: Any) -> str:
+        return human_bytes(value, raw)
+
+    head = report.model(HEADLINE)
+    others = [m for m in MODELS if m.name not in (BASELINE, HEADLINE)]
+    lines = []
+    if report.totals.inodes == 0:
+        lines.append("No regular files: nothing would be cached.")
+    else:
+        line = (f"Reading every file once caches {size(report.totals.per_inode_bytes)} today; "
+                f"{model(HEADLINE).subject} would need {size(head.bytes)} — {size(head.saved_bytes)} "
+                f"({human_pct(head.saved_pct, raw)}) saved")
+        where = focus(report)
+        lines.append(line + (f", {where}." if where else "."))
+        for definition in others:
+            figures = report.model(definition.name)
+            if figures.pages is not None and figures.pages != head.pages:
+                lines.append(f"{_capital(definition.subject)} would need {size(figures.bytes)} "
+                             f"({human_pct(figures.saved_pct, raw)} saved).")
+        unaligned = next((k for k in report.by_kind if k.kind == "unaligned"), None)
+        if unaligned and unaligned.pages:
+            lines.append(f"{size(unaligned.bytes)} of data cannot be shared at this page size "
+                         f"({size(report.page_size)} pages): it is not aligned to one disk page.")
+    for definition in others:
+        figures = report.model(definition.name)
+        if not figures.applicable:
+            lines.append(f"{_capital(definition.subject)} does not apply: {figures.reason}.")
+        elif definition.needs and figures.pages == head.pages:
+            lines.append(f"{_capital(definition.subject)} applies here ({definition.needs}) and saves the same.")
+    count = len(report.subvolumes)
+    lines.append(f"{human_count(report.totals.files, raw)} files ({human_count(report.totals.inodes, raw)} inodes) "
+                 f"in {count} subvolume{'s' if count != 1 else ''}, {size(report.page_size)} pages.")
+    for note in report.notes:
+        lines.append(f"Note: {printable(note)}.")
+    if report.partial:
+        n = len(report.warnings)
+        lines.append(f"Partial result: {n} warning{'s' if n != 1 else ''} "
+                     "(something was skipped; the figures cover only what could be read).")
+    return lines
+
+
+# --- the document -----------------------------------------------------------------
+
+
+def report_document(report: PageCacheReport, *, raw: bool = False) -> Document:
+    """The report of one filesystem: the summary, the tables, and the JSON document."""
+    specs = _Specs(report.page_size, raw)
+    warning = (Field("warning", "warning", lambda w: w, show=printable),)
+    return Document("report", (
+        section(None, "report", specs.document, [report], many=False, table=False),
+        section("models", "Page cache after reading every file once", specs.models, report.totals.models.values(),
+                json=False),
+        section("by_kind", "Today's page cache by kind of page", specs.kinds, report.by_kind, json=False),
+        section("subvolumes", "Subvolumes (under the shared-extent cache)", specs.subvolumes, report.subvolumes,
+                json=False),
+        section("top_extents", "Most shared extents", specs.extents, report.top_extents, json=False),
+        section("top_files", "Files saving the most (fair share)", specs.files, report.top_files,
+                columns=specs.file_columns, json=False),
+        section("filesystem", "Filesystem", specs.filesystem, [report], many=False, layout="fields",
+                columns=specs.filesystem_columns, json=False),
+        section("warnings", "Warnings", warning, report.warnings, layout="lines", json=False),
+    ), summary=tuple(summary(report, raw)), subject=report)
