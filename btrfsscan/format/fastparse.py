@@ -76,6 +76,10 @@ class Layout:
     def unpack_from(self, buf, offset: int = 0) -> tuple:
         return self.struct.unpack_from(buf, offset)
 
+    def prefix(self, name: str) -> "Layout":
+        """The leading fields up to and including ``name``: read a type byte before what it selects."""
+        return Layout(f"{self.name}.{name}", self.fields[:self.index(name) + 1])
+
     def as_dict(self, buf, offset: int = 0) -> dict:
         return dict(zip(self.names, self.struct.unpack_from(buf, offset)))
 
@@ -109,5 +113,7 @@ EXTENT_ITEM = Layout.of("btrfs_extent_item", structs.btrfs_extent_item)
 TREE_BLOCK_INFO = Layout.of("btrfs_tree_block_info", structs.btrfs_tree_block_info)
 EXTENT_DATA_REF = Layout.of("btrfs_extent_data_ref", structs.btrfs_extent_data_ref)
 SHARED_DATA_REF = Layout.of("btrfs_shared_data_ref", structs.btrfs_shared_data_ref)
-INLINE_REF_OFFSET = Layout.of("btrfs_inline_ref_offset", structs.btrfs_inline_ref_offset)
+EXTENT_INLINE_REF = Layout.of("btrfs_extent_inline_ref", structs.btrfs_extent_inline_ref)
 BLOCK_GROUP_ITEM = Layout.of("btrfs_block_group_item", structs.btrfs_block_group_item)
+METADUMP_HEADER = Layout.of("meta_cluster_header", structs.meta_cluster_header)
+METADUMP_ITEM = Layout.of("meta_cluster_item", structs.meta_cluster_item)

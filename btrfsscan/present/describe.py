@@ -29,9 +29,9 @@ from ..format.constants import (
     SuperFlag,
     flag_names,
 )
+from ..format.items import iter_sys_chunk_array
 from ..model.block_groups import BlockGroup
 from ..volumes import superblock as sbmod
-from ..volumes.chunk_items import iter_sys_chunk_array
 from ..volumes.chunks import Chunk, PhysicalRange
 from .output import format_size
 

@@ -11,10 +11,8 @@ from contextlib import ExitStack
 
 import click
 
-from ..errors import BtrfsScanError
 from ..model.block_groups import read_block_groups
-from ..model.filesystem import Filesystem
-from ..volumes.volume import open_volume
+from ..tree.assemble import open_volume
 from . import describe
 from .cli import _filesystem, _finish, _image_paths
 from .output import NUMBER, images_argument, output_options, sample_option
@@ -40,12 +38,8 @@ def super_cmd(ctx, images, show_all, devid, sample, as_json, strict):
     """
     with ExitStack() as stack:
         paths = _image_paths(stack, images, sample)
-        volume = open_volume(paths)
+        volume = open_volume(paths, partial=True)  # an unreadable chunk tree: a warning, the superblocks shown
         stack.callback(volume.close)
-        try:
-            Filesystem(volume)  # loads the chunk tree: every device, by devid
-        except BtrfsScanError as exc:
-            volume.warnings.add(f"chunk tree not loaded, devices listed from the superblocks only: {exc}")
         report = describe.superblock_report(volume, detail=show_all, devid=devid)
         _finish(ctx, report, volume.warnings, as_json, strict)
 
@@ -60,7 +54,7 @@ def chunks_cmd(ctx, images, as_json, strict):
     with ExitStack() as stack:
         paths = _image_paths(stack, images, None)
         fs = stack.enter_context(_filesystem(paths))
-        report = describe.chunks_report(fs.volume, read_block_groups(fs))
+        report = describe.chunks_report(fs.volume, read_block_groups(fs.reader))
         _finish(ctx, report, fs.warnings, as_json, strict)
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..format import checksum, fastparse
 from ..format.constants import BTRFS_MAX_LEVEL, CsumType
+from ..format.items import Key
 
-Key = tuple[int, int, int]
 HEADER_SIZE = fastparse.HEADER.size
 _H = {name: i for i, name in enumerate(fastparse.HEADER.names)}
 _ITEM_DTYPE = fastparse.ITEM.dtype
