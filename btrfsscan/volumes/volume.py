@@ -118,6 +118,10 @@ class Volume:
         """Fill ``buffer`` from device ``devid`` at ``physical``, as ``locate_first_copies`` placed it."""
         self.devices[devid].image.readinto(physical, buffer)
 
+    def device_image(self, devid: int) -> RawImage:
+        """The image of a present device ``locate_first_copies`` placed blocks on (to read it mapped)."""
+        return self.devices[devid].image
+
     def _present(self, devid: int) -> bool:
         device = self.devices.get(devid)
         return device is not None and device.image is not None
