@@ -38,7 +38,7 @@ from .constants import (
     ItemType,
     Profile,
 )
-from .fastparse import Layout
+from .fastparse import StructLayout
 
 Key = tuple[int, int, int]
 ZERO_UUID = b"\0" * 16  # a uuid field never set
@@ -47,7 +47,7 @@ ZERO_UUID = b"\0" * 16  # a uuid field never set
 class ItemRecord(Protocol):
     """What every record class of ``ITEM_TYPES`` provides."""
 
-    LAYOUT: ClassVar[Layout | None]
+    LAYOUT: ClassVar[StructLayout | None]
 
     @classmethod
     def parse(cls, key: Key, data: bytes, where: str) -> ItemRecord: ...
@@ -65,7 +65,7 @@ def _need(data: bytes, size: int, what: str, where: str) -> None:
 class InodeItem:
     """INODE_ITEM (inode, INODE_ITEM, 0): size, links, mode, owner and flags of an inode."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.INODE_ITEM
+    LAYOUT: ClassVar[StructLayout] = fastparse.INODE_ITEM
 
     size: int
     nbytes: int
@@ -99,7 +99,7 @@ class InodeRef:
     name: bytes
 
 
-def _names(data: bytes, layout: Layout, what: str, where: str) -> Iterator[tuple[tuple, bytes]]:
+def _names(data: bytes, layout: StructLayout, what: str, where: str) -> Iterator[tuple[tuple, bytes]]:
     """(fixed fields, name) of each ``layout`` + ``name_len`` bytes of name packed in ``data``."""
     pos = 0
     name_len_at = layout.index("name_len")
@@ -115,19 +115,29 @@ def _names(data: bytes, layout: Layout, what: str, where: str) -> Iterator[tuple
 
 
 @dataclass(frozen=True)
-class InodeRefList:
-    """INODE_REF (inode, INODE_REF, parent dir): the inode's links in that directory, each a
-    ``btrfs_inode_ref`` and its name, back to back."""
+class _Packed:
+    """An item of entries packed back to back, decoded as it is iterated (see the module docstring)."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.INODE_REF
-
-    parent: int
     data: bytes
     where: str
 
     @classmethod
+    def parse(cls, key: Key, data: bytes, where: str) -> _Packed:
+        return cls(data, where)
+
+
+@dataclass(frozen=True)
+class InodeRefList(_Packed):
+    """INODE_REF (inode, INODE_REF, parent dir): the inode's links in that directory, each a
+    ``btrfs_inode_ref`` and its name, back to back."""
+
+    LAYOUT: ClassVar[StructLayout] = fastparse.INODE_REF
+
+    parent: int
+
+    @classmethod
     def parse(cls, key: Key, data: bytes, where: str) -> InodeRefList:
-        return cls(key[2], data, where)
+        return cls(data, where, key[2])
 
     def __iter__(self) -> Iterator[InodeRef]:
         for (index, _), name in _names(self.data, self.LAYOUT, "INODE_REF", self.where):
@@ -135,18 +145,11 @@ class InodeRefList:
 
 
 @dataclass(frozen=True)
-class InodeExtrefList:
+class InodeExtrefList(_Packed):
     """INODE_EXTREF (inode, INODE_EXTREF, hash of parent dir and name): links that did not fit in an
     INODE_REF, each a ``btrfs_inode_extref`` (parent dir, index) and its name, back to back."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.INODE_EXTREF
-
-    data: bytes
-    where: str
-
-    @classmethod
-    def parse(cls, key: Key, data: bytes, where: str) -> InodeExtrefList:
-        return cls(data, where)
+    LAYOUT: ClassVar[StructLayout] = fastparse.INODE_EXTREF
 
     def __iter__(self) -> Iterator[InodeRef]:
         for (parent, index, _), name in _names(self.data, self.LAYOUT, "INODE_EXTREF", self.where):
@@ -167,19 +170,12 @@ class DirItem:
 
 
 @dataclass(frozen=True)
-class DirItemList:
+class DirItemList(_Packed):
     """DIR_ITEM (dir, DIR_ITEM, name hash), DIR_INDEX (dir, DIR_INDEX, index) or XATTR_ITEM (inode,
     XATTR_ITEM, name hash): ``btrfs_dir_item`` + name + data entries back to back (names whose
     hashes collide share one DIR_ITEM)."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.DIR_ITEM
-
-    data: bytes
-    where: str
-
-    @classmethod
-    def parse(cls, key: Key, data: bytes, where: str) -> DirItemList:
-        return cls(data, where)
+    LAYOUT: ClassVar[StructLayout] = fastparse.DIR_ITEM
 
     def __iter__(self) -> Iterator[DirItem]:
         data, size, pos = self.data, self.LAYOUT.size, 0
@@ -202,8 +198,8 @@ class FileExtentItem:
     PREALLOC: ``num_bytes`` of the file from ``offset`` into the extent at ``disk_bytenr``
     (0: a hole)."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.FILE_EXTENT
-    HEAD: ClassVar[Layout] = fastparse.FILE_EXTENT_HEAD
+    LAYOUT: ClassVar[StructLayout] = fastparse.FILE_EXTENT
+    HEAD: ClassVar[StructLayout] = fastparse.FILE_EXTENT_HEAD
 
     generation: int
     ram_bytes: int
@@ -259,8 +255,8 @@ class RootItem:
     the uuid/transid fields; those read as zero.
     """
 
-    LAYOUT: ClassVar[Layout] = fastparse.ROOT_ITEM_V1
-    V2: ClassVar[Layout] = fastparse.ROOT_ITEM_V2
+    LAYOUT: ClassVar[StructLayout] = fastparse.ROOT_ITEM_V1
+    V2: ClassVar[StructLayout] = fastparse.ROOT_ITEM_V2
 
     bytenr: int
     level: int
@@ -302,7 +298,7 @@ class RootRef:
     subvolume ``parent``.
     """
 
-    LAYOUT: ClassVar[Layout] = fastparse.ROOT_REF
+    LAYOUT: ClassVar[StructLayout] = fastparse.ROOT_REF
 
     dirid: int
     sequence: int
@@ -348,10 +344,10 @@ class Backref:
     """
 
     LAYOUT: ClassVar[None] = None  # keyed: the payload's layout depends on the type
-    INLINE: ClassVar[Layout] = fastparse.EXTENT_INLINE_REF
-    INLINE_TYPE: ClassVar[Layout] = fastparse.EXTENT_INLINE_REF.prefix("type")
-    DATA_REF: ClassVar[Layout] = fastparse.EXTENT_DATA_REF
-    SHARED_DATA_REF: ClassVar[Layout] = fastparse.SHARED_DATA_REF
+    INLINE: ClassVar[StructLayout] = fastparse.EXTENT_INLINE_REF
+    INLINE_TYPE: ClassVar[StructLayout] = fastparse.EXTENT_INLINE_REF.prefix("type")
+    DATA_REF: ClassVar[StructLayout] = fastparse.EXTENT_DATA_REF
+    SHARED_DATA_REF: ClassVar[StructLayout] = fastparse.SHARED_DATA_REF
 
     type: int
     root: int = 0
@@ -418,8 +414,8 @@ class ExtentItem:
     an allocated extent, its ``refs`` and the backrefs packed inline after it (a non-skinny tree
     block has a ``btrfs_tree_block_info`` first). ``num_bytes`` is 0 for a METADATA_ITEM."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.EXTENT_ITEM
-    TREE_BLOCK_INFO: ClassVar[Layout] = fastparse.TREE_BLOCK_INFO
+    LAYOUT: ClassVar[StructLayout] = fastparse.EXTENT_ITEM
+    TREE_BLOCK_INFO: ClassVar[StructLayout] = fastparse.TREE_BLOCK_INFO
 
     bytenr: int
     num_bytes: int
@@ -446,7 +442,7 @@ class BlockGroupItem:
     """BLOCK_GROUP_ITEM (chunk logical start, BLOCK_GROUP_ITEM, chunk length), in the extent tree or the
     block group tree: ``used`` bytes of the chunk and its ``flags`` (the chunk's type)."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.BLOCK_GROUP_ITEM
+    LAYOUT: ClassVar[StructLayout] = fastparse.BLOCK_GROUP_ITEM
 
     used: int
     chunk_objectid: int
@@ -468,7 +464,7 @@ class DevItem:
     """DEV_ITEM (DEV_ITEMS, DEV_ITEM, devid) in the chunk tree: one device of the filesystem, its size
     and how much of it chunks use."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.DEV_ITEM
+    LAYOUT: ClassVar[StructLayout] = fastparse.DEV_ITEM
 
     devid: int
     total_bytes: int
@@ -503,8 +499,8 @@ class Chunk:
     sys_chunk_array: a ``btrfs_chunk`` and its ``num_stripes`` ``btrfs_stripe``s, mapping
     ``[logical, logical + length)`` onto the devices (``volumes.chunks`` says how, per profile)."""
 
-    LAYOUT: ClassVar[Layout] = fastparse.CHUNK
-    STRIPE: ClassVar[Layout] = fastparse.STRIPE
+    LAYOUT: ClassVar[StructLayout] = fastparse.CHUNK
+    STRIPE: ClassVar[StructLayout] = fastparse.STRIPE
 
     logical: int
     length: int
