@@ -674,7 +674,7 @@ ITEM_TYPES: dict[int, type[ItemRecord]] = {
 }
 
 
-def parse_item(key: Key, data: bytes, where: str):
+def parse_item(key: Key, data: bytes, where: str) -> ItemRecord:
     """The record of one item: its type's class from ``ITEM_TYPES`` (else ``UnknownItem``) parses it.
 
     ``CorruptionError`` naming ``where`` when the payload is damaged.

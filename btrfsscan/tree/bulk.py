@@ -3,9 +3,10 @@
 ``walk_tree`` reads and checks one block at a time, which costs tens of
 microseconds a block. ``BulkReader`` reads the trees of all the roots it is
 given at once, level by level: each level's child addresses not known yet
-are deduplicated, mapped to their device, sorted by physical address and
-read in batches of a few MiB (adjacent blocks in one read), then checked by
-``check_batch`` over the whole batch. A block that fails any check goes
+are deduplicated, mapped to their device, sorted by physical address, asked
+for all at once (read-ahead), and checked by ``check_batch`` a few MiB at a
+time where the mapped device holds them, without a copy (where it cannot be
+mapped, read into one reused buffer first, adjacent blocks in one read). A block that fails any check goes
 through ``TreeReader.read_copies`` (the other copies, the exact problems).
 Leaves are parsed a batch at a time; a node is kept as its pointers.
 
