@@ -103,7 +103,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
     """
     from btrfsscan.errors import BtrfsScanError
     from btrfsscan.format.constants import ItemType, ObjectId
-    from btrfsscan.model.extent_tree import parse_extent_item
+    from btrfsscan.format.items import parse_item
     from btrfsscan.model.filemap import build_file_map
     from btrfsscan.model.filesystem import open_filesystem
     from btrfsscan.model.fs_tree import FileScanner
@@ -141,7 +141,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
         root = fs.tree_root(ObjectId.EXTENT_TREE)
         for _, (key, data) in zip(range(limits["extent_items"]), iter_items(fs.reader, root)):
             if key[1] in (ItemType.EXTENT_ITEM, ItemType.METADATA_ITEM):
-                parse_extent_item(key, data, f"extent tree item {key}")
+                parse_item(key, data, f"extent tree item {key}")
 
     def report():
         from btrfsscan.analysis.report import scan_report

@@ -43,6 +43,23 @@ CORPUS = find_corpus()
 DAMAGED_CORPUS = [f for f in corpus_files(CORPUS) if f.startswith(("fsck/", "fuzz/"))] if CORPUS else []
 
 
+def leaf_rows(scanner: fs_tree.FileScanner, handle: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inodes, extents) of the leaf ``handle`` (``scanner._leaves[bytenr]``), from the batches parsed so far."""
+    for parsed in scanner._parsed:
+        if handle < len(parsed.inode_counts):
+            i0, e0 = int(parsed.inode_counts[:handle].sum()), int(parsed.extent_counts[:handle].sum())
+            return (parsed.inodes[i0:i0 + int(parsed.inode_counts[handle])],
+                    parsed.extents[e0:e0 + int(parsed.extent_counts[handle])])
+        handle -= len(parsed.inode_counts)
+    raise KeyError(handle)
+
+
+def subvolume_leaves(scanner: fs_tree.FileScanner, subvols: list) -> list[list[int]]:
+    """Per subvolume, the bytenrs of its leaves in key order, as ``scan_leaves`` walks them."""
+    handles = scanner._subvolume_handles(subvols, None)
+    return [[scanner._bytenr_of[h] for h in tree] for tree in handles]
+
+
 def scan(paths: list[str], *, bulk: bool, reverse: bool = False) -> dict:
     """Leaves per live subvolume (in id order, or the reverse), rows per leaf, reuse count and warnings,
     on a freshly opened filesystem."""
@@ -51,10 +68,10 @@ def scan(paths: list[str], *, bulk: bool, reverse: bool = False) -> dict:
         subvols = fs.subvolumes.live()[::-1 if reverse else 1]
         scanner = fs_tree.FileScanner(fs.reader, fs.warnings)
         if bulk:
-            leaves = dict(zip([sub.id for sub in subvols], scanner.subvolume_leaves(subvols)))
+            leaves = dict(zip([sub.id for sub in subvols], subvolume_leaves(scanner, subvols)))
         else:
             leaves = {sub.id: scanner._walk_leaves(sub) for sub in subvols}
-        rows = {bytenr: scanner.rows(scanner._leaves[bytenr]) for tree in leaves.values() for bytenr in tree}
+        rows = {bytenr: leaf_rows(scanner, scanner._leaves[bytenr]) for tree in leaves.values() for bytenr in tree}
         return {"leaves": leaves, "rows": rows, "reused": scanner.blocks_reused, "warnings": fs.warnings.messages()}
     finally:
         fs.close()

@@ -8,6 +8,7 @@ btrfs-map-logical printed for them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -388,7 +389,7 @@ def test_validate_each_bad_field():
 
 
 def _fields(c: Chunk) -> dict:
-    return {name: getattr(c, name) for name in Chunk.__dataclass_fields__}
+    return {f.name: getattr(c, f.name) for f in dataclasses.fields(Chunk)}
 
 
 def test_validate_overflow_end():

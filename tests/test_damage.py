@@ -28,9 +28,9 @@ from btrfsscan.format import checksum, fastparse
 from btrfsscan.format.constants import BlockGroupFlag, ItemType, ObjectId
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
-from btrfsscan.model.items import iter_dir_items
+from btrfsscan.format.items import parse_item
 from btrfsscan.tree.block import HEADER_SIZE
-from btrfsscan.tree.chunk_tree import chunk_root
+from btrfsscan.tree.roots import chunk_root
 from btrfsscan.tree.walk import TreeRoot, iter_leaves
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -133,7 +133,7 @@ class Victim:
     # finding things
     def root(self, tree_id: int) -> TreeRoot:
         if tree_id == ObjectId.CHUNK_TREE:
-            return chunk_root(self.fs.volume)
+            return chunk_root(self.fs.superblock)
         return self.fs.root_tree if tree_id == ObjectId.ROOT_TREE else self.fs.tree_root(tree_id)
 
     def leaves(self, tree_id: int) -> list:
@@ -755,7 +755,7 @@ def test_dir_item_data_running_past_the_item(victim):
     try:
         data = fs.reader.read(leaf.bytenr).item_data(slot)
         with pytest.raises(CorruptionError, match=r"data \(65535 bytes\) run past its .*\(here\)"):
-            list(iter_dir_items(data, "here"))
+            list(parse_item((256, ItemType.DIR_ITEM, 0), data, "here"))
     finally:
         fs.close()
     result = model(v.paths)  # the root directory's DIR_ITEMs are not what a listing reads: no error

@@ -45,7 +45,7 @@ from btrfsscan.format import checksum, fastparse
 from btrfsscan.format.constants import ItemType
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.tree.block import HEADER_SIZE
-from btrfsscan.tree.chunk_tree import chunk_root
+from btrfsscan.tree.roots import chunk_root
 from btrfsscan.tree.walk import TreeRoot
 
 LONG_RUN = "BTRFSSCAN_FUZZ_EXAMPLES" in os.environ
@@ -193,13 +193,13 @@ class Base:
 
     def _collect(self, fs) -> None:
         """Every tree block of every tree the root tree lists (plus root and chunk trees)."""
-        roots = [chunk_root(fs.volume), fs.root_tree]
-        from btrfsscan.model.items import parse_root_item
+        roots = [chunk_root(fs.superblock), fs.root_tree]
+        from btrfsscan.format.items import parse_item
         from btrfsscan.tree.walk import iter_items
 
-        for (oid, typ, _), data in iter_items(fs.reader, fs.root_tree):
+        for (oid, typ, off), data in iter_items(fs.reader, fs.root_tree):
             if typ == ItemType.ROOT_ITEM:
-                item = parse_root_item(data, "")
+                item = parse_item((oid, typ, off), data, "")
                 roots.append(TreeRoot(oid, item.bytenr, item.level))
         stack = [(r.bytenr, r.level) for r in roots]
         while stack:

@@ -4,32 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..cache.facts import DeviceInfo
+from ..format.items import iter_sys_chunk_array
 from ..errors import BtrfsScanError, DeviceError
 from ..model.block_groups import BlockGroup, read_block_groups
 from ..model.filesystem import Filesystem
 from ..volumes import superblock as sbmod
-from ..volumes.chunk_items import iter_sys_chunk_array
 from ..volumes.chunks import Chunk, PhysicalRange
-from ..volumes.volume import Volume, open_volume
+from ..volumes.volume import Volume
 from .facts import device_infos
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-
-def open_volume_with_devices(paths: Iterable[str]) -> Volume:
-    """The volume of ``paths`` with every device the chunk tree lists; when the chunk tree cannot be
-    read, a warning, and the devices the superblocks name."""
-    volume = open_volume(paths)
-    try:
-        Filesystem(volume)  # reading the chunk tree completes volume.devices
-    except BtrfsScanError as exc:
-        volume.warnings.add(f"chunk tree not loaded, devices listed from the superblocks only: {exc}")
-    return volume
-
 
 @dataclass(frozen=True)
 class SuperblockSource:
@@ -122,7 +106,7 @@ class ChunkUsage:
 
 def chunk_usage(fs: Filesystem) -> tuple[ChunkUsage, ...]:
     """Every chunk of the chunk map, by logical address, with the used bytes of its block group."""
-    groups = read_block_groups(fs)
+    groups = read_block_groups(fs.reader)
     return tuple(ChunkUsage(chunk, groups.get(chunk.logical)) for chunk in fs.volume.chunk_map)
 
 

@@ -83,14 +83,14 @@ def compute(csum_type: CsumType, block: bytes) -> bytes:
     return _DIGESTS[csum_type](block[BTRFS_CSUM_SIZE:]).ljust(BTRFS_CSUM_SIZE, b"\0")
 
 
-def block_digests(csum_type: CsumType, data: bytearray | memoryview, block_size: int) -> bytes:
-    """What btrfs stores as the checksum of each ``block_size`` block of ``data``, back to back,
+def block_digests(csum_type: CsumType, data, starts: list[int], block_size: int) -> bytes:
+    """What btrfs stores as the checksum of each block ``data[start:start + block_size]``, back to back,
     ``csum_type.size`` bytes each: one digest call per block, nothing looked up per block.
 
-    Each block is copied once (google-crc32c's C code takes only ``bytes``).
+    ``data`` is any buffer (a mapped device too). Each block is copied once
+    (google-crc32c's C code takes only ``bytes``), into memory freed at once.
     """
     view = memoryview(data)
-    starts = range(0, len(view), block_size)
     if csum_type is CsumType.CRC32C:
         crcs = [crc32c_extend(0, bytes(view[start + BTRFS_CSUM_SIZE:start + block_size])) for start in starts]
         return np.array(crcs, "<u4").tobytes()

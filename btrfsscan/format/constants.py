@@ -154,6 +154,8 @@ class BlockGroupFlag(enum.IntFlag):
 
 
 BLOCK_GROUP_TYPE_MASK = BlockGroupFlag.DATA | BlockGroupFlag.SYSTEM | BlockGroupFlag.METADATA
+BLOCK_GROUP_RAID1_MASK = BlockGroupFlag.RAID1 | BlockGroupFlag.RAID1C3 | BlockGroupFlag.RAID1C4
+BLOCK_GROUP_RAID56_MASK = BlockGroupFlag.RAID5 | BlockGroupFlag.RAID6
 BLOCK_GROUP_PROFILE_MASK = (
     BlockGroupFlag.RAID0
     | BlockGroupFlag.RAID1
@@ -322,6 +324,25 @@ class FileType(enum.IntEnum):
     SOCK = 6
     SYMLINK = 7
     XATTR = 8
+
+
+# --- btrfs-image (metadump) container (btrfs-progs image/metadump.h) ---------------
+
+METADUMP_BLOCK_SIZE = 1024  # an index block; clusters are padded to a multiple of it
+#: dump version -> (magic, max_pending_size). The index block has the same size
+#: in both versions; version 1 (only in experimental builds) allows entries up
+#: to 256 MiB instead of 256 KiB.
+METADUMP_VERSIONS: dict[int, tuple[int, int]] = {
+    0: (0xBD5C25E27295668B, 256 * 1024),
+    1: (0x31765F506D55445F, 256 * 1024 * 1024),  # ASCII "_DUmP_v1"
+}
+
+
+class MetadumpCompression(enum.IntEnum):
+    """``meta_cluster_header.compress``: how a cluster's payloads are stored."""
+
+    NONE = 0
+    ZLIB = 1
 
 
 def flag_names(flag_type: type[enum.IntFlag], value: int) -> list[str]:

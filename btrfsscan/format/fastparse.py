@@ -44,14 +44,14 @@ def _flatten(con: construct.Construct, prefix: str) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
-class Layout:
+class StructLayout:
     """A construct struct compiled to ``struct`` and numpy forms."""
 
     name: str
     fields: tuple[tuple[str, str], ...]
 
     @classmethod
-    def of(cls, name: str, con: construct.Struct) -> "Layout":
+    def of(cls, name: str, con: construct.Struct) -> "StructLayout":
         layout = cls(name, tuple(_flatten(con, "")))
         if layout.struct.size != con.sizeof():  # pragma: no cover - guards the derivation itself
             raise AssertionError(f"{name}: derived size {layout.struct.size} != {con.sizeof()}")
@@ -76,6 +76,10 @@ class Layout:
     def unpack_from(self, buf, offset: int = 0) -> tuple:
         return self.struct.unpack_from(buf, offset)
 
+    def prefix(self, name: str) -> "StructLayout":
+        """The leading fields up to and including ``name``: read a type byte before what it selects."""
+        return StructLayout(f"{self.name}.{name}", self.fields[:self.index(name) + 1])
+
     def as_dict(self, buf, offset: int = 0) -> dict:
         return dict(zip(self.names, self.struct.unpack_from(buf, offset)))
 
@@ -88,26 +92,28 @@ class Layout:
         return np.dtype(np_fields)
 
 
-HEADER = Layout.of("btrfs_header", structs.btrfs_header)
-ITEM = Layout.of("btrfs_item", structs.btrfs_item)
-KEY_PTR = Layout.of("btrfs_key_ptr", structs.btrfs_key_ptr)
-DISK_KEY = Layout.of("btrfs_disk_key", structs.btrfs_disk_key)
-SUPER_BLOCK = Layout.of("btrfs_super_block", structs.btrfs_super_block)
-DEV_ITEM = Layout.of("btrfs_dev_item", structs.btrfs_dev_item)
-CHUNK = Layout.of("btrfs_chunk", structs.btrfs_chunk)
-STRIPE = Layout.of("btrfs_stripe", structs.btrfs_stripe)
-INODE_ITEM = Layout.of("btrfs_inode_item", structs.btrfs_inode_item)
-ROOT_ITEM_V1 = Layout.of("btrfs_root_item_v1", structs.btrfs_root_item_v1)
-ROOT_ITEM_V2 = Layout.of("btrfs_root_item_v2", structs.btrfs_root_item_v2)
-ROOT_REF = Layout.of("btrfs_root_ref", structs.btrfs_root_ref)
-INODE_REF = Layout.of("btrfs_inode_ref", structs.btrfs_inode_ref)
-INODE_EXTREF = Layout.of("btrfs_inode_extref", structs.btrfs_inode_extref)
-DIR_ITEM = Layout.of("btrfs_dir_item", structs.btrfs_dir_item)
-FILE_EXTENT_HEAD = Layout.of("btrfs_file_extent_item_head", structs.btrfs_file_extent_item_head)
-FILE_EXTENT = Layout.of("btrfs_file_extent_item", structs.btrfs_file_extent_item)
-EXTENT_ITEM = Layout.of("btrfs_extent_item", structs.btrfs_extent_item)
-TREE_BLOCK_INFO = Layout.of("btrfs_tree_block_info", structs.btrfs_tree_block_info)
-EXTENT_DATA_REF = Layout.of("btrfs_extent_data_ref", structs.btrfs_extent_data_ref)
-SHARED_DATA_REF = Layout.of("btrfs_shared_data_ref", structs.btrfs_shared_data_ref)
-INLINE_REF_OFFSET = Layout.of("btrfs_inline_ref_offset", structs.btrfs_inline_ref_offset)
-BLOCK_GROUP_ITEM = Layout.of("btrfs_block_group_item", structs.btrfs_block_group_item)
+HEADER = StructLayout.of("btrfs_header", structs.btrfs_header)
+ITEM = StructLayout.of("btrfs_item", structs.btrfs_item)
+KEY_PTR = StructLayout.of("btrfs_key_ptr", structs.btrfs_key_ptr)
+DISK_KEY = StructLayout.of("btrfs_disk_key", structs.btrfs_disk_key)
+SUPER_BLOCK = StructLayout.of("btrfs_super_block", structs.btrfs_super_block)
+DEV_ITEM = StructLayout.of("btrfs_dev_item", structs.btrfs_dev_item)
+CHUNK = StructLayout.of("btrfs_chunk", structs.btrfs_chunk)
+STRIPE = StructLayout.of("btrfs_stripe", structs.btrfs_stripe)
+INODE_ITEM = StructLayout.of("btrfs_inode_item", structs.btrfs_inode_item)
+ROOT_ITEM_V1 = StructLayout.of("btrfs_root_item_v1", structs.btrfs_root_item_v1)
+ROOT_ITEM_V2 = StructLayout.of("btrfs_root_item_v2", structs.btrfs_root_item_v2)
+ROOT_REF = StructLayout.of("btrfs_root_ref", structs.btrfs_root_ref)
+INODE_REF = StructLayout.of("btrfs_inode_ref", structs.btrfs_inode_ref)
+INODE_EXTREF = StructLayout.of("btrfs_inode_extref", structs.btrfs_inode_extref)
+DIR_ITEM = StructLayout.of("btrfs_dir_item", structs.btrfs_dir_item)
+FILE_EXTENT_HEAD = StructLayout.of("btrfs_file_extent_item_head", structs.btrfs_file_extent_item_head)
+FILE_EXTENT = StructLayout.of("btrfs_file_extent_item", structs.btrfs_file_extent_item)
+EXTENT_ITEM = StructLayout.of("btrfs_extent_item", structs.btrfs_extent_item)
+TREE_BLOCK_INFO = StructLayout.of("btrfs_tree_block_info", structs.btrfs_tree_block_info)
+EXTENT_DATA_REF = StructLayout.of("btrfs_extent_data_ref", structs.btrfs_extent_data_ref)
+SHARED_DATA_REF = StructLayout.of("btrfs_shared_data_ref", structs.btrfs_shared_data_ref)
+EXTENT_INLINE_REF = StructLayout.of("btrfs_extent_inline_ref", structs.btrfs_extent_inline_ref)
+BLOCK_GROUP_ITEM = StructLayout.of("btrfs_block_group_item", structs.btrfs_block_group_item)
+METADUMP_HEADER = StructLayout.of("meta_cluster_header", structs.meta_cluster_header)
+METADUMP_ITEM = StructLayout.of("meta_cluster_item", structs.meta_cluster_item)

@@ -1,7 +1,8 @@
 """The on-disk layouts of btrfs as ``construct`` definitions.
 
 This module is the one definition of every byte layout btrfsscan reads; field
-names are those of the kernel's ``struct btrfs_*`` (uapi/btrfs_tree.h). Hot
+names are those of the kernel's ``struct btrfs_*`` (uapi/btrfs_tree.h), and of
+btrfs-progs' ``struct meta_cluster*`` for btrfs-image dumps. Hot
 paths do not parse with construct (too slow per item): ``fastparse`` derives
 ``struct``/numpy layouts from these same definitions, so a layout is written
 once.  All integers are little-endian and every struct is packed.
@@ -9,7 +10,7 @@ once.  All integers are little-endian and every struct is packed.
 
 from __future__ import annotations
 
-from construct import Array, Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+from construct import Array, Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Padded, Struct, this
 
 from .constants import (
     BTRFS_CSUM_SIZE,
@@ -18,6 +19,7 @@ from .constants import (
     BTRFS_NUM_BACKUP_ROOTS,
     BTRFS_SYSTEM_CHUNK_ARRAY_SIZE,
     BTRFS_UUID_SIZE,
+    METADUMP_BLOCK_SIZE,
 )
 
 # --- keys and tree blocks -----------------------------------------------------
@@ -164,14 +166,6 @@ btrfs_chunk = Struct(
     "sub_stripes" / Int16ul,
 )
 
-btrfs_dev_extent = Struct(
-    "chunk_tree" / Int64ul,
-    "chunk_objectid" / Int64ul,
-    "chunk_offset" / Int64ul,
-    "length" / Int64ul,
-    "chunk_tree_uuid" / Bytes(BTRFS_UUID_SIZE),
-)
-
 btrfs_block_group_item = Struct(
     "used" / Int64ul,
     "chunk_objectid" / Int64ul,
@@ -306,9 +300,13 @@ btrfs_tree_block_info = Struct(
     "level" / Int8ul,
 )
 
-#: Head of an inline backref: its ``type`` byte, then a type-specific body.
+#: An inline backref: its ``type`` byte, then ``offset`` (the root of a
+#: TREE_BLOCK_REF or EXTENT_OWNER_REF, the parent of a SHARED_BLOCK_REF or
+#: SHARED_DATA_REF, which a ``btrfs_shared_data_ref`` follows). An inline
+#: EXTENT_DATA_REF has its ``btrfs_extent_data_ref`` where ``offset`` would be.
 btrfs_extent_inline_ref = Struct(
     "type" / Int8ul,
+    "offset" / Int64ul,
 )
 
 btrfs_extent_data_ref = Struct(
@@ -322,8 +320,28 @@ btrfs_shared_data_ref = Struct(
     "count" / Int32ul,
 )
 
-#: Body of an inline TREE_BLOCK_REF (root), SHARED_BLOCK_REF (parent) or
-#: EXTENT_OWNER_REF (root), and the parent of an inline SHARED_DATA_REF.
-btrfs_inline_ref_offset = Struct(
-    "offset" / Int64ul,
+# --- btrfs-image (metadump) container (btrfs-progs image/metadump.h) -------------------
+
+#: Start of every 1024-byte index block of a dump.
+meta_cluster_header = Struct(
+    "magic" / Int64ul,  # selects the dump version, see constants.METADUMP_VERSIONS
+    "bytenr" / Int64ul,  # file offset of this index block itself
+    "nritems" / Int32ul,  # number of meta_cluster_item that follow
+    "compress" / Int8ul,  # a MetadumpCompression, for the whole cluster
+)
+
+#: One index entry; its payload of ``size`` stored bytes follows the index block.
+meta_cluster_item = Struct(
+    "bytenr" / Int64ul,  # logical address (65536 for the superblock entry)
+    "size" / Int32ul,  # bytes stored in the file (compressed size if zlib)
+)
+
+#: The whole index block; bytes after ``nritems`` items are undefined (stale
+#: entries of an earlier cluster are common), never read them.
+meta_cluster = Padded(
+    METADUMP_BLOCK_SIZE,
+    Struct(
+        "header" / meta_cluster_header,
+        "items" / Array(this.header.nritems, meta_cluster_item),
+    ),
 )

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import BtrfsScanError
-from ..format import fastparse
+from ..errors import BtrfsScanError, CorruptionError
 from ..format.constants import CompatRoFlag, ItemType, ObjectId, SuperFlag
+from ..format.items import parse_item
+from ..tree.reader import TreeReader
+from ..tree.roots import find_root
 from ..tree.walk import TreeRoot, find_item
-
-_BG = fastparse.BLOCK_GROUP_ITEM
 
 
 @dataclass(frozen=True)
 class BlockGroup:
-    """BLOCK_GROUP_ITEM (logical, BLOCK_GROUP_ITEM, length): ``used`` bytes of the chunk, its ``flags``."""
+    """The BLOCK_GROUP_ITEM of one chunk: ``used`` bytes of it, its ``flags``, the tree it was found in."""
 
     logical: int
     length: int
@@ -31,8 +31,8 @@ class BlockGroup:
     tree: int
 
 
-def _trees(fs) -> list[TreeRoot]:
-    sb = fs.superblock
+def _trees(reader: TreeReader) -> list[TreeRoot]:
+    sb = reader.volume.superblock
     has_bgt = bool(sb.compat_ro_flags & CompatRoFlag.BLOCK_GROUP_TREE)
     converting = bool(sb.flags & SuperFlag.CHANGING_BG_TREE)
     ids = [ObjectId.BLOCK_GROUP_TREE] if has_bgt else [ObjectId.EXTENT_TREE]
@@ -41,35 +41,36 @@ def _trees(fs) -> list[TreeRoot]:
     roots = []
     for tree_id in ids:
         try:
-            roots.append(fs.tree_root(tree_id))
+            roots.append(find_root(reader, tree_id))
         except BtrfsScanError as exc:
-            fs.warnings.add(f"block groups: {exc}", "root tree", tree=tree_id)
+            reader.warnings.add(f"block groups: {exc}", "root tree", tree=tree_id)
     return roots
 
 
-def read_block_groups(fs) -> dict[int, BlockGroup]:
-    """Block group of every chunk that has one, by chunk logical start."""
-    roots = _trees(fs)
+def read_block_groups(reader: TreeReader) -> dict[int, BlockGroup]:
+    """Block group of every chunk that has one, by chunk logical start; problems are warnings."""
+    roots = _trees(reader)
+    warnings = reader.warnings
     groups: dict[int, BlockGroup] = {}
-    for chunk in fs.volume.chunk_map:
+    for chunk in reader.volume.chunk_map:
         key = (chunk.logical, ItemType.BLOCK_GROUP_ITEM, chunk.length)
         for root in roots:
+            where = f"tree {root.name}"
             try:
-                data = find_item(fs.reader, root, key)
+                data = find_item(reader, root, key)
             except BtrfsScanError as exc:
-                fs.warnings.add(f"block group of chunk {chunk.logical} unreadable: {exc}", f"tree {root.name}",
-                                tree=root.tree_id)
+                warnings.add(f"block group of chunk {chunk.logical} unreadable: {exc}", where, tree=root.tree_id)
                 continue
             if data is None:
                 continue
-            if len(data) < _BG.size:
-                fs.warnings.add(f"BLOCK_GROUP_ITEM of chunk {chunk.logical} is {len(data)} bytes, shorter than "
-                                "btrfs_block_group_item", f"tree {root.name}", tree=root.tree_id)
+            try:
+                item = parse_item(key, data, where)
+            except CorruptionError as exc:
+                warnings.add(str(exc), where, tree=root.tree_id)
                 break
-            used, _chunk_objectid, flags = _BG.unpack_from(data)
-            groups[chunk.logical] = BlockGroup(chunk.logical, chunk.length, used, flags, root.tree_id)
+            groups[chunk.logical] = BlockGroup(chunk.logical, chunk.length, item.used, item.flags, root.tree_id)
             break
         else:
             if roots:
-                fs.warnings.add(f"chunk {chunk.logical} has no BLOCK_GROUP_ITEM", "block groups")
+                warnings.add(f"chunk {chunk.logical} has no BLOCK_GROUP_ITEM", "block groups")
     return groups

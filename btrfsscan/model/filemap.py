@@ -9,6 +9,7 @@ compressed one) to every device copy, split at stripe boundaries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from ..errors import BtrfsScanError, ReadError
 from ..format.constants import Compression, FileExtentType
 from .extent_tree import data_extent_refs
 from .tables import FileTables
+
+if TYPE_CHECKING:
+    from .filesystem import Filesystem
 
 EXTENT_KIND = {FileExtentType.INLINE: "inline", FileExtentType.REG: "regular", FileExtentType.PREALLOC: "prealloc"}
 
@@ -70,7 +74,7 @@ def _mapping_counts(tables: FileTables, bytenrs: list[int]) -> dict[int, int]:
     return dict(zip(values.tolist(), counts.tolist()))
 
 
-def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> FileMap:
+def build_file_map(fs: Filesystem, subvol: int, ino: int, path: str, tables: FileTables) -> FileMap:
     """The extent map of inode ``ino`` of subvolume ``subvol``."""
     inodes = tables.inodes
     row = inodes[(inodes["subvol"] == subvol) & (inodes["ino"] == ino)]
@@ -80,7 +84,7 @@ def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> 
     rows = tables.extents[(tables.extents["subvol"] == subvol) & (tables.extents["ino"] == ino)]
     data_bytenrs = [int(b) for b, t in zip(rows["disk_bytenr"], rows["type"]) if b and t != FileExtentType.INLINE]
     counts = _mapping_counts(tables, data_bytenrs)
-    refs = data_extent_refs(fs, data_bytenrs, where=path)  # damage: refs left 0, the device map needs none
+    refs = data_extent_refs(fs.reader, data_bytenrs, where=path)  # damage: refs left 0, the device map needs none
     extents: list[FileExtent] = []
     pos = 0
     for r in rows:
@@ -102,7 +106,7 @@ def build_file_map(fs, subvol: int, ino: int, path: str, tables: FileTables) -> 
 MAX_MAPPED_BYTES = 1 << 30
 
 
-def _extent(fs, r, counts: dict[int, int], refs: dict[int, int], path: str = "") -> FileExtent:
+def _extent(fs: Filesystem, r, counts: dict[int, int], refs: dict[int, int], path: str = "") -> FileExtent:
     ftype = int(r["type"])
     disk_bytenr = int(r["disk_bytenr"])
     kind = EXTENT_KIND[FileExtentType(ftype)]

@@ -1,8 +1,9 @@
 """The filesystem as the model layer sees it: volume, trees, subvolumes.
 
-``open_filesystems`` opens the inputs, groups them by fsid and loads each
-filesystem's chunk tree; everything else (root tree, subvolumes, fs trees,
-extent tree) is read lazily on first use.
+``open_filesystems`` opens the inputs, groups them by fsid and assembles each
+filesystem's volume (``tree.assemble``: every chunk and device); everything
+else (root tree, subvolumes, fs trees, extent tree) is read lazily on first
+use.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import os
 from collections.abc import Iterable
 from functools import cached_property
 
-from ..errors import CorruptionError, Warnings
-from ..format.constants import ItemType, ObjectId
-from ..tree.chunk_tree import load_chunk_tree
+from ..errors import Warnings
+from ..tree.assemble import open_volume, open_volumes
 from ..tree.reader import TreeReader
-from ..tree.walk import TreeRoot, last_item
-from ..volumes.volume import Volume, open_volume, open_volumes
-from . import items
+from ..tree.roots import find_root, root_tree
+from ..tree.walk import TreeRoot
+from ..volumes.superblock import Superblock
+from ..volumes.volume import Volume
 from .namespace import Namespace, dir_path
 from .subvolumes import SubvolumeSet, read_subvolumes
 
@@ -28,13 +29,10 @@ class Filesystem:
     def __init__(self, volume: Volume) -> None:
         self.volume = volume
         self.warnings: Warnings = volume.warnings
-        if volume.bootstrap_error:
-            raise CorruptionError(volume.bootstrap_error)
         self.reader = TreeReader(volume, self.warnings)
-        load_chunk_tree(self.reader)
 
     @property
-    def superblock(self):
+    def superblock(self) -> Superblock:
         return self.volume.superblock
 
     @property
@@ -47,8 +45,7 @@ class Filesystem:
 
     @cached_property
     def root_tree(self) -> TreeRoot:
-        sb = self.superblock
-        return TreeRoot(ObjectId.ROOT_TREE, sb.root, sb.root_level, sb.generation)
+        return root_tree(self.superblock)
 
     @cached_property
     def subvolumes(self) -> SubvolumeSet:
@@ -61,12 +58,7 @@ class Filesystem:
 
     def tree_root(self, tree_id: int) -> TreeRoot:
         """Where tree ``tree_id`` starts, from its ROOT_ITEM in the root tree."""
-        found = last_item(self.reader, self.root_tree, tree_id, ItemType.ROOT_ITEM)
-        if found is None:
-            raise CorruptionError(f"no ROOT_ITEM for tree {ObjectId.describe(tree_id)} in the root tree")
-        _, data = found
-        root = items.parse_root_item(data, f"ROOT_ITEM of tree {tree_id}")
-        return TreeRoot(tree_id, root.bytenr, root.level, root.generation)
+        return find_root(self.reader, tree_id)
 
     def close(self) -> None:
         self.volume.close()
@@ -74,20 +66,9 @@ class Filesystem:
 
 def open_filesystems(paths: Iterable[str | os.PathLike]) -> list[Filesystem]:
     """Every filesystem found among ``paths`` (grouped by fsid)."""
-    volumes = open_volumes(paths)
-    try:
-        return [Filesystem(volume) for volume in volumes]
-    except BaseException:
-        for volume in volumes:  # an unreadable chunk tree leaves no image open
-            volume.close()
-        raise
+    return [Filesystem(volume) for volume in open_volumes(paths)]
 
 
 def open_filesystem(paths: Iterable[str | os.PathLike]) -> Filesystem:
     """The one filesystem ``paths`` belong to; an error if they span several."""
-    volume = open_volume(paths)
-    try:
-        return Filesystem(volume)
-    except BaseException:
-        volume.close()  # an unreadable chunk tree leaves no image open
-        raise
+    return Filesystem(open_volume(paths))

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..arrays import prefix
 from ..errors import CorruptionError, Warnings
-from ..format import fastparse
 from ..format.constants import Compression, FileExtentType, ItemType
+from ..format.items import ITEM_TYPES, FileExtentItem
 from ..tree.block import LeafBatch, TreeBlock
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
@@ -30,9 +30,9 @@ from ..tree.walk import Visit, walk_tree, warn_item
 from .subvolumes import Subvolume
 from .tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 
-_INODE = fastparse.INODE_ITEM
-_FE = fastparse.FILE_EXTENT
-_FE_HEAD_SIZE = fastparse.FILE_EXTENT_HEAD.size
+_INODE = ITEM_TYPES[ItemType.INODE_ITEM].LAYOUT
+_FE = ITEM_TYPES[ItemType.EXTENT_DATA].LAYOUT
+_FE_HEAD_SIZE = FileExtentItem.HEAD.size
 _INODE_FIELDS = ("size", "nbytes", "nlink", "mode", "uid", "gid", "flags", "rdev")
 _REG_FIELDS = {"disk_bytenr": "reg.disk_bytenr", "disk_num_bytes": "reg.disk_num_bytes",
                "offset": "reg.offset", "num_bytes": "reg.num_bytes"}
@@ -46,11 +46,6 @@ class ParsedLeaves:
     extents: np.ndarray  # EXTENT_DTYPE
     inode_counts: np.ndarray
     extent_counts: np.ndarray
-
-    def rows(self, leaf: int) -> tuple[np.ndarray, np.ndarray]:
-        """(inodes, extents) of leaf ``leaf`` of the batch."""
-        i0, e0 = int(self.inode_counts[:leaf].sum()), int(self.extent_counts[:leaf].sum())
-        return (self.inodes[i0:i0 + int(self.inode_counts[leaf])], self.extents[e0:e0 + int(self.extent_counts[leaf])])
 
 
 def _span(dtype: np.dtype, names: tuple[str, ...]) -> tuple[np.dtype, int]:
@@ -108,12 +103,8 @@ def parse_leaves(batch: LeafBatch) -> tuple[ParsedLeaves, list[tuple[int, str]]]
     for i in np.flatnonzero(~valid).tolist():
         row = int(rows[i])
         ino, off = int(items["key.objectid"][row]), int(items["key.offset"][row])
-        if bad_inline[i]:
-            what = f"inline extent of {int(fields['head.ram_bytes'][i])} bytes does not match its {int(sizes[i])}-byte item"
-        elif regular[i]:
-            what = f"EXTENT_DATA item of {int(sizes[i])} bytes is shorter than btrfs_file_extent_item"
-        else:
-            what = f"EXTENT_DATA has unknown type {int(ftype[i])}"
+        what = FileExtentItem.problem(int(ftype[i]), int(fields["head.compression"][i]),
+                                      int(fields["head.ram_bytes"][i]), int(sizes[i]))
         skipped.append((row, f"{what}, skipped (inode {ino} offset {off})"))
     rows, fields, sizes, inline = rows[valid], fields[valid], sizes[valid], inline[valid]
     extents = np.zeros(len(rows), EXTENT_DTYPE)
@@ -248,19 +239,6 @@ class FileScanner:
         first = self._handles
         self._handles += len(batch)
         return list(range(first, self._handles)), problems
-
-    def rows(self, handle: int) -> tuple[np.ndarray, np.ndarray]:
-        """(inodes, extents) of the leaf ``handle`` (``_leaves[bytenr]``)."""
-        for parsed in self._parsed:
-            if handle < len(parsed.inode_counts):
-                return parsed.rows(handle)
-            handle -= len(parsed.inode_counts)
-        raise KeyError(handle)
-
-    def subvolume_leaves(self, subvols: list[Subvolume],
-                         progress: Callable[[Subvolume], None] | None = None) -> list[list[int]]:
-        """Per subvolume, the bytenrs of its leaves in key order (handles of their rows in ``_leaves``)."""
-        return [[self._bytenr_of[h] for h in handles] for handles in self._subvolume_handles(subvols, progress)]
 
     def _subvolume_handles(self, subvols: list[Subvolume],
                            progress: Callable[[Subvolume], None] | None) -> list[np.ndarray]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from ..format.constants import FileExtentType, FileType, ObjectId
 from .extent_tree import data_extent_refs
 from .namespace import EMPTY_SUBVOL_DIR_INO, ROOT_DIR_INO, Entry
 from .tables import FileTables
+
+if TYPE_CHECKING:
+    from .filesystem import Filesystem
 
 #: What the kernel shows for the placeholder of a nested subvolume in a snapshot.
 PLACEHOLDER_MODE = stat.S_IFDIR | 0o755
@@ -78,7 +82,7 @@ class Listed:
 class InodeSummary:
     """Per-inode facts of every inode in ``tables``: mode, links, size, extent count, shared bytes."""
 
-    def __init__(self, fs, tables: FileTables, only: Iterable[tuple[int, int]] | None = None) -> None:
+    def __init__(self, fs: Filesystem, tables: FileTables, only: Iterable[tuple[int, int]] | None = None) -> None:
         """``only``: the (subvolume, inode) pairs that will be asked about (default: every inode).
 
         Mapping counts always cover every fs tree in ``tables``; ``only``
@@ -103,7 +107,7 @@ class InodeSummary:
         inline = ext["type"] == FileExtentType.INLINE
         data = ~inline & (ext["disk_bytenr"] != 0)
         once = np.intersect1d(values[counts == 1], ext["disk_bytenr"][data])
-        refs = data_extent_refs(fs, once.tolist())
+        refs = data_extent_refs(fs.reader, once.tolist())
         shared_values = np.concatenate([
             values[counts > 1], np.array([b for b, r in refs.items() if r > 1], dtype=np.uint64)])
         shared = data & np.isin(ext["disk_bytenr"], shared_values)
@@ -135,7 +139,7 @@ def _name_key(entry: Entry) -> bytes:
 class Lister:
     """Listings over the namespace of ``fs`` with the facts of ``summary``."""
 
-    def __init__(self, fs, summary: InodeSummary | None = None) -> None:
+    def __init__(self, fs: Filesystem, summary: InodeSummary | None = None) -> None:
         """``summary`` is needed by ``describe``/``iter_listing``, not by ``children``."""
         self.fs = fs
         self.ns = fs.namespace

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from ..errors import BtrfsScanError, CorruptionError
 from ..format.checksum import name_hash
 from ..format.constants import FileType, ItemType, ObjectId
-from ..tree.walk import iter_items
-from .items import DirItem, InodeItem, iter_dir_items, iter_inode_extrefs, iter_inode_refs, parse_inode_item
+from ..format.items import DirItem, InodeItem, parse_item
 from ..tree.reader import TreeReader
+from ..tree.walk import iter_items
 from .subvolumes import Subvolume, SubvolumeSet
 
 ROOT_DIR_INO = ObjectId.FIRST_FREE  # inode 256 is every subvolume's root directory
@@ -50,12 +50,10 @@ def _items(reader: TreeReader, sub: Subvolume, objectid: int, item_type: int):
 def parent_ref(reader: TreeReader, sub: Subvolume, ino: int) -> tuple[int, bytes] | None:
     """(parent dir, name) of one link of ``ino``: INODE_REF first, then INODE_EXTREF."""
     where = f"subvolume {sub.id} inode {ino}"
-    for (_, _, parent), data in _items(reader, sub, ino, ItemType.INODE_REF):
-        for ref in iter_inode_refs(data, parent, where):
-            return ref.parent, ref.name
-    for _, data in _items(reader, sub, ino, ItemType.INODE_EXTREF):
-        for ref in iter_inode_extrefs(data, where):
-            return ref.parent, ref.name
+    for item_type in (ItemType.INODE_REF, ItemType.INODE_EXTREF):
+        for key, data in _items(reader, sub, ino, item_type):
+            for ref in parse_item(key, data, where):
+                return ref.parent, ref.name
     return None
 
 
@@ -84,16 +82,16 @@ class Namespace:
         self.subvols = subvols
 
     def inode(self, sub: Subvolume, ino: int) -> InodeItem | None:
-        for _, data in _items(self.reader, sub, ino, ItemType.INODE_ITEM):
-            return parse_inode_item(data, f"subvolume {sub.id} inode {ino}")
+        for key, data in _items(self.reader, sub, ino, ItemType.INODE_ITEM):
+            return parse_item(key, data, f"subvolume {sub.id} inode {ino}")
         return None
 
     def xattr_names(self, sub: Subvolume, ino: int) -> list[str]:
         """Names of the extended attributes of ``ino`` (its XATTR_ITEMs), sorted."""
         names = []
         where = f"subvolume {sub.id} inode {ino} xattrs"
-        for _, data in _items(self.reader, sub, ino, ItemType.XATTR_ITEM):
-            names.extend(item.name.decode("utf-8", "surrogateescape") for item in iter_dir_items(data, where))
+        for key, data in _items(self.reader, sub, ino, ItemType.XATTR_ITEM):
+            names.extend(item.name.decode("utf-8", "surrogateescape") for item in parse_item(key, data, where))
         return sorted(names)
 
     def path_of(self, subvol_id: int, ino: int) -> str | None:
@@ -110,8 +108,8 @@ class Namespace:
         """Entries of a directory in index order, subvolume links resolved."""
         entries = []
         where = f"subvolume {sub.id} directory {dir_ino}"
-        for _, data in _items(self.reader, sub, dir_ino, ItemType.DIR_INDEX):
-            for item in iter_dir_items(data, where):
+        for key, data in _items(self.reader, sub, dir_ino, ItemType.DIR_INDEX):
+            for item in parse_item(key, data, where):
                 entries.append(self._entry(sub, dir_ino, item))
         return entries
 
@@ -135,8 +133,8 @@ class Namespace:
         raw = name.encode("utf-8", "surrogateescape")
         key = (dir_ino, ItemType.DIR_ITEM, name_hash(raw))
         where = f"subvolume {sub.id} directory {dir_ino}"
-        for _, data in iter_items(self.reader, sub.root, key, key):
-            for item in iter_dir_items(data, where):
+        for found, data in iter_items(self.reader, sub.root, key, key):
+            for item in parse_item(found, data, where):
                 if item.name == raw:
                     return self._entry(sub, dir_ino, item)
         return None

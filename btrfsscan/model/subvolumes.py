@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptionError, Warnings
 from ..format.constants import ItemType, ObjectId, RootFlag, is_fs_tree
+from ..format.items import ZERO_UUID, DirItemList, OrphanItem, RootItem, RootRef, parse_item
 from ..tree.reader import TreeReader
 from ..tree.walk import TreeRoot, iter_items
-from .items import RootItem, RootRef, iter_dir_items, parse_root_item, parse_root_ref
 
-ZERO_UUID = b"\0" * 16
+__all__ = ["ZERO_UUID", "Subvolume", "SubvolumeSet", "read_subvolumes"]
 
 
 @dataclass
@@ -81,6 +81,18 @@ class SubvolumeSet:
         return None
 
 
+def _wanted(objectid: int, item_type: int) -> bool:
+    """The root tree items that describe subvolumes: their ROOT_ITEMs and ROOT_BACKREFs, the orphans
+    of deleted ones, and the root tree directory's entries (the "default" one)."""
+    if item_type == ItemType.ROOT_ITEM:
+        return is_fs_tree(objectid) and objectid < ObjectId.LAST_FREE
+    if item_type == ItemType.ROOT_BACKREF:
+        return is_fs_tree(objectid)
+    if item_type == ItemType.ORPHAN_ITEM:
+        return objectid == ObjectId.ORPHAN
+    return item_type == ItemType.DIR_ITEM and objectid == ObjectId.ROOT_TREE_DIR
+
+
 def read_subvolumes(reader: TreeReader, root_tree: TreeRoot, warnings: Warnings, dir_path) -> SubvolumeSet:
     """Every subvolume listed in the root tree.
 
@@ -91,17 +103,21 @@ def read_subvolumes(reader: TreeReader, root_tree: TreeRoot, warnings: Warnings,
     backrefs: dict[int, tuple[int, RootRef]] = {}
     orphans: set[int] = set()
     default_id = ObjectId.FS_TREE
-    for (objectid, item_type, offset), data in iter_items(reader, root_tree):
+    for key, data in iter_items(reader, root_tree):
+        objectid, item_type, offset = key
+        if not _wanted(objectid, item_type):
+            continue
         where = f"root tree item ({ObjectId.describe(objectid)} {ItemType.describe(item_type)} {offset})"
         try:
-            if item_type == ItemType.ROOT_ITEM and is_fs_tree(objectid) and objectid < ObjectId.LAST_FREE:
-                subvols[objectid] = Subvolume(objectid, parse_root_item(data, where))
-            elif item_type == ItemType.ROOT_BACKREF and is_fs_tree(objectid):
-                backrefs[objectid] = (offset, parse_root_ref(data, where))
-            elif item_type == ItemType.ORPHAN_ITEM and objectid == ObjectId.ORPHAN:
-                orphans.add(offset)
-            elif item_type == ItemType.DIR_ITEM and objectid == ObjectId.ROOT_TREE_DIR:
-                for entry in iter_dir_items(data, where):
+            record = parse_item(key, data, where)
+            if isinstance(record, RootItem):
+                subvols[objectid] = Subvolume(objectid, record)
+            elif isinstance(record, RootRef):
+                backrefs[objectid] = (offset, record)
+            elif isinstance(record, OrphanItem):
+                orphans.add(record.objectid)
+            elif isinstance(record, DirItemList):
+                for entry in record:
                     if entry.name == b"default":
                         default_id = entry.location[0]
         except CorruptionError as exc:

@@ -11,7 +11,8 @@ from contextlib import ExitStack
 
 import click
 
-from ..analysis.volume import chunk_usage, map_logical, open_volume_with_devices, superblock_info
+from ..analysis.volume import chunk_usage, map_logical, superblock_info
+from ..tree.assemble import open_volume
 from .command import NUMBER, finish, images_argument, inputs, opened, output_options, sample_option
 from .document import CommandOutput
 from .views.volume import chunks_document, map_logical_document, superblock_document
@@ -35,7 +36,7 @@ def super_cmd(images, show_all, devid, sample):
     cannot be read, the superblock is still shown (with a warning).
     """
     with ExitStack() as stack:
-        volume = open_volume_with_devices(inputs(stack, images, sample))
+        volume = open_volume(inputs(stack, images, sample), partial=True)  # an unreadable chunk tree: a warning
         stack.callback(volume.close)
         document = superblock_document(superblock_info(volume, devid=devid, sys_chunks=show_all), detail=show_all)
         finish(CommandOutput("super", (document,), tuple(volume.warnings.messages())))

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..format import checksum, fastparse
 from ..format.constants import BTRFS_MAX_LEVEL, CsumType
+from ..format.items import Key
 
-Key = tuple[int, int, int]
 HEADER_SIZE = fastparse.HEADER.size
 _H = {name: i for i, name in enumerate(fastparse.HEADER.names)}
 _ITEM_DTYPE = fastparse.ITEM.dtype
@@ -224,25 +224,35 @@ class CheckedBatch:
     passed: np.ndarray  # per block
     counts: np.ndarray  # table entries per block, 0 for a block that failed
     table: np.ndarray  # the entries of the passing blocks, block after block
+    starts: np.ndarray  # where each block starts in the buffer checked
+    size: int  # bytes per block
 
 
-def check_batch(data: bytearray, expect: np.ndarray, level: int, readable: np.ndarray, *, csum_type: CsumType,
-                fsid: bytes, super_generation: int, sectorsize: int) -> CheckedBatch:
-    """``parse_block``'s checks over blocks of one ``level`` read back to back into ``data``.
+def check_batch(data, expect: np.ndarray, level: int, readable: np.ndarray, *, csum_type: CsumType,
+                fsid: bytes, super_generation: int, sectorsize: int, starts: np.ndarray | None = None,
+                size: int | None = None) -> CheckedBatch:
+    """``parse_block``'s checks over blocks of one ``level``: block ``i`` is ``data[starts[i]:starts[i] + size]``
+    (by default the blocks lie back to back in ``data``).
 
-    ``expect`` (EXPECT_DTYPE) gives each block's address and what its parent
-    says of it. A block passes only where ``parse_block`` would return it
-    with no item dropped, so a failing block's message and the copies to try
-    are left to ``parse_block`` alone. Numpy runs over the whole batch; the
-    key order is compared across all blocks at once, masked at their
-    boundaries.
+    ``data`` is any buffer: the batch read into memory, or a whole device
+    mapped (``starts`` are then its physical offsets; a block not
+    ``readable`` is never touched). ``expect`` (EXPECT_DTYPE) gives each
+    block's address and what its parent says of it. A block passes only
+    where ``parse_block`` would return it with no item dropped, so a failing
+    block's message and the copies to try are left to ``parse_block`` alone.
+    Numpy runs over the whole batch; the key order is compared across all
+    blocks at once, masked at their boundaries.
     """
     n = len(expect)
-    size = len(data) // n
+    if starts is None:
+        size = len(data) // n
+        starts = np.arange(n, dtype=np.int64) * size
+    starts = np.where(readable, starts, 0).astype(np.int64)  # an unreadable block is not read
+    raw = np.frombuffer(data, np.uint8)
     room = size - HEADER_SIZE
-    header = np.ndarray((n,), fastparse.HEADER.dtype, data, strides=(size,))
+    header = _records(raw, starts, fastparse.HEADER.dtype)
     generation = header["generation"]
-    ok = _checksums_match(data, size, csum_type, readable)
+    ok = _checksums_match(data, raw, starts, size, csum_type, readable)
     ok &= (header["bytenr"] == expect["bytenr"]) & (header["fsid"] == fsid)
     ok &= (header["level"] == level) & (level < BTRFS_MAX_LEVEL)
     ok &= (generation <= super_generation) & (~expect["has_generation"] | (generation == expect["generation"]))
@@ -250,31 +260,37 @@ def check_batch(data: bytearray, expect: np.ndarray, level: int, readable: np.nd
     nritems = header["nritems"].astype(np.int64)
     ok &= (nritems * dtype.itemsize <= room) & ((nritems > 0) | (level == 0))
     counts = np.where(ok, nritems, 0)
-    table = _tables(data, size, counts, dtype)
+    table = _tables(raw, starts, counts, dtype)
     owner = np.repeat(np.arange(n), counts)
     first = np.cumsum(counts) - counts
     ok[owner[_bad_entries(table, owner, first[counts > 0], counts, room, sectorsize, level)]] = False
     ok &= _first_keys_match(table, first, counts, expect)
     if not ok.all():
         table, counts = table[ok[owner]], np.where(ok, counts, 0)
-    return CheckedBatch(ok, counts, table)
+    return CheckedBatch(ok, counts, table, starts, size)
 
 
-def _checksums_match(data: bytearray, size: int, csum_type: CsumType, readable: np.ndarray) -> np.ndarray:
-    """Per block of ``data``: read, and its stored checksum matches (all compared at once)."""
-    stored = np.ndarray((len(readable),), f"S{csum_type.size}", data, strides=(size,))
-    return readable & (np.frombuffer(checksum.block_digests(csum_type, data, size), stored.dtype) == stored)
+def _records(raw: np.ndarray, starts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The ``dtype`` record at each byte offset ``starts`` of ``raw``, copied out as bytes (no per-field work)."""
+    record = np.dtype((np.void, dtype.itemsize))
+    return np.ndarray((len(raw) - dtype.itemsize + 1,), record, raw, strides=(1,))[starts].view(dtype)
 
 
-def _tables(data: bytearray, size: int, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The first ``counts[i]`` table entries of each block ``i`` of ``data``, block after block.
+def _checksums_match(data, raw: np.ndarray, starts: np.ndarray, size: int, csum_type: CsumType,
+                     readable: np.ndarray) -> np.ndarray:
+    """Per block: read, and its stored checksum matches (all compared at once)."""
+    stored = _records(raw, starts, np.dtype(f"S{csum_type.size}"))
+    digests = checksum.block_digests(csum_type, data, starts[readable].tolist(), size)
+    ok = np.zeros(len(starts), bool)
+    ok[readable] = np.frombuffer(digests, stored.dtype) == stored[readable]
+    return ok
 
-    One strided view of every block's table area, then one masked copy.
-    """
-    width = int(counts.max(initial=0))
-    record = np.dtype((np.void, dtype.itemsize))  # entries copied as bytes: no per-field work
-    grid = np.ndarray((len(counts), width), record, data, HEADER_SIZE, (size, dtype.itemsize))
-    return grid[np.arange(width) < counts[:, None]].view(dtype)
+
+def _tables(raw: np.ndarray, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The first ``counts[i]`` table entries of each block ``i``, block after block, in one gather."""
+    entry = np.repeat(starts + HEADER_SIZE, counts)
+    index = np.arange(len(entry)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return _records(raw, entry + index * dtype.itemsize, dtype)
 
 
 def _bad_entries(table: np.ndarray, owner: np.ndarray, first: np.ndarray, counts: np.ndarray, room: int,
@@ -336,11 +352,11 @@ class LeafBatch:
         return cls(raw, end - sizes, end, items, [len(b.items) for b in blocks])
 
     @classmethod
-    def of_checked(cls, data: bytearray, size: int, checked: CheckedBatch) -> LeafBatch:
-        """The leaves of a batch read into ``data`` that passed ``check_batch``."""
+    def of_checked(cls, data, checked: CheckedBatch) -> LeafBatch:
+        """The leaves of the buffer ``data`` that passed ``check_batch``."""
         passed = np.flatnonzero(checked.passed)
-        start = passed * size
-        return cls(np.frombuffer(data, np.uint8), start, start + size, checked.table, checked.counts[passed])
+        start = checked.starts[passed]
+        return cls(np.frombuffer(data, np.uint8), start, start + checked.size, checked.table, checked.counts[passed])
 
     def gather(self, rows: np.ndarray, dtype: np.dtype, skip: int = 0) -> np.ndarray:
         """The payload bytes ``[skip, skip + dtype.itemsize)`` of each item of ``rows``, viewed through

@@ -3,9 +3,10 @@
 ``walk_tree`` reads and checks one block at a time, which costs tens of
 microseconds a block. ``BulkReader`` reads the trees of all the roots it is
 given at once, level by level: each level's child addresses not known yet
-are deduplicated, mapped to their device, sorted by physical address and
-read in batches of a few MiB (adjacent blocks in one read), then checked by
-``check_batch`` over the whole batch. A block that fails any check goes
+are deduplicated, mapped to their device, sorted by physical address, asked
+for all at once (read-ahead), and checked by ``check_batch`` a few MiB at a
+time where the mapped device holds them, without a copy (where it cannot be
+mapped, read into one reused buffer first, adjacent blocks in one read). A block that fails any check goes
 through ``TreeReader.read_copies`` (the other copies, the exact problems).
 Leaves are parsed a batch at a time; a node is kept as its pointers.
 
@@ -54,6 +55,15 @@ class _Node:
         expect = expect_children(ptrs)
         kids = expect["bytenr"].tolist()
         return cls(bytenr, level, expect, kids, [False] * len(kids))
+
+
+def _runs(physical: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of adjacent blocks of ``size`` bytes at sorted offsets ``physical``."""
+    if not len(physical):
+        return []
+    breaks = np.flatnonzero(physical[1:] != physical[:-1] + size) + 1
+    starts, ends = physical[np.concatenate(([0], breaks))], physical[np.concatenate((breaks - 1, [len(physical) - 1]))]
+    return list(zip(starts.tolist(), (ends + size).tolist()))
 
 
 class BulkReader(Generic[Rows]):
@@ -136,27 +146,58 @@ class BulkReader(Generic[Rows]):
         return bytenr not in self._ahead and bytenr not in self.leaves and bytenr not in self.nodes
 
     def _batches(self, expect: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """``expect`` sorted by where copy 1 lies and cut into batches: (expect, devid, physical) each."""
-        devid, physical = self.reader.volume.locate_first_copies(expect["bytenr"], self.reader.nodesize)
+        """``expect`` sorted by where copy 1 lies and cut into batches of one device each: (expect, devid,
+        physical) each."""
+        volume, size = self.reader.volume, self.reader.nodesize
+        devid, physical = volume.locate_first_copies(expect["bytenr"], size)
         order = np.lexsort((physical, devid))
-        step = len(self._buffer) // self.reader.nodesize
-        for start in range(0, len(order), step):
-            part = order[start:start + step]
-            yield expect[part], devid[part], physical[part]
+        step = len(self._buffer) // size
+        cuts = np.flatnonzero(devid[order][1:] != devid[order][:-1]) + 1
+        bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), len(order)]))
+        for first, last in bounds:  # the whole level asked for at once: the batches then find it read
+            if devid[order[first]] >= 0:
+                volume.device_image(int(devid[order[first]])).will_need(_runs(physical[order[first:last]], size))
+        for first, last in bounds:
+            for start in range(first, last, step):
+                part = order[start:min(start + step, last)]
+                yield expect[part], devid[part], physical[part]
 
     def _read_batch(self, level: int, expect: np.ndarray, devid: np.ndarray, physical: np.ndarray) -> list[_Node]:
-        """Read, check and keep one batch of blocks of ``level``; returns its nodes."""
+        """Read, check and keep one batch of blocks of ``level`` (all on one device); returns its nodes.
+
+        Where the device is mapped the blocks are checked and parsed where
+        they lie, without a copy, and unmapped after; otherwise they are read
+        into the batch buffer first.
+        """
         size = self.reader.nodesize
-        data = memoryview(self._buffer)[:len(expect) * size]
-        checked = check_batch(data, expect, level, self._fill(data, expect["bytenr"], devid, physical),
-                              **self.reader.checks)
+        image = self.reader.volume.device_image(int(devid[0])) if devid[0] >= 0 else None
+        data = image.mapped() if image is not None else None
+        if data is not None:
+            starts = physical
+            readable = (physical >= 0) & (physical <= image.size - size)
+            for start, end in _runs(physical[readable], size):
+                image.populate(start, end)
+        else:
+            data = memoryview(self._buffer)[:len(expect) * size]
+            starts = None
+            readable = self._fill(data, expect["bytenr"], devid, physical)
+        try:
+            return self._check_batch(level, data, starts, expect, readable)
+        finally:
+            if starts is not None:
+                image.release(int(physical.min()), int(physical.max()) + size)
+
+    def _check_batch(self, level: int, data, starts: np.ndarray | None, expect: np.ndarray,
+                     readable: np.ndarray) -> list[_Node]:
+        size = self.reader.nodesize
+        checked = check_batch(data, expect, level, readable, starts=starts, size=size, **self.reader.checks)
         self.reader.blocks_read += int(checked.passed.sum())
         passed = expect["bytenr"][checked.passed].tolist()
         slow = [found for row in expect[~checked.passed] if (found := self._read_copies(row, level))]
         self._due.update((block.bytenr, (notes, [])) for block, notes in slow if notes)
         if level == 0:
             if passed:
-                self._keep_leaves(LeafBatch.of_checked(data, size, checked), passed)
+                self._keep_leaves(LeafBatch.of_checked(data, checked), passed)
             if slow:
                 self._keep_leaves(LeafBatch.of_blocks([block for block, _ in slow]), [block.bytenr for block, _ in slow])
             return []

@@ -68,14 +68,16 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from btrfsscan.errors import CorruptionError, ReadError, UnsupportedError
-from btrfsscan.format.constants import (
+from ..errors import CorruptionError, ReadError, UnsupportedError
+from ..format.constants import (
     BLOCK_GROUP_PROFILE_MASK,
+    BLOCK_GROUP_RAID56_MASK,
     BLOCK_GROUP_TYPE_MASK,
     BTRFS_STRIPE_LEN,
     BlockGroupFlag,
     Profile,
 )
+from ..format.items import Chunk, Stripe
 
 __all__ = ["Stripe", "Chunk", "PhysicalRange", "ChunkMap", "validate_chunk"]
 
@@ -89,8 +91,7 @@ _TYPE_MASK = int(BLOCK_GROUP_TYPE_MASK)
 _REMAP_BITS = int(BlockGroupFlag.REMAPPED | BlockGroupFlag.METADATA_REMAP)
 _KNOWN_BITS = _TYPE_MASK | _PROFILE_MASK | _REMAP_BITS
 
-_RAID56 = int(BlockGroupFlag.RAID5 | BlockGroupFlag.RAID6)
-_RAID1_MASK = int(BlockGroupFlag.RAID1 | BlockGroupFlag.RAID1C3 | BlockGroupFlag.RAID1C4)
+_RAID56 = int(BLOCK_GROUP_RAID56_MASK)
 _STRIPED = int(BlockGroupFlag.RAID0 | BlockGroupFlag.RAID10) | _RAID56
 #: Smallest stripe_len a striped chunk is mapped with (``map`` gives one piece per stripe).
 _MIN_STRIPE_LEN = 4096
@@ -107,117 +108,11 @@ _STRIPE_COUNTS = {
     int(BlockGroupFlag.RAID6): (3, None),
 }
 
-_TYPE_NAMES = (
-    (int(BlockGroupFlag.DATA), "DATA"),
-    (int(BlockGroupFlag.METADATA), "METADATA"),
-    (int(BlockGroupFlag.SYSTEM), "SYSTEM"),
-)
-
 # Mapping kinds used by the hot path.
 _MIRRORED = 0  # SINGLE, DUP, RAID1, RAID1C3, RAID1C4: one piece per mirror
 _RAID0 = 1
 _RAID10 = 2
 _PARITY = 3  # RAID5, RAID6
-
-
-@dataclass(frozen=True, slots=True)
-class Stripe:
-    """One ``btrfs_stripe`` of a chunk: where on which device it starts."""
-
-    devid: int
-    offset: int
-    dev_uuid: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """A ``btrfs_chunk`` item together with its key offset (``logical``)."""
-
-    logical: int
-    length: int
-    owner: int
-    stripe_len: int
-    type: int
-    io_align: int
-    io_width: int
-    sector_size: int
-    num_stripes: int
-    sub_stripes: int
-    stripes: tuple[Stripe, ...]
-
-    @property
-    def end(self) -> int:
-        """First logical address after the chunk."""
-        return self.logical + self.length
-
-    @property
-    def profile(self) -> Profile:
-        """The replication profile; ``ValueError`` when several profile bits are set."""
-        return Profile.from_type(self.type)
-
-    @property
-    def type_names(self) -> list[str]:
-        """``'DATA'``, ``'METADATA'``, ``'SYSTEM'`` for the set type bits, in that order."""
-        return [name for bit, name in _TYPE_NAMES if self.type & bit]
-
-    @property
-    def num_copies(self) -> int:
-        """``btrfs_num_copies`` of btrfs-progs (the ``-c`` copies btrfs-map-logical prints).
-
-        DUP/RAID1*: ``num_stripes``; RAID10: ``sub_stripes``; RAID5: 2 and
-        RAID6: 3 (mirror 1 is the data, higher mirrors are rebuilds from
-        parity, see the module docstring); SINGLE/RAID0: 1.
-        """
-        t = self.type
-        if t & (int(BlockGroupFlag.DUP) | _RAID1_MASK):
-            return self.num_stripes
-        if t & BlockGroupFlag.RAID10:
-            return self.sub_stripes
-        if t & BlockGroupFlag.RAID5:
-            return 2
-        if t & BlockGroupFlag.RAID6:
-            return 3
-        return 1
-
-    @property
-    def nparity(self) -> int:
-        """Parity stripes per row: 1 for RAID5, 2 for RAID6, else 0."""
-        t = self.type
-        if t & BlockGroupFlag.RAID6:
-            return 2
-        if t & BlockGroupFlag.RAID5:
-            return 1
-        return 0
-
-    @property
-    def data_stripes(self) -> int:
-        """Distinct data stripes in one full stripe row (the kernel's ``data_stripes``/factor).
-
-        RAID0: ``num_stripes``; RAID10: ``num_stripes // sub_stripes``;
-        RAID5/6: ``num_stripes - nparity``; SINGLE, DUP, RAID1*: 1.  0 for a
-        chunk that cannot be mapped (never raises).
-        """
-        t = self.type
-        if t & BlockGroupFlag.RAID0:
-            return self.num_stripes
-        if t & BlockGroupFlag.RAID10:
-            return self.num_stripes // self.sub_stripes if self.sub_stripes > 0 else 0
-        if t & _RAID56:
-            return max(self.num_stripes - self.nparity, 0)
-        return 1
-
-    @property
-    def device_length(self) -> int:
-        """Bytes each stripe occupies on its device (the dev extent length).
-
-        The kernel's ``calc_stripe_length``: ``length / data_stripes`` for
-        RAID0 and RAID5/6, ``length * sub_stripes / num_stripes`` for RAID10,
-        ``length`` otherwise; 0 for an unmappable chunk.
-        """
-        data = self.data_stripes
-        if data <= 0:
-            return 0
-        return self.length // data
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,20 @@ image is an error that names the device and offset, never a short read passed
 on. ``.xz`` images (and an image inside a tar archive, as btrfs-progs ships
 some test images) are unpacked once into a sparse temporary file (zero runs
 become holes), so no image is ever held in memory.
+
+Each input is also mapped read-only (``mapped``), so the tree layer can
+check and parse blocks where the page cache holds them instead of copying
+them first. Reading a mapped file past its end kills the process (SIGBUS),
+so the mapping is handed out only while the input is exactly as long as
+when it was opened (checked before each use); an input that changed size is
+read with ``pread`` from then on. The unpacked ``.xz`` file is unlinked and
+only this process holds it, so nothing can shrink it.
 """
 
 from __future__ import annotations
 
 import lzma
+import mmap
 import os
 import stat
 import tarfile
@@ -20,6 +29,7 @@ from ..errors import DeviceError, ReadError
 XZ_MAGIC = b"\xfd7zXZ\x00"
 TAR_MAGIC, TAR_MAGIC_OFFSET = b"ustar", 257
 _CHUNK = 1 << 20
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # linux/mman.h; not exported by Python 3.11
 
 
 class RawImage:
@@ -35,6 +45,7 @@ class RawImage:
         except OSError as exc:
             raise DeviceError(f"cannot open {self.name}: {exc.strerror or exc}") from None
         self._fd = source
+        self._map = self._mapping()
 
     def _open_source(self, path: str) -> int:
         fd = os.open(path, os.O_RDONLY)
@@ -125,11 +136,78 @@ class RawImage:
         if count != length:
             raise ReadError(f"{self.name}: short read at offset {offset} ({count} of {length} bytes)")
 
+    def _mapping(self) -> mmap.mmap | None:
+        """The whole input mapped read-only, or None (empty, or a file the kernel cannot map)."""
+        if self.size == 0:
+            return None
+        try:
+            return mmap.mmap(self._fd, self.size, prot=mmap.PROT_READ)
+        except (OSError, ValueError, OverflowError):
+            return None
+
+    def mapped(self) -> mmap.mmap | None:
+        """The input mapped, to read without a copy, or None: read with ``readinto`` then.
+
+        None once the input is no longer as long as when it was opened (being
+        written: a mapped read past its end would be fatal). Callers check
+        the range first (``size``) and ``release`` what they read.
+        """
+        if self._map is not None:
+            try:
+                current = os.lseek(self._fd, 0, os.SEEK_END)
+            except OSError:
+                current = -1
+            if current != self.size:
+                self._map = None  # not closed here: views of it may still exist; freed with the last one
+        return self._map
+
+    def will_need(self, ranges: list[tuple[int, int]]) -> None:
+        """Start reading the ``[start, end)`` ranges into the page cache, all at once and in the background
+        (POSIX_FADV_WILLNEED), so that pages evicted since they were last read come back in a few large
+        requests instead of one small synchronous read each."""
+        for start, end in ranges:
+            try:
+                os.posix_fadvise(self._fd, start, end - start, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                return
+
+    def populate(self, start: int, end: int) -> None:
+        """Map the pages of ``[start, end)`` in one call (Linux 5.14's MADV_POPULATE_READ) rather than one
+        page fault at a time as they are read; a kernel without it faults them in as usual."""
+        if self._map is None or end <= start:
+            return
+        low, high = self._pages(start, end)
+        try:
+            self._map.madvise(_MADV_POPULATE_READ, low, high - low)
+        except (OSError, ValueError):
+            pass
+
+    def _pages(self, start: int, end: int) -> tuple[int, int]:
+        page = mmap.PAGESIZE
+        return start // page * page, min(-(-end // page) * page, self.size)
+
+    def release(self, start: int, end: int) -> None:
+        """Unmap the pages of ``[start, end)`` read through ``mapped`` (they stay in the page cache), so the
+        process's memory does not grow with the metadata read."""
+        if self._map is None or end <= start:
+            return
+        low, high = self._pages(start, end)
+        try:
+            self._map.madvise(mmap.MADV_DONTNEED, low, high - low)
+        except (OSError, ValueError):
+            pass
+
     def fileobj(self):
         """A read-only file object over the (decompressed) bytes."""
         return os.fdopen(os.dup(self._fd), "rb")
 
     def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view of it is still alive: freed with it
+                pass
+            self._map = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -21,9 +21,7 @@ Damage: by default any damage in the container (an index block with the wrong
 magic or ``bytenr``, too many items or an unknown compression; a payload past
 the end of the file; a payload that is not one complete zlib stream; a file that
 ends inside an index block) raises ``CorruptionError`` naming the dump, the file
-offset and the problem.  With ``salvage=True`` indexing stops at the first
-damage instead, keeps every entry validated before it, and says in
-``warnings`` what was dropped (damage before the first entry still raises).
+offset and the problem.
 
 Overlapping or repeated entries (not seen in valid dumps) are resolved with the
 later entry in the file winning, which is what a sequential
@@ -33,104 +31,29 @@ later entry in the file winning, which is what a sequential
 from __future__ import annotations
 
 import heapq
-import struct
 import zlib
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from typing import BinaryIO, NoReturn, overload
+from collections.abc import Iterator
+from typing import BinaryIO, NoReturn
 
-import construct as cs
-
-from btrfsscan.errors import CorruptionError, DeviceError, NotBtrfsError, ReadError
-from btrfsscan.format.constants import BTRFS_SUPER_INFO_OFFSET, BTRFS_SUPER_INFO_SIZE
-
-__all__ = [
-    "IMAGE_BLOCK_SIZE",
-    "ITEMS_PER_CLUSTER",
-    "COMPRESS_NONE",
-    "COMPRESS_ZLIB",
-    "METADUMP_MAGIC",
-    "METADUMP_MAGIC_V1",
-    "DUMP_VERSIONS",
-    "meta_cluster_header",
-    "meta_cluster_item",
-    "meta_cluster",
-    "is_metadump",
-    "MetadumpImage",
-    "MetadumpRanges",
-]
-
-# ---------------------------------------------------------------------------
-# On-disk layout of a btrfs-image dump (btrfs-progs image/metadump.h).
-# These construct definitions are the one definition of the layout; the
-# struct.Struct objects used while indexing are derived from them below.
-# ---------------------------------------------------------------------------
-
-IMAGE_BLOCK_SIZE = 1024
-COMPRESS_NONE = 0
-COMPRESS_ZLIB = 1
-
-#: Start of every index block.
-meta_cluster_header = cs.Struct(
-    "magic" / cs.Int64ul,  # selects the dump version, see DUMP_VERSIONS
-    "bytenr" / cs.Int64ul,  # file offset of this index block itself
-    "nritems" / cs.Int32ul,  # number of meta_cluster_item that follow
-    "compress" / cs.Int8ul,  # COMPRESS_NONE or COMPRESS_ZLIB, for the whole cluster
+from ..errors import CorruptionError, DeviceError, NotBtrfsError, ReadError
+from ..format import fastparse
+from ..format.constants import (
+    BTRFS_SUPER_INFO_OFFSET,
+    BTRFS_SUPER_INFO_SIZE,
+    METADUMP_BLOCK_SIZE,
+    METADUMP_VERSIONS,
+    MetadumpCompression,
 )
 
-#: One index entry; its payload of ``size`` stored bytes follows the index block.
-meta_cluster_item = cs.Struct(
-    "bytenr" / cs.Int64ul,  # logical address (65536 for the superblock entry)
-    "size" / cs.Int32ul,  # bytes stored in the file (compressed size if zlib)
-)
-
-#: The whole 1024-byte index block; bytes after ``nritems`` items are undefined
-#: (stale entries of an earlier cluster are common), never read them.
-meta_cluster = cs.Padded(
-    IMAGE_BLOCK_SIZE,
-    cs.Struct(
-        "header" / meta_cluster_header,
-        "items" / cs.Array(cs.this.header.nritems, meta_cluster_item),
-    ),
-)
-
-ITEMS_PER_CLUSTER = (IMAGE_BLOCK_SIZE - meta_cluster_header.sizeof()) // meta_cluster_item.sizeof()  # 83
-
-#: dump version -> (magic, max_pending_size).  The index block has the same
-#: size in both versions, so ITEMS_PER_CLUSTER is 83 for both; version 1 (only
-#: in experimental builds) allows entries up to 256 MiB instead of 256 KiB.
-DUMP_VERSIONS: dict[int, tuple[int, int]] = {
-    0: (0xBD5C25E27295668B, 256 * 1024),
-    1: (0x31765F506D55445F, 256 * 1024 * 1024),  # ASCII "_DUmP_v1"
-}
-METADUMP_MAGIC = DUMP_VERSIONS[0][0]
-METADUMP_MAGIC_V1 = DUMP_VERSIONS[1][0]
-_VERSION_OF_MAGIC = {magic: version for version, (magic, _) in DUMP_VERSIONS.items()}
-
-
-def _format_char(field: cs.Construct) -> str:
-    """The ``struct`` format character of a little-endian construct field (Renamed or not)."""
-    inner = field.subcon if isinstance(field, cs.Renamed) else field
-    if not isinstance(inner, cs.FormatField) or inner.fmtstr[0] != "<":
-        raise TypeError(f"not a little-endian FormatField: {field!r}")
-    return inner.fmtstr[1:]
-
-
-def _derive_struct(definition: cs.Struct) -> struct.Struct:
-    """A ``struct.Struct`` with the same packed layout as a flat construct ``Struct``."""
-    fast = struct.Struct("<" + "".join(_format_char(sub) for sub in definition.subcons))
-    if fast.size != definition.sizeof():
-        raise TypeError(f"derived struct size {fast.size} != construct size {definition.sizeof()}")
-    return fast
-
-
-_HEADER = _derive_struct(meta_cluster_header)
-_ITEM = _derive_struct(meta_cluster_item)
-_MAGIC = struct.Struct("<" + _format_char(meta_cluster_header.magic))
-
-# ---------------------------------------------------------------------------
+_HEADER = fastparse.METADUMP_HEADER
+_ITEM = fastparse.METADUMP_ITEM
+_MAGIC = _HEADER.prefix("magic")
+#: Entries one index block holds (83 in both versions).
+ITEMS_PER_CLUSTER = (METADUMP_BLOCK_SIZE - _HEADER.size) // _ITEM.size
+_VERSION_OF_MAGIC = {magic: version for version, (magic, _) in METADUMP_VERSIONS.items()}
 
 _IO_CHUNK = 1 << 20  # bytes of compressed payload read at a time
 _OUT_CHUNK = 1 << 20  # bytes of decompressed output produced at a time
@@ -146,7 +69,7 @@ def is_metadump(fileobj: BinaryIO) -> bool:
         head = fileobj.read(_MAGIC.size)
     finally:
         fileobj.seek(pos)
-    return len(head) == _MAGIC.size and _MAGIC.unpack(head)[0] in _VERSION_OF_MAGIC
+    return len(head) == _MAGIC.size and _MAGIC.unpack_from(head)[0] in _VERSION_OF_MAGIC
 
 
 class _Damage(Exception):
@@ -158,36 +81,6 @@ class _Damage(Exception):
         self.what = what
         self.error = error
         self.message = message  # already formatted, else built from ``what``
-
-
-class MetadumpRanges(Sequence[tuple[int, int]]):
-    """The stored logical ranges ``(logical, length)`` in address order, as a cheap view.
-
-    One range per stored entry (or per visible piece of an overlapped entry);
-    adjacent entries are not merged.  The superblock entry is not included:
-    its address is a device offset, not a logical one.
-    """
-
-    def __init__(self, starts: array, lengths: array) -> None:
-        self._starts = starts
-        self._lengths = lengths
-
-    def __len__(self) -> int:
-        return len(self._starts)
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[int, int]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[tuple[int, int]]: ...
-
-    def __getitem__(self, index: int | slice) -> tuple[int, int] | list[tuple[int, int]]:
-        if isinstance(index, slice):
-            return list(zip(self._starts[index], self._lengths[index]))
-        return self._starts[index], self._lengths[index]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return zip(self._starts, self._lengths)
 
 
 class MetadumpImage:
@@ -203,7 +96,6 @@ class MetadumpImage:
         fileobj: BinaryIO,
         name: str,
         *,
-        salvage: bool = False,
         cache_bytes: int = 8 << 20,
     ) -> None:
         self.name = name
@@ -232,13 +124,7 @@ class MetadumpImage:
         try:
             self._index_clusters(logical)
         except _Damage as damage:
-            message = damage.message or self._message(damage.offset, damage.what)
-            if not salvage or len(self._e_file) == 0 or damage.error is not CorruptionError:
-                raise damage.error(message) from None
-            self.warnings.append(
-                f"{message}; indexing stopped there: kept {len(self._e_file)} entries before file offset "
-                f"{damage.offset}, dropped the rest of the dump ({self._size - damage.offset} bytes)"
-            )
+            raise damage.error(damage.message or self._message(damage.offset, damage.what)) from None
         self._build_pieces(logical)
 
     # -- public API ---------------------------------------------------------
@@ -267,15 +153,6 @@ class MetadumpImage:
             return pieces[0]
         return b"".join(pieces)
 
-    def covers(self, logical: int, length: int) -> bool:
-        """True when every byte of ``[logical, logical + length)`` is stored in the dump."""
-        return not isinstance(self._plan(logical, length), int)
-
-    @property
-    def ranges(self) -> MetadumpRanges:
-        """The stored logical ranges in address order (superblock entry excluded)."""
-        return MetadumpRanges(self._s_start, self._s_len)
-
     @property
     def entry_count(self) -> int:
         """Index entries kept, the superblock entry included."""
@@ -295,14 +172,14 @@ class MetadumpImage:
         offset = 0
         magic = None
         while offset < size:
-            block = self._pread(offset, IMAGE_BLOCK_SIZE)
+            block = self._pread(offset, METADUMP_BLOCK_SIZE)
             if magic is None:
                 if len(block) < _MAGIC.size or _MAGIC.unpack_from(block)[0] not in _VERSION_OF_MAGIC:
                     raise _Damage(offset, "not a btrfs-image dump (no metadump magic at offset 0)", NotBtrfsError)
                 magic = _MAGIC.unpack_from(block)[0]
                 self.version = _VERSION_OF_MAGIC[magic]
-            if len(block) < IMAGE_BLOCK_SIZE:
-                raise _Damage(offset, f"file ends {len(block)} bytes into an index block ({IMAGE_BLOCK_SIZE} bytes)")
+            if len(block) < METADUMP_BLOCK_SIZE:
+                raise _Damage(offset, f"file ends {len(block)} bytes into an index block ({METADUMP_BLOCK_SIZE} bytes)")
             block_magic, bytenr, nritems, compress = _HEADER.unpack_from(block)
             if block_magic != magic:
                 raise _Damage(offset, f"index block has magic {block_magic:#018x}, expected {magic:#018x}")
@@ -310,11 +187,11 @@ class MetadumpImage:
                 raise _Damage(offset, f"index block bytenr {bytenr} does not match its file offset")
             if nritems > ITEMS_PER_CLUSTER:
                 raise _Damage(offset, f"index block nritems {nritems} exceeds {ITEMS_PER_CLUSTER}")
-            if compress not in (COMPRESS_NONE, COMPRESS_ZLIB):
+            if compress not in MetadumpCompression._value2member_map_:
                 raise _Damage(offset, f"index block has unknown compress method {compress}")
-            zlib_payloads = compress == COMPRESS_ZLIB
-            payload = offset + IMAGE_BLOCK_SIZE
-            items = _ITEM.iter_unpack(block[_HEADER.size : _HEADER.size + nritems * _ITEM.size])
+            zlib_payloads = compress == MetadumpCompression.ZLIB
+            payload = offset + METADUMP_BLOCK_SIZE
+            items = _ITEM.struct.iter_unpack(block[_HEADER.size : _HEADER.size + nritems * _ITEM.size])
             for slot, (logical, stored) in enumerate(items):
                 where = f"entry {slot} (bytenr {logical}, size {stored})"
                 if payload + stored > size:
@@ -332,7 +209,7 @@ class MetadumpImage:
                 self._e_zlib.append(zlib_payloads)
                 payload += stored
             self.clusters += 1
-            offset = -(-payload // IMAGE_BLOCK_SIZE) * IMAGE_BLOCK_SIZE
+            offset = -(-payload // METADUMP_BLOCK_SIZE) * METADUMP_BLOCK_SIZE
         if magic is None:
             raise _Damage(0, "empty file, not a btrfs-image dump", NotBtrfsError)
 

@@ -1,24 +1,26 @@
 """A filesystem's devices and its logical address space.
 
-``open_volumes`` identifies every input by its superblock, groups inputs by
-fsid, and bootstraps each group's chunk map from the sys_chunk_array (the
-chunk tree itself is loaded by the tree layer). ``Volume.read`` turns a
-logical range and a mirror number into device reads. A btrfs-image dump is a
-volume whose logical reads come straight from the dump.
+``find_device_sets`` identifies every input by its superblock and groups the
+inputs by fsid; ``system_volume`` maps a group's SYSTEM chunks from the
+sys_chunk_array, enough to read the chunk tree. The complete volume, every
+chunk and every device, is assembled from there by ``tree.assemble`` (reading
+the chunk tree needs the tree layer). ``Volume.read`` turns a logical range
+and a mirror number into device reads. A btrfs-image dump is a volume whose
+logical reads come straight from the dump.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BtrfsScanError, DeviceError, MissingDeviceError, ReadError, Warnings
+from ..errors import BtrfsScanError, CorruptionError, DeviceError, MissingDeviceError, ReadError, Warnings
 from ..format.constants import CsumType, super_mirror_offset
+from ..format.items import iter_sys_chunk_array
 from . import superblock as sbmod
-from .chunk_items import iter_sys_chunk_array
 from .chunks import ChunkMap, PhysicalRange
 from .image import RawImage
 from .metadump import MetadumpImage, is_metadump
@@ -26,14 +28,14 @@ from .metadump import MetadumpImage, is_metadump
 _INT64_MAX = 2**63 - 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Device:
-    """One device of the filesystem, present (``image``) or missing."""
+    """One device of the filesystem, present (``image``) or missing; sizes from its DEV_ITEM."""
 
     devid: int
     uuid: bytes
     image: RawImage | None = None
-    copies: list[sbmod.SuperblockCopy] = field(default_factory=list)
+    copies: tuple[sbmod.SuperblockCopy, ...] = ()
     total_bytes: int = 0
     bytes_used: int = 0
 
@@ -43,17 +45,15 @@ class Device:
 
 
 class Volume:
-    """The devices of one filesystem and the map from logical to physical."""
+    """The devices of one filesystem and the map from logical to physical, complete when built."""
 
     def __init__(self, superblock: sbmod.Superblock, devices: dict[int, Device], warnings: Warnings,
-                 metadump: MetadumpImage | None = None) -> None:
+                 chunk_map: ChunkMap, metadump: MetadumpImage | None = None) -> None:
         self.superblock = superblock
         self.devices = devices
         self.warnings = warnings
+        self.chunk_map = chunk_map
         self.metadump = metadump
-        self.chunk_map = ChunkMap()
-        #: Why the SYSTEM chunks could not be mapped, if so: no tree can be read then.
-        self.bootstrap_error: str | None = None
 
     @property
     def fsid(self) -> str:
@@ -118,6 +118,10 @@ class Volume:
         """Fill ``buffer`` from device ``devid`` at ``physical``, as ``locate_first_copies`` placed it."""
         self.devices[devid].image.readinto(physical, buffer)
 
+    def device_image(self, devid: int) -> RawImage:
+        """The image of a present device ``locate_first_copies`` placed blocks on (to read it mapped)."""
+        return self.devices[devid].image
+
     def _present(self, devid: int) -> bool:
         device = self.devices.get(devid)
         return device is not None and device.image is not None
@@ -150,9 +154,14 @@ class Volume:
         return [d for d in self.devices.values() if d.image is None]
 
     def close(self) -> None:
-        for device in self.devices.values():
-            if device.image:
-                device.image.close()
+        close_devices(self.devices)
+
+
+def close_devices(devices: dict[int, Device]) -> None:
+    """Close the image of every present device."""
+    for device in devices.values():
+        if device.image:
+            device.image.close()
 
 
 def _open_input(path: str) -> tuple[RawImage, MetadumpImage | None]:
@@ -166,8 +175,30 @@ def _open_input(path: str) -> tuple[RawImage, MetadumpImage | None]:
         raise
 
 
-def open_volumes(paths: Iterable[str | os.PathLike]) -> list[Volume]:
-    """Open every input, group them by fsid, one Volume per filesystem found."""
+@dataclass
+class DeviceSet:
+    """The inputs holding one filesystem, known by their superblocks: what a volume is assembled from.
+
+    ``superblock`` is the newest valid one among the devices; ``devices``
+    has the devices given, by devid, sized from their superblocks' dev_item.
+    """
+
+    superblock: sbmod.Superblock
+    devices: dict[int, Device]
+    warnings: Warnings
+    metadump: MetadumpImage | None = None
+
+    @property
+    def source(self) -> str:
+        """The name of the first device, where superblock problems are reported."""
+        return next(iter(self.devices.values())).name
+
+    def close(self) -> None:
+        close_devices(self.devices)
+
+
+def find_device_sets(paths: Iterable[str | os.PathLike]) -> list[DeviceSet]:
+    """Open every input, read and check its superblocks, group the inputs by fsid."""
     groups: dict[bytes, list[tuple[RawImage, sbmod.SuperblockCopy, list[sbmod.SuperblockCopy], MetadumpImage | None]]] = {}
     opened: list[RawImage] = []
     try:
@@ -182,28 +213,14 @@ def open_volumes(paths: Iterable[str | os.PathLike]) -> list[Volume]:
             chosen = sbmod.choose(copies, image.name)
             sbmod.refuse_unsupported(chosen.superblock, image.name)
             groups.setdefault(chosen.superblock.fields.fsid, []).append((image, chosen, copies, dump))
-        return [_assemble(members) for members in groups.values()]
+        return [_device_set(members) for members in groups.values()]
     except BaseException:
         for image in opened:  # an error leaves no image open (RawImage holds a raw fd)
             image.close()
         raise
 
 
-def open_volume(paths: Iterable[str | os.PathLike]) -> Volume:
-    """Open inputs that must all belong to one filesystem."""
-    volumes = open_volumes(paths)
-    if len(volumes) > 1:
-        first, other = volumes[0], volumes[1]
-        names = next(iter(other.devices.values())).name
-        for volume in volumes:
-            volume.close()
-        raise DeviceError(
-            f"{names} belongs to filesystem {other.fsid}, not {first.fsid}: give the devices of one filesystem"
-        )
-    return volumes[0]
-
-
-def _assemble(members) -> Volume:
+def _device_set(members) -> DeviceSet:
     warnings = Warnings()
     newest = max(members, key=lambda m: m[1].generation)[1].superblock
     devices: dict[int, Device] = {}
@@ -212,7 +229,8 @@ def _assemble(members) -> Volume:
         sb = chosen.superblock
         if sb.devid in devices:
             raise DeviceError(f"{image.name} and {devices[sb.devid].name} are both devid {sb.devid} of filesystem {newest.fsid_str}")
-        devices[sb.devid] = Device(sb.devid, sb.dev_uuid, image, copies, sb.dev_item.total_bytes, sb.dev_item.bytes_used)
+        devices[sb.devid] = Device(sb.devid, sb.dev_uuid, image, tuple(copies), sb.dev_item.total_bytes,
+                                   sb.dev_item.bytes_used)
         dump = dump or member_dump
         for problem in member_dump.warnings if member_dump else ():
             warnings.add(problem, image.name)
@@ -222,12 +240,21 @@ def _assemble(members) -> Volume:
                 warnings.add(f"superblock copy {copy.mirror} is not used: {status}", f"{image.name} offset {copy.bytenr}")
         if chosen.mirror != 0:
             warnings.add(f"primary superblock is bad, using copy {chosen.mirror}", f"{image.name} offset {chosen.bytenr}")
-    volume = Volume(newest, devices, warnings, dump)
-    source = next(iter(devices.values())).name
+    return DeviceSet(newest, devices, warnings, dump)
+
+
+def system_volume(devices: DeviceSet) -> Volume:
+    """The volume of the SYSTEM chunks the sys_chunk_array maps: enough to read the chunk tree.
+
+    An unusable sys_chunk_array is a warning and a ``CorruptionError``: no
+    tree can be read then.
+    """
+    chunk_map = ChunkMap()
+    source = devices.source
     try:
-        for chunk in iter_sys_chunk_array(newest.sys_chunk_array_bytes, source):
-            volume.chunk_map.add(chunk)
+        for chunk in iter_sys_chunk_array(devices.superblock.sys_chunk_array_bytes, source):
+            chunk_map.add(chunk)
     except BtrfsScanError as exc:
-        volume.bootstrap_error = f"{source}: sys_chunk_array unusable: {exc}"
-        warnings.add(f"sys_chunk_array unusable: {exc}", f"{source} superblock")
-    return volume
+        devices.warnings.add(f"sys_chunk_array unusable: {exc}", f"{source} superblock")
+        raise CorruptionError(f"{source}: sys_chunk_array unusable: {exc}") from None
+    return Volume(devices.superblock, devices.devices, devices.warnings, chunk_map, devices.metadump)
