@@ -34,10 +34,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import ScanWarning, Warnings
+from ..model.directories import DirectoryTree
 from ..model.tables import FileTables, LeafTables
 from ..model.versions import InodeVersions
 from . import models
+from .by_dir import ByDir, by_directory
 from .models import KINDS, MODELS, PAGE_SIZES
+from .sharing_matrix import SharingMatrix, sharing_matrix
 
 SCHEMA_VERSION = 1
 EXAMPLE_PATHS = 3
@@ -227,6 +230,8 @@ class Report:
     partial: bool
     warnings: tuple[str, ...]
     schema_version: int = SCHEMA_VERSION
+    sharing_matrix: SharingMatrix | None = None
+    by_dir: ByDir | None = None
 
     def model(self, name: str) -> ModelFigures:
         return self.totals.models[name]
@@ -266,6 +271,7 @@ def build_report(
     partial: bool = False,
     warnings: Sequence[str | ScanWarning] | Warnings = (),
     metadata_dump: bool = False,
+    directories: DirectoryTree | None = None,
 ) -> Report:
     """Run every model over ``tables`` and assemble the report.
 
@@ -274,7 +280,8 @@ def build_report(
     are to be shown (best from the top-level subvolume, ``@rootfs/etc/x``, so
     snapshots' copies differ; None when an inode has no reachable name); it
     is called at most ten times per top entry. Any warning makes the report
-    partial.
+    partial. ``directories`` (a tree over the same inode versions as
+    ``tables``) adds the report by directory, at most ``top`` children each.
     """
     if page_size not in PAGE_SIZES:
         raise ValueError(f"page size {page_size} is not one of {', '.join(map(str, PAGE_SIZES))}")
@@ -383,4 +390,6 @@ def build_report(
         top_files=files,
         partial=bool(partial or warning_texts),
         warnings=warning_texts,
+        sharing_matrix=sharing_matrix(analysis.subvolumes),
+        by_dir=by_directory(directories, analysis, top, {s.id: s.path for s in rows}) if directories is not None else None,
     )

@@ -25,6 +25,7 @@ from ..cache.report import (
     build_report,
 )
 from ..format.constants import CompatRoFlag, IncompatFlag, flag_names
+from ..model.directories import directory_tree
 from ..model.filesystem import Filesystem, open_filesystems
 from ..model.fs_tree import FileScanner
 from ..model.subvolumes import ZERO_UUID
@@ -38,6 +39,9 @@ from .report_json import report_json, schema
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+#: ``--html`` without ``--by-dir``: the treemap's depth.
+DEFAULT_HTML_DEPTH = 3
 
 
 def _profiles(fs: Filesystem, type_name: str) -> tuple[str, ...]:
@@ -72,17 +76,21 @@ def _uuid(raw: bytes) -> str | None:
 
 
 def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress | None = None,
-                memoize: bool = True) -> Report:
+                memoize: bool = True, by_dir: int | None = None) -> Report:
     """Scan every live subvolume of ``fs`` and build its page-cache report.
 
     ``memoize=False`` parses every tree block of every subvolume again (the
-    check that sharing work between snapshots changes no figure).
+    check that sharing work between snapshots changes no figure). ``by_dir``:
+    the report by directory down to that many levels below each subvolume.
     """
     subvols = fs.subvolumes.live()
     task = progress.add_task(f"scanning {fs.volume.fsid}", total=len(subvols), unit="subvolumes") if progress else None
-    scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize)
+    scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize, links=by_dir is not None)
     advance = (lambda sub: progress.advance(task)) if progress else None
-    versions = inode_versions(scanner.scan_leaves(subvols, progress=advance), fs.warnings)
+    leaves = scanner.scan_leaves(subvols, progress=advance)
+    versions = inode_versions(leaves, fs.warnings)
+    directories = directory_tree(leaves, versions, by_dir) if by_dir is not None else None
+    del leaves
     infos = [
         SubvolumeInfo(s.id, s.path or ("" if s.id == 5 else None), _uuid(s.uuid), _uuid(s.parent_uuid), s.readonly,
                       s.root_item.generation)
@@ -93,7 +101,7 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress 
     report = build_report(
         versions, page_size=page_size, filesystem=filesystem_facts(fs), subvolumes=infos,
         sectorsize=fs.superblock.sectorsize, top=top, path_of=fs.namespace.path_of,
-        partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump,
+        partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump, directories=directories,
     )
     if progress:
         progress.remove_task(task)
@@ -130,10 +138,15 @@ def _write_table(report: Report, out: IO[str], raw: bool) -> None:
 @click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False), default=None,
               help="Write the result to FILE instead of stdout.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
+@click.option("--by-dir", "by_dir", type=click.IntRange(0, 64), default=None, metavar="DEPTH",
+              help="Also report the cache by directory, DEPTH levels below each subvolume (--top children each).")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
+              help="Write a self-contained HTML page with charts to FILE (needs btrfsscan[html]); "
+                   "implies --by-dir 3 unless given.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @output_options
 @click.pass_context
-def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet, as_json, strict):
+def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, by_dir, html_file, quiet, as_json, strict):
     """Page cache per inode vs. a shared-extent cache, for each filesystem in IMAGE...
 
     Models what the page cache holds after every regular file is read once:
@@ -141,14 +154,22 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
     extents keyed by logical address, cached once), shared_extent_compressed
     (compressed extents too) and rfc_as_posted (the 2021 RFC: one device,
     SINGLE data, page size = sector size). With --json, one JSON object per
-    filesystem, one per line.
+    filesystem, one per line. --html FILE writes one self-contained page
+    (charts inline, no network) with a section per filesystem.
     """
+    text_output = bool(as_json or fmt or output_file or not html_file)  # --html alone writes just the page
     fmt = "json" if as_json else (fmt or "table")
     strict = strict or (ctx.obj is not None and ctx.obj.strict)
+    if html_file:
+        from .html import require_plotly
+
+        require_plotly()
+        by_dir = DEFAULT_HTML_DEPTH if by_dir is None else by_dir
     with ExitStack() as stack:
         paths = _image_paths(stack, images, sample)
-        if output_file:
-            check_output(output_file, paths)
+        for target in (output_file, html_file):
+            if target:
+                check_output(target, paths)
         filesystems = open_filesystems(paths)
         for fs in filesystems:
             stack.callback(fs.close)
@@ -156,14 +177,19 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
         progress = _progress(quiet)
         with progress or ExitStack():
             for fs in filesystems:
-                reports.append(scan_report(fs, page_size=int(page_size), top=top, progress=progress))
+                reports.append(scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir))
     warnings = [w for r in reports for w in r.warnings]
     if strict and warnings:
         for message in warnings:
             click.echo(f"warning: {message}", err=True)
         raise StrictError(f"{len(warnings)} warning(s) and --strict was given; no result written")
+    if html_file:
+        from .html import render_html
+
+        with open_output(html_file) as out:
+            out.write(render_html([report_json(report) for report in reports]))
     with open_output(output_file) if output_file else nullcontext(sys.stdout) as out:
-        for report in reports:
+        for report in reports if text_output else ():
             if fmt == "json":
                 out.write(json.dumps(report_json(report), ensure_ascii=False) + "\n")
             elif fmt == "prometheus":

@@ -12,7 +12,9 @@ import json
 from importlib import resources
 from typing import Any
 
+from ..cache.by_dir import SAVING_MODEL, ByDir, DirEntry
 from ..cache.report import ExtentFigures, FileFigures, ModelFigures, Report, SubvolumeFigures
+from ..cache.sharing_matrix import SharingMatrix
 
 SCHEMA_VERSION = 1
 SCHEMA_RESOURCE = "report.schema.json"
@@ -88,11 +90,36 @@ def _file(f: FileFigures) -> dict[str, Any]:
     }
 
 
+def _dir_entry(e: DirEntry) -> dict[str, Any]:
+    return {
+        "kind": e.kind,
+        "subvol": e.subvol,
+        "path": e.path,
+        "relpath": e.relpath,
+        "depth": e.depth,
+        "parent": None if e.parent < 0 else e.parent,
+        "folded": e.folded,
+        "files": e.files,
+        "inodes": e.inodes,
+        "pages": {name: None if v is None else round(v, 3) for name, v in e.pages.items()},
+        "saved_pages": round(e.saved_pages, 3),
+        "saved_pct": _pct(e.saved_pct),
+    }
+
+
+def _by_dir(b: ByDir) -> dict[str, Any]:
+    return {"depth": b.depth, "top": b.top, "saving_model": SAVING_MODEL, "entries": [_dir_entry(e) for e in b.entries]}
+
+
+def _sharing_matrix(m: SharingMatrix) -> dict[str, Any]:
+    return {"model": "shared_extent", "subvolumes": list(m.ids), "shared_pages": [list(row) for row in m.shared_pages]}
+
+
 def report_json(report: Report) -> dict[str, Any]:
     """``report`` as a JSON-ready dict (keys in a fixed order)."""
     fs = report.filesystem
     t = report.totals
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "page_size": report.page_size,
         "filesystem": {
@@ -128,3 +155,8 @@ def report_json(report: Report) -> dict[str, Any]:
         "partial": report.partial,
         "warnings": list(report.warnings),
     }
+    if report.sharing_matrix is not None:
+        doc["sharing_matrix"] = _sharing_matrix(report.sharing_matrix)
+    if report.by_dir is not None:
+        doc["by_dir"] = _by_dir(report.by_dir)
+    return doc

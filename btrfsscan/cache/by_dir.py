@@ -1,0 +1,138 @@
+"""The report by directory (``report --by-dir DEPTH``): cache figures summed per directory subtree.
+
+Per entry of the ``model.directories`` tree (a subvolume's root, a directory
+down to DEPTH levels below it, or the subvolume's unreachable inodes), over
+the regular inodes in its subtree: ``files`` (sum of nlink, as the report
+counts files; a hardlinked inode lies wholly in the directory of its first
+link), ``inodes``, and pages under every model. A page a model caches once
+for several file pages is split fairly among them (each of the ``c`` file
+pages mapping it costs ``1/c``, the per-file figures' rule), so the pages of
+a subvolume's root are its share of each model's total, and the roots of all
+subvolumes sum to the totals. ``saved_pages`` = per_inode - shared_extent
+pages.
+
+Each directory lists at most ``top`` children, largest (per_inode pages)
+first; the others are folded into one *rest* entry. Directories without
+regular files are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model.directories import DirectoryTree, EntryKind
+from .models import CacheAnalysis
+
+#: The model whose saving ``saved_pages`` gives.
+SAVING_MODEL = "shared_extent"
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One line of the report by directory; ``parent`` indexes the list (-1 for a subvolume's root)."""
+
+    kind: str  # "subvolume", "directory", "rest" (folded siblings) or "unreachable"
+    subvol: int
+    path: str | None  # from the top level (None for rest, unreachable, or a subvolume without a path)
+    relpath: str | None  # below the subvolume's root ('' for it); None for rest and unreachable
+    depth: int
+    parent: int
+    folded: int  # directories folded into a rest entry (0 otherwise)
+    files: int
+    inodes: int
+    pages: dict[str, float | None]
+    saved_pages: float
+    saved_pct: float  # saved_pages / per_inode pages * 100 (0 when there are none)
+
+
+@dataclass(frozen=True)
+class ByDir:
+    """The report by directory: entries down to ``depth`` levels, at most ``top`` children each (None: all)."""
+
+    depth: int
+    top: int | None
+    entries: tuple[DirEntry, ...]
+
+
+def version_pages(analysis: CacheAnalysis) -> dict[str, np.ndarray | None]:
+    """Pages of one copy of each inode version under every model (fair share); None where a model does not apply."""
+    layout = analysis.layout
+    per_inode = layout.npages.astype(np.float64)
+    shared = per_inode - analysis.shared.inode_saved
+    out: dict[str, np.ndarray | None] = {
+        "per_inode": per_inode,
+        "shared_extent": shared,
+        "shared_extent_compressed": shared - analysis.shared_compressed.inode_saved,
+        "rfc_as_posted": shared if analysis.models["rfc_as_posted"].applicable else None,
+    }
+    return {name: out[name] for name in analysis.models}
+
+
+def _subtree_sums(tree: DirectoryTree, columns: np.ndarray) -> np.ndarray:
+    """Per entry, the sum of ``columns`` (versions x figures) over its subtree."""
+    groups = np.stack([np.bincount(tree.version_group, col, tree.n_groups) for col in columns.T], axis=1)
+    own = np.stack([np.bincount(tree.pair_entry, groups[tree.pair_group, k], tree.n_entries)
+                    for k in range(columns.shape[1])], axis=1)
+    for level in range(int(tree.level.max()) if tree.n_entries else 0, 0, -1):
+        at = np.flatnonzero(tree.level == level)
+        for k in range(own.shape[1]):
+            own[:, k] += np.bincount(tree.parent[at], own[at, k], tree.n_entries)
+    return own
+
+
+def by_directory(tree: DirectoryTree, analysis: CacheAnalysis, top: int | None,
+                 subvol_paths: Mapping[int, str | None]) -> ByDir:
+    """The entries of ``tree`` with their figures, depth first, children largest first (at most ``top`` each).
+
+    ``subvol_paths``: each subvolume's path from the top level ('' for the top level itself).
+    """
+    per_version = version_pages(analysis)
+    names = [name for name, pages in per_version.items() if pages is not None]
+    layout = analysis.layout
+    columns = np.stack([layout.nlink.astype(np.float64), np.ones(layout.n_inodes)] + [per_version[n] for n in names],
+                       axis=1) if layout.n_inodes else np.zeros((0, 2 + len(names)))
+    sums = _subtree_sums(tree, columns)
+    size = sums[:, 2]
+    children: dict[int, list[int]] = {}
+    nonempty = np.flatnonzero((sums[:, 1] > 0) & (tree.kind != EntryKind.ROOT))
+    for e in nonempty[np.lexsort((nonempty, -size[nonempty]))].tolist():
+        children.setdefault(int(tree.parent[e]), []).append(e)
+    sv_of = tree.subvol
+    subvol_ids = analysis.layout.versions.subvol_ids
+    out: list[DirEntry] = []
+
+    def entry(kind: str, sv: int, relpath: str | None, depth: int, parent: int, folded: int,
+              figures: np.ndarray) -> int:
+        pages: dict[str, float | None] = {name: None for name in per_version}
+        pages.update(zip(names, (float(x) for x in figures[2:])))
+        saved = float(figures[2] - figures[2 + names.index(SAVING_MODEL)]) if SAVING_MODEL in names else 0.0
+        sid = int(subvol_ids[sv])
+        base = subvol_paths.get(sid)
+        path = None if relpath is None or base is None else "/".join(p for p in (base, relpath) if p)
+        out.append(DirEntry(kind, sid, path, relpath, depth, parent, folded, int(round(figures[0])),
+                            int(round(figures[1])), pages, saved, 100.0 * saved / figures[2] if figures[2] else 0.0))
+        return len(out) - 1
+
+    def visit(e: int, index: int, relpath: str) -> None:
+        kids = children.get(e, [])
+        shown = [k for k in kids if tree.kind[k] == EntryKind.UNREACHABLE]
+        ranked = [k for k in kids if tree.kind[k] != EntryKind.UNREACHABLE]
+        keep = ranked if top is None else ranked[:top]
+        for k in sorted(keep + shown, key=lambda k: (-size[k], k)):
+            if tree.kind[k] == EntryKind.UNREACHABLE:
+                entry("unreachable", int(sv_of[k]), None, 1, index, 0, sums[k])
+                continue
+            name = tree.name(k) or ""
+            path = f"{relpath}/{name}" if relpath else name
+            visit(k, entry("directory", int(sv_of[k]), path, int(tree.level[k]), index, 0, sums[k]), path)
+        rest = ranked[len(keep):]
+        if rest:
+            entry("rest", int(sv_of[e]), None, int(tree.level[e]) + 1, index, len(rest), sums[rest].sum(axis=0))
+
+    for sv in range(len(subvol_ids)):
+        if sums[sv, 1] > 0:
+            visit(sv, entry("subvolume", sv, "", 0, -1, 0, sums[sv]), "")
+    return ByDir(tree.depth, top, tuple(out))
