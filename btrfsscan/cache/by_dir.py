@@ -96,11 +96,26 @@ def by_directory(tree: DirectoryTree, analysis: CacheAnalysis, top: int | None,
                        axis=1) if layout.n_inodes else np.zeros((0, 2 + len(names)))
     sums = _subtree_sums(tree, columns)
     size = sums[:, 2]
+    # children ranked per directory in numpy; only the kept ones reach Python
+    kind = tree.kind
+    ranked = np.flatnonzero((sums[:, 1] > 0) & (kind == EntryKind.DIRECTORY))
+    ranked = ranked[np.lexsort((ranked, -size[ranked], tree.parent[ranked]))]
+    parent_of = tree.parent[ranked]
+    rank = np.arange(len(ranked)) - np.searchsorted(parent_of, parent_of)
+    over = rank >= top if top is not None else np.zeros(len(ranked), bool)
+    rest_sums = np.zeros_like(sums)
+    for k in range(sums.shape[1]):
+        rest_sums[:, k] = np.bincount(parent_of[over], sums[ranked[over], k], tree.n_entries)
+    rest_count = np.bincount(parent_of[over], minlength=tree.n_entries).tolist()
+    unreachable = np.flatnonzero((sums[:, 1] > 0) & (kind == EntryKind.UNREACHABLE))
+    kept = np.concatenate((ranked[~over], unreachable))
+    kept = kept[np.lexsort((kept, -size[kept]))]
     children: dict[int, list[int]] = {}
-    nonempty = np.flatnonzero((sums[:, 1] > 0) & (tree.kind != EntryKind.ROOT))
-    for e in nonempty[np.lexsort((nonempty, -size[nonempty]))].tolist():
-        children.setdefault(int(tree.parent[e]), []).append(e)
-    sv_of = tree.subvol
+    for e, p in zip(kept.tolist(), tree.parent[kept].tolist()):
+        children.setdefault(p, []).append(e)
+    is_unreachable = (kind == EntryKind.UNREACHABLE).tolist()
+    level = tree.level.tolist()
+    sv_of = tree.subvol.tolist()
     subvol_ids = analysis.layout.versions.subvol_ids
     out: list[DirEntry] = []
 
@@ -117,20 +132,15 @@ def by_directory(tree: DirectoryTree, analysis: CacheAnalysis, top: int | None,
         return len(out) - 1
 
     def visit(e: int, index: int, relpath: str) -> None:
-        kids = children.get(e, [])
-        shown = [k for k in kids if tree.kind[k] == EntryKind.UNREACHABLE]
-        ranked = [k for k in kids if tree.kind[k] != EntryKind.UNREACHABLE]
-        keep = ranked if top is None else ranked[:top]
-        for k in sorted(keep + shown, key=lambda k: (-size[k], k)):
-            if tree.kind[k] == EntryKind.UNREACHABLE:
-                entry("unreachable", int(sv_of[k]), None, 1, index, 0, sums[k])
+        for k in children.get(e, ()):
+            if is_unreachable[k]:
+                entry("unreachable", sv_of[k], None, 1, index, 0, sums[k])
                 continue
             name = tree.name(k) or ""
             path = f"{relpath}/{name}" if relpath else name
-            visit(k, entry("directory", int(sv_of[k]), path, int(tree.level[k]), index, 0, sums[k]), path)
-        rest = ranked[len(keep):]
-        if rest:
-            entry("rest", int(sv_of[e]), None, int(tree.level[e]) + 1, index, len(rest), sums[rest].sum(axis=0))
+            visit(k, entry("directory", sv_of[k], path, level[k], index, 0, sums[k]), path)
+        if rest_count[e]:
+            entry("rest", sv_of[e], None, level[e] + 1, index, rest_count[e], rest_sums[e])
 
     for sv in range(len(subvol_ids)):
         if sums[sv, 1] > 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from .tables import S_IFDIR, S_IFMT
 
 _REF = fastparse.INODE_REF
 _EXTREF = fastparse.INODE_EXTREF
+_NAME_LEN = np.dtype([("name_len", "<u2")])
+_REF_NAME_LEN_AT = _REF.dtype.fields["name_len"][1]
 
 
 class LinkTarget(enum.IntEnum):
@@ -40,9 +43,9 @@ class LinkTarget(enum.IntEnum):
     UNKNOWN = 2
 
 
-#: One row per INODE_REF / INODE_EXTREF item; ``name_start``/``name_len`` index ``LinkTable.names``
-#: (``name_len`` 0 for FILE rows: their names are not kept).
-LINK_DTYPE = np.dtype([("ino", "<u8"), ("parent", "<u8"), ("name_start", "<i8"), ("name_len", "<u2"), ("target", "u1")])
+#: One row per INODE_REF / INODE_EXTREF item; the kept names follow one another in ``LinkTable.names``
+#: in row order (``name_len`` 0 for FILE rows: their names are not kept).
+LINK_DTYPE = np.dtype([("ino", "<u8"), ("parent", "<u8"), ("name_len", "<u2"), ("target", "u1")])
 
 
 @dataclass
@@ -53,20 +56,20 @@ class LinkTable:
     start: np.ndarray  # int64, one more than there are leaves
     names: np.ndarray  # uint8, the kept names one after another
 
+    @cached_property
+    def name_start(self) -> np.ndarray:
+        return prefix(self.rows["name_len"].astype(np.int64))
+
     def name(self, row: int) -> bytes:
-        r = self.rows[row]
-        return self.names[int(r["name_start"]):int(r["name_start"]) + int(r["name_len"])].tobytes()
+        return self.names[self.name_start[row]:self.name_start[row + 1]].tobytes()
 
     @classmethod
     def joined(cls, parts: list["LinkTable"]) -> "LinkTable":
         """The tables of consecutive leaf batches as one (leaf numbers continue across them)."""
-        if not parts:
-            return cls(np.zeros(0, LINK_DTYPE), np.zeros(1, np.int64), np.zeros(0, np.uint8))
-        rows = np.concatenate([p.rows for p in parts])
-        name_base = prefix(np.array([len(p.names) for p in parts], np.int64))
-        rows["name_start"] += np.repeat(name_base[:-1], [len(p.rows) for p in parts])
-        counts = np.concatenate([np.diff(p.start) for p in parts])
-        return cls(rows, prefix(counts), np.concatenate([p.names for p in parts]))
+        record = np.dtype((np.void, LINK_DTYPE.itemsize))  # concatenated as raw records: a plain copy
+        rows = np.concatenate([np.zeros(0, record)] + [p.rows.view(record) for p in parts]).view(LINK_DTYPE)
+        counts = np.concatenate([np.zeros(0, np.int64)] + [np.diff(p.start) for p in parts])
+        return cls(rows, prefix(counts), np.concatenate([np.zeros(0, np.uint8)] + [p.names for p in parts]))
 
 
 def parse_links(batch: LeafBatch, inode_rows: np.ndarray, inode_modes: np.ndarray) -> LinkTable:
@@ -83,22 +86,28 @@ def parse_links(batch: LeafBatch, inode_rows: np.ndarray, inode_modes: np.ndarra
     is_ref = types == ItemType.INODE_REF
     is_ext = types == ItemType.INODE_EXTREF
     rows = np.flatnonzero((is_ref & (size >= _REF.size)) | (is_ext & (size >= _EXTREF.size)))
-    ext = is_ext[rows]
-    ref_head = batch.gather(rows, _REF.dtype)
-    ext_head = batch.gather(rows, _EXTREF.dtype)
-    parent = np.where(ext, ext_head["parent_objectid"], items["key.offset"][rows])
-    head = np.where(ext, _EXTREF.size, _REF.size)
-    name_len = np.minimum(np.where(ext, ext_head["name_len"], ref_head["name_len"]).astype(np.int64), size[rows] - head)
+    ext = np.flatnonzero(is_ext[rows])
+    parent = items["key.offset"][rows]
+    head = np.full(len(rows), _REF.size, np.int64)
+    name_len = batch.gather(rows, _NAME_LEN, _REF_NAME_LEN_AT)["name_len"].astype(np.int64)
+    if len(ext):  # hardlinks beyond the INODE_REF item: the parent is in the payload
+        ext_head = batch.gather(rows[ext], _EXTREF.dtype)
+        parent[ext] = ext_head["parent_objectid"]
+        head[ext] = _EXTREF.size
+        name_len[ext] = ext_head["name_len"]
+    name_len = np.minimum(name_len, size[rows] - head)
 
-    mode = np.full(len(items), -1, np.int64)
-    mode[inode_rows] = inode_modes
+    # the item before: the inode's INODE_ITEM in the same leaf tells a directory from a file
     prev = np.maximum(rows - 1, 0)
-    known = (rows > 0) & (types[prev] == ItemType.INODE_ITEM) & (oid[prev] == oid[rows]) & (
-        batch.leaf[prev] == batch.leaf[rows]) & (mode[prev] >= 0)
+    at = np.minimum(np.searchsorted(inode_rows, prev), max(len(inode_rows) - 1, 0))
+    known = (rows > 0) & (oid[prev] == oid[rows]) & (batch.leaf[prev] == batch.leaf[rows])
+    if len(inode_rows):
+        known &= inode_rows[at] == prev
+    else:
+        known[:] = False
     target = np.full(len(rows), LinkTarget.UNKNOWN, np.uint8)
-    target[known] = np.where((mode[prev[known]] & S_IFMT) == S_IFDIR, LinkTarget.DIRECTORY, LinkTarget.FILE)
-    keep_name = target != LinkTarget.FILE
-    name_len = np.where(keep_name, name_len, 0)
+    target[known] = np.where((inode_modes[at[known]] & S_IFMT) == S_IFDIR, LinkTarget.DIRECTORY, LinkTarget.FILE)
+    name_len = np.where(target != LinkTarget.FILE, name_len, 0)
 
     leaf = batch.leaf[rows]
     first = batch.start[leaf] + HEADER_SIZE + items["offset"][rows].astype(np.int64) + head
@@ -106,7 +115,6 @@ def parse_links(batch: LeafBatch, inode_rows: np.ndarray, inode_modes: np.ndarra
     out = np.zeros(len(rows), LINK_DTYPE)
     out["ino"] = oid[rows]
     out["parent"] = parent
-    out["name_start"] = prefix(name_len)[:-1]
     out["name_len"] = name_len
     out["target"] = target
     return LinkTable(out, prefix(np.bincount(leaf, minlength=len(batch))), names)
