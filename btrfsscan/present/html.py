@@ -139,12 +139,20 @@ def _models_chart(page: _Page, doc: Mapping[str, Any]) -> None:
     page.table(("design", "pages", "cache", "saved", "saved %", "applies"), rows, (False, True, True, True, True, False))
 
 
+def _present(page: _Page, doc: Mapping[str, Any], field: str, what: str, hint: str = "") -> Mapping[str, Any] | None:
+    """``doc[field]`` when it holds something to draw; otherwise the page says it is absent."""
+    value = doc.get(field)
+    if value and any(value.get(k) for k in ("subvolumes", "entries")):
+        return value
+    page.add(f'<p class="muted" id="no-{field}">This report carries no {_e(what)} (<code>{field}</code>{hint}): '
+             "nothing to draw.</p>")
+    return None
+
+
 def _matrix_chart(page: _Page, doc: Mapping[str, Any]) -> None:
     page.add("<h2>Cache shared between subvolumes</h2>")
-    matrix = doc.get("sharing_matrix")
-    if not matrix or not matrix.get("subvolumes"):
-        page.add('<p class="muted" id="no-matrix">This report carries no sharing matrix '
-                 "(<code>sharing_matrix</code>): nothing to draw.</p>")
+    matrix = _present(page, doc, "sharing_matrix", "sharing matrix")
+    if matrix is None:
         return
     ids, cells = matrix["subvolumes"], matrix["shared_pages"]
     shown = sorted(range(len(ids)), key=lambda i: (-cells[i][i], ids[i]))[:MATRIX_LIMIT]
@@ -163,16 +171,15 @@ def _matrix_chart(page: _Page, doc: Mapping[str, Any]) -> None:
     heat = {"type": "heatmap", "x": labels, "y": labels, "z": z, "text": text, "hoverinfo": "text",
             "colorscale": [[0, "#f4f6fb"], [1, "#16407a"]], "colorbar": {"title": {"text": "bytes"}}}
     side = max(380, min(900, 120 + 28 * len(shown)))
-    page.chart([heat], {"xaxis": {"type": "category", "tickangle": -35}, "margin": {"l": 170, "r": 20, "t": 30, "b": 150},
-                        "yaxis": {"type": "category", "autorange": "reversed"}}, height=side + 100)
+    page.chart([heat], {"xaxis": {"type": "category", "tickangle": -35, "automargin": True},
+                        "margin": {"l": 60, "r": 20, "t": 30, "b": 60},
+                        "yaxis": {"type": "category", "autorange": "reversed", "automargin": True}}, height=side + 100)
 
 
 def _treemap(page: _Page, doc: Mapping[str, Any]) -> None:
     page.add("<h2>Where in the tree the cache lives</h2>")
-    by_dir = doc.get("by_dir")
-    if not by_dir or not by_dir.get("entries"):
-        page.add('<p class="muted" id="no-by-dir">This report carries no figures by directory '
-                 "(<code>by_dir</code>; <code>report --by-dir DEPTH</code>): nothing to draw.</p>")
+    by_dir = _present(page, doc, "by_dir", "figures by directory", "; <code>report --by-dir DEPTH</code>")
+    if by_dir is None:
         return
     P = doc["page_size"]
     model = by_dir.get("saving_model", "shared_extent")

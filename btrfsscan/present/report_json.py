@@ -9,6 +9,7 @@ counts are floats rounded to 4 and 3 decimals.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
@@ -92,15 +93,8 @@ def _file(f: FileFigures) -> dict[str, Any]:
 
 def _dir_entry(e: DirEntry) -> dict[str, Any]:
     return {
-        "kind": e.kind,
-        "subvol": e.subvol,
-        "path": e.path,
-        "relpath": e.relpath,
-        "depth": e.depth,
+        **asdict(e),
         "parent": None if e.parent < 0 else e.parent,
-        "folded": e.folded,
-        "files": e.files,
-        "inodes": e.inodes,
         "pages": {name: None if v is None else round(v, 3) for name, v in e.pages.items()},
         "saved_pages": round(e.saved_pages, 3),
         "saved_pct": _pct(e.saved_pct),
