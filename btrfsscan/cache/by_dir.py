@@ -71,15 +71,21 @@ def version_pages(analysis: CacheAnalysis) -> dict[str, np.ndarray | None]:
     return {name: out[name] for name in analysis.models}
 
 
+def _sums(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per group < n, the sums of the rows of ``values`` (float64 even when nothing is summed)."""
+    out = np.zeros((n, values.shape[1]))
+    for k in range(values.shape[1]):
+        out[:, k] = np.bincount(groups, values[:, k], n)
+    return out
+
+
 def _subtree_sums(tree: DirectoryTree, columns: np.ndarray) -> np.ndarray:
     """Per entry, the sum of ``columns`` (versions x figures) over its subtree."""
-    groups = np.stack([np.bincount(tree.version_group, col, tree.n_groups) for col in columns.T], axis=1)
-    own = np.stack([np.bincount(tree.pair_entry, groups[tree.pair_group, k], tree.n_entries)
-                    for k in range(columns.shape[1])], axis=1)
+    groups = _sums(tree.version_group, columns, tree.n_groups)
+    own = _sums(tree.pair_entry, groups[tree.pair_group], tree.n_entries)
     for level in range(int(tree.level.max()) if tree.n_entries else 0, 0, -1):
         at = np.flatnonzero(tree.level == level)
-        for k in range(own.shape[1]):
-            own[:, k] += np.bincount(tree.parent[at], own[at, k], tree.n_entries)
+        own += _sums(tree.parent[at], own[at], tree.n_entries)
     return own
 
 
@@ -103,9 +109,7 @@ def by_directory(tree: DirectoryTree, analysis: CacheAnalysis, top: int | None,
     parent_of = tree.parent[ranked]
     rank = np.arange(len(ranked)) - np.searchsorted(parent_of, parent_of)
     over = rank >= top if top is not None else np.zeros(len(ranked), bool)
-    rest_sums = np.zeros_like(sums)
-    for k in range(sums.shape[1]):
-        rest_sums[:, k] = np.bincount(parent_of[over], sums[ranked[over], k], tree.n_entries)
+    rest_sums = _sums(parent_of[over], sums[ranked[over]], tree.n_entries)
     rest_count = np.bincount(parent_of[over], minlength=tree.n_entries).tolist()
     unreachable = np.flatnonzero((sums[:, 1] > 0) & (kind == EntryKind.UNREACHABLE))
     kept = np.concatenate((ranked[~over], unreachable))
