@@ -134,7 +134,7 @@ def test_json_validates_against_schema():
         doc = report_json(make_report(page_size))
         jsonschema.Draft202012Validator(schema()).validate(doc)
         assert list(doc) == ["schema_version", "page_size", "filesystem", "totals", "by_kind", "subvolumes",
-                             "top_extents", "top_files", "partial", "warnings"]
+                             "top_extents", "top_files", "partial", "warnings", "sharing_matrix"]
         json.dumps(doc)  # serialisable as is
     doc = report_json(make_report(16384))
     assert doc["totals"]["models"]["rfc_as_posted"] == {
