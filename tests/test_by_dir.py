@@ -25,7 +25,7 @@ import jsonschema
 import pytest
 from support import run_json
 
-from btrfsscan.present.report_json import schema
+from btrfsscan.present.views.report import schema
 
 FILES = Path(__file__).resolve().parent / "fixtures" / "files"
 P = 4096

@@ -59,7 +59,7 @@ def test_page_renders_offline_without_errors(sample_page, tmp_path):
     assert console == []
     assert requested == []
     headline = re.sub(r"<[^>]+>", "", re.search(r'<p class="headline" id="headline">(.*?)</p>', dom).group(1))
-    from btrfsscan.present.report_view import human_bytes, human_pct
+    from btrfsscan.present.units import human_bytes, human_pct
 
     se = doc["totals"]["models"]["shared_extent"]
     for figure in (human_bytes(doc["totals"]["per_inode"]["bytes"]), human_bytes(se["bytes"]),
@@ -102,12 +102,12 @@ def test_page_is_self_contained_and_generic(sample_page):
     page, doc = sample_page
     text = page.read_text()
     assert text.count("Plotly.newPlot") == 1 and 4_000_000 < len(text) < 10_000_000
-    from btrfsscan.present.html import render_html
+    from btrfsscan.present.renderers.html import render_page
 
     doc = json.loads(json.dumps(doc))
     doc["totals"]["models"]["content_dedupe"] = dict(doc["totals"]["models"]["shared_extent"], title="content dedupe (test)")
     del doc["sharing_matrix"], doc["by_dir"]
-    other = render_html([doc], plotly_js="/* plotly */")
+    other = render_page([doc], script="/* plotly */")
     assert "content dedupe (test)" in other
     assert 'id="no-sharing_matrix"' in other and 'id="no-by_dir"' in other
 

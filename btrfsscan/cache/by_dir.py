@@ -30,7 +30,7 @@ import numpy as np
 
 from ..model.directories import DirectoryTree, EntryKind
 from .analyze import CacheAnalysis
-from .registry import BASELINE, HEADLINE, MODELS
+from .registry import BASELINE, HEADLINE
 
 #: The model whose saving ``saved_pages`` gives.
 SAVING_MODEL = HEADLINE
@@ -64,9 +64,9 @@ class ByDir:
 
 
 def version_pages(analysis: CacheAnalysis) -> dict[str, np.ndarray | None]:
-    """Pages of one copy of each inode version under every registered model (fair share); None where a model
-    does not apply or gives no per-file figures."""
-    return {m.name: analysis.inputs.version_pages(m.name) for m in MODELS}
+    """Pages of one copy of each inode version under every model of ``analysis`` (fair share); None where a
+    model does not apply or gives no per-file figures."""
+    return {name: analysis.inputs.version_pages(name) for name in analysis.models}
 
 
 def _sums(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
