@@ -18,12 +18,13 @@ The expectation comes from what the build captured through the kernel —
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import jsonschema
 import pytest
-from support import run_json
+from support import run, run_json
 
 from btrfsscan.present.views.report import schema
 
@@ -155,3 +156,52 @@ def test_sharing_matrix_matches_brute_force(name, fixture_images, validator):
         for j, b in enumerate(ids):
             assert matrix["shared_pages"][i][j] == len(keys_of[a] & keys_of[b]), (a, b)
     assert any(matrix["shared_pages"][i][j] for i in range(len(ids)) for j in range(len(ids)) if i != j)
+
+
+def _tree_rows(text: str) -> list[tuple[int, str, int, int]]:
+    """(nesting, name, files, cache today bytes) of each row of the text form's tree (``--raw``)."""
+    lines = [line.rstrip() for line in text.split("Page cache by directory", 1)[1].splitlines()]
+    rule = next(n for n, line in enumerate(lines) if line.strip() and set(line.strip()) == {"─"})
+    end = lines.index("", rule)
+    rows = []
+    for line in lines[rule + 1:end]:
+        m = re.match(r"^  ((?:[│ ]   )*(?:[├└]── )?)(\S.*?)\s{2,}(\d+)\s+(\d+)\s", line)
+        assert m, line
+        rows.append((len(m.group(1)) // 4, m.group(2), int(m.group(3)), int(m.group(4))))
+    return rows
+
+
+@pytest.mark.parametrize("name", ["sample", "subvols"])
+def test_text_tree_is_largest_first_and_top_limited(name, fixture_images):
+    """The table form of --by-dir: each subvolume a tree of its directories, children largest first, at most
+    --top of them and the rest folded into one row; figures from the brute-force count."""
+    dirs, _, subvol_path = _brute_force(name, 2)
+    result = run("report", "--by-dir", 2, "--top", 2, "--raw", *fixture_images("files", name).values())
+    assert result.exit_code == 0, result.stderr
+    rows = _tree_rows(result.stdout)
+    stack: list[tuple[int, str]] = []  # the (subvol, relpath) of each open level
+    children: dict[tuple[int, str], list[tuple[str, int]]] = defaultdict(list)
+    for level, label, files, today in rows:
+        del stack[level:]
+        if level == 0:
+            sv = next(s for s, p in subvol_path.items() if label in (p, f"subvolume {s}")
+                      or (s == 5 and label == "the top-level subvolume"))
+            stack.append((sv, ""))
+            assert (files, today) == tuple(dirs[sv, ""][i] * m for i, m in ((0, 1), (2, P))), label
+            continue
+        sv, parent = stack[-1]
+        children[sv, parent].append((label, today))
+        if label.startswith("("):  # the folded rest
+            stack.append((sv, "\0"))
+            continue
+        rel = f"{parent}/{label.rstrip('/')}" if parent else label.rstrip("/")
+        assert (files, today) == (dirs[sv, rel][0], dirs[sv, rel][2] * P), rel
+        stack.append((sv, rel))
+    assert children
+    for (sv, parent), shown in children.items():
+        everything = sorted((figures[2] * P for (s, rel), figures in dirs.items()
+                             if s == sv and rel and rel.rpartition("/")[0] == parent), reverse=True)
+        named = [today for label, today in shown if not label.startswith("(")]
+        assert named == everything[:2], (sv, parent)
+        folded = [label for label, _ in shown if label.startswith("(")]
+        assert folded == ([f"({len(everything) - 2} more)"] if len(everything) > 2 else []), (sv, parent)

@@ -119,3 +119,19 @@ def test_missing_plotly_is_one_clear_line(tmp_path, monkeypatch):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "pip install 'btrfsscan[html]'" in result.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_html_is_the_html_format_through_the_one_output_path(sample_page, tmp_path, fixture_images):
+    """--html FILE is --format html -o FILE: the same page; the -o checks apply; it cannot be combined."""
+    page, _ = sample_page
+    images = [str(p) for p in fixture_images("files", "sample").values()]
+    via_format = tmp_path / "format.html"
+    result = run("report", "--format", "html", "-o", via_format, *images)
+    assert result.exit_code == 0, result.stderr
+    assert via_format.read_text() == page.read_text()  # --by-dir 3 implied both ways
+    refused = run("report", "--html", images[0], *images)
+    assert refused.exit_code == 2 and "refusing to write the output" in refused.stderr
+    for extra in (["--json"], ["-o", tmp_path / "x.json"], ["--format", "table"]):
+        clash = run("report", "--html", tmp_path / "y.html", *extra, *images)
+        assert clash.exit_code == 2 and "--html FILE is --format html -o FILE" in clash.stderr, extra
+    assert not (tmp_path / "y.html").exists()
