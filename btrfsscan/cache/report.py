@@ -33,10 +33,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .analyze import CacheAnalysis
+from .by_dir import ByDir
 from .facts import FilesystemFacts, SubvolumeInfo
 from .kinds import KINDS
 from .layout import PAGE_SIZES
 from .registry import BASELINE, MODELS, ModelResult
+from .sharing_matrix import SharingMatrix, sharing_matrix
 from .top import TopFile
 
 #: How many example paths a top extent names.
@@ -145,6 +147,8 @@ class PageCacheReport:
     top_files: tuple[FileFigures, ...]
     partial: bool
     warnings: tuple[str, ...]
+    sharing_matrix: SharingMatrix
+    by_dir: ByDir | None = None
 
     def model(self, name: str) -> ModelFigures:
         return self.totals.models[name]
@@ -180,13 +184,15 @@ def build_report(
     partial: bool = False,
     warnings: Sequence[str] = (),
     metadata_dump: bool = False,
+    by_dir: ByDir | None = None,
 ) -> PageCacheReport:
     """The report of ``analysis``.
 
     ``paths`` names inodes of the top lists as they are to be shown (best
     from the top-level subvolume, ``@rootfs/etc/x``, so snapshots' copies
     differ; an inode missing or None has no name). Any warning makes the
-    report partial. The page size must be one of ``PAGE_SIZES``.
+    report partial. The page size must be one of ``PAGE_SIZES``. ``by_dir``:
+    the report by directory (``by_dir.by_directory``), when it was asked for.
     """
     facts = analysis.inputs.facts
     page_size = analysis.inputs.page_size
@@ -272,4 +278,6 @@ def build_report(
         top_files=files,
         partial=bool(partial or warning_texts),
         warnings=warning_texts,
+        sharing_matrix=sharing_matrix(analysis.subvolumes),
+        by_dir=by_dir,
     )

@@ -82,11 +82,13 @@ sample_option = click.option("--sample", is_flag=True, help="Use the bundled sam
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """How a command's result is written: format, target file (None: stdout), strictness."""
+    """How a command's result is written: format, target file (None: stdout), strictness;
+    ``chosen``: the format was given (``--json`` or ``--format``)."""
 
     fmt: str
     target: str | None
     strict: bool
+    chosen: bool = False
 
 
 def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -99,7 +101,7 @@ def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
             ctx = click.get_current_context()
             group_strict = isinstance(ctx.find_root().obj, Settings) and ctx.find_root().obj.strict
             ctx.meta[_OPTIONS] = OutputOptions("json" if as_json else (fmt or DEFAULT_FORMAT), output_file,
-                                               strict or group_strict)
+                                               strict or group_strict, bool(as_json or fmt))
             return fn(*args, **kwargs)
 
         described = "; ".join(f"{name}: {RENDERERS[name].description}" for name in formats)
@@ -128,6 +130,16 @@ def options() -> OutputOptions:
     return click.get_current_context().meta.get(_OPTIONS, OutputOptions(DEFAULT_FORMAT, None, False))
 
 
+def output_alias(option: str, fmt: str, target: str) -> None:
+    """A command's shorthand ``OPTION FILE`` for ``--format FMT -o FILE`` (``report --html FILE``); a usage
+    error together with either of them."""
+    ctx = click.get_current_context()
+    opts = options()
+    if opts.chosen or opts.target:
+        raise click.UsageError(f"{option} FILE is --format {fmt} -o FILE: give it without --json, --format or -o")
+    ctx.meta[_OPTIONS] = OutputOptions(fmt, target, opts.strict, True)
+
+
 # --- inputs -------------------------------------------------------------------------
 
 
@@ -144,7 +156,8 @@ def _sample_path(stack: ExitStack) -> str:
 
 def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None) -> list[str]:
     """The paths of the images to read (``sample``: the bundled one; None: the command has no --sample);
-    a ``-o`` target is checked against them here, before anything is read."""
+    the output format's requirements and a ``-o`` target (against the images) are checked here, before
+    anything is read."""
     if sample:
         if images:
             raise click.UsageError("give either IMAGE arguments or --sample, not both")
@@ -153,6 +166,7 @@ def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None
         raise click.UsageError("give at least one IMAGE" + (" (or --sample)" if sample is not None else ""))
     else:
         paths = list(images)
+    RENDERERS[options().fmt].check()
     target = options().target
     if target:
         check_output(target, paths)

@@ -94,8 +94,10 @@ class Section:
     the top level of the document); ``many`` makes it a JSON list, else one
     object. ``layout`` is ``"rows"`` (a row per record, a column per labelled
     field, in ``columns`` order when given), ``"fields"`` (a row per field, a
-    column per record, headed by ``headers``) or ``"lines"`` (each record's
-    first cell as a line under the title, the section left out when empty).
+    column per record, headed by ``headers``), ``"lines"`` (each record's
+    first cell as a line under the title, the section left out when empty) or
+    ``"tree"`` (as ``"rows"``, each record shown under the record its
+    ``parent`` field indexes, None: a top node; records depth first).
     ``json=False`` keeps it out of the JSON document, ``table=False`` out of
     the tables.
     """
