@@ -18,6 +18,7 @@ from ..tree.reader import TreeReader
 from ..tree.walk import TreeRoot, last_item
 from ..volumes.volume import Volume, open_volume, open_volumes
 from . import items
+from .log_replay import LogReplay, replay_log
 from .namespace import Namespace, dir_path
 from .subvolumes import SubvolumeSet, read_subvolumes
 
@@ -25,8 +26,11 @@ from .subvolumes import SubvolumeSet, read_subvolumes
 class Filesystem:
     """One btrfs filesystem opened read-only from its devices (or a dump)."""
 
-    def __init__(self, volume: Volume) -> None:
+    def __init__(self, volume: Volume, *, log_replay: bool = True) -> None:
+        """``log_replay=False`` shows the last committed transaction even when the superblock points at a log."""
         self.volume = volume
+        self.log_replay = log_replay
+        self.log = LogReplay(present=bool(volume.superblock.log_root), replayed=False)
         self.warnings: Warnings = volume.warnings
         if volume.bootstrap_error:
             raise CorruptionError(volume.bootstrap_error)
@@ -52,8 +56,19 @@ class Filesystem:
 
     @cached_property
     def subvolumes(self) -> SubvolumeSet:
-        return read_subvolumes(self.reader, self.root_tree, self.warnings,
-                               lambda sub, dirid: dir_path(self.reader, sub, dirid))
+        """Every subvolume; with a log tree (and ``log_replay``), each carrying what the replay changed."""
+        subvols = read_subvolumes(self.reader, self.root_tree, self.warnings,
+                                  lambda sub, dirid: dir_path(self.reader, sub, dirid))
+        if self.log.present and self.log_replay:
+            self.log = replay_log(self.reader, subvols, self.warnings)
+        return subvols
+
+    @property
+    def notes(self) -> list[str]:
+        """Remarks on what is shown that are not warnings (the log replay)."""
+        self.subvolumes
+        note = self.log.note()
+        return [note] if note else []
 
     @cached_property
     def namespace(self) -> Namespace:
@@ -72,22 +87,22 @@ class Filesystem:
         self.volume.close()
 
 
-def open_filesystems(paths: Iterable[str | os.PathLike]) -> list[Filesystem]:
+def open_filesystems(paths: Iterable[str | os.PathLike], *, log_replay: bool = True) -> list[Filesystem]:
     """Every filesystem found among ``paths`` (grouped by fsid)."""
     volumes = open_volumes(paths)
     try:
-        return [Filesystem(volume) for volume in volumes]
+        return [Filesystem(volume, log_replay=log_replay) for volume in volumes]
     except BaseException:
         for volume in volumes:  # an unreadable chunk tree leaves no image open
             volume.close()
         raise
 
 
-def open_filesystem(paths: Iterable[str | os.PathLike]) -> Filesystem:
+def open_filesystem(paths: Iterable[str | os.PathLike], *, log_replay: bool = True) -> Filesystem:
     """The one filesystem ``paths`` belong to; an error if they span several."""
     volume = open_volume(paths)
     try:
-        return Filesystem(volume)
+        return Filesystem(volume, log_replay=log_replay)
     except BaseException:
         volume.close()  # an unreadable chunk tree leaves no image open
         raise

@@ -10,12 +10,16 @@ default subvolume.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import CorruptionError, Warnings
 from ..format.constants import ItemType, ObjectId, RootFlag, is_fs_tree
 from ..tree.reader import TreeReader
 from ..tree.walk import TreeRoot, iter_items
 from .items import RootItem, RootRef, iter_dir_items, parse_root_item, parse_root_ref
+
+if TYPE_CHECKING:
+    from .log_replay import ReplayedItems
 
 ZERO_UUID = b"\0" * 16
 
@@ -32,6 +36,8 @@ class Subvolume:
     path: str = ""
     deleted: bool = False
     children: list[int] = field(default_factory=list)
+    #: Items the log replay changed: they replace the committed items of their objectids.
+    replayed: ReplayedItems | None = None
 
     @property
     def root(self) -> TreeRoot:

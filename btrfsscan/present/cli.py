@@ -207,18 +207,22 @@ def _image_paths(stack: ExitStack, images: tuple[str, ...], sample: bool = False
 
 
 @contextmanager
-def _filesystem(paths: list[str]):
+def _filesystem(paths: list[str], *, log_replay: bool = True):
     from ..model.filesystem import open_filesystem
 
-    fs = open_filesystem(paths)
+    fs = open_filesystem(paths, log_replay=log_replay)
     try:
         yield fs
     finally:
         fs.close()
 
 
-def _finish(ctx: click.Context, report: Report, warnings: Warnings, as_json: bool, strict: bool) -> None:
-    """Write ``report`` (or the strict error) and leave with the exit code."""
+def _finish(ctx: click.Context, report: Report, warnings: Warnings, as_json: bool, strict: bool,
+            notes: list[str] = ()) -> None:
+    """Write ``report`` (or the strict error) and leave with the exit code.
+
+    ``notes`` (remarks that are not warnings) go to stderr as ``note:`` lines and to the JSON ``notes``.
+    """
     messages = warnings.messages()
     strict = strict or (ctx.obj is not None and ctx.obj.strict)
     if strict and messages:
@@ -229,9 +233,13 @@ def _finish(ctx: click.Context, report: Report, warnings: Warnings, as_json: boo
         payload = report.json()
         payload["warnings"] = messages
         payload["partial"] = bool(messages)
+        if notes:
+            payload["notes"] = list(notes)
         output.write_json(payload)
     else:
         output.render_report(report)
+    for note in notes:
+        output.note(note)
     for message in messages:
         output.warn(message)
     ctx.exit(EXIT_PARTIAL if messages else EXIT_OK)

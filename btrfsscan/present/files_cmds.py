@@ -33,7 +33,7 @@ from ..volumes.superblock import format_uuid
 from . import describe
 from .cli import _filesystem, _finish, _image_paths
 from .describe import Field, Report, section
-from .output import format_size, images_argument, output_options, parse_number, sample_option
+from .output import format_size, images_argument, log_replay_option, output_options, parse_number, sample_option
 
 
 @dataclass(frozen=True)
@@ -256,9 +256,10 @@ its on-disk start (without the offset into it) and inline extents at 0.
 @click.option("--inode", "inode", metavar="SUBVOL:INO", default=None,
               help="The file by subvolume id and inode number instead of PATH.")
 @sample_option
+@log_replay_option
 @output_options
 @click.pass_context
-def map_cmd(ctx, args, subvol, inode, sample, as_json, strict):
+def map_cmd(ctx, args, subvol, inode, sample, no_log_replay, as_json, strict):
     inode_ref = None
     if inode is not None:
         try:
@@ -274,9 +275,9 @@ def map_cmd(ctx, args, subvol, inode, sample, as_json, strict):
         images, path = tuple(args[:-1]), args[-1]
     with ExitStack() as stack:
         paths = _image_paths(stack, images, sample)
-        fs = stack.enter_context(_filesystem(paths))
+        fs = stack.enter_context(_filesystem(paths, log_replay=not no_log_replay))
         file_map = file_map_of(fs, None, path, subvol=subvol, inode=inode_ref)
-        _finish(ctx, map_report(file_map), fs.warnings, as_json, strict)
+        _finish(ctx, map_report(file_map), fs.warnings, as_json, strict, fs.notes)
 
 
 # --- ls ---------------------------------------------------------------------------
@@ -365,9 +366,10 @@ shared    shared bytes: the sum of num_bytes over the file's regular and
 @click.argument("args", nargs=-1, metavar="IMAGE... [PATH]")
 @click.option("-R", "--recursive", is_flag=True, help="List everything below PATH, across subvolumes and snapshots.")
 @sample_option
+@log_replay_option
 @output_options
 @click.pass_context
-def ls_cmd(ctx, args, recursive, sample, as_json, strict):
+def ls_cmd(ctx, args, recursive, sample, no_log_replay, as_json, strict):
     args = tuple(args)
     path = None
     if sample:
@@ -380,11 +382,11 @@ def ls_cmd(ctx, args, recursive, sample, as_json, strict):
         images = args
     with ExitStack() as stack:
         paths = _image_paths(stack, images, sample)
-        fs = stack.enter_context(_filesystem(paths))
+        fs = stack.enter_context(_filesystem(paths, log_replay=not no_log_replay))
         rel = normalize_path(path or ".")
         entries = listing(fs, rel, recursive=recursive)
         title = f"{rel} ({len(entries)} entries)" if recursive else f"{rel}"
-        _finish(ctx, ls_report(entries, full_paths=recursive, title=title), fs.warnings, as_json, strict)
+        _finish(ctx, ls_report(entries, full_paths=recursive, title=title), fs.warnings, as_json, strict, fs.notes)
 
 
 # --- subvolumes -------------------------------------------------------------------

@@ -76,6 +76,11 @@ def warn(message: str) -> None:
     click.echo(f"warning: {one_line(message)}", err=True)
 
 
+def note(message: str) -> None:
+    """One ``note: ...`` line on stderr: a remark on the result that does not make it partial."""
+    click.echo(f"note: {one_line(message)}", err=True)
+
+
 def error(message: str) -> None:
     """One line on stderr, as is (the caller adds the ``btrfsscan: error:`` prefix)."""
     click.echo(one_line(message), err=True)
@@ -161,6 +166,12 @@ images_argument = click.argument("images", nargs=-1, metavar="IMAGE...")
 
 #: ``--sample``: the bundled sample image instead of IMAGE arguments.
 sample_option = click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
+
+
+#: ``--no-log-replay``: the last committed transaction, without the fsync'd changes in the log tree.
+log_replay_option = click.option(
+    "--no-log-replay", "no_log_replay", is_flag=True,
+    help="Do not replay the log tree (changes fsync'd after the last commit): show the last committed transaction.")
 
 
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:

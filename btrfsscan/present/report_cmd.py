@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import ExitStack, nullcontext
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING
 
 import click
@@ -32,7 +33,7 @@ from ..model.versions import inode_versions
 from ..volumes.superblock import format_uuid
 from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths
 from .destination import check_output, open_output
-from .output import images_argument, output_options, sample_option
+from .output import images_argument, log_replay_option, output_options, sample_option
 from .prometheus import prometheus_text
 from .report_json import report_json, schema
 
@@ -95,6 +96,7 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: Progress 
         sectorsize=fs.superblock.sectorsize, top=top, path_of=fs.namespace.path_of,
         partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump,
     )
+    report = replace(report, notes=report.notes + tuple(fs.notes))
     if progress:
         progress.remove_task(task)
     return report
@@ -131,9 +133,10 @@ def _write_table(report: Report, out: IO[str], raw: bool) -> None:
               help="Write the result to FILE instead of stdout.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@log_replay_option
 @output_options
 @click.pass_context
-def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet, as_json, strict):
+def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet, no_log_replay, as_json, strict):
     """Page cache per inode vs. a shared-extent cache, for each filesystem in IMAGE...
 
     Models what the page cache holds after every regular file is read once:
@@ -149,7 +152,7 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
         paths = _image_paths(stack, images, sample)
         if output_file:
             check_output(output_file, paths)
-        filesystems = open_filesystems(paths)
+        filesystems = open_filesystems(paths, log_replay=not no_log_replay)
         for fs in filesystems:
             stack.callback(fs.close)
         reports = []
