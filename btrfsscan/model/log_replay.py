@@ -108,8 +108,9 @@ class LogReplay:
             return ("the log tree (changes fsync'd after the last commit) was not replayed (--no-log-replay): "
                     "this is the last committed transaction")
         ids = ", ".join(str(i) for i in sorted(self.subvolumes)) or "none"
+        csums = sum(r.csum_items for r in self.subvolumes.values())
         return (f"log tree replayed as the kernel does at mount: {self.inodes} inode(s) from the log "
-                f"(subvolume(s) {ids})")
+                f"(subvolume(s) {ids}; {csums} data checksum item(s), which no command reads)")
 
 
 def _log_reader(reader: TreeReader, warnings: Warnings) -> TreeReader:
