@@ -68,7 +68,8 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
     analysis = analyze(versions, page_size, filesystem_facts(fs), top=top)
     paths = example_paths(analysis, fs.namespace.path_of)
     report = build_report(analysis, subvolumes=[subvolume_info(s) for s in subvols], paths=paths,
-                          partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump)
+                          partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump,
+                          source_notes=fs.notes)
     if progress:
         progress.done()
     return report

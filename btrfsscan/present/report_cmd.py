@@ -20,7 +20,7 @@ from ..analysis.report import scan_report
 from ..cache.layout import PAGE_SIZES
 from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
-from .command import finish, images_argument, inputs, output_options, sample_option
+from .command import finish, images_argument, inputs, log_replay_option, output_options, sample_option
 from .document import CommandOutput
 from .views.report import report_document, schema
 
@@ -54,10 +54,11 @@ def _progress(quiet: bool):
               help="How many shared extents and files to list.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@log_replay_option
 @output_options("report")
-def report_cmd(images, sample, page_size, top, raw, quiet):
+def report_cmd(images, sample, page_size, top, raw, quiet, log_replay):
     with ExitStack() as stack:
-        filesystems = open_filesystems(inputs(stack, images, sample))
+        filesystems = open_filesystems(inputs(stack, images, sample), log_replay=log_replay)
         for fs in filesystems:
             stack.callback(fs.close)
         progress = _progress(quiet)
