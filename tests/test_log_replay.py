@@ -76,6 +76,29 @@ def test_the_copy_has_a_log():
     assert _kernel_rows("replayed") != _kernel_rows("committed")  # the log changes what is seen
 
 
+def test_dir_log_items_parse_through_the_item_table(image):
+    """Every DIR_LOG_INDEX range of the log trees, read by btrfsscan through ``parse_item``, as dump-tree prints it."""
+    from btrfsscan.errors import Warnings
+    from btrfsscan.format.constants import ItemType
+    from btrfsscan.format.items import DirLogItem, parse_item
+    from btrfsscan.model.filesystem import open_filesystem
+    from btrfsscan.model.log_replay import read_log_trees
+
+    text = (EXPECTED / "dump-tree.txt").read_text()
+    want = sorted((int(oid), int(start), int(end)) for oid, start, end in re.findall(
+        r"key \((\d+) DIR_LOG_INDEX (\d+)\) itemoff \d+ itemsize 8\n\t\tdir log end (\d+)", text))
+    fs = open_filesystem([image])
+    try:
+        warnings = Warnings()
+        records = [(key[0], parse_item(key, data, "log")) for log in read_log_trees(fs.reader, warnings).values()
+                   for key, data in log if key[1] == ItemType.DIR_LOG_INDEX]
+    finally:
+        fs.close()
+    assert not warnings and len(want) >= 4
+    assert all(isinstance(r, DirLogItem) for _, r in records)
+    assert sorted((oid, r.start, r.end) for oid, r in records) == want
+
+
 @pytest.mark.parametrize("view", ["replayed", "committed"])
 def test_ls_matches_the_kernel(image, view):
     entries, res = _listing(image, *_flags(view))
@@ -83,6 +106,7 @@ def test_ls_matches_the_kernel(image, view):
     assert _our_rows(entries) == _kernel_rows(view)
     notes = [line for line in res.stderr.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and "warning" not in res.stderr
+    assert json.loads(res.stdout)["notes"] == [notes[0].removeprefix("note: ")]  # the same note in the JSON
     if view == "replayed":
         assert f"{_logged_inodes()} inode(s) from the log" in notes[0]
     else:
