@@ -77,7 +77,8 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
     infos = [subvolume_info(s) for s in subvols]
     figures = by_directory(directories, analysis, top, {s.id: s.path for s in infos}) if directories is not None else None
     report = build_report(analysis, subvolumes=infos, paths=paths, partial=fs.partial,
-                          warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump, by_dir=figures)
+                          warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump, by_dir=figures,
+                          source_notes=fs.notes)
     if progress:
         progress.done()
     return report

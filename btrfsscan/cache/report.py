@@ -183,6 +183,7 @@ def build_report(
     paths: Mapping[tuple[int, int], str | None] | None = None,
     partial: bool = False,
     warnings: Sequence[str] = (),
+    source_notes: Sequence[str] = (),
     metadata_dump: bool = False,
     by_dir: ByDir | None = None,
 ) -> PageCacheReport:
@@ -191,8 +192,10 @@ def build_report(
     ``paths`` names inodes of the top lists as they are to be shown (best
     from the top-level subvolume, ``@rootfs/etc/x``, so snapshots' copies
     differ; an inode missing or None has no name). Any warning makes the
-    report partial. The page size must be one of ``PAGE_SIZES``. ``by_dir``:
-    the report by directory (``by_dir.by_directory``), when it was asked for.
+    report partial. ``source_notes`` (remarks from reading the filesystem:
+    the log replay) join the notes. The page size must be one of
+    ``PAGE_SIZES``. ``by_dir``: the report by directory
+    (``by_dir.by_directory``), when it was asked for.
     """
     facts = analysis.inputs.facts
     page_size = analysis.inputs.page_size
@@ -264,6 +267,7 @@ def build_report(
     )
     notes = [METADATA_DUMP_NOTE] if metadata_dump else []
     notes.extend(analysis.notes)
+    notes.extend(source_notes)
     warning_texts = tuple(warnings)
     return PageCacheReport(
         page_size=page_size,

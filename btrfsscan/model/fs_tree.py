@@ -28,6 +28,7 @@ from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
 from ..tree.walk import Visit, walk_tree, warn_item
 from .links import LinkTable, parse_links
+from .log_overlay import LeafOverlay
 from .subvolumes import Subvolume
 from .tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 
@@ -289,7 +290,17 @@ class FileScanner:
         inode_parts, extent_parts = [p.inodes for p in parsed], [p.extents for p in parsed]
         links = LinkTable.joined([p.links for p in parsed]) if self.links else None
         del parsed
-        leaf_bytenr = np.zeros(self._handles, np.uint64)
+        n_leaves = self._handles
+        if any(sub.replayed is not None for sub in subvols):  # log replay: synthetic leaves for what it changed
+            overlay = LeafOverlay(parse_leaves, inode_parts, extent_parts, inode_start, extent_start, self.warnings)
+            handles = [overlay.subvolume(sub, h, n_leaves) if sub.replayed is not None else h
+                       for sub, h in zip(subvols, handles)]
+            inode_parts += overlay.new_inodes
+            extent_parts += overlay.new_extents
+            inode_start = np.append(inode_start, inode_start[-1] + np.cumsum(np.array([len(t) for t in overlay.new_inodes], np.int64)))
+            extent_start = np.append(extent_start, extent_start[-1] + np.cumsum(np.array([len(t) for t in overlay.new_extents], np.int64)))
+            n_leaves += overlay.n_leaves
+        leaf_bytenr = np.zeros(n_leaves, np.uint64)
         if self._bytenr_of:
             leaf_bytenr[np.fromiter(self._bytenr_of.keys(), np.int64)] = np.fromiter(self._bytenr_of.values(), np.uint64)
         return LeafTables(

@@ -9,7 +9,8 @@ turns warnings into an error (the warnings, then the error line, exit 2,
 nothing written), else the documents are written in the chosen format to
 stdout or, through :mod:`.destination`, to the ``-o`` file (checked against
 the inputs before anything is read; replaced only once complete), the
-warnings follow on stderr and the exit code is 0 (complete) or 1 (partial).
+notes and warnings follow on stderr and the exit code is 0 (complete) or 1
+(partial).
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def warn(message: str) -> None:
     click.echo(f"warning: {one_line(message)}", err=True)
 
 
+def note(message: str) -> None:
+    """One ``note: ...`` line on stderr: a remark on the result that does not make it partial."""
+    click.echo(f"note: {one_line(message)}", err=True)
+
+
 def error(message: str) -> None:
     """One line on stderr, as is (the caller adds the ``btrfsscan: error:`` prefix)."""
     click.echo(one_line(message), err=True)
@@ -78,6 +84,12 @@ images_argument = click.argument("images", nargs=-1, metavar="IMAGE...")
 
 #: ``--sample``: the bundled sample image instead of IMAGE arguments.
 sample_option = click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
+
+#: ``--no-log-replay``, for the commands that read file trees: the last committed transaction, without the
+#: fsync'd changes of the log tree (passed on as ``log_replay``).
+log_replay_option = click.option(
+    "--no-log-replay", "log_replay", flag_value=False, default=True,
+    help="Do not replay the log tree (changes fsync'd after the last commit): show the last committed transaction.")
 
 
 @dataclass(frozen=True)
@@ -174,11 +186,11 @@ def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None
 
 
 @contextmanager
-def opened(paths: list[str]) -> Iterator[Filesystem]:
-    """The filesystem of ``paths``, closed at the end of the block."""
+def opened(paths: list[str], *, log_replay: bool = True) -> Iterator[Filesystem]:
+    """The filesystem of ``paths``, closed at the end of the block (``log_replay``: see ``Filesystem``)."""
     from ..model.filesystem import open_filesystem
 
-    fs = open_filesystem(paths)
+    fs = open_filesystem(paths, log_replay=log_replay)
     try:
         yield fs
     finally:
@@ -198,6 +210,8 @@ def finish(output: CommandOutput) -> NoReturn:
         raise StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
     with open_output(opts.target) if opts.target else nullcontext(sys.stdout) as stream:
         render(opts.fmt, output, stream)
+    for message in output.notes:
+        note(message)
     for message in messages:
         warn(message)
     click.get_current_context().exit(EXIT_PARTIAL if messages else EXIT_OK)

@@ -164,7 +164,10 @@ class Document:
 
 @dataclass(frozen=True)
 class CommandOutput:
-    """What a command hands to the output pipeline: its documents and the warnings of the run.
+    """What a command hands to the output pipeline: its documents, the warnings and the notes of the run.
+
+    ``notes``: remarks on what is shown that do not make it partial (a log
+    tree replayed, or left out); ``note: ...`` lines on stderr.
 
     ``stream``: the command reports several things (one filesystem each);
     JSON is then one compact document per line.
@@ -174,3 +177,4 @@ class CommandOutput:
     documents: tuple[Document, ...]
     warnings: tuple[str, ...] = ()
     stream: bool = False
+    notes: tuple[str, ...] = ()

@@ -21,7 +21,7 @@ from ..analysis.report import scan_report
 from ..cache.layout import PAGE_SIZES
 from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
-from .command import finish, images_argument, inputs, options, output_alias, output_options, sample_option
+from .command import finish, images_argument, inputs, log_replay_option, options, output_alias, output_options, sample_option
 from .document import CommandOutput
 from .views.report import report_document, schema
 
@@ -65,14 +65,15 @@ def _progress(quiet: bool):
               help="Write a self-contained HTML page with charts to FILE: --format html -o FILE "
                    f"(needs btrfsscan[html]; implies --by-dir {DEFAULT_HTML_DEPTH} unless given).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@log_replay_option
 @output_options("report")
-def report_cmd(images, sample, page_size, top, raw, by_dir, html_file, quiet):
+def report_cmd(images, sample, page_size, top, raw, by_dir, html_file, quiet, log_replay):
     if html_file is not None:
         output_alias("--html", "html", html_file)
     if options().fmt == "html" and by_dir is None:
         by_dir = DEFAULT_HTML_DEPTH
     with ExitStack() as stack:
-        filesystems = open_filesystems(inputs(stack, images, sample))
+        filesystems = open_filesystems(inputs(stack, images, sample), log_replay=log_replay)
         for fs in filesystems:
             stack.callback(fs.close)
         progress = _progress(quiet)
