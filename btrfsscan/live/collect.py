@@ -37,6 +37,7 @@ from .residency import FilesystemIdentity, Residency, ResidencyBuilder, Subvolum
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _AT_FDCWD = -100
+_EMPTY_SUBVOL_DIR = 2  # BTRFS_EMPTY_SUBVOL_DIR_OBJECTID
 PROGRESS_EVERY = 4096
 
 
@@ -178,7 +179,14 @@ class _Walk:
                 continue
             try:
                 if new_subvol:
-                    d.subvol = self._subvolume_of(dfd, d.path)
+                    try:
+                        d.subvol = self._subvolume_of(dfd, d.path)
+                    except OSError as exc:
+                        # a snapshot shows a nested subvolume as an empty placeholder directory (inode 2)
+                        if os.fstat(dfd).st_ino != _EMPTY_SUBVOL_DIR:
+                            self.warnings.add(f"directory skipped: its subvolume is unknown ({exc.strerror})",
+                                              d.path.decode(errors="replace"))
+                        continue
                 self.directories += 1
                 skip = mounted.get(d.path, ())
                 subdirs = self._directory(dfd, d, skip, P)

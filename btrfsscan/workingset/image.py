@@ -91,3 +91,14 @@ def from_layout(res: Residency, layout: Layout, warnings: Warnings) -> tuple[Res
     backing = clip(layout.page_size, layout.sectorsize, kept, rows, layout.seg_start[segs], layout.seg_end[segs],
                    category, addr)
     return kept, backing
+
+
+def image_layout(fs, page_size: int) -> Layout:
+    """The layout of every live subvolume of an open image (``model.filesystem.Filesystem``) at ``page_size``."""
+    from ..cache.models import build_layout
+    from ..model.fs_tree import FileScanner
+    from ..model.versions import inode_versions
+
+    scanner = FileScanner(fs.reader, fs.warnings)
+    versions = inode_versions(scanner.scan_leaves(fs.subvolumes.live()), fs.warnings)
+    return build_layout(versions, page_size, fs.superblock.sectorsize)
