@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..arrays import I64, prefix
+from ..arrays import I64
 from ..errors import ResidencyError
 
 SCHEMA_VERSION = 1
