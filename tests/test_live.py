@@ -222,6 +222,10 @@ def test_live_btrfs(name, fixture_images, tmp_path):
             expected_shared = brute_force_shared_extent(files, snap)
             assert residency_rows(res) == residency_rows(second.residency)
             assert not first.warnings, first.warnings.messages()
+            seen = []
+            collect([mnt], progress=seen.append)
+            assert seen and seen[-1].directories == first.directories and seen[-1].unreadable == 0
+            assert seen[-1].files >= res.files  # paths: a hardlink counts once per path here
             saved = tmp_path / "residency.json"
             save_residency(res, saved)
         assert live["per_inode"] == fincore_total == sum(sum(v) for v in snap.values())
