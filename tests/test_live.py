@@ -37,6 +37,9 @@ import jsonschema
 import pytest
 from support import kernel_unavailable
 
+from btrfsscan.analysis.facts import filesystem_facts
+from btrfsscan.analysis.live import image_layout
+from btrfsscan.cache.analyze import analyze
 from btrfsscan.errors import LiveError, ResidencyError, Warnings
 from btrfsscan.live.collect import collect
 from btrfsscan.live.residency import (
@@ -242,7 +245,7 @@ def test_live_btrfs(name, fixture_images, tmp_path):
             loaded = load_residency(saved, fsid=fsid, page_size=PAGE)
             assert residency_rows(loaded) == residency_rows(res)
             warnings = Warnings()
-            kept, backing = wi.from_layout(loaded, wi.image_layout(fs, PAGE), warnings)
+            kept, backing = wi.from_layout(loaded, image_layout(fs, PAGE), warnings)
         finally:
             fs.close()
         assert not warnings, warnings.messages()
@@ -256,11 +259,9 @@ def test_live_btrfs(name, fixture_images, tmp_path):
 @pytest.mark.parametrize("page_size", [4096, 16384, 65536])
 def test_every_page_resident_equals_the_models(name, page_size, fixture_images):
     """With every page of every inode resident, per_inode, shared_extent and the kinds are those of `report`."""
-    from btrfsscan.cache.models import analyze
-
     fs = open_filesystem(list(fixture_images("files", name).values()))
     try:
-        layout = wi.image_layout(fs, page_size)
+        layout = image_layout(fs, page_size)
         v = layout.versions
         builder = ResidencyBuilder()
         for version in range(v.n_versions):
@@ -273,7 +274,7 @@ def test_every_page_resident_equals_the_models(name, page_size, fixture_images):
                             subvolumes=(), files=len(builder.subvol))
         warnings = Warnings()
         kept, backing = wi.from_layout(res, layout, warnings)
-        expected = analyze(v, page_size, fs.superblock.sectorsize)
+        expected = analyze(v, page_size, filesystem_facts(fs))
     finally:
         fs.close()
     assert not warnings

@@ -15,6 +15,11 @@ extra inputs a run was given (for example a content hash per page). A model
 that reads such an input names it in ``requires``; when a run lacks it the
 model does not apply, with a reason saying what is missing, and is never
 computed.
+
+A model may also give ``resident(ws) -> int``: the same design over a
+working set (``workingset.pages.WorkingSetPages``: only the pages resident
+now, from ``live`` or ``report --resident``); ``evaluate_resident`` runs it.
+A model without one is listed as not computed over resident pages.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ class CacheModel:
     name; ``subject`` how a sentence names it (``the RFC as posted``);
     ``design`` one line saying what it caches; ``needs`` the conditions of
     ``applies`` in words (None: none); ``requires`` the extra inputs its
-    computation reads, by name, with what each one is.
+    computation reads, by name, with what each one is; ``resident`` its
+    computation over a working set's resident pages (None: it has none).
     """
 
     name: str
@@ -67,6 +73,7 @@ class CacheModel:
     needs: str | None = None
     applies: Callable[[FilesystemFacts, int], Applicability] = always
     requires: Mapping[str, str] = field(default_factory=dict)
+    resident: Callable[[Any], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,21 @@ def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:
     if not ok:
         return ModelResult(definition.name, None, False, reason)
     return ModelResult(definition.name, int(definition.pages(inputs)), True, None)
+
+
+def evaluate_resident(definition: CacheModel, working_set: Any, facts: FilesystemFacts,
+                      sources: Mapping[str, Any]) -> ModelResult:
+    """``definition`` over a working set's resident pages (``working_set``: ``WorkingSetPages``)."""
+    missing = [what for name, what in definition.requires.items() if name not in sources]
+    if missing:
+        return ModelResult(definition.name, None, False,
+                           "needs " + " and ".join(missing) + ", which only an image gives (report IMAGE --resident)")
+    if definition.resident is None:
+        return ModelResult(definition.name, None, False, "not computed over resident pages")
+    ok, reason = definition.applies(facts, working_set.page_size)
+    if not ok:
+        return ModelResult(definition.name, None, False, reason)
+    return ModelResult(definition.name, int(definition.resident(working_set)), True, None)
 
 
 def _discover() -> tuple[CacheModel, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...workingset.pages import per_inode_pages
 from ..registry import CacheModel, ModelInputs
 
 
@@ -17,5 +18,6 @@ MODEL = CacheModel(
     subject="the per-inode page cache",
     design="every inode caches its own pages, whatever extents they read",
     pages=_pages,
+    resident=per_inode_pages,
     order=0,
 )

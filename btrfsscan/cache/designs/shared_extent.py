@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...workingset.pages import shared_extent_pages
 from ..registry import CacheModel, ModelInputs
 
 
@@ -16,5 +17,6 @@ MODEL = CacheModel(
     subject="a shared-extent cache",
     design="pages of written, uncompressed extents are keyed by logical address and cached once",
     pages=_pages,
+    resident=shared_extent_pages,
     order=10,
 )
