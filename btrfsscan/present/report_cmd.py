@@ -22,7 +22,9 @@ from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
 from .command import finish, images_argument, inputs, output_options, sample_option
 from .document import CommandOutput
-from .views.report import report_document, schema
+from .views.report import EVERY_FILE_ONCE, report_document, schema
+
+WORKING_SET = "The working set caches {size} of these files"
 
 REPORT_HELP = """Page cache per inode vs. a shared-extent cache, for each filesystem in IMAGE...
 
@@ -54,16 +56,32 @@ def _progress(quiet: bool):
               help="How many shared extents and files to list.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--resident", type=click.Path(dir_okay=False), default=None,
+              help="Model only the working set of this residency file (`live --save`) on the image.")
+@click.option("--workload", type=click.Path(dir_okay=False), default=None,
+              help="Model only the pages these reads bring in: lines PATH or PATH OFFSET LENGTH "
+                   "(paths from the top-level subvolume; readahead ignored).")
 @output_options("report")
-def report_cmd(images, sample, page_size, top, raw, quiet):
+def report_cmd(images, sample, page_size, top, raw, quiet, resident, workload):
+    if resident and workload:
+        raise click.UsageError("give either --resident or --workload, not both")
     with ExitStack() as stack:
         filesystems = open_filesystems(inputs(stack, images, sample))
         for fs in filesystems:
             stack.callback(fs.close)
-        progress = _progress(quiet)
-        with progress or ExitStack():
-            reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress) for fs in filesystems]
-    finish(CommandOutput("report", tuple(report_document(r, raw=raw) for r in reports),
+        if resident or workload:
+            from ..analysis.live import resident_report
+
+            reports = [resident_report(fs, page_size=int(page_size), top=top, resident=resident,
+                                       workload=workload).report for fs in filesystems]
+            lead = WORKING_SET
+        else:
+            progress = _progress(quiet)
+            with progress or ExitStack():
+                reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress)
+                           for fs in filesystems]
+            lead = EVERY_FILE_ONCE
+    finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead) for r in reports),
                          tuple(w for r in reports for w in r.warnings), stream=True))
 
 
@@ -76,3 +94,20 @@ def schema_group():
 def schema_report():
     """The JSON Schema of `report --json` (one object per filesystem)."""
     click.echo(json.dumps(schema(), indent=2))
+
+
+@schema_group.command("live")
+def schema_live():
+    """The JSON Schema of `live --json` (the report's layout plus `workload`)."""
+    from .views.live import schema as live_schema
+
+    click.echo(json.dumps(live_schema(), indent=2))
+
+
+@schema_group.command("residency")
+def schema_residency():
+    """The JSON Schema of the residency file `live --save` writes and `report --resident` reads."""
+    from importlib import resources
+
+    click.echo(resources.files("btrfsscan.present").joinpath("schemas", "residency.schema.json")
+               .read_text(encoding="utf-8"), nl=False)
