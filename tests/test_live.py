@@ -47,8 +47,8 @@ from btrfsscan.live.residency import (
     ResidencyBuilder,
     load_residency,
     parse_workload,
-    save_residency,
     workload_residency,
+    write_residency,
 )
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.workingset import backing as wb
@@ -68,6 +68,11 @@ BTRFS_FIXTURES = ["reflinks", "compress", "subvols", "sparse-noholes"]
 ATTEMPTS = 6
 
 needs_kernel = pytest.mark.skipif(kernel_unavailable() is not None, reason=kernel_unavailable() or "")
+
+
+def save_residency(res, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        write_residency(res, out)
 
 
 # --- the test's own view of the page cache ---------------------------------------------------

@@ -211,18 +211,6 @@ def write_residency(res: Residency, out: IO[str]) -> None:
     out.write(_LAST_LINE + "\n")
 
 
-def save_residency(res: Residency, path: str | os.PathLike) -> None:
-    """Write the document to ``path`` through a temporary file renamed into place."""
-    tmp = f"{os.fspath(path)}.part"
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            write_residency(res, out)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class _Invalid(Exception):
     """A structural problem; ``load_residency`` turns it into one ResidencyError line."""
 
