@@ -5,7 +5,7 @@ Both sources end in the same ``Backing`` table, so the figures of
 residency modelled on an image of the filesystem. Segments are byte ranges of
 a file, sorted, disjoint, clipped to the page contents ``[0, E)`` with
 ``E = min(roundup(i_size, sector size), npages * page size)`` (the definition
-of ``cache.models``), and each has one category:
+of ``cache.layout``), and each has one category:
 
 * ``INLINE``: FIEMAP ``DATA_INLINE``; an inline extent item.
 * ``COMPRESSED``: FIEMAP ``ENCODED`` (not inline); a compressed REG item.

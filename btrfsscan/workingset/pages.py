@@ -1,7 +1,7 @@
 """The page-cache models over a working set: only the resident pages count.
 
 Input: a ``Residency`` (resident page runs per file) and its ``Backing``
-(extent segments per file). Definitions follow ``cache.models`` exactly, so a
+(extent segments per file). Definitions follow ``cache.layout`` exactly, so a
 working set gives the same figures whether its backing came from FIEMAP on the
 mounted filesystem or from the extent items of an image:
 
