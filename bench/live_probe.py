@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What ``btrfsscan live`` will run, timed by bench/run.py --live: collect + the working-set figures.
+"""What ``btrfsscan live`` runs, timed by bench/run.py --live: collect + the working-set report.
 
 Usage: live_probe.py DIR...   (prints one JSON line: files, pages, per_inode, shared_extent)
 """
@@ -7,12 +7,10 @@ Usage: live_probe.py DIR...   (prints one JSON line: files, pages, per_inode, sh
 import json
 import sys
 
-from btrfsscan.live.collect import collect
-from btrfsscan.workingset import backing, pages
+from btrfsscan.analysis.live import live_report
 
-capture = collect(sys.argv[1:])
-res = capture.residency
-ws = pages.analyze(res, backing.from_fiemap(res, capture.extents, res.filesystem.sectorsize))
+result = live_report(sys.argv[1:], top=10)
+res, totals = result.residency, result.report.totals
 print(json.dumps({"files": res.files, "files_with_pages": res.files_with_pages, "pages": res.pages,
-                  "per_inode": pages.per_inode_pages(ws), "shared_extent": pages.shared_extent_pages(ws),
-                  "directories": capture.directories, "warnings": len(capture.warnings.items)}))
+                  "per_inode": totals.per_inode_pages, "shared_extent": totals.models["shared_extent"].pages,
+                  "warnings": len(result.report.warnings)}))

@@ -1065,7 +1065,7 @@ for dirpath, dirnames, filenames in os.walk(root):
 print(n)
 """
 
-BASE_IMPORT_CODE = "import numpy, btrfsscan.live.collect, btrfsscan.workingset.pages"
+BASE_IMPORT_CODE = "import numpy, btrfsscan.analysis.live"
 
 
 def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:

@@ -11,6 +11,7 @@ own mincore/fincore and FIEMAP (helpers of test_live). Then, unmounted,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -168,6 +169,27 @@ def test_live_on_a_non_directory_is_one_line(tmp_path):
         result = run("live", target, "--json")
         assert result.exit_code == 2 and result.stdout == ""
         assert len(result.stderr.strip().splitlines()) == 1 and str(target) in result.stderr
+
+
+def test_live_unreadable_file_is_warned_and_partial(tmp_path, monkeypatch):
+    """A file `live` may not open (root opens everything, so the refusal is simulated) is counted and warned."""
+    (tmp_path / "readable").write_bytes(b"x" * 5000)
+    (tmp_path / "secret").write_bytes(b"y" * 100)
+    real_open = os.open
+
+    def refusing(path, flags, *args, **kwargs):
+        if os.fsencode(path) == b"secret":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+    result = run("live", tmp_path, "--json", "--save", tmp_path / "out" / "missing-dir.json")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1  # --save checked first
+    result = run("live", tmp_path, "--json")
+    assert result.exit_code == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["workload"]["unreadable"] == 1 and doc["workload"]["files"] == 2 and doc["partial"] is True
+    assert any("secret" in w for w in doc["warnings"]) and "secret" in result.stderr
 
 
 def test_schema_commands():

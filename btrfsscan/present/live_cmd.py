@@ -53,10 +53,11 @@ def live_cmd(mountpoints, top, save, raw, quiet):
     (shared-extent cache, ...) would hold of the same data. Reads no file data: the page cache is left as
     it was. The JSON has the layout of `report --json`, plus `workload`."""
     target = options().target
-    if save:
-        check_output(save, [target] if target else [])
-        if target and save == target:
-            raise click.UsageError("--save and --output name the same file")
+    for path in (target, save):
+        if path:
+            check_output(path, [])
+    if save and target and save == target:
+        raise click.UsageError("--save and --output name the same file")
     show, bar = _progress(quiet)
     with bar:
         result = live_report(list(mountpoints), top=top, progress=show)
