@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from support import kernel_unavailable, run, run_json
+from support import facts, kernel_unavailable, run, run_json
 from test_live import (
     ATTEMPTS,
     PAGE,
@@ -197,3 +197,26 @@ def test_schema_commands():
     assert "workload" in live["required"] and "unknown" in live["properties"]["by_kind"]["required"]
     assert live["properties"]["totals"] == report_schema()["properties"]["totals"]
     assert json.loads(run("schema", "residency").stdout) == RESIDENCY_SCHEMA
+
+
+def test_models_over_resident_pages_come_from_the_registry(tmp_path):
+    """Every registered model is listed; one needing an input a live run lacks says it needs the image."""
+    from types import SimpleNamespace
+
+    from btrfsscan.cache.registry import MODELS, CacheModel, evaluate_resident
+
+    ws = SimpleNamespace(page_size=4096)
+    content = CacheModel("content_x", "content", "a content cache", "keyed by content", pages=lambda i: 0, order=99,
+                         requires={"csums": "the checksum tree"}, resident=lambda w: 1)
+    result = evaluate_resident(content, ws, facts(), {}, "which only an image gives")
+    assert (result.pages, result.applicable) == (None, False)
+    assert result.reason == "needs the checksum tree, which only an image gives"
+    assert evaluate_resident(content, ws, facts(), {"csums": object()}).pages == 1
+    unported = CacheModel("x", "x", "x", "x", pages=lambda i: 0, order=99)
+    assert evaluate_resident(unported, ws, facts(), {}).reason == "not computed over resident pages"
+    (tmp_path / "f").write_bytes(b"z" * 9000)
+    doc = run_json("live", tmp_path, "--json")
+    assert list(doc["totals"]["models"]) == [m.name for m in MODELS]
+    for m in MODELS:
+        figures = doc["totals"]["models"][m.name]
+        assert figures["applicable"] == (m.resident is not None), m.name

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from ..model.filesystem import Filesystem
 
 TOP_LEVEL = 5
+#: Why a model needing an input only an image has (the checksum tree) is not computed on a live filesystem.
+LIVE_LACKING = "which only an image of the filesystem gives (report IMAGE --resident)"
 READAHEAD_NOTE = "workload: the pages its reads touch, the kernel's readahead ignored"
 
 
@@ -79,7 +81,7 @@ def live_report(roots: Sequence[str], *, top: int,
     ws = pages.analyze(res, backing.from_fiemap(res, capture.extents, res.filesystem.sectorsize))
     subvolumes = [SubvolumeInfo(s.id, s.path.decode("utf-8", "surrogateescape")) for s in res.subvolumes]
     report = working_set_report(ws, _live_facts(capture), top=top, subvolumes=subvolumes,
-                                warnings=capture.warnings.messages(), notes=res.notes)
+                                warnings=capture.warnings.messages(), notes=res.notes, lacking=LIVE_LACKING)
     return WorkingSetResult(report, workload_figures(res), res)
 
 

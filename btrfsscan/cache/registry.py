@@ -140,12 +140,12 @@ def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:
 
 
 def evaluate_resident(definition: CacheModel, working_set: Any, facts: FilesystemFacts,
-                      sources: Mapping[str, Any]) -> ModelResult:
-    """``definition`` over a working set's resident pages (``working_set``: ``WorkingSetPages``)."""
+                      sources: Mapping[str, Any], lacking: str = "which this run has not") -> ModelResult:
+    """``definition`` over a working set's resident pages (``working_set``: ``WorkingSetPages``);
+    ``lacking`` says why a required input is missing (a live filesystem: only an image has it)."""
     missing = [what for name, what in definition.requires.items() if name not in sources]
     if missing:
-        return ModelResult(definition.name, None, False,
-                           "needs " + " and ".join(missing) + ", which only an image gives (report IMAGE --resident)")
+        return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", " + lacking)
     if definition.resident is None:
         return ModelResult(definition.name, None, False, "not computed over resident pages")
     ok, reason = definition.applies(facts, working_set.page_size)

@@ -44,14 +44,16 @@ def working_set_report(
     warnings: Sequence[str] = (),
     notes: Sequence[str] = (),
     metadata_dump: bool = False,
+    lacking: str = "which this run has not",
 ) -> PageCacheReport:
     """The report of the resident pages of ``ws``; ``kinds`` lists the by-kind rows shown (an image has no
-    ``unknown`` pages: ``report --resident`` shows the report's kinds)."""
+    ``unknown`` pages: ``report --resident`` shows the report's kinds); ``lacking`` says why a model's
+    required input is missing."""
     P = ws.page_size
     if P not in PAGE_SIZES:
         raise ValueError(f"page size {P} is not one of {', '.join(map(str, PAGE_SIZES))}")
     res = ws.residency
-    results = {m.name: evaluate_resident(m, ws, facts, sources or {}) for m in MODELS}
+    results = {m.name: evaluate_resident(m, ws, facts, sources or {}, lacking) for m in MODELS}
     baseline = results[BASELINE].pages
     totals = Totals(files=res.files_with_pages, inodes=res.files_with_pages, per_inode_pages=baseline,
                     per_inode_bytes=pages_to_bytes(baseline, P),
