@@ -22,7 +22,7 @@ from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
 from .command import finish, images_argument, inputs, output_options, sample_option
 from .document import CommandOutput
-from .views.report import EVERY_FILE_ONCE, report_document, schema
+from .views.report import EVERY_FILE_ONCE, MODELS_TITLE, report_document, schema
 
 WORKING_SET = "The working set caches {size} of these files"
 
@@ -74,14 +74,14 @@ def report_cmd(images, sample, page_size, top, raw, quiet, resident, workload):
 
             reports = [resident_report(fs, page_size=int(page_size), top=top, resident=resident,
                                        workload=workload).report for fs in filesystems]
-            lead = WORKING_SET
+            lead, title = WORKING_SET, "Page cache of the working set"
         else:
             progress = _progress(quiet)
             with progress or ExitStack():
                 reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress)
                            for fs in filesystems]
-            lead = EVERY_FILE_ONCE
-    finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead) for r in reports),
+            lead, title = EVERY_FILE_ONCE, MODELS_TITLE
+    finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead, models_title=title) for r in reports),
                          tuple(w for r in reports for w in r.warnings), stream=True))
 
 

@@ -242,7 +242,8 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-#: The first sentence's subject: what the per-inode baseline is.
+#: The models table's title and the first sentence's subject: what the per-inode baseline is.
+MODELS_TITLE = "Page cache after reading every file once"
 EVERY_FILE_ONCE = "Reading every file once caches {size} today"
 
 
@@ -296,7 +297,7 @@ def summary(report: PageCacheReport, raw: bool = False, lead: str = EVERY_FILE_O
 
 def report_document(report: PageCacheReport, *, raw: bool = False, kind: str = "report",
                     extra: Sequence[Field] = (), extra_sections: Sequence[Section] = (),
-                    models_title: str = "Page cache after reading every file once",
+                    models_title: str = MODELS_TITLE,
                     lead: str = EVERY_FILE_ONCE) -> Document:
     """The report of one filesystem: the summary, the tables, and the JSON document.
 
