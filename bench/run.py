@@ -1050,6 +1050,88 @@ def bench_size(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
              "chunks": chunks, "results": results, "ratios": ratios}, lines)
 
 
+LIVE_WARM_CODE = r"""
+import os, sys
+root, every = sys.argv[1], int(sys.argv[2])
+n = 0
+for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for name in sorted(filenames):
+        n += 1
+        if n % every == 0:
+            with open(os.path.join(dirpath, name), "rb", buffering=0) as f:
+                while f.read(1 << 20):
+                    pass
+print(n)
+"""
+
+BASE_IMPORT_CODE = "import numpy, btrfsscan.analysis.live"
+
+
+def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
+    """``live`` (bench/live_probe.py: the collector and the working-set figures) against
+    ``find MNT -type f -print0 | xargs -0 fincore`` on the image mounted read-only, partly warm.
+
+    The image is attached read-only through a hard link outside the cache directory:
+    every bench run starts with ``cleanup_stale(cache)``, which would detach a loop device
+    backed by a file inside it while this one is timing.
+    """
+    work, facts = ensure_built(recipe, args.cache, args.rebuild)
+    image = work / facts["image"]
+    for dev in kernel.block_devices_with_fsid(facts["fsid"]):
+        raise SystemExit(f"{dev} already carries fsid {facts['fsid']}: not mounting a second copy")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-live-", dir="/var/tmp"))
+    link = tmp / "image.img"
+    os.link(image, link)
+    try:
+        loop = kernel.capture(["losetup", "-r", "-f", "--show", os.fspath(link)]).strip()
+        try:
+            with kernel.mounted(loop, "ro,subvolid=5") as mnt:
+                log(f"warming every {args.live_warm_every}th file of {mnt}")
+                warm = subprocess.run([sys.executable, "-c", LIVE_WARM_CODE, os.fspath(mnt),
+                                       str(args.live_warm_every)], capture_output=True, text=True, check=True)
+                probe = [sys.executable, os.fspath(HERE / "live_probe.py"), os.fspath(mnt)]
+                figures = json.loads(subprocess.run(probe, capture_output=True, text=True, check=True,
+                                                    env={**CHILD_ENV, "PYTHONPATH": os.fspath(REPO)}).stdout)
+                commands = [
+                    ("find MNT -type f -print0 | xargs -0 fincore", ["sh", "-c", f"find {shlex.quote(os.fspath(mnt))} "
+                     "-type f -print0 | xargs -0 fincore > /dev/null"], {0}),
+                    ("live (collect + working-set figures)", probe, {0}),
+                    ("python + numpy + live imports (the fixed base)", [sys.executable, "-c", BASE_IMPORT_CODE], {0}),
+                ]
+                log(f"timing live on {mnt}: median of {args.repeat}")
+                CHILD_ENV["PYTHONPATH"] = os.fspath(REPO)
+                results = time_commands(commands, args.repeat, args.timeout)
+        finally:
+            kernel.run(["losetup", "-d", loop], check=False)
+    finally:
+        link.unlink()
+        tmp.rmdir()
+    rows = []
+    for label, _argv, _acc in commands:
+        r = results[label]
+        if r.get("failed"):
+            rows.append([label, "FAILED", f"exit {r['exit_code']}", "", ""])
+            continue
+        rows.append([label, f"{r['median_s']:.2f}", f"{r['min_s']:.2f} / {r['max_s']:.2f}",
+                     f"{r['cpu_median_s']:.2f}", f"{r['peak_rss_mib']:.1f}"])
+    lines = [f"== live on {recipe.name} (mounted read-only, every {args.live_warm_every}th of "
+             f"{int(warm.stdout)} files read first)",
+             f"figures: {json.dumps(figures)}", *machine_lines(mi), ""]
+    lines += table([f"command (median of {args.repeat})", "median s", "min / max s", "cpu s", "peak RSS MiB"],
+                   rows, {1, 2, 3, 4})
+    ratios = {}
+    find, live, base = (results[label] for label, _a, _c in commands)
+    if not (live.get("failed") or find.get("failed") or base.get("failed")):
+        ratios["live_over_find_fincore"] = live["median_s"] / find["median_s"]
+        ratios["live_rss_bytes_per_file_above_base"] = (live["peak_rss_mib"] - base["peak_rss_mib"]) * M / figures["files"]
+        lines += ["", f"live / find|fincore: {ratios['live_over_find_fincore']:.2f} (goal <= 1: "
+                  f"{'PASS' if ratios['live_over_find_fincore'] <= 1 else 'FAIL'})",
+                  f"live (peak RSS - base) / file: {ratios['live_rss_bytes_per_file_above_base']:.0f} bytes "
+                  f"(goal <= 200: {'PASS' if ratios['live_rss_bytes_per_file_above_base'] <= 200 else 'FAIL'})"]
+    return {"size": recipe.name, "figures": figures, "results": results, "ratios": ratios}, lines
+
+
 def bench_series(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
     work, facts = ensure_built(recipe, args.cache, args.rebuild)
     # no `ls -R` fallback here: its output grows with every snapshot's files
@@ -1134,6 +1216,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, metavar="SEC",
                     help="kill a timed command after SEC seconds (default 1800)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--live", action="store_true",
+                    help="instead of report: time the live collector against find | xargs fincore on each "
+                         "--size image mounted read-only (needs root)")
+    ap.add_argument("--live-warm-every", type=int, default=10, metavar="N",
+                    help="with --live, read every Nth file first: a partly warm cache (default 10)")
     args = ap.parse_args(argv)
     if not args.size and not args.series:
         ap.error("give --size medium|large and/or --series")
@@ -1159,6 +1246,9 @@ def main(argv: list[str] | None = None) -> int:
         if r.series:
             res, lines = bench_series(r, args, mi)
             out["series"] = res
+        elif args.live:
+            res, lines = bench_live(r, args, mi)
+            out["sizes"][r.name] = res
         else:
             res, lines = bench_size(r, args, mi)
             out["sizes"][r.name] = res

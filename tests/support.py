@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -55,3 +57,16 @@ def facts(sectorsize: int = 4096, **fields) -> FilesystemFacts:
     fields.setdefault("num_devices", 1)
     fields.setdefault("data_profiles", ("SINGLE",))
     return FilesystemFacts(fsid=fields.pop("fsid", "test"), sectorsize=sectorsize, **fields)
+
+
+def kernel_unavailable() -> str | None:
+    """Why kernel-backed tests cannot run here (None: they can)."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "needs root on Linux to attach loop devices and mount"
+    if not Path("/dev/loop-control").exists():
+        return "no loop devices (/dev/loop-control missing)"
+    if shutil.which("losetup") is None or shutil.which("fincore") is None:
+        return "needs losetup and fincore (util-linux)"
+    if "btrfs" not in Path("/proc/filesystems").read_text() and shutil.which("modprobe") is None:
+        return "the btrfs kernel module is not available"
+    return None

@@ -15,6 +15,11 @@ extra inputs a run was given (for example a content hash per page). A model
 that reads such an input names it in ``requires``; when a run lacks it the
 model does not apply, with a reason saying what is missing, and is never
 computed.
+
+A model may also give ``resident(ws) -> int``: the same design over a
+working set (``workingset.pages.WorkingSetPages``: only the pages resident
+now, from ``live`` or ``report --resident``); ``evaluate_resident`` runs it.
+A model without one is listed as not computed over resident pages.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class CacheModel:
     (``layout`` order, float64), a page cached once for ``c`` file pages
     costing each ``1/c``, so they sum (weighted) to ``pages``; the figures by
     directory come from it, and a model without it has none there (null).
+    ``resident`` is its computation over a working set's resident pages
+    (None: it has none).
     """
 
     name: str
@@ -72,6 +79,7 @@ class CacheModel:
     applies: Callable[[FilesystemFacts, int], Applicability] = always
     requires: Mapping[str, str] = field(default_factory=dict)
     per_version: Callable[[ModelInputs], np.ndarray] | None = None
+    resident: Callable[[Any], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,21 @@ def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:
     if not ok:
         return ModelResult(definition.name, None, False, reason)
     return ModelResult(definition.name, int(definition.pages(inputs)), True, None)
+
+
+def evaluate_resident(definition: CacheModel, working_set: Any, facts: FilesystemFacts,
+                      sources: Mapping[str, Any], lacking: str = "which this run has not") -> ModelResult:
+    """``definition`` over a working set's resident pages (``working_set``: ``WorkingSetPages``);
+    ``lacking`` says why a required input is missing (a live filesystem: only an image has it)."""
+    missing = [what for name, what in definition.requires.items() if name not in sources]
+    if missing:
+        return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", " + lacking)
+    if definition.resident is None:
+        return ModelResult(definition.name, None, False, "not computed over resident pages")
+    ok, reason = definition.applies(facts, working_set.page_size)
+    if not ok:
+        return ModelResult(definition.name, None, False, reason)
+    return ModelResult(definition.name, int(definition.resident(working_set)), True, None)
 
 
 def _discover() -> tuple[CacheModel, ...]:

@@ -154,7 +154,8 @@ class PageCacheReport:
         return self.totals.models[name]
 
 
-def _model_figures(result: ModelResult, baseline: int, page_size: int) -> ModelFigures:
+def model_figures(result: ModelResult, baseline: int, page_size: int) -> ModelFigures:
+    """A model's total with what it saves against ``baseline`` pages."""
     if result.pages is None:
         return ModelFigures(result.name, None, None, None, None, None, result.applicable, result.reason)
     saved = baseline - result.pages
@@ -209,7 +210,7 @@ def build_report(
         inodes=analysis.inodes,
         per_inode_pages=baseline,
         per_inode_bytes=pages_to_bytes(baseline, page_size),
-        models={m.name: _model_figures(analysis.models[m.name], baseline, page_size) for m in MODELS},
+        models={m.name: model_figures(analysis.models[m.name], baseline, page_size) for m in MODELS},
     )
     by_kind = tuple(KindFigures(k, analysis.by_kind[k], pages_to_bytes(analysis.by_kind[k], page_size)) for k in KINDS)
 

@@ -1,4 +1,4 @@
-"""The progress bar ``report`` shows on stderr when that is a terminal.
+"""The progress bar ``report`` and ``live`` show on stderr when that is a terminal.
 
 A module of its own so that rich is imported only when the bar is shown. It
 is the CLI's ``analysis.report.ScanProgress``.
@@ -36,7 +36,7 @@ class ProgressBar:
     def __exit__(self, *exc) -> None:
         self._progress.__exit__(*exc)
 
-    def start(self, description: str, total: int, unit: str) -> None:
+    def start(self, description: str, total: int | None, unit: str) -> None:
         self._task = self._progress.add_task(description, total=total, unit=unit)
 
     def advance(self) -> None:

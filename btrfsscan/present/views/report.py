@@ -20,7 +20,7 @@ from typing import Any
 from ...cache.by_dir import SAVING_MODEL, DirEntry
 from ...cache.registry import BASELINE, HEADLINE, MODELS, model
 from ...cache.report import PageCacheReport, SubvolumeFigures, pages_to_bytes
-from ..document import KEYED, LIST, Document, Field, section
+from ..document import KEYED, LIST, Document, Field, Section, section
 from ..units import human_bytes, human_count, human_pct, printable
 from .volume import DEVICE_FIELDS
 
@@ -35,6 +35,7 @@ KIND_TITLES = {
     "prealloc": ("prealloc", "preallocated, unwritten ranges"),
     "hole": ("holes", "explicit and implicit holes (zero pages)"),
     "unaligned": ("unaligned data", "data not mappable to one aligned disk page"),
+    "unknown": ("unknown", "delalloc or encrypted data, or no address from FIEMAP (live only)"),
 }
 
 
@@ -84,7 +85,7 @@ def subvolume_name(subvol_id: int, path: str | None) -> str:
 class _Specs:
     """The report's field specs at one page size and display mode (``raw``: exact numbers)."""
 
-    def __init__(self, page_size: int, raw: bool) -> None:
+    def __init__(self, page_size: int, raw: bool, extra: Sequence[Field] = ()) -> None:
         P = page_size
 
         def size(value: Any) -> str:
@@ -252,6 +253,7 @@ class _Specs:
             Field("subvolumes", None, lambda r: r.subvolumes, fields=self.subvolumes, each=LIST),
             Field("top_extents", None, lambda r: r.top_extents, fields=self.extents, each=LIST),
             Field("top_files", None, lambda r: r.top_files, fields=self.files, each=LIST),
+            *extra,
             Field("partial", None, lambda r: r.partial),
             Field("warnings", None, lambda r: r.warnings, encode=list),
             Field("sharing_matrix", None, lambda r: r.sharing_matrix, fields=self.sharing_matrix),
@@ -297,8 +299,15 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def summary(report: PageCacheReport, raw: bool = False) -> list[str]:
-    """Plain-language sentences: what the cache holds today, what each registered design would need."""
+#: The models table's title and the first sentence's subject: what the per-inode baseline is.
+MODELS_TITLE = "Page cache after reading every file once"
+EVERY_FILE_ONCE = "Reading every file once caches {size} today"
+
+
+def summary(report: PageCacheReport, raw: bool = False, lead: str = EVERY_FILE_ONCE) -> list[str]:
+    """Plain-language sentences: what the cache holds today, what each registered design would need.
+
+    ``lead`` says what the baseline is (``{size}``: its size)."""
     def size(value: Any) -> str:
         return human_bytes(value, raw)
 
@@ -308,7 +317,7 @@ def summary(report: PageCacheReport, raw: bool = False) -> list[str]:
     if report.totals.inodes == 0:
         lines.append("No regular files: nothing would be cached.")
     else:
-        line = (f"Reading every file once caches {size(report.totals.per_inode_bytes)} today; "
+        line = (lead.format(size=size(report.totals.per_inode_bytes)) + "; "
                 f"{model(HEADLINE).subject} would need {size(head.bytes)} — {size(head.saved_bytes)} "
                 f"({human_pct(head.saved_pct, raw)}) saved")
         where = focus(report)
@@ -343,14 +352,22 @@ def summary(report: PageCacheReport, raw: bool = False) -> list[str]:
 # --- the document -----------------------------------------------------------------
 
 
-def report_document(report: PageCacheReport, *, raw: bool = False) -> Document:
-    """The report of one filesystem: the summary, the tables, and the JSON document."""
-    specs = _Specs(report.page_size, raw)
+def report_document(report: PageCacheReport, *, raw: bool = False, kind: str = "report",
+                    extra: Sequence[Field] = (), extra_sections: Sequence[Section] = (),
+                    models_title: str = MODELS_TITLE,
+                    lead: str = EVERY_FILE_ONCE) -> Document:
+    """The report of one filesystem: the summary, the tables, and the JSON document.
+
+    A command reporting the same figures of another source (``live``) names
+    its ``kind``, adds its top-level JSON fields (``extra``, before
+    ``partial``) and tables (``extra_sections``, first), and says what its
+    baseline is (``models_title``, ``lead``)."""
+    specs = _Specs(report.page_size, raw, extra)
     warning = (Field("warning", "warning", lambda w: w, show=printable),)
-    return Document("report", (
-        section(None, "report", specs.document, [report], many=False, table=False),
-        section("models", "Page cache after reading every file once", specs.models, report.totals.models.values(),
-                json=False),
+    return Document(kind, (
+        section(None, kind, specs.document, [report], many=False, table=False),
+        *extra_sections,
+        section("models", models_title, specs.models, report.totals.models.values(), json=False),
         section("by_kind", "Today's page cache by kind of page", specs.kinds, report.by_kind, json=False),
         section("subvolumes", "Subvolumes (under the shared-extent cache)", specs.subvolumes, report.subvolumes,
                 json=False),
@@ -362,4 +379,4 @@ def report_document(report: PageCacheReport, *, raw: bool = False) -> Document:
         section("filesystem", "Filesystem", specs.filesystem, [report], many=False, layout="fields",
                 columns=specs.filesystem_columns, json=False),
         section("warnings", "Warnings", warning, report.warnings, layout="lines", json=False),
-    ), summary=tuple(summary(report, raw)), subject=report)
+    ), summary=tuple(summary(report, raw, lead)), subject=report)
