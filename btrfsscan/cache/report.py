@@ -147,7 +147,7 @@ class PageCacheReport:
     top_files: tuple[FileFigures, ...]
     partial: bool
     warnings: tuple[str, ...]
-    sharing_matrix: SharingMatrix
+    sharing_matrix: SharingMatrix | None = None  # None for a working set (live, --resident): not computed
     by_dir: ByDir | None = None
 
     def model(self, name: str) -> ModelFigures:
