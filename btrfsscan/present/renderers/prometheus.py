@@ -18,8 +18,8 @@ from ..document import CommandOutput
 
 #: (name, help) of every metric, in output order.
 METRICS = (
-    ("btrfsscan_page_cache_pages", "Pages the page cache holds after every regular file is read once, by model."),
-    ("btrfsscan_page_cache_bytes", "Bytes the page cache holds after every regular file is read once, by model."),
+    ("btrfsscan_page_cache_pages", "Pages the page cache holds, by model (every regular file read once; for live and --resident, the working set)."),
+    ("btrfsscan_page_cache_bytes", "Bytes the page cache holds, by model (every regular file read once; for live and --resident, the working set)."),
     ("btrfsscan_page_cache_saved_pages", "Pages a model saves compared with the per-inode page cache."),
     ("btrfsscan_page_cache_saved_bytes", "Bytes a model saves compared with the per-inode page cache."),
     ("btrfsscan_page_cache_saved_ratio", "Fraction of the per-inode page cache a model saves (0..1)."),
