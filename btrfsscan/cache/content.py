@@ -19,7 +19,8 @@ btrfs-image dumps, which keep the tree) a page is the sequence of its
   where it was compressed identically -- a lower bound on sharing;
 * data with no checksum (nodatasum/NOCOW) or misaligned: unknown;
 * an inline extent: its ``inline_hash`` (stored bytes when compressed),
-  the rest of its page zero.
+  the rest of its page zero; unknown on a btrfs-image dump, which zeroes
+  inline data.
 
 A page with any unknown sector is unknown; a page of zero sectors only is
 the zero page. With crc32c the checksums are 32 bits: ``expected_false_merges``
@@ -181,8 +182,12 @@ def _compressed_extent_ids(layout: Layout, table: CsumTable, segs: np.ndarray) -
     return ids[inverse.reshape(-1)]
 
 
-def content_from_csums(layout: Layout, table: CsumTable) -> PageContent:
-    """Content ids of every page from the checksum tree (see the module docstring)."""
+def content_from_csums(layout: Layout, table: CsumTable, inline_data: bool = True) -> PageContent:
+    """Content ids of every page from the checksum tree (see the module docstring).
+
+    ``inline_data=False`` where the inline extents' bytes are not the file's
+    (a btrfs-image dump zeroes them): inline pages are unknown then.
+    """
     P, S = layout.page_size, layout.sectorsize
     notes: list[str] = []
     page_version, n_pages = _page_of(layout)
@@ -231,6 +236,9 @@ def content_from_csums(layout: Layout, table: CsumTable) -> PageContent:
         else (np.zeros(0, I64), None)
     page_id[rows] = seq_ids + 1
     n_keyed = int(seq_ids.max(initial=-1)) + 1
+    if not inline_data:
+        unknown_page[inline_page] = True
+        notes.append("inline data is not in the input (a metadata dump zeroes it): inline pages are unknown")
     good_inline = inline_whole & ~unknown_page[inline_page]
     inline_ids = _ids_of_hashes(inline_hashes[good_inline])
     page_id[inline_page[good_inline]] = np.where(inline_ids > 0, inline_ids + n_keyed, inline_ids)

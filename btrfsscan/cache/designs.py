@@ -219,10 +219,11 @@ def _file_units(layout: Layout, key_starts: np.ndarray, key_values: np.ndarray, 
     return _Units(versions, unit.reshape(-1), layout.npages[versions], size, alone)
 
 
-def overlay_mapping(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+def overlay_mapping(layout: Layout, inline_data: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per version the sequence (CSR starts, values) that ``overlay_copy_up`` compares: ino, i_size, then
     per run of segments (hole segments left out, adjacent pieces of one extent merged) its file range,
-    kind and backing (logical address; compressed: extent and decompressed offset; inline: its hash)."""
+    kind and backing (logical address; compressed: extent and decompressed offset; inline: its hash, or
+    without ``inline_data`` the version itself: only unchanged inodes compare equal)."""
     keep = layout.seg_kind != SEG_HOLE
     inode = layout.seg_inode[keep]
     s, e, kind = layout.seg_start[keep], layout.seg_end[keep], layout.seg_kind[keep].astype(I64)
@@ -232,6 +233,8 @@ def overlay_mapping(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     db = ext["disk_bytenr"][rows].astype(I64)
     words = np.ascontiguousarray(ext["inline_hash"][rows]).view("<u8").reshape(-1, 2).astype(I64)
     inline = kind == SEG_INLINE
+    if not inline_data:
+        words[:, 0], words[:, 1] = -1 - inode, 0
     backing0 = np.where(inline, words[:, 0], np.where(kind == SEG_COMPRESSED, db, addr))
     backing1 = np.where(inline, words[:, 1], np.where(kind == SEG_COMPRESSED, addr, 0))
     by_address = (kind == SEG_DATA) | (kind == SEG_PREALLOC) | (kind == SEG_COMPRESSED)
@@ -254,9 +257,10 @@ def overlay_mapping(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     return starts, values
 
 
-def overlay_copy_up(layout: Layout, top: int = 10) -> DesignResult:
-    """overlayfs copy-up: one unit per (ino, i_size, mapping); needs no content source."""
-    starts, values = overlay_mapping(layout)
+def overlay_copy_up(layout: Layout, top: int = 10, inline_data: bool = True) -> DesignResult:
+    """overlayfs copy-up: one unit per (ino, i_size, mapping); needs no content source. ``inline_data=False``
+    where inline bytes are not in the input (a btrfs-image dump)."""
+    starts, values = overlay_mapping(layout, inline_data)
     units = _file_units(layout, starts, values, np.ones(layout.n_inodes, bool))
     return _evaluate("overlay_copy_up", layout, units, top, None)
 
