@@ -341,3 +341,33 @@ def test_page_hash_ignores_where_eof_falls():
     assert page_hash(b"ab") == page_hash(b"ab" + bytes(4094)) == page_hash(memoryview(b"ab\0\0"))
     assert page_hash(bytes(4096)) == page_hash(b"")
     assert page_hash(b"ab\0c") != page_hash(b"abc")
+
+
+def _kernel_unavailable() -> str | None:
+    import os
+
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "needs root on Linux to attach loop devices and mount"
+    if not Path("/dev/loop-control").exists():
+        return "no loop devices (/dev/loop-control missing)"
+    if "btrfs" not in Path("/proc/filesystems").read_text() and shutil.which("modprobe") is None:
+        return "the btrfs kernel module is not available"
+    return None
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_kernel_unavailable() is not None, reason=_kernel_unavailable() or "")
+def test_read_data_equals_a_live_kernel_count(designs_image):
+    """Mount the committed image read-only, read and hash every regular inode now, count each design."""
+    import design_truth
+    import kernel
+
+    name, img, truth = designs_image
+    with kernel.loop_devices([img]) as devices:
+        with kernel.mounted(devices[0], "ro,subvolid=5") as mnt:
+            live = {scope: design_truth.count(mnt, set(t["subvolumes"].values())) for scope, t in truth.items()}
+    for scope, t in truth.items():
+        assert live[scope] == t["pages"], scope
+        for P in PAGE_SIZES:
+            got = _figures(img, set(t["subvolumes"].values()), P, read_data=True)
+            assert {k: got[k] for k in _DESIGNS} == {k: live[scope][str(P)][k] for k in _DESIGNS}
