@@ -2,8 +2,8 @@
 
 The content models (``designs``) need, for every page of every inode
 version (``Layout``), a *content id*: equal ids for pages the page cache
-would hold with equal bytes. Ids are dense per ``PageContent``: 0 is the
-zero page, -1 unknown (cached per inode), 1.. the rest.
+would hold with equal bytes: 0 is the zero page, -1 unknown (cached per
+inode), 1.. the rest (bounded by the checksums and pages, not dense).
 
 From the checksum tree (``content_source = "csum_tree"``; works on
 btrfs-image dumps, which keep the tree) a page is the sequence of its
@@ -54,7 +54,9 @@ DATA = "data"
 
 @dataclass
 class PageContent:
-    """A content id for every page of every inode version of ``layout`` (index ``layout.base[v] + k``)."""
+    """A content id for every page of every inode version of ``layout`` (index ``layout.base[v] + k``).
+
+    Ids are bounded by the checksums and pages, not necessarily dense."""
 
     source: str
     page_size: int
@@ -150,8 +152,8 @@ def _sectors(layout: Layout, kind: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 def _cut_at_eof(values: np.ndarray, inside: np.ndarray, sectorsize: int) -> np.ndarray:
     """Sector keys with the EOF cut folded in: the page cache zero-fills past EOF, but the sector on disk
     may hold older bytes there (a truncate that did not rewrite it), so a cut sector is keyed by
-    (its key, bytes inside EOF); a zero sector stays zero."""
-    return np.where((inside > 0) & (values != 0), values * sectorsize + inside, values * sectorsize)
+    (its key, bytes inside EOF)."""
+    return values * sectorsize + inside
 
 
 def _compressed_extent_ids(layout: Layout, table: CsumTable, segs: np.ndarray) -> np.ndarray:
@@ -202,11 +204,15 @@ def content_from_csums(layout: Layout, table: CsumTable, inline_data: bool = Tru
     located = table.locate(addr)
     ok = aligned & (located >= 0)
     values = table.value_ids[np.maximum(located, 0)] if table.n_sectors else np.zeros(len(slot), I64)
-    packed = _cut_at_eof(values[ok], inside[ok], S)
-    data_keys = distinct(packed[packed != 0])
-    slots[slot[ok]] = np.where(packed != 0, np.searchsorted(data_keys, packed) + 1, 0)
+    slots[slot[ok]] = values[ok]  # a whole sector: its checksum's id, 1..n_csum (0: the zero sector)
+    n_data = int(table.value_ids.max(initial=0))
+    cut = np.flatnonzero(ok & (inside > 0) & (values != 0))
+    if len(cut):  # sectors EOF cuts: keyed by (checksum, bytes inside EOF), ids after the whole ones
+        packed = _cut_at_eof(values[cut], inside[cut], S)
+        cut_keys = distinct(packed)
+        slots[slot[cut]] = n_data + 1 + np.searchsorted(cut_keys, packed)
+        n_data += len(cut_keys)
     unknown_page[slot[~ok] // per_page] = True
-    n_data = len(data_keys)
 
     slot, seg, addr, aligned, inside = _sectors(layout, SEG_COMPRESSED)
     if len(slot):
@@ -215,7 +221,7 @@ def content_from_csums(layout: Layout, table: CsumTable, inline_data: bool = Tru
         ok = aligned & (extent_id >= 0)
         decompressed_sector = addr // S
         width = int(decompressed_sector.max(initial=0)) + 1
-        packed = _cut_at_eof((extent_id * width + decompressed_sector)[ok] + 1, inside[ok], S)
+        packed = (extent_id * width + decompressed_sector)[ok] * S + inside[ok]
         values = distinct(packed)
         slots[slot[ok]] = n_data + 1 + np.searchsorted(values, packed)
         unknown_page[slot[~ok] // per_page] = True
@@ -232,10 +238,14 @@ def content_from_csums(layout: Layout, table: CsumTable, inline_data: bool = Tru
     unknown_page |= is_inline & nonzero
     keyed = nonzero & ~unknown_page & ~is_inline
     rows = np.flatnonzero(keyed)
-    seq_ids, _ = group_ids(np.arange(len(rows) + 1) * per_page, grid[rows].reshape(-1)) if len(rows) \
-        else (np.zeros(0, I64), None)
+    if per_page == 1:  # a page is one sector: its sector key is its id
+        seq_ids = grid[rows, 0] - 1
+    elif len(rows):
+        seq_ids, _ = group_ids(np.arange(len(rows) + 1) * per_page, grid[rows].reshape(-1))
+    else:
+        seq_ids = np.zeros(0, I64)
     page_id[rows] = seq_ids + 1
-    n_keyed = int(seq_ids.max(initial=-1)) + 1
+    n_keyed = int(seq_ids.max(initial=-1)) + 1  # ids are bounded (by the checksums and pages), not dense
     if not inline_data:
         unknown_page[inline_page] = True
         notes.append("inline data is not in the input (a metadata dump zeroes it): inline pages are unknown")
@@ -270,7 +280,8 @@ def _false_merges(csum_type: CsumType, grid: np.ndarray, rows: np.ndarray, seq_i
     bits = 8 * csum_type.size
     if not len(rows):
         return float(n_data) * 2.0 ** -bits
-    _, first = np.unique(seq_ids, return_index=True)
+    first = np.zeros(int(seq_ids.max()) + 1, I64)
+    first[seq_ids[::-1]] = np.arange(len(seq_ids))[::-1]  # one page of each distinct key
     words = (grid[first] > 0).sum(axis=1)
     sizes, counts = np.unique(words, return_counts=True)
     pairs = counts.astype(np.float64) * (counts - 1) / 2

@@ -136,13 +136,13 @@ class _Units:
 def _evaluate(name: str, layout: Layout, units: _Units, top: int, content: PageContent | None) -> DesignResult:
     weight = layout.weight
     versions = layout.versions
-    mapped = group_sum(units.unit, weight[units.version] * units.count, len(units.size))
+    mapped = np.bincount(units.unit, weight[units.version] * units.count, len(units.size))
     used = mapped > 0
     pages = int(units.size[used].sum()) + layout.total(units.alone)
     copies = mapped / np.maximum(units.size, 1)  # file pages per cached page of each unit
     with np.errstate(divide="ignore", invalid="ignore"):
         fair = np.where(copies > 0, 1.0 - 1.0 / copies, 0.0)
-    version_saved = group_sum(units.version, units.count * fair[units.unit], layout.n_inodes, np.float64)
+    version_saved = np.bincount(units.version, units.count * fair[units.unit], layout.n_inodes)
     exclusive, shared = _holders(layout, units)
     subvolumes = DesignSubvolumes(
         ids=versions.subvol_ids,
@@ -168,21 +168,34 @@ def _unknown_pages(layout: Layout, content: PageContent) -> int:
 
 
 def _holders(layout: Layout, units: _Units) -> tuple[np.ndarray, np.ndarray]:
-    """Per subvolume: pages of units only it maps, and of units it maps with another subvolume."""
+    """Per subvolume: pages of units only it maps, and of units it maps with another subvolume.
+
+    One pass per subvolume marks the units its versions map (no sorting);
+    a second attributes each unit's pages by its number of holders.
+    """
     versions = layout.versions
     nsv = len(versions.subvol_ids)
-    n_sets = len(versions.set_start) - 1
+    n_units = len(units.size)
     live = units.count > 0
-    pair = distinct(units.unit[live] * n_sets + versions.version_set[units.version[live]])
-    unit, set_id = pair // n_sets, pair % n_sets
-    sizes = versions.set_sizes[set_id]
-    members = versions.set_members[ranges(versions.set_start[set_id], versions.set_start[set_id] + sizes)]
-    held = distinct(np.repeat(unit, sizes) * nsv + members)
-    h_unit, h_sv = held // nsv, held % nsv
-    n_holders = np.bincount(h_unit, minlength=len(units.size))[h_unit]
-    size = units.size[h_unit]
-    alone = n_holders == 1
-    return (group_sum(h_sv[alone], size[alone], nsv), group_sum(h_sv[~alone], size[~alone], nsv))
+    unit, version_set = units.unit[live], versions.version_set[units.version[live]]
+    set_of_member = np.repeat(np.arange(len(versions.set_start) - 1), versions.set_sizes)
+
+    def held_by(sv: int) -> np.ndarray:
+        in_set = np.zeros(len(versions.set_start) - 1, bool)
+        in_set[set_of_member[versions.set_members == sv]] = True
+        held = np.zeros(n_units, bool)
+        held[unit[in_set[version_set]]] = True
+        return held
+
+    holders = np.zeros(n_units, I64)
+    for sv in range(nsv):
+        holders += held_by(sv)
+    exclusive, shared = np.zeros(nsv, I64), np.zeros(nsv, I64)
+    for sv in range(nsv):
+        held = held_by(sv)
+        exclusive[sv] = int(units.size[held & (holders == 1)].sum())
+        shared[sv] = int(units.size[held & (holders >= 2)].sum())
+    return exclusive, shared
 
 
 def _top(layout: Layout, saved: np.ndarray, top: int) -> list[DesignTopFile]:
@@ -287,10 +300,9 @@ def content_dedupe(layout: Layout, content: PageContent, top: int = 10) -> Desig
     n = layout.n_inodes
     page_version = np.repeat(np.arange(n), layout.npages)
     known = ids != UNKNOWN
-    width = int(ids.max(initial=0)) + 1
-    pair, count = np.unique(page_version[known] * width + ids[known], return_counts=True)
-    version, page = pair // width, pair % width
-    units, unit = np.unique(page, return_inverse=True)
+    # ids are dense: a version maps unit ``id`` once per page, duplicates summed by the bincounts downstream
     alone = group_sum(page_version[~known], np.ones(int((~known).sum()), I64), n)
-    return _evaluate("content_dedupe", layout, _Units(version, unit.reshape(-1), count, np.ones(len(units), I64),
-                                                      alone), top, content)
+    version = page_version[known]
+    unit = ids[known]
+    return _evaluate("content_dedupe", layout, _Units(version, unit, np.ones(len(unit), I64),
+                                                      np.ones(int(ids.max(initial=0)) + 1, I64), alone), top, content)
