@@ -37,7 +37,7 @@ from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, S_IFREG, FileTables
 from btrfsscan.model.versions import inode_versions, versions_of
 
-from support import decompress_sparse
+from support import decompress_sparse, kernel_unavailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
@@ -344,15 +344,7 @@ def test_page_hash_ignores_where_eof_falls():
 
 
 def _kernel_unavailable() -> str | None:
-    import os
-
-    if sys.platform != "linux" or os.geteuid() != 0:
-        return "needs root on Linux to attach loop devices and mount"
-    if not Path("/dev/loop-control").exists():
-        return "no loop devices (/dev/loop-control missing)"
-    if "btrfs" not in Path("/proc/filesystems").read_text() and shutil.which("modprobe") is None:
-        return "the btrfs kernel module is not available"
-    return None
+    return kernel_unavailable(("losetup",))
 
 
 @pytest.mark.kernel

@@ -23,7 +23,6 @@ agree and every file is wholly resident; otherwise the reads are retried.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -37,6 +36,8 @@ from btrfsscan.cache.models import build_layout
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.versions import inode_versions
+
+from support import kernel_unavailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
@@ -69,16 +70,7 @@ def _changes(container: int) -> list[tuple]:
 
 
 def _kernel_unavailable() -> str | None:
-    if sys.platform != "linux" or os.geteuid() != 0:
-        return "needs root on Linux to attach loop devices and mount"
-    if not Path("/dev/loop-control").exists():
-        return "no loop devices (/dev/loop-control missing)"
-    if shutil.which("fincore") is None or shutil.which("mkfs.btrfs") is None:
-        return "needs fincore (util-linux) and mkfs.btrfs (btrfs-progs)"
-    filesystems = Path("/proc/filesystems").read_text()
-    if ("overlay" not in filesystems or "btrfs" not in filesystems) and shutil.which("modprobe") is None:
-        return "the btrfs and overlay kernel modules are not available"
-    return None
+    return kernel_unavailable(("losetup", "fincore", "mkfs.btrfs"), ("btrfs", "overlay"))
 
 
 def _pwrite(path: Path, data: bytes, offset: int) -> None:

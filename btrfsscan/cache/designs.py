@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import I64, distinct, group_ids, group_sum, prefix, ranges
+from ..arrays import I64, group_ids, group_sum, prefix
 from .content import UNKNOWN, PageContent
 from .models import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, Layout
 
