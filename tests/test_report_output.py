@@ -45,7 +45,7 @@ def snapshot_tables(snapshots: int = 3) -> FileTables:
         inodes.append((sv, i, size, size, nlink, 0o100644))
 
     def ext(sv, i, fo, nb, db, off=0, typ=1):
-        extents.append((sv, i, fo, nb, db, nb if typ else 100, off, nb, typ, 0))
+        extents.append((sv, i, fo, nb, db, nb if typ else 100, off, nb, typ, 0, bytes(16)))
 
     for n, sv in enumerate([256] + [400 + k for k in range(snapshots)]):
         ino(sv, 257, MiB)

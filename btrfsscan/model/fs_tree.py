@@ -190,6 +190,8 @@ class FileScanner:
     with its source is one lookup and costs no memory beyond that list.
     ``memoize=False`` re-parses every block of every tree: slower, and only
     there to check that memoization does not change any figure.
+    ``decompress_inline=True`` hashes compressed inline data decompressed
+    (exact content, as ``--read-data`` needs) instead of as stored.
     """
 
     def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True,
