@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.analysis.report import scan_report
+from support import kernel_unavailable
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FILE_FIXTURES = sorted(p.name for p in (FIXTURES / "files").iterdir() if (p / "expected" / "fiemap.json").exists())
@@ -108,15 +107,7 @@ def test_shared_extent_equals_fiemap_count(name, reports):
 
 
 def _kernel_unavailable() -> str | None:
-    if sys.platform != "linux" or os.geteuid() != 0:
-        return "needs root on Linux to attach loop devices and mount"
-    if not Path("/dev/loop-control").exists():
-        return "no loop devices (/dev/loop-control missing)"
-    if shutil.which("losetup") is None or shutil.which("fincore") is None:
-        return "needs losetup and fincore (util-linux)"
-    if "btrfs" not in Path("/proc/filesystems").read_text() and shutil.which("modprobe") is None:
-        return "the btrfs kernel module is not available"
-    return None
+    return kernel_unavailable()
 
 
 @pytest.mark.kernel

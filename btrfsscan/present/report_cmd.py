@@ -53,16 +53,20 @@ def _progress(quiet: bool):
 @click.option("--top", type=click.IntRange(0, 10000), default=10, show_default=True,
               help="How many shared extents and files to list.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
+@click.option("--read-data", is_flag=True,
+              help="Key the content models by hashing the file data (exact; reads every distinct extent once) "
+                   "instead of by the checksum tree. Not on btrfs-image metadata dumps.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @output_options("report")
-def report_cmd(images, sample, page_size, top, raw, quiet):
+def report_cmd(images, sample, page_size, top, read_data, raw, quiet):
     with ExitStack() as stack:
         filesystems = open_filesystems(inputs(stack, images, sample))
         for fs in filesystems:
             stack.callback(fs.close)
         progress = _progress(quiet)
         with progress or ExitStack():
-            reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress) for fs in filesystems]
+            reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, read_data=read_data)
+                       for fs in filesystems]
     finish(CommandOutput("report", tuple(report_document(r, raw=raw) for r in reports),
                          tuple(w for r in reports for w in r.warnings), stream=True))
 
