@@ -140,7 +140,9 @@ def test_json_validates_against_schema():
     doc = report_json(make_report(16384))
     assert doc["totals"]["models"]["rfc_as_posted"] == {
         "pages": None, "bytes": None, "saved_pages": None, "saved_bytes": None, "saved_pct": None, "applicable": False,
-        "reason": "the RFC needs page size == sector size (page size 16384, sector size 4096)"}
+        "reason": "the RFC needs page size == sector size (page size 16384, sector size 4096)",
+        "content_source": None, "unknown_pages": None, "expected_false_merges": None, "subvolumes": None,
+        "top_files": None}
     assert sum(v["pages"] for v in doc["by_kind"].values()) == doc["totals"]["per_inode"]["pages"]
 
 

@@ -56,6 +56,9 @@ def example_paths(analysis: CacheAnalysis, path_of: Callable[[int, int], str | N
                     break
     for file in analysis.top_files:
         name((file.subvol, file.ino))
+    for result in analysis.models.values():
+        for file in result.figures.top_files if result.figures else ():
+            name((file.subvol, file.ino))
     return names
 
 

@@ -63,7 +63,8 @@ class CacheModel:
     name; ``subject`` how a sentence names it (``the RFC as posted``);
     ``design`` one line saying what it caches; ``needs`` the conditions of
     ``applies`` in words (None: none); ``requires`` the extra inputs its
-    computation reads, by name, with what each one is.
+    computation reads, by name, with what each one is; ``bound`` marks an
+    ideal no design reaches (never named the best design that applies).
     """
 
     name: str
@@ -75,6 +76,7 @@ class CacheModel:
     needs: str | None = None
     applies: Callable[[FilesystemFacts, int], Applicability] = always
     requires: Mapping[str, str] = field(default_factory=dict)
+    bound: bool = False
 
 
 @dataclass(frozen=True)

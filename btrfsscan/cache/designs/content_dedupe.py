@@ -38,8 +38,9 @@ MODEL = CacheModel(
     title="page-content dedupe",
     subject="page-content dedupe",
     design="every page keyed by its content, identical pages cached once; holes and prealloc are the zero page",
-    needs="hashing every page (an ideal bound, not a design)",
+    needs="hashing every page (an ideal, not a design)",
     pages=_figures,
     order=60,
-    requires={"content": "a content id per page (from the checksum tree, or --read-data)"},
+    bound=True,
+    requires={"content": "content ids per page"},
 )

@@ -41,8 +41,8 @@ MODEL = CacheModel(
     title="EROFS file fingerprints",
     subject="EROFS file fingerprints",
     design="files with identical content (same size, same bytes) share their page cache, whatever their inodes",
-    needs="read-only EROFS images with fingerprint xattrs, Linux 7.0+",
+    needs="read-only EROFS images, fingerprint xattrs, Linux 7.0+",
     pages=_figures,
     order=50,
-    requires={"content": "a content id per page (from the checksum tree, or --read-data)"},
+    requires={"content": "content ids per page"},
 )

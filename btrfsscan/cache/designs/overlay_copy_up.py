@@ -75,7 +75,7 @@ MODEL = CacheModel(
     subject="overlayfs copy-up",
     design="one lower file per inode number and data, shared by every container reading it unmodified; a file "
            "changed in any data byte is copied up and cached on its own; different inodes never share",
-    needs="image layers (a lower tree per image, an upper dir per container), copy-up on write",
+    needs="image layers, copy-up on write",
     pages=_figures,
     order=40,
 )
