@@ -37,7 +37,7 @@ from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, S_IFREG, FileTables
 from btrfsscan.model.versions import inode_versions, versions_of
 
-from support import decompress_sparse, kernel_unavailable
+from support import decompress_sparse, kernel_unavailable, run, run_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
@@ -335,6 +335,57 @@ def test_metadata_dump_keeps_the_csum_figures(designs_image, tmp_path):
         assert all(on_dump[d] >= want[d] for d in ("content_dedupe", "file_fingerprint", "overlay_copy_up"))
     with pytest.raises(NoFileDataError, match="metadata dump holds no file data"):
         _figures(dump, ids, 4096, read_data=True)
+
+
+# --- through the report command ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_report_read_data_equals_the_kernel_counts(designs_image, P):
+    """``report --read-data``: the whole filesystem is the fixture's "all" scope (the top level holds no files)."""
+    name, img, truth = designs_image
+    doc = run_json("report", "--read-data", "--json", "--page-size", P, img)
+    models, want = doc["totals"]["models"], truth["all"]["pages"][str(P)]
+    assert {d: models[d]["pages"] for d in ("overlay_copy_up", "file_fingerprint", "content_dedupe")} == \
+        {d: want[d] for d in ("overlay_copy_up", "file_fingerprint", "content_dedupe")}
+    assert doc["totals"]["per_inode"]["pages"] == want["per_inode"]
+    for d in ("file_fingerprint", "content_dedupe"):
+        assert (models[d]["content_source"], models[d]["unknown_pages"]) == ("data", 0)
+    assert models["overlay_copy_up"]["content_source"] is None
+    for d in ("overlay_copy_up", "file_fingerprint", "content_dedupe"):  # fair shares add up to the saving
+        assert sum(s["saved_pages"] for s in models[d]["subvolumes"]) == pytest.approx(models[d]["saved_pages"],
+                                                                                      abs=0.01)
+        assert sum(s["per_inode_pages"] for s in models[d]["subvolumes"]) == want["per_inode"]
+
+
+def test_report_default_is_the_checksum_tree(designs_image):
+    name, img, truth = designs_image
+    doc = run_json("report", "--json", img)
+    models = doc["totals"]["models"]
+    want = truth["all"]["pages"]["4096"]
+    assert models["content_dedupe"]["content_source"] == "csum_tree"
+    assert models["content_dedupe"]["unknown_pages"] == _nocow_pages(name, 4096)
+    assert models["overlay_copy_up"]["pages"] == want["overlay_copy_up"]
+    assert models["content_dedupe"]["pages"] > want["content_dedupe"]  # compressed and NOCOW: a lower bound
+    merges = models["content_dedupe"]["expected_false_merges"]
+    assert (0 < merges < 0.01) if name == "designs-crc32c" else merges < 1e-60
+    text = run("report", img).stdout
+    assert "Page-content dedupe saves the most" in text and "Of the designs that apply, EROFS file fingerprints" in text
+
+
+def test_report_read_data_refused_on_a_metadata_dump(designs_image, tmp_path):
+    if not shutil.which("btrfs-image"):
+        pytest.skip("btrfs-image (btrfs-progs) not installed")
+    name, img, truth = designs_image
+    dump = tmp_path / "dump.img"
+    subprocess.run(["btrfs-image", "-c", "9", str(img), str(dump)], check=True, capture_output=True)
+    result = run("report", "--read-data", dump)
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "metadata dump holds no file data" in lines[0], result.stderr
+    doc = run_json("report", "--json", dump)  # the checksum-tree figures still work
+    assert doc["totals"]["models"]["content_dedupe"]["content_source"] == "csum_tree"
+    assert doc["totals"]["models"]["content_dedupe"]["pages"] >= truth["all"]["pages"]["4096"]["content_dedupe"]
 
 
 def test_page_hash_ignores_where_eof_falls():
