@@ -20,6 +20,7 @@ from ..arrays import I64, prefix, ranges
 from ..errors import CorruptionError, Warnings
 from ..format import checksum
 from ..format.constants import CsumType, ItemType, ObjectId
+from ..format.items import ITEM_TYPES
 from ..tree.block import HEADER_SIZE, LeafBatch
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
@@ -27,6 +28,7 @@ from ..tree.walk import TreeRoot
 
 _CSUM_OBJECTID = np.uint64(ObjectId.EXTENT_CSUM)
 _EXTENT_CSUM = int(ItemType.EXTENT_CSUM)
+_CSUM_ITEM = ITEM_TYPES[ItemType.EXTENT_CSUM]
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,19 @@ class CsumItems:
 
 
 def parse_csum_leaves(batch: LeafBatch, csum_size: int, sectorsize: int) -> tuple[list[CsumItems], list[tuple[int, str]]]:
-    """Per leaf its EXTENT_CSUM items (other items ignored), and (leaf, what) for each item skipped."""
+    """Per leaf its EXTENT_CSUM items (other items ignored), and (leaf, what) for each item skipped.
+
+    The bulk form of ``format.items.CsumItem``: the checks of its ``problem``
+    over whole leaves at once, its words for each item skipped.
+    """
     items = batch.items
     rows = np.flatnonzero((items["key.type"] == _EXTENT_CSUM) & (items["key.objectid"] == _CSUM_OBJECTID))
     size = items["size"][rows].astype(I64)
     start = items["key.offset"][rows]
     bad = (size % csum_size != 0) | (size == 0) | (start % np.uint64(sectorsize) != 0)
-    skipped = [(int(batch.leaf[row]), f"EXTENT_CSUM item at logical {int(items['key.offset'][row])} of "
-                f"{int(items['size'][row])} bytes is not a whole number of {csum_size}-byte checksums of "
-                f"aligned sectors, skipped") for row in rows[bad].tolist()]
+    skipped = [(int(batch.leaf[row]), _CSUM_ITEM.problem(int(items["key.offset"][row]), int(items["size"][row]),
+                                                         csum_size, sectorsize) + ", skipped")
+               for row in rows[bad].tolist()]
     rows, size, start = rows[~bad], size[~bad], start[~bad]
     leaf = batch.leaf[rows]
     payload = batch.start[leaf] + HEADER_SIZE + items["offset"][rows].astype(I64)
