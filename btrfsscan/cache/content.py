@@ -131,14 +131,14 @@ def _inline_pages(layout: PageLayout) -> tuple[np.ndarray, np.ndarray, np.ndarra
 # --- from the checksum tree ---------------------------------------------------------------
 
 
-def _sectors(layout: PageLayout, kind: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every sector of segments of ``kind``: its slot (global page * P/S + sector in page), segment, address
-    of its first byte (logical, or decompressed offset), whether the segment is sector-aligned, and how
-    many of its bytes lie inside EOF where EOF cuts it (0: the whole sector is inside)."""
+def _sectors(layout: PageLayout, sel: np.ndarray, s: np.ndarray, e: np.ndarray,
+             a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every sector of the pieces ``[s, e)`` (file bytes) of segments ``sel``, at address ``a`` (logical, or
+    decompressed offset): its slot (global page * P/S + sector in page), segment, address of its first byte,
+    whether the piece is sector-aligned, and how many of its bytes lie inside EOF where EOF cuts it (0: the
+    whole sector is inside)."""
     S = layout.sectorsize
     per_page = layout.page_size // S
-    sel = np.flatnonzero(layout.seg_kind == kind)
-    s, e, a = layout.seg_start[sel], layout.seg_end[sel], layout.seg_addr[sel]
     aligned = (s % S == 0) & (a % S == 0) & layout.seg_valid[sel]
     first, last = s // S, -(-e // S)
     file_sector = ranges(first, last)
@@ -149,6 +149,60 @@ def _sectors(layout: PageLayout, kind: int) -> tuple[np.ndarray, np.ndarray, np.
     addr = a[which] + file_sector * S - s[which]
     inside = layout.size[inode] - file_sector * S
     return slot, seg, addr, aligned[which], np.where(inside < S, inside, 0)
+
+
+def _segments(layout: PageLayout, kind: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    sel = np.flatnonzero(layout.seg_kind == kind)
+    return sel, layout.seg_start[sel], layout.seg_end[sel], layout.seg_addr[sel]
+
+
+@dataclass
+class _WholePages:
+    """Pages wholly backed by one aligned data segment, inside EOF: keyed by their logical page.
+
+    ``runs`` of ``count`` such pages start at global page ``page`` and
+    logical address ``logical``; ``distinct`` lists each logical page once
+    and ``index`` is where a run's first page is in the expansion of the
+    distinct runs (``run_pages``), ``of_run_page`` its distinct page."""
+
+    page: np.ndarray
+    count: np.ndarray
+    distinct: np.ndarray
+    run_start: np.ndarray
+    of_run_page: np.ndarray
+
+    def global_pages(self) -> np.ndarray:
+        return ranges(self.page, self.page + self.count)
+
+    def distinct_of_pages(self) -> np.ndarray:
+        """The distinct logical page (index into ``distinct``) of every page of ``global_pages``."""
+        return self.of_run_page[ranges(self.run_start, self.run_start + self.count)]
+
+
+def _whole_pages(layout: PageLayout, sel: np.ndarray, s: np.ndarray, e: np.ndarray,
+                 a: np.ndarray) -> tuple[_WholePages, np.ndarray, np.ndarray]:
+    """The whole pages of data segments ``sel`` (see ``_WholePages``), and per segment where its whole
+    pages start and end (file bytes; equal where it has none)."""
+    P, S = layout.page_size, layout.sectorsize
+    inode = layout.seg_inode[sel]
+    k0 = -(-s // P)
+    k1 = np.minimum(e, layout.size[inode]) // P
+    ok = layout.seg_valid[sel] & (s % S == 0) & (a % S == 0) & (k1 > k0)
+    k1 = np.where(ok, k1, k0)
+    runs = np.flatnonzero(ok)
+    logical = a[runs] + k0[runs] * P - s[runs]
+    count = (k1 - k0)[runs]
+    # distinct runs first (snapshots' versions repeat them), then distinct logical pages among their pages
+    key = np.stack((logical, count), axis=1)
+    uniq, run_of = np.unique(key, axis=0, return_inverse=True) if len(runs) else (np.zeros((0, 2), I64),
+                                                                                 np.zeros(0, I64))
+    run_of = run_of.reshape(-1)
+    run_pages = ranges(np.zeros(len(uniq), I64), uniq[:, 1]) * P + np.repeat(uniq[:, 0], uniq[:, 1])
+    distinct_pages, of_run_page = np.unique(run_pages, return_inverse=True)
+    run_start = prefix(uniq[:, 1])[:-1][run_of]
+    whole = _WholePages(layout.base[inode[runs]] + k0[runs], count, distinct_pages, run_start,
+                        of_run_page.reshape(-1))
+    return whole, k0 * P, k1 * P
 
 
 def _cut_at_eof(values: np.ndarray, inside: np.ndarray, sectorsize: int) -> np.ndarray:
@@ -202,7 +256,16 @@ def content_from_csums(layout: PageLayout, table: CsumTable, inline_data: bool =
     slots = np.zeros(n_pages * per_page, I64)  # ZERO: holes, prealloc, gaps, past EOF
     unknown_page = np.zeros(n_pages, bool)
 
-    slot, _, addr, aligned, inside = _sectors(layout, SEG_DATA)
+    sel, s, e, a = _segments(layout, SEG_DATA)
+    whole, w0, w1 = _whole_pages(layout, sel, s, e, a)
+    # the rest of each data segment: before and after its whole pages
+    has_whole = w1 > w0
+    head_end = np.where(has_whole, w0, e)  # a segment without whole pages is all head
+    tail = np.where(has_whole, w1, e)
+    parts = [(sel, s, head_end, a), (sel, tail, e, a + (tail - s))]
+    pieces = [np.concatenate(x) for x in zip(*parts)]
+    keep = pieces[1] < pieces[2]
+    slot, _, addr, aligned, inside = _sectors(layout, *(x[keep] for x in pieces))
     located = table.locate(addr)
     ok = aligned & (located >= 0)
     values = table.value_ids[np.maximum(located, 0)] if table.n_sectors else np.zeros(len(slot), I64)
@@ -216,7 +279,7 @@ def content_from_csums(layout: PageLayout, table: CsumTable, inline_data: bool =
         n_data += len(cut_keys)
     unknown_page[slot[~ok] // per_page] = True
 
-    slot, seg, addr, aligned, inside = _sectors(layout, SEG_COMPRESSED)
+    slot, seg, addr, aligned, inside = _sectors(layout, *_segments(layout, SEG_COMPRESSED))
     if len(slot):
         segs, seg_index = np.unique(seg, return_inverse=True)
         extent_id = _compressed_extent_ids(layout, table, segs)[seg_index.reshape(-1)]
@@ -228,9 +291,16 @@ def content_from_csums(layout: PageLayout, table: CsumTable, inline_data: bool =
         slots[slot[ok]] = n_data + 1 + np.searchsorted(values, packed)
         unknown_page[slot[~ok] // per_page] = True
 
+    # each distinct logical page of the whole pages: its sectors' checksum ids, once
+    located = table.locate((whole.distinct[:, None] + np.arange(per_page) * S).reshape(-1))
+    whole_keys = np.where(located >= 0, table.value_ids[np.maximum(located, 0)] if table.n_sectors else 0, 0)
+    whole_keys = whole_keys.reshape(-1, per_page)
+    whole_unknown = (located < 0).reshape(-1, per_page).any(axis=1)
+
     unknown_page |= ~_valid_kinds(layout, n_pages)
     grid = slots.reshape(n_pages, per_page)
     page_id = np.zeros(n_pages, I64)
+    whole_page = whole.global_pages()
     nonzero = (grid != 0).any(axis=1)
     inline_page, inline_hashes, inline_whole = _inline_pages(layout)
     is_inline = np.zeros(n_pages, bool)
@@ -239,14 +309,21 @@ def content_from_csums(layout: PageLayout, table: CsumTable, inline_data: bool =
     unknown_page[inline_page[~inline_whole]] = True
     unknown_page |= is_inline & nonzero
     keyed = nonzero & ~unknown_page & ~is_inline
+    keyed[whole_page] = False  # never set by the rest; keyed below by logical page
     rows = np.flatnonzero(keyed)
+    w_rows = np.flatnonzero(~whole_unknown & (whole_keys != 0).any(axis=1))
+    keys = np.concatenate((grid[rows], whole_keys[w_rows]))
     if per_page == 1:  # a page is one sector: its sector key is its id
-        seq_ids = grid[rows, 0] - 1
-    elif len(rows):
-        seq_ids, _ = group_ids(np.arange(len(rows) + 1) * per_page, grid[rows].reshape(-1))
+        seq_ids = keys[:, 0] - 1
+    elif len(keys):
+        seq_ids, _ = group_ids(np.arange(len(keys) + 1) * per_page, keys.reshape(-1))
     else:
         seq_ids = np.zeros(0, I64)
-    page_id[rows] = seq_ids + 1
+    page_id[rows] = seq_ids[:len(rows)] + 1
+    distinct_id = np.zeros(len(whole.distinct), I64)  # ZERO where every sector is the zero sector
+    distinct_id[w_rows] = seq_ids[len(rows):] + 1
+    distinct_id[whole_unknown] = UNKNOWN
+    page_id[whole_page] = distinct_id[whole.distinct_of_pages()]
     n_keyed = int(seq_ids.max(initial=-1)) + 1  # ids are bounded (by the checksums and pages), not dense
     if not inline_data:
         unknown_page[inline_page] = True
@@ -255,7 +332,7 @@ def content_from_csums(layout: PageLayout, table: CsumTable, inline_data: bool =
     inline_ids = _ids_of_hashes(inline_hashes[good_inline])
     page_id[inline_page[good_inline]] = np.where(inline_ids > 0, inline_ids + n_keyed, inline_ids)
     page_id[unknown_page] = UNKNOWN
-    merges = _false_merges(table.csum_type, grid[rows], rows, seq_ids, n_data)
+    merges = _false_merges(table.csum_type, keys, seq_ids, n_data)
     return PageContent(CSUM_TREE, P, page_id, merges, notes)
 
 
@@ -270,7 +347,7 @@ def _valid_kinds(layout: PageLayout, n_pages: int) -> np.ndarray:
     return out
 
 
-def _false_merges(csum_type: CsumType, grid: np.ndarray, rows: np.ndarray, seq_ids: np.ndarray, n_data: int) -> float:
+def _false_merges(csum_type: CsumType, grid: np.ndarray, seq_ids: np.ndarray, n_data: int) -> float:
     """Expected number of distinct pages merged by checksum collisions (birthday bound).
 
     A page key made of ``w`` checksums of ``b`` bits each collides with
@@ -280,7 +357,7 @@ def _false_merges(csum_type: CsumType, grid: np.ndarray, rows: np.ndarray, seq_i
     chance a written sector's checksum equals the zero sector's.
     """
     bits = 8 * csum_type.size
-    if not len(rows):
+    if not len(grid):
         return float(n_data) * 2.0 ** -bits
     first = np.zeros(int(seq_ids.max()) + 1, I64)
     first[seq_ids[::-1]] = np.arange(len(seq_ids))[::-1]  # one page of each distinct key
