@@ -85,13 +85,18 @@ def hash_pages(volume: Volume, extents: np.ndarray, pieces: np.ndarray, n_pages:
     pieces = pieces[order]
     counts = np.bincount(pieces["page"], minlength=n_pages)
     pending = _Pending(page_size, counts)
-    bounds = np.searchsorted(pieces["extent"], np.arange(len(extents) + 1))
+    bounds = np.searchsorted(pieces["extent"], np.arange(len(extents) + 1)).tolist()
+    # the pieces as Python lists, once: the loop below touches each piece once, without numpy per extent
+    page_l, src_l, dst_l, len_l = (pieces[f].tolist() for f in ("page", "src", "dst", "length"))
+    alone_l = ((counts[pieces["page"]] == 1) & (pieces["dst"] == 0)).tolist()
     done = 0
     for x in np.argsort(extents["disk_bytenr"], kind="stable").tolist():
-        mine = pieces[bounds[x]:bounds[x + 1]]
-        if not len(mine):
+        b0, b1 = bounds[x], bounds[x + 1]
+        if b0 == b1:
             continue
         ext = extents[x]
+        mine = pieces[b0:b1]
+        i = b0
         for base, limit, data in _extent_bytes(volume, ext, mine, sectorsize, warnings):
             if data is None:
                 known[mine["page"]] = False
@@ -100,16 +105,15 @@ def hash_pages(volume: Volume, extents: np.ndarray, pieces: np.ndarray, n_pages:
                 break
             done += len(data) if ext["compression"] == Compression.NONE else int(ext["disk_num_bytes"])
             view = memoryview(data)
-            part = mine[(mine["src"] >= base) & (mine["src"] < limit)]
-            single = counts[part["page"]] == 1
-            for page, src, dst, length, alone in zip(part["page"].tolist(), (part["src"] - base).tolist(),
-                                                     part["dst"].tolist(), part["length"].tolist(), single.tolist()):
-                if alone and dst == 0:
+            while i < b1 and src_l[i] < limit:  # pieces are in src order: those of this slice come next
+                page, src, length = page_l[i], src_l[i] - base, len_l[i]
+                if alone_l[i]:
                     hashes[page] = page_hash(view[src:src + length])
                 else:
-                    whole = pending.add(page, dst, view[src:src + length])
+                    whole = pending.add(page, dst_l[i], view[src:src + length])
                     if whole is not None:
                         hashes[page] = page_hash(whole)
+                i += 1
             if progress:
                 progress(done)
     return hashes, known
