@@ -417,7 +417,23 @@ def page_requests(layout: PageLayout) -> PageRequests:
     extents["disk_num_bytes"] = ext["disk_num_bytes"][rows][first]
     src0 = np.where(compressed, layout.seg_addr[sel], layout.seg_addr[sel] - db)
 
-    # cut each segment at page boundaries
+    # pages wholly inside one aligned data segment: one request per distinct logical page
+    data = np.flatnonzero(~compressed)
+    whole, w0, w1 = _whole_pages(layout, sel[data], s[data], e[data], layout.seg_addr[sel[data]])
+    has_whole = w1 > w0
+    cut_at, resume = s.copy(), e.copy()  # each segment: [s, cut_at) and [resume, e) are left to cut
+    cut_at[data] = np.where(has_whole, w0, e[data])
+    resume[data] = np.where(has_whole, w1, e[data])
+    cut_at[compressed] = e[compressed]
+    parts = np.concatenate((np.arange(len(sel)), np.arange(len(sel))))
+    part_s, part_e = np.concatenate((s, resume)), np.concatenate((cut_at, e))
+    live = part_s < part_e
+    parts, part_s, part_e = parts[live], part_s[live], part_e[live]
+    src0, inode = src0[parts] + part_s - s[parts], inode[parts]
+    extent_of, s, e = extent_of[parts], part_s, part_e
+    sel = sel[parts]
+
+    # cut each remaining piece at page boundaries
     p0, p1 = s // P, -(-e // P)
     which = np.repeat(np.arange(len(sel)), p1 - p0)
     page_in_file = ranges(p0, p1)
@@ -433,8 +449,10 @@ def page_requests(layout: PageLayout) -> PageRequests:
     unknown = ~_valid_kinds(layout, n_pages)
     inline_page, _, inline_whole = _inline_pages(layout)
     unknown[inline_page[~inline_whole]] = True
+    whole_page = whole.global_pages()
     has_piece = np.zeros(n_pages, bool)
     has_piece[global_page] = True
+    has_piece[whole_page] = True
     unknown[inline_page[has_piece[inline_page]]] = True
 
     # pages of one piece at offset 0 are windows: equal windows read and hashed once
@@ -452,7 +470,17 @@ def page_requests(layout: PageLayout) -> PageRequests:
         _, first_of_window = np.unique(w_id, return_index=True)
         keep[np.flatnonzero(window)[first_of_window]] = True
     pieces["page"] = page_output[global_page]
-    return PageRequests(extents, pieces[keep], n_windows + len(multi_pages), page_output, unknown)
+    n_out = n_windows + len(multi_pages)
+    # the distinct logical pages of whole pages, after those: (extent holding it, offset in it, P bytes)
+    of_logical = np.searchsorted(keys, whole.distinct * 2, side="right") - 1
+    logical = np.zeros(len(whole.distinct), PIECE_DTYPE)
+    logical["page"] = n_out + np.arange(len(whole.distinct))
+    logical["extent"] = of_logical
+    logical["src"] = whole.distinct - extents["disk_bytenr"][of_logical].astype(I64)
+    logical["length"] = P
+    page_output[whole_page] = n_out + whole.distinct_of_pages()
+    return PageRequests(extents, np.concatenate((pieces[keep], logical)), n_out + len(whole.distinct),
+                        page_output, unknown)
 
 
 def content_from_hashes(layout: PageLayout, requests: PageRequests, hashes: np.ndarray, known: np.ndarray) -> PageContent:
