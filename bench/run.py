@@ -420,8 +420,8 @@ def dump_tree_counts(image: Path, tree: str | None = None) -> dict:
     return counts
 
 
-def metadata_chunks(image: Path) -> list[dict]:
-    """METADATA/SYSTEM chunks of a single-device image from the chunk tree:
+def metadata_chunks(image: Path, kinds: frozenset[str] = frozenset({"METADATA", "SYSTEM"})) -> list[dict]:
+    """METADATA/SYSTEM (or ``kinds``) chunks of a single-device image from the chunk tree:
     [{"logical", "length", "type", "physical": [stripe offsets]}]."""
     out = kernel.capture(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk",
                           os.fspath(image)])
@@ -449,19 +449,19 @@ def metadata_chunks(image: Path) -> list[dict]:
     result = []
     for c in chunks:
         parts = c["type"].split("|")
-        if not {"METADATA", "SYSTEM"} & set(parts):
+        if not kinds & set(parts):
             continue
         if any(devid != 1 for devid, _ in c["stripes"]):
             raise RuntimeError(f"chunk at {c['logical']} is not on devid 1: "
                                "only single-device images are supported")
-        if parts[-1] not in ("METADATA", "SYSTEM", "single", "DUP"):
+        if parts[-1] not in ("METADATA", "SYSTEM", "DATA", "single", "DUP"):
             raise RuntimeError(f"unsupported chunk profile {c['type']} "
                                "(single-device images only: single or DUP)")
         # stripe 0 only: DUP's second copy is what a reader never needs
         result.append({"logical": c["logical"], "length": c["length"], "type": c["type"],
                        "physical": [off for _, off in c["stripes"]]})
     if not result:
-        raise RuntimeError(f"no METADATA/SYSTEM chunks found in {image}")
+        raise RuntimeError(f"no {'/'.join(sorted(kinds))} chunks found in {image}")
     return result
 
 
@@ -1130,6 +1130,47 @@ def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
                   f"live (peak RSS - base) / file: {ratios['live_rss_bytes_per_file_above_base']:.0f} bytes "
                   f"(goal <= 200: {'PASS' if ratios['live_rss_bytes_per_file_above_base'] <= 200 else 'FAIL'})"]
     return {"size": recipe.name, "figures": figures, "results": results, "ratios": ratios}, lines
+DD_CODE = r"""
+import subprocess, sys
+image = sys.argv[1]
+for r in sys.argv[2:]:
+    off, length = map(int, r.split(":"))
+    subprocess.run(["dd", f"if={image}", "of=/dev/null", "bs=4M", f"skip={off}", f"count={length}",
+                    "iflag=skip_bytes,count_bytes", "status=none"], check=True)
+"""
+
+
+def bench_designs(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
+    """The content designs' cost: the report pipeline without them, with them (checksum tree), and with
+    --read-data, against ``dd bs=4M`` of the DATA chunk ranges (bench/designs.py)."""
+    work, facts = ensure_built(recipe, args.cache, args.rebuild)
+    image = os.fspath(work / facts["image"])
+    data = metadata_chunks(work / facts["image"], frozenset({"DATA"}))
+    data_bytes = sum(c["length"] for c in data)
+    script = os.fspath(HERE / "designs.py")
+    labels = {"none": "report, registry cut to the 4 extent models", "csum": "report (designs from the checksum tree)",
+              "data": "report --read-data", "dd": f"dd bs=4M of the DATA chunks ({data_bytes / M:,.0f} MiB)"}
+    commands = [(labels[m], [sys.executable, script, m, image], {0}) for m in ("none", "csum", "data")]
+    commands.append((labels["dd"], [sys.executable, "-c", DD_CODE, image,
+                                    *[f"{c['physical'][0]}:{c['length']}" for c in data]], {0}))
+    log(f"timing the content designs on {image}: median of {args.repeat}, warm page cache")
+    results = time_commands(commands, args.repeat, args.timeout)
+    rows = [[label, f"{results[label]['median_s']:.3f}", f"{results[label]['cpu_median_s']:.3f}",
+             f"{results[label]['peak_rss_mib']:.1f}"] if not results[label].get("failed") else [label, "FAILED", "", ""]
+            for label, _, _ in commands]
+    lines = [f"== designs on {recipe.name}: {image}", *machine_lines(mi), ""]
+    lines += table([f"command (median of {args.repeat})", "median s", "cpu s", "peak RSS MiB"], rows, {1, 2, 3})
+    ratios = {}
+    ok = [not results[labels[m]].get("failed") for m in ("none", "csum", "data", "dd")]
+    if all(ok):
+        ratios["csum_over_report"] = results[labels["csum"]]["median_s"] / results[labels["none"]]["median_s"]
+        read_only = results[labels["data"]]["median_s"]
+        ratios["read_data_over_dd"] = read_only / results[labels["dd"]]["median_s"]
+        lines += ["", f"checksum-tree designs / report: {ratios['csum_over_report']:.2f} "
+                      f"(goal <= 1.2: {'PASS' if ratios['csum_over_report'] <= 1.2 else 'FAIL'})",
+                  f"--read-data / dd of the DATA chunks: {ratios['read_data_over_dd']:.2f} "
+                  f"(goal <= 2: {'PASS' if ratios['read_data_over_dd'] <= 2 else 'FAIL'})"]
+    return {"size": recipe.name, "results": results, "ratios": ratios, "data_chunks": data}, lines
 
 
 def bench_series(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
@@ -1221,6 +1262,8 @@ def main(argv: list[str] | None = None) -> int:
                          "--size image mounted read-only (needs root)")
     ap.add_argument("--live-warm-every", type=int, default=10, metavar="N",
                     help="with --live, read every Nth file first: a partly warm cache (default 10)")
+    ap.add_argument("--designs", action="store_true",
+                    help="with --size: also time the content designs (checksum tree, --read-data) and dd")
     args = ap.parse_args(argv)
     if not args.size and not args.series:
         ap.error("give --size medium|large and/or --series")
@@ -1252,6 +1295,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             res, lines = bench_size(r, args, mi)
             out["sizes"][r.name] = res
+            if args.designs:
+                res, more = bench_designs(r, args, mi)
+                out.setdefault("designs", {})[r.name] = res
+                lines += [""] + more
         printed += lines + [""]
         print("\n".join(lines) + "\n", flush=True)
     if args.json:

@@ -59,14 +59,17 @@ def facts(sectorsize: int = 4096, **fields) -> FilesystemFacts:
     return FilesystemFacts(fsid=fields.pop("fsid", "test"), sectorsize=sectorsize, **fields)
 
 
-def kernel_unavailable() -> str | None:
-    """Why kernel-backed tests cannot run here (None: they can)."""
+def kernel_unavailable(tools: tuple[str, ...] = ("losetup", "fincore"),
+                       modules: tuple[str, ...] = ("btrfs",)) -> str | None:
+    """Why kernel-backed tests cannot run here (root, loop devices, ``tools``, ``modules``), or None."""
     if sys.platform != "linux" or os.geteuid() != 0:
         return "needs root on Linux to attach loop devices and mount"
     if not Path("/dev/loop-control").exists():
         return "no loop devices (/dev/loop-control missing)"
-    if shutil.which("losetup") is None or shutil.which("fincore") is None:
-        return "needs losetup and fincore (util-linux)"
-    if "btrfs" not in Path("/proc/filesystems").read_text() and shutil.which("modprobe") is None:
-        return "the btrfs kernel module is not available"
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        return f"needs {', '.join(missing)}"
+    loaded = Path("/proc/filesystems").read_text()
+    if any(m not in loaded for m in modules) and shutil.which("modprobe") is None:
+        return f"the {' and '.join(modules)} kernel module(s) are not available"
     return None

@@ -21,12 +21,14 @@ import numpy as np
 
 from ..arrays import prefix
 from ..errors import CorruptionError, Warnings
+from ..format.compression import DecompressionError
 from ..format.constants import Compression, FileExtentType, ItemType
 from ..format.items import ITEM_TYPES, FileExtentItem
-from ..tree.block import LeafBatch, TreeBlock
+from ..tree.block import HEADER_SIZE, LeafBatch, TreeBlock
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
 from ..tree.walk import Visit, walk_tree, warn_item
+from .content_hash import inline_hash
 from .links import LinkTable, parse_links
 from .log_overlay import LeafOverlay
 from .subvolumes import Subvolume
@@ -70,13 +72,36 @@ _NO_COMPRESSION = int(Compression.NONE)
 BATCH_LEAVES = 256
 
 
-def parse_leaves(batch: LeafBatch, links: bool = False) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
+def _inline_hashes(batch: LeafBatch, rows: np.ndarray, fields: np.ndarray, sizes: np.ndarray, sectorsize: int,
+                   decompressed: bool, skipped: list[tuple[int, str]]) -> np.ndarray:
+    """``inline_hash`` of each inline item of ``rows`` (valid ones), UNKNOWN_HASH where it does not decompress."""
+    out = np.zeros(len(rows), "V16")
+    raw = memoryview(batch.raw)
+    start = (batch.start[batch.leaf[rows]] + (HEADER_SIZE + _FE_HEAD_SIZE)
+             + batch.items["offset"][rows].astype(np.int64)).tolist()
+    length = (sizes - _FE_HEAD_SIZE).tolist()
+    compression = fields["head.compression"].tolist()
+    ram = fields["head.ram_bytes"].tolist()
+    for i, (a, n, comp, ram_bytes) in enumerate(zip(start, length, compression, ram)):
+        try:
+            out[i] = inline_hash(raw[a:a + n], comp, ram_bytes, sectorsize, decompressed)
+        except DecompressionError as exc:
+            row = int(rows[i])
+            skipped.append((row, f"inline extent of inode {int(batch.items['key.objectid'][row])}: {exc}; "
+                            "its content is unknown"))
+    return out
+
+
+def parse_leaves(batch: LeafBatch, sectorsize: int = 4096,
+                 decompress_inline: bool = False, links: bool = False) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
     """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0), and the items skipped.
 
     ``links``: the INODE_REF/INODE_EXTREF rows too (``links.parse_links``).
 
     The skipped items come as (leaf index, what), in item order; the caller
-    warns, naming the tree that reached the leaf first.
+    warns, naming the tree that reached the leaf first. Inline extents get
+    their ``inline_hash``, compressed ones of their decompressed bytes only
+    with ``decompress_inline`` (a decompression per item).
     """
     items = batch.items
     types = items["key.type"]
@@ -123,6 +148,9 @@ def parse_leaves(batch: LeafBatch, links: bool = False) -> tuple[ParsedLeaves, l
         extents[column] = np.where(inline, 0, fields[field])
     extents["num_bytes"] = np.where(inline, fields["head.ram_bytes"], fields["reg.num_bytes"])
     extents["disk_num_bytes"] = np.where(inline, sizes - _FE_HEAD_SIZE, fields["reg.disk_num_bytes"])
+    at = np.flatnonzero(inline)
+    extents["inline_hash"][at] = _inline_hashes(batch, rows[at], fields[at], sizes[at], sectorsize,
+                                                decompress_inline, skipped)
     problems = [(int(batch.leaf[row]), what) for row, what in sorted(skipped)]
     return ParsedLeaves(inodes, extents, inode_counts, np.bincount(batch.leaf[rows], minlength=len(batch)),
                         link_table), problems
@@ -162,10 +190,14 @@ class FileScanner:
     there to check that memoization does not change any figure. ``links=True``
     keeps the inodes' link rows too (``LeafTables.links``, for figures by
     directory).
+    ``decompress_inline=True`` hashes compressed inline data decompressed
+    (exact content, as ``--read-data`` needs) instead of as stored.
     """
 
-    def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True, links: bool = False) -> None:
+    def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True, links: bool = False,
+                 decompress_inline: bool = False) -> None:
         self.reader = reader
+        self.decompress_inline = decompress_inline
         self.warnings = warnings
         self.memoize = memoize
         self.links = links
@@ -244,7 +276,7 @@ class FileScanner:
 
     def _parse(self, batch: LeafBatch) -> tuple[list[int], list[tuple[int, str]]]:
         """Parse a batch of leaves, keep its rows, and hand out the leaves' handles."""
-        parsed, problems = parse_leaves(batch, self.links)
+        parsed, problems = parse_leaves(batch, self.reader.checks["sectorsize"], self.decompress_inline, self.links)
         self._parsed.append(parsed)
         first = self._handles
         self._handles += len(batch)

@@ -66,6 +66,9 @@ def _progress(quiet: bool):
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML page with charts to FILE: --format html -o FILE "
                    f"(needs btrfsscan[html]; implies --by-dir {DEFAULT_HTML_DEPTH} unless given).")
+@click.option("--read-data", is_flag=True,
+              help="Key the content models by hashing the file data (exact; reads every distinct extent once) "
+                   "instead of by the checksum tree. Not on btrfs-image metadata dumps.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--resident", type=click.Path(dir_okay=False), default=None,
               help="Model only the working set of this residency file (`live --save`) on the image.")
@@ -74,7 +77,7 @@ def _progress(quiet: bool):
                    "(paths from the top-level subvolume; readahead ignored).")
 @log_replay_option
 @output_options("report")
-def report_cmd(images, sample, page_size, top, raw, by_dir, html_file, quiet, resident, workload, log_replay):
+def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file, quiet, resident, workload, log_replay):
     if resident and workload:
         raise click.UsageError("give either --resident or --workload, not both")
     if html_file is not None:
@@ -94,7 +97,8 @@ def report_cmd(images, sample, page_size, top, raw, by_dir, html_file, quiet, re
         else:
             progress = _progress(quiet)
             with progress or ExitStack():
-                reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir)
+                reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir,
+                                       read_data=read_data)
                            for fs in filesystems]
             lead, title = EVERY_FILE_ONCE, MODELS_TITLE
     finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead, models_title=title) for r in reports),
