@@ -182,11 +182,11 @@ def evaluate_resident(definition: CacheModel, working_set: Any, facts: Filesyste
                       sources: Mapping[str, Any], lacking: str = "which this run has not") -> ModelResult:
     """``definition`` over a working set's resident pages (``working_set``: ``WorkingSetPages``);
     ``lacking`` says why a required input is missing (a live filesystem: only an image has it)."""
+    if definition.resident is None:  # first: an image would not change that
+        return ModelResult(definition.name, None, False, "not computed over resident pages")
     missing = [what for name, what in definition.requires.items() if name not in sources]
     if missing:
         return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", " + lacking)
-    if definition.resident is None:
-        return ModelResult(definition.name, None, False, "not computed over resident pages")
     ok, reason = definition.applies(facts, working_set.page_size)
     if not ok:
         return ModelResult(definition.name, None, False, reason)
