@@ -14,6 +14,8 @@ the number of snapshots.
 
 from __future__ import annotations
 
+from functools import partial
+
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -324,9 +326,13 @@ class FileScanner:
         del parsed
         n_leaves = self._handles
         if any(sub.replayed is not None for sub in subvols):  # log replay: synthetic leaves for what it changed
-            overlay = LeafOverlay(parse_leaves, inode_parts, extent_parts, inode_start, extent_start, self.warnings)
+            parse = partial(parse_leaves, sectorsize=self.reader.checks["sectorsize"],
+                            decompress_inline=self.decompress_inline)
+            overlay = LeafOverlay(parse, inode_parts, extent_parts, inode_start, extent_start, links, self.warnings)
             handles = [overlay.subvolume(sub, h, n_leaves) if sub.replayed is not None else h
                        for sub, h in zip(subvols, handles)]
+            if links is not None:  # the synthetic leaves' link rows, after the scanned leaves' as their handles are
+                links = LinkTable.joined([links, *overlay.new_links])
             inode_parts += overlay.new_inodes
             extent_parts += overlay.new_extents
             inode_start = np.append(inode_start, inode_start[-1] + np.cumsum(np.array([len(t) for t in overlay.new_inodes], np.int64)))
