@@ -6,7 +6,8 @@ A compressed extent (or inline item) holds one stream that decompresses to
 then one segment per sector of decompressed data, each a 4-byte length and
 that many bytes of LZO1X; a segment header never straddles a sector of the
 compressed data, so fewer than 4 bytes left in a sector are zero padding.
-zstd comes from the ``zstandard`` package and LZO1X from ``python-lzo``.
+zstd comes from the ``zstandard`` package and LZO1X from ``python-lzo`` (the
+optional extra ``btrfsscan[lzo]``: without it lzo data has unknown content).
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def _zstd(data: bytes, ram_bytes: int) -> bytes:
 
 
 def _lzo(data: memoryview, ram_bytes: int, sectorsize: int) -> bytes:
-    import lzo
+    try:
+        import lzo
+    except ImportError:  # an optional extra: it builds against the system's liblzo2
+        raise DecompressionError("lzo data needs the python-lzo package (pip install 'btrfsscan[lzo]', "
+                                 "which builds against liblzo2)") from None
 
     if len(data) < _LZO_LEN:
         raise DecompressionError(f"lzo stream of {len(data)} bytes has no header")
