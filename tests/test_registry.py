@@ -22,7 +22,7 @@ from btrfsscan.cache.layout import build_layout
 from btrfsscan.cache.registry import BASELINE, HEADLINE, MODELS, CacheModel, ModelInputs, evaluate, model
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables
 from btrfsscan.model.versions import versions_of
-from btrfsscan.present.views.report import schema
+from btrfsscan.present.contract import schema
 
 NAMES = [m.name for m in MODELS]
 
@@ -47,7 +47,7 @@ def test_shipped_schema_defines_a_model_once_and_lists_the_registry():
     models = shipped["properties"]["totals"]["properties"]["models"]
     assert models["additionalProperties"] == {"$ref": "#/$defs/model"} and "properties" not in models
     assert set(shipped["$defs"]) == {"model"}
-    derived = schema()["properties"]["totals"]["properties"]["models"]
+    derived = schema("report")["properties"]["totals"]["properties"]["models"]
     assert derived["required"] == NAMES and list(derived["properties"]) == NAMES
     assert all(p["$ref"] == "#/$defs/model" for p in derived["properties"].values())
     assert derived["additionalProperties"] is False

@@ -15,16 +15,18 @@ warnings follow on stderr and the exit code is 0 (complete) or 1 (partial).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from ..errors import BtrfsScanError
-from .destination import check_output, open_output
+from .contract import CONTRACTS
+from .destination import OutputError, check_output, open_output
 from .document import CommandOutput
 from .renderers import DEFAULT_FORMAT, RENDERERS, formats_for, render
 from .units import one_line
@@ -39,6 +41,16 @@ _OPTIONS = "btrfsscan.output"
 
 class StrictError(BtrfsScanError):
     """Warnings were raised while ``--strict`` was given."""
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a reader that is gone (or a full disk) is dropped
+    quietly instead of failing again when Python exits."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def warn(message: str) -> None:
@@ -97,6 +109,8 @@ def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
         @functools.wraps(fn)
         def command(*args: Any, as_json: bool, fmt: str | None, output_file: str | None, strict: bool, **kwargs: Any):
             ctx = click.get_current_context()
+            if as_json and fmt not in (None, "json"):
+                raise click.UsageError(f"--json and --format {fmt} conflict: give one of them")
             group_strict = isinstance(ctx.find_root().obj, Settings) and ctx.find_root().obj.strict
             ctx.meta[_OPTIONS] = OutputOptions("json" if as_json else (fmt or DEFAULT_FORMAT), output_file,
                                                strict or group_strict)
@@ -110,8 +124,7 @@ def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
         command = click.option("--format", "fmt", type=click.Choice(formats), default=None,
                                help=f"Output format (default: {DEFAULT_FORMAT}; --json is --format json). "
                                     f"{described}.")(command)
-        return click.option("--json", "as_json", is_flag=True,
-                            help="Write JSON, nothing else, to stdout (or the --output file).")(command)
+        return click.option("--json", "as_json", is_flag=True, help=CONTRACTS[kind].json_help())(command)
 
     return decorate
 
@@ -182,8 +195,18 @@ def finish(output: CommandOutput) -> NoReturn:
         for message in messages:
             warn(message)
         raise StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
-    with open_output(opts.target) if opts.target else nullcontext(sys.stdout) as stream:
-        render(opts.fmt, output, stream)
+    if opts.target:
+        with open_output(opts.target) as stream:
+            render(opts.fmt, output, stream)
+    else:
+        try:
+            render(opts.fmt, output, sys.stdout)
+            sys.stdout.flush()  # a closed pipe or a full disk shows here, inside the CLI's handlers
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            silence_stdout()
+            raise OutputError(f"cannot write the result to stdout: {exc.strerror or exc}") from None
     for message in messages:
         warn(message)
     click.get_current_context().exit(EXIT_PARTIAL if messages else EXIT_OK)

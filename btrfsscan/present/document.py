@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .contract import schema_version
 from .units import plain
 
 #: How nested fields apply to a field's raw value.
@@ -148,7 +149,8 @@ class Document:
     subject: Any = None
 
     def json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        """The JSON document: ``schema_version`` first (from ``contract.CONTRACTS``), then the sections."""
+        out: dict[str, Any] = {"schema_version": schema_version(self.kind)}
         for sec in self.sections:
             if not sec.json:
                 continue

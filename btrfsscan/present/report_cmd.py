@@ -1,4 +1,4 @@
-"""The ``report`` and ``schema`` commands.
+"""The ``report`` command.
 
 ``report`` groups the images it is given by fsid and reports each filesystem
 found: :func:`btrfsscan.analysis.report.scan_report` walks every live
@@ -10,7 +10,6 @@ or the Prometheus text format.
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import ExitStack
 
@@ -22,7 +21,7 @@ from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
 from .command import finish, images_argument, inputs, output_options, sample_option
 from .document import CommandOutput
-from .views.report import report_document, schema
+from .views.report import report_document
 
 REPORT_HELP = """Page cache per inode vs. a shared-extent cache, for each filesystem in IMAGE...
 
@@ -65,14 +64,3 @@ def report_cmd(images, sample, page_size, top, raw, quiet):
             reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress) for fs in filesystems]
     finish(CommandOutput("report", tuple(report_document(r, raw=raw) for r in reports),
                          tuple(w for r in reports for w in r.warnings), stream=True))
-
-
-@click.group("schema")
-def schema_group():
-    """Print the JSON Schema of a command's --json output."""
-
-
-@schema_group.command("report")
-def schema_report():
-    """The JSON Schema of `report --json` (one object per filesystem)."""
-    click.echo(json.dumps(schema(), indent=2))

@@ -19,12 +19,19 @@ from rich.text import Text
 from ..document import CommandOutput, Section
 
 
+class _PipeConsole(Console):
+    """A console that lets a closed pipe reach the CLI (rich would exit 1 itself: the code of a partial result)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def make_console(stream: IO[str], width: int | None = None) -> Console:
     """A rich console on ``stream``; plain (no colour) and wide when it is not a terminal."""
     if width is None and not stream.isatty():
         width = int(os.environ.get("COLUMNS", "0") or 0) or 160
-    return Console(file=stream, highlight=False, soft_wrap=False, width=width, emoji=False,
-                   color_system=None if not stream.isatty() else "auto")
+    return _PipeConsole(file=stream, highlight=False, soft_wrap=False, width=width, emoji=False,
+                        color_system=None if not stream.isatty() else "auto")
 
 
 def _is_number(raw: Any) -> bool:

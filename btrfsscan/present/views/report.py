@@ -1,9 +1,10 @@
-"""The page-cache report's document: a plain-language summary, the tables, the JSON (``schema_version`` 1).
+"""The page-cache report's document: a plain-language summary, the tables, the JSON.
 
 One spec per kind of record (models, kinds of page, subvolumes, extents,
 files, the filesystem) drives both the tables and the JSON document, which
 ``schemas/report.schema.json`` describes exactly (JSON Schema draft
-2020-12; ``schema()`` adds the model list from the registry). Sizes in JSON
+2020-12; ``complete_schema`` adds the model list from the registry; the
+version is the ``report`` entry of ``present.contract.CONTRACTS``). Sizes in JSON
 are exact integers (pages and bytes); percentages and fair-share page counts
 are rounded to 4 and 3 decimals. In tables sizes are IEC and human-readable
 (``1.9 GiB``); ``raw=True`` shows exact numbers instead. Model names,
@@ -12,9 +13,7 @@ titles and the sentences about them come from the cache model registry.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 from ...cache.registry import BASELINE, HEADLINE, MODELS, model
@@ -23,8 +22,6 @@ from ..document import KEYED, LIST, Document, Field, section
 from ..units import human_bytes, human_count, human_pct, printable
 from .volume import DEVICE_FIELDS
 
-SCHEMA_VERSION = 1
-SCHEMA_RESOURCE = "report.schema.json"
 
 KIND_TITLES = {
     "regular_shared": ("shared data", "data pages whose disk page other file pages map too"),
@@ -37,10 +34,8 @@ KIND_TITLES = {
 }
 
 
-def schema() -> dict[str, Any]:
-    """The JSON Schema of the report document: the shipped file, its model list from the registry."""
-    text = resources.files("btrfsscan.present").joinpath("schemas", SCHEMA_RESOURCE).read_text(encoding="utf-8")
-    doc = json.loads(text)
+def complete_schema(doc: dict[str, Any]) -> dict[str, Any]:
+    """The shipped report schema with its model list from the cache model registry."""
     doc["properties"]["totals"]["properties"]["models"] = {
         "description": doc["properties"]["totals"]["properties"]["models"]["description"],
         "type": "object",
@@ -189,7 +184,6 @@ class _Specs:
             Field("models", None, lambda t: t.models.values(), fields=self.models, each=KEYED, key_of=lambda m: m.name),
         )
         self.document = (
-            Field("schema_version", None, lambda r: SCHEMA_VERSION),
             Field("page_size", None, lambda r: r.page_size),
             Field("filesystem", None, lambda r: r, fields=self.filesystem),
             Field("totals", None, lambda r: r.totals, fields=self.totals),
