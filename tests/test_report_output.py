@@ -251,4 +251,4 @@ def test_rendering_partial_and_not_applicable():
 
 def test_human_bytes():
     assert human_bytes(0) == "0 B" and human_bytes(1023) == "1023 B"
-    assert human_bytes(2040109465) == "1.9 GiB" and human_bytes(2040109465, raw=True) == "2040109465"
+    assert human_bytes(2040109465) == "1.9 GiB" and human_bytes(2040109465, raw=True) == "2040109465 B"

@@ -4,7 +4,7 @@ A command parses its arguments, opens its inputs with ``inputs`` and
 ``opened``, asks :mod:`btrfsscan.analysis` for a result, turns it into
 documents (:mod:`.views`) and ends with ``finish``. ``output_options`` gives
 every command ``--json``, ``--format``, ``--output``/``-o`` and
-``--strict``; ``finish`` is the one place that applies them: ``--strict``
+``--strict`` (and ``--wide`` for tables); ``finish`` is the one place that applies them: ``--strict``
 turns warnings into an error (the warnings, then the error line, exit 2,
 nothing written), else the documents are written in the chosen format to
 stdout or, through :mod:`.destination`, to the ``-o`` file (checked against
@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -99,6 +99,7 @@ class OutputOptions:
     fmt: str
     target: str | None
     strict: bool
+    wide: bool = False
 
 
 def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -107,17 +108,21 @@ def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        def command(*args: Any, as_json: bool, fmt: str | None, output_file: str | None, strict: bool, **kwargs: Any):
+        def command(*args: Any, as_json: bool, fmt: str | None, output_file: str | None, strict: bool, wide: bool,
+                    **kwargs: Any):
             ctx = click.get_current_context()
             if as_json and fmt not in (None, "json"):
                 raise click.UsageError(f"--json and --format {fmt} conflict: give one of them")
             group_strict = isinstance(ctx.find_root().obj, Settings) and ctx.find_root().obj.strict
             ctx.meta[_OPTIONS] = OutputOptions("json" if as_json else (fmt or DEFAULT_FORMAT), output_file,
-                                               strict or group_strict)
+                                               strict or group_strict, wide)
             return fn(*args, **kwargs)
 
         described = "; ".join(f"{name}: {RENDERERS[name].description}" for name in formats)
         command = click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2).")(command)
+        command = click.option("--wide", is_flag=True,
+                               help="Tables at their full width: no column left out, no path shortened "
+                                    "(default: fit the terminal; unlimited when there is none).")(command)
         command = click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False), default=None,
                                help="Write the result to FILE instead of stdout (never over an input; "
                                     "replaced only once complete).")(command)
@@ -190,6 +195,7 @@ def opened(paths: list[str]) -> Iterator[Filesystem]:
 def finish(output: CommandOutput) -> NoReturn:
     """Write ``output`` as the options say (or raise the strict error) and leave with the exit code."""
     opts = options()
+    output = replace(output, wide=opts.wide)
     messages = list(output.warnings)
     if opts.strict and messages:
         for message in messages:

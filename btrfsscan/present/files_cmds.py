@@ -7,7 +7,6 @@ only when one of these commands runs.
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 
 import click
@@ -21,8 +20,9 @@ from .views.files import ls_document, map_document, subvolumes_document
 
 MAP_HELP = """Show the extent map of a regular file: where every byte lives.
 
-PATH is from the top-level subvolume (or from --subvol); --inode SUBVOL:INO
-names the file by inode instead (then give no PATH). One row per EXTENT_DATA
+PATH is from the top-level subvolume (or from --subvol) and is always the
+last argument (with --sample, the only one); --inode SUBVOL:INO names the
+file by inode instead (then give no PATH). One row per EXTENT_DATA
 item in file order, holes included (implicit NO_HOLES holes up to i_size
 too): file offset range, type (regular, inline, prealloc, hole),
 compression, the logical range it reads (for a compressed extent: the whole
@@ -64,24 +64,25 @@ def map_cmd(args, subvol, inode, sample):
             raise click.UsageError("give either --inode or --subvol, not both")
         images, path = tuple(args), None
     else:
-        if not args:
-            raise click.UsageError("give IMAGE... PATH (or --inode SUBVOL:INO instead of PATH)")
+        if len(args) < (1 if sample else 2):
+            raise click.UsageError("give IMAGE... PATH: the last argument is the file's path in the image "
+                                   "(or --inode SUBVOL:INO instead of PATH)")
         images, path = tuple(args[:-1]), args[-1]
+        if path.endswith("/") and path.strip("/"):
+            raise click.BadParameter(f"{path!r} ends with /, which names a directory; map shows the extents of "
+                                     "a regular file", param_hint="PATH")
     with ExitStack() as stack:
         fs = stack.enter_context(opened(inputs(stack, images, sample)))
         document = map_document(file_map_of(fs, None, path, subvol=subvol, inode=inode_ref))
         finish(CommandOutput("map", (document,), tuple(fs.warnings.messages())))
 
 
-def _is_host_file(arg: str) -> bool:
-    return os.path.exists(arg) and not os.path.isdir(arg)
-
-
 LS_HELP = """List files like `ls -li`, with extent counts and shared bytes.
 
-PATH is from the top-level subvolume (default: its root directory); it is
-the last argument when that argument does not name a file on this machine
-(with --sample, the only argument). -R lists everything below PATH, parents
+PATH is from the top-level subvolume (default: its root directory). With
+one argument it is the IMAGE; with two or more the last one is always PATH,
+whatever files this machine has (list the root of a filesystem of several
+devices with PATH `/`); with --sample the only argument is PATH. -R lists everything below PATH, parents
 before children, crossing into subvolumes and snapshots (a nested
 subvolume a snapshot did not take shows as an empty directory, inode 2).
 
@@ -111,7 +112,7 @@ def ls_cmd(args, recursive, sample):
         if len(args) > 1:
             raise click.UsageError("with --sample give at most one argument, the PATH")
         images, path = (), (args[0] if args else None)
-    elif len(args) >= 2 and not _is_host_file(args[-1]):
+    elif len(args) >= 2:
         images, path = args[:-1], args[-1]
     else:
         images = args

@@ -18,7 +18,8 @@ from typing import Any
 
 from ...cache.registry import BASELINE, HEADLINE, MODELS, model
 from ...cache.report import PageCacheReport, SubvolumeFigures, pages_to_bytes
-from ..document import KEYED, LIST, Document, Field, section
+from ...format.constants import ObjectId
+from ..document import KEYED, LIST, MIDDLE, WRAP, Document, Field, section
 from ..units import human_bytes, human_count, human_pct, printable
 from .volume import DEVICE_FIELDS
 
@@ -46,8 +47,20 @@ def complete_schema(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _example(paths: Sequence[str]) -> str:
+    """The first example path, and how many more the JSON lists."""
+    if not paths:
+        return "-"
+    return printable(paths[0]) + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")
+
+
 def _round(digits: int):
     return lambda value: None if value is None else round(float(value), digits)
+
+
+def _subvolume_path(subvol_id: int, path: str | None) -> str:
+    """A subvolume's path in tables, the top level as ``.`` (as ``subvolumes`` shows it)."""
+    return "." if subvol_id == ObjectId.FS_TREE and not path else printable(path)
 
 
 def subvolume_name(subvol_id: int, path: str | None) -> str:
@@ -80,22 +93,22 @@ class _Specs:
 
         self.models = (
             Field("model", "model", lambda m: m.name, show=printable, json=False),
-            Field("title", "design", lambda m: model(m.name).title, show=printable, json=False),
-            Field("pages", "pages", lambda m: m.pages, show=count),
-            Field("bytes", "cache", lambda m: m.bytes, show=size),
+            Field("title", "design", lambda m: model(m.name).title, show=printable, json=False, fit=WRAP, drop=5),
+            Field("pages", "pages", lambda m: m.pages, show=count, drop=3),
+            Field("bytes", "cache", lambda m: m.bytes, show=size, drop=2),
             Field("saved_pages", None, lambda m: m.saved_pages),
             Field("saved_bytes", "saved", lambda m: m.saved_bytes, show=size),
             Field("saved_pct", "saved %", lambda m: m.saved_pct, show=pct, encode=_round(4)),
             Field("applicable", None, lambda m: m.applicable),
             Field("reason", None, lambda m: m.reason),
             Field("applies", "applies", lambda m: "yes" if m.applicable else f"no: {m.reason}", show=printable,
-                  json=False),
+                  json=False, fit=WRAP, drop=4),
         )
         self.kinds = (
             Field("kind", "kind", lambda k: KIND_TITLES[k.kind][0], show=printable, json=False),
-            Field("pages", "pages", lambda k: k.pages, show=count),
+            Field("pages", "pages", lambda k: k.pages, show=count, drop=2),
             Field("bytes", "cache today", lambda k: k.bytes, show=size),
-            Field("meaning", "what", lambda k: KIND_TITLES[k.kind][1], show=printable, json=False),
+            Field("meaning", "what", lambda k: KIND_TITLES[k.kind][1], show=printable, json=False, fit=WRAP, drop=1),
         )
         share = (
             Field("id", None, lambda x: x.id),
@@ -104,44 +117,44 @@ class _Specs:
         )
         self.subvolumes = (
             Field("id", "id", lambda s: s.id, show=plain),
-            Field("path", "path", lambda s: s.path, show=printable),
+            Field("path", "path", lambda s: s.path, text=lambda s: _subvolume_path(s.id, s.path), fit=MIDDLE),
             Field("uuid", None, lambda s: s.uuid),
             Field("parent_uuid", None, lambda s: s.parent_uuid),
             Field("readonly", None, lambda s: s.readonly),
-            Field("files", "files", lambda s: s.files, show=count),
+            Field("files", "files", lambda s: s.files, show=count, drop=3),
             Field("inodes", None, lambda s: s.inodes),
             Field("per_inode_pages", "cache today", lambda s: s.per_inode_pages, show=pages_size),
-            Field("unshareable_pages", "per-inode part", lambda s: s.unshareable_pages, show=pages_size),
-            Field("exclusive_pages", "exclusive", lambda s: s.exclusive_pages, show=pages_size),
-            Field("shared_pages", "shared", lambda s: s.shared_pages, show=pages_size),
+            Field("unshareable_pages", "per-inode part", lambda s: s.unshareable_pages, show=pages_size, drop=5),
+            Field("exclusive_pages", "exclusive", lambda s: s.exclusive_pages, show=pages_size, drop=4),
+            Field("shared_pages", "shared", lambda s: s.shared_pages, show=pages_size, drop=2),
             Field("saved_pages", "saved (share)", lambda s: s.saved_pages, show=pages_size, encode=_round(3)),
             Field("shares_with", "shares most with", lambda s: s.shares_with, fields=share, each=LIST,
-                  text=lambda s: printable(", ".join(
+                  text=lambda s: "\n".join(
                       f"{subvolume_name(x.id, x.path)} ({human_bytes(pages_to_bytes(x.shared_pages, P))})"
-                      for x in s.shares_with) or None)),
+                      for x in s.shares_with) or "-", fit=MIDDLE, drop=6),
         )
         self.extents = (
             Field("logical", "logical", lambda e: e.logical, show=plain),
             Field("disk_num_bytes", "size", lambda e: e.disk_num_bytes, show=size),
-            Field("references", "refs", lambda e: e.references, show=count),
-            Field("subvolume_count", "subvols", lambda e: e.subvolume_count, show=count),
+            Field("references", "refs", lambda e: e.references, show=count, drop=3),
+            Field("subvolume_count", "subvols", lambda e: e.subvolume_count, show=count, drop=4),
             Field("subvolumes", None, lambda e: e.subvolumes, encode=list),
             Field("file_pages", None, lambda e: e.file_pages),
-            Field("cached_pages", "cached once", lambda e: e.cached_pages, show=pages_size),
+            Field("cached_pages", "cached once", lambda e: e.cached_pages, show=pages_size, drop=5),
             Field("saved_pages", None, lambda e: e.saved_pages),
             Field("saved_bytes", "saved", lambda e: e.saved_bytes, show=size),
-            Field("paths", "for example", lambda e: e.paths, show=lambda p: printable("; ".join(p) or None), encode=list),
+            Field("paths", "for example", lambda e: e.paths, show=_example, encode=list, fit=MIDDLE, drop=1),
         )
         self.files = (
-            Field("subvol", "subvol", lambda f: f.subvol, show=plain),
+            Field("subvol", "subvol", lambda f: f.subvol, show=plain, drop=2),
             Field("ino", None, lambda f: f.ino),
             Field("path", "path", lambda f: f.path,
-                  text=lambda f: printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>")),
-            Field("size", "size", lambda f: f.size, show=size),
-            Field("nlink", "links", lambda f: f.nlink, show=count),
-            Field("pages", "pages", lambda f: f.pages, show=count),
+                  text=lambda f: printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>"), fit=MIDDLE),
+            Field("size", "size", lambda f: f.size, show=size, drop=3),
+            Field("nlink", "links", lambda f: f.nlink, show=count, drop=5),
+            Field("pages", "pages", lambda f: f.pages, show=count, drop=4),
             Field("eligible_pages", None, lambda f: f.eligible_pages),
-            Field("shared_pages", "shared pages", lambda f: f.shared_pages, show=count),
+            Field("shared_pages", "shared pages", lambda f: f.shared_pages, show=count, drop=1),
             Field("saved_pages", None, lambda f: f.saved_pages, encode=_round(3)),
             Field("saved_bytes", "saved (share)", lambda f: f.saved_bytes, show=size),
         )
@@ -166,7 +179,7 @@ class _Specs:
             Field("features", "features", lambda r: r.filesystem, fields=(
                 Field("incompat", None, lambda f: f.incompat_features, encode=list),
                 Field("compat_ro", None, lambda f: f.compat_ro_features, encode=list),
-            ), text=lambda r: joined(r.filesystem.incompat_features + r.filesystem.compat_ro_features)),
+            ), text=lambda r: joined(r.filesystem.incompat_features + r.filesystem.compat_ro_features), fit=WRAP),
             Field("metadata_dump", None, lambda r: r.metadata_dump),
             Field("notes", None, lambda r: r.notes, encode=list),
             Field("files", "regular files", lambda r: r.totals.files, show=count, json=False),
