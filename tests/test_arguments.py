@@ -1,4 +1,4 @@
-"""Command lines mean the same whatever files exist here; small argument and unit rules of issue 13."""
+"""Small argument and unit rules of issue 13: map's PATH, --sample everywhere, --raw units."""
 
 from __future__ import annotations
 
@@ -6,18 +6,6 @@ import json
 import re
 
 from support import run
-
-
-def test_last_of_two_arguments_is_the_path_in_the_image_even_when_a_local_file_has_that_name(tmp_path, monkeypatch):
-    sample = json.loads(run("super", "--sample", "--json").stdout)["devices"][0]["path"]  # the bundled image
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "passwd").write_text("a local file")
-    monkeypatch.chdir(tmp_path)
-    result = run("ls", sample, "etc/passwd")
-    assert result.exit_code == 2
-    assert "looking up 'etc/passwd'" in result.stderr and "not a btrfs" not in result.stderr
-    listed = run("ls", sample, "@base/etc", "--json")
-    assert listed.exit_code == 0 and "@base/etc/hosts" in listed.stdout
 
 
 def test_map_without_path_says_path_is_missing():

@@ -7,6 +7,7 @@ only when one of these commands runs.
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 
 import click
@@ -79,10 +80,9 @@ def map_cmd(args, subvol, inode, sample):
 
 LS_HELP = """List files like `ls -li`, with extent counts and shared bytes.
 
-PATH is from the top-level subvolume (default: its root directory). With
-one argument it is the IMAGE; with two or more the last one is always PATH,
-whatever files this machine has (list the root of a filesystem of several
-devices with PATH `/`); with --sample the only argument is PATH. -R lists everything below PATH, parents
+PATH is from the top-level subvolume (default: its root directory); it is
+the last argument when that argument does not name a file on this machine
+(with --sample, the only argument). -R lists everything below PATH, parents
 before children, crossing into subvolumes and snapshots (a nested
 subvolume a snapshot did not take shows as an empty directory, inode 2).
 
@@ -100,6 +100,10 @@ shared    shared bytes: the sum of num_bytes over the file's regular and
 """
 
 
+def _is_host_file(arg: str) -> bool:
+    return os.path.exists(arg) and not os.path.isdir(arg)
+
+
 @click.command("ls", help=LS_HELP)
 @click.argument("args", nargs=-1, metavar="IMAGE... [PATH]")
 @click.option("-R", "--recursive", is_flag=True, help="List everything below PATH, across subvolumes and snapshots.")
@@ -112,7 +116,7 @@ def ls_cmd(args, recursive, sample):
         if len(args) > 1:
             raise click.UsageError("with --sample give at most one argument, the PATH")
         images, path = (), (args[0] if args else None)
-    elif len(args) >= 2:
+    elif len(args) >= 2 and not _is_host_file(args[-1]):
         images, path = args[:-1], args[-1]
     else:
         images = args
