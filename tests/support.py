@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import lzma
 import os
@@ -9,10 +10,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import jsonschema
 from click.testing import CliRunner
 
 from btrfsscan.cache.facts import FilesystemFacts
 from btrfsscan.present.cli import main
+from btrfsscan.present.contract import CONTRACTS, schema
 
 
 def decompress_sparse(src: str | os.PathLike, dest: str | os.PathLike) -> None:
@@ -38,11 +41,53 @@ def runner() -> CliRunner:
         return CliRunner()
 
 
+@functools.cache
+def validator(kind: str) -> jsonschema.Draft202012Validator:
+    """The validator of ``kind``'s shipped JSON Schema (checked to be a valid schema itself)."""
+    shipped = schema(kind)
+    jsonschema.Draft202012Validator.check_schema(shipped)
+    return jsonschema.Draft202012Validator(shipped)
+
+
+def json_documents(stdout: str) -> list[dict]:
+    """The JSON documents of a ``--json`` output: one (indented) document, or one compact document a line."""
+    try:
+        return [json.loads(stdout)]
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def validate_documents(kind: str, stdout: str) -> list[dict]:
+    """Every document of ``stdout`` validated against ``kind``'s schema, with its schema_version."""
+    documents = json_documents(stdout)
+    for document in documents:
+        validator(kind).validate(document)
+        assert document["schema_version"] == CONTRACTS[kind].version
+    return documents
+
+
+def _json_kind(args: list[str]) -> str | None:
+    """The command of ``args`` when it writes JSON to stdout (``--json`` or ``--format json``, no ``-o``)."""
+    words = [a for a in args if not a.startswith("-")]
+    kind = next((a for a in args if not a.startswith("-")), None)
+    to_stdout = not ({"-o", "--output"} & set(args)) and not any(a.startswith("--output=") for a in args)
+    as_json = "--json" in args or any(a == "json" and b == "--format" for b, a in zip(args, args[1:]))
+    return kind if words and kind in CONTRACTS and as_json and to_stdout else None
+
+
 def run(*args):
-    """`btrfsscan ARGS...` in process; any exception other than the exit is a test failure."""
-    result = runner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+    """`btrfsscan ARGS...` in process; any exception other than the exit is a test failure.
+
+    Every JSON document a run writes to stdout (exit 0 or 1) is validated
+    against its command's shipped schema.
+    """
+    argv = [str(a) for a in args]
+    result = runner().invoke(main, argv, catch_exceptions=True)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"btrfsscan {' '.join(map(str, args))} raised {result.exception!r}")
+        raise AssertionError(f"btrfsscan {' '.join(argv)} raised {result.exception!r}")
+    kind = _json_kind(argv)
+    if kind and result.exit_code in (0, 1) and result.stdout.strip():
+        validate_documents(kind, result.stdout)
     return result
 
 

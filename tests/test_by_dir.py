@@ -33,7 +33,7 @@ from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.links import LINK_DTYPE, LinkTable
 from btrfsscan.model.versions import inode_versions
-from btrfsscan.present.views.report import schema
+from btrfsscan.present.contract import schema
 
 FILES = Path(__file__).resolve().parent / "fixtures" / "files"
 P = 4096
@@ -92,7 +92,7 @@ def _brute_force(name: str, depth: int):
 
 @pytest.fixture(scope="module")
 def validator():
-    return jsonschema.Draft202012Validator(schema())
+    return jsonschema.Draft202012Validator(schema("report"))
 
 
 @pytest.mark.parametrize("depth", [0, 1, 3])

@@ -31,8 +31,7 @@ from test_live import (
     snapshot,
 )
 
-from btrfsscan.present.views.live import schema as live_schema
-from btrfsscan.present.views.report import schema as report_schema
+from btrfsscan.present.contract import schema
 
 needs_kernel = pytest.mark.skipif(kernel_unavailable() is not None, reason=kernel_unavailable() or "")
 RESIDENCY_SCHEMA = json.loads((Path(__file__).resolve().parents[1]
@@ -71,7 +70,7 @@ def test_live_cli_equals_fincore_and_report_resident(name, fixture_images, tmp_p
             seeded_workload(files, f"live-cli/{name}")
             live, snap, fincore_total = stable_live(mnt, files, save)
             expected_shared = brute_force_shared_extent(files, snap)
-        jsonschema.Draft202012Validator(live_schema()).validate(live)
+        jsonschema.Draft202012Validator(schema("live")).validate(live)
         jsonschema.Draft202012Validator(RESIDENCY_SCHEMA).validate(json.loads(save.read_text()))
         assert live["totals"]["per_inode"]["pages"] == fincore_total == sum(sum(v) for v in snap.values()) > 0
         assert live["totals"]["models"]["per_inode"]["pages"] == fincore_total
@@ -82,7 +81,7 @@ def test_live_cli_equals_fincore_and_report_resident(name, fixture_images, tmp_p
         assert sum(k["pages"] for k in live["by_kind"].values()) == fincore_total
 
         report = run_json("report", img, "--resident", save, "--json", "--page-size", PAGE)
-    jsonschema.Draft202012Validator(report_schema()).validate(report)
+    jsonschema.Draft202012Validator(schema("report")).validate(report)
     for key in SAME:
         assert report[key] == live[key], key
     live_kinds = dict(live["by_kind"])
@@ -195,7 +194,7 @@ def test_live_unreadable_file_is_warned_and_partial(tmp_path, monkeypatch):
 def test_schema_commands():
     live = json.loads(run("schema", "live").stdout)
     assert "workload" in live["required"] and "unknown" in live["properties"]["by_kind"]["required"]
-    assert live["properties"]["totals"] == report_schema()["properties"]["totals"]
+    assert live["properties"]["totals"] == schema("report")["properties"]["totals"]
     assert json.loads(run("schema", "residency").stdout) == RESIDENCY_SCHEMA
 
 

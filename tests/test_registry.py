@@ -22,7 +22,7 @@ from btrfsscan.cache.layout import build_layout
 from btrfsscan.cache.registry import BASELINE, HEADLINE, MODELS, CacheModel, ModelInputs, evaluate, model
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables
 from btrfsscan.model.versions import versions_of
-from btrfsscan.present.views.report import schema
+from btrfsscan.present.contract import schema
 
 NAMES = [m.name for m in MODELS]
 
@@ -50,11 +50,11 @@ def test_shipped_schema_defines_a_model_once_and_lists_the_registry():
     assert set(shipped["$defs"]) == {"model", "dir_entry"}
     assert {"title", "design"} <= set(shipped["$defs"]["model"]["required"])
     assert "properties" not in shipped["$defs"]["dir_entry"]["properties"]["pages"]
-    derived = schema()["properties"]["totals"]["properties"]["models"]
+    derived = schema("report")["properties"]["totals"]["properties"]["models"]
     assert derived["required"] == NAMES and list(derived["properties"]) == NAMES
     assert all(p["$ref"] == "#/$defs/model" for p in derived["properties"].values())
     assert derived["additionalProperties"] is False
-    by_dir_pages = schema()["$defs"]["dir_entry"]["properties"]["pages"]
+    by_dir_pages = schema("report")["$defs"]["dir_entry"]["properties"]["pages"]
     assert by_dir_pages["required"] == NAMES and list(by_dir_pages["properties"]) == NAMES
     assert by_dir_pages["additionalProperties"] is False
 

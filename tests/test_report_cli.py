@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from support import run
 
-from btrfsscan.present.views.report import schema
+from btrfsscan.present.contract import schema
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FILE_FIXTURES = sorted(p.name for p in (FIXTURES / "files").iterdir() if list(p.glob("dev*.img.xz")))
@@ -17,7 +17,7 @@ FILE_FIXTURES = sorted(p.name for p in (FIXTURES / "files").iterdir() if list(p.
 
 @pytest.fixture(scope="module")
 def validator():
-    return jsonschema.Draft202012Validator(schema())
+    return jsonschema.Draft202012Validator(schema("report"))
 
 
 @pytest.mark.parametrize("page_size", ["4096", "16384", "65536"])
@@ -70,4 +70,4 @@ def test_rfc_not_applicable_on_raid1(fixture_images):
 def test_schema_command_prints_the_shipped_schema():
     result = run("schema", "report")
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == schema()
+    assert json.loads(result.stdout) == schema("report")

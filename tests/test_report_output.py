@@ -22,7 +22,8 @@ from btrfsscan.present.document import CommandOutput
 from btrfsscan.present.renderers import table
 from btrfsscan.present.renderers.prometheus import METRICS, prometheus_text
 from btrfsscan.present.units import human_bytes
-from btrfsscan.present.views.report import focus, report_document, schema, summary
+from btrfsscan.present.contract import schema
+from btrfsscan.present.views.report import focus, report_document, summary
 
 KiB, MiB = 1024, 1 << 20
 FSID = "0634ac5a-61f8-590d-b076-d5b350bd2f0f"
@@ -133,7 +134,7 @@ def test_report_figures():
 def test_json_validates_against_schema():
     for page_size in (4096, 16384, 65536):
         doc = report_json(make_report(page_size))
-        jsonschema.Draft202012Validator(schema()).validate(doc)
+        jsonschema.Draft202012Validator(schema("report")).validate(doc)
         assert list(doc) == ["schema_version", "page_size", "filesystem", "totals", "by_kind", "subvolumes",
                              "top_extents", "top_files", "partial", "warnings", "sharing_matrix", "by_dir"]
         assert doc["by_dir"] is None  # only with --by-dir
@@ -161,13 +162,13 @@ def test_warnings_collection_makes_it_partial():
 
 def test_json_partial_metadata_dump_and_empty():
     doc = report_json(make_report(warnings=["tree block 123 unreadable (dev 1)"], metadata_dump=True))
-    jsonschema.Draft202012Validator(schema()).validate(doc)
+    jsonschema.Draft202012Validator(schema("report")).validate(doc)
     assert doc["partial"] is True and doc["warnings"] == ["tree block 123 unreadable (dev 1)"]
     assert METADATA_DUMP_NOTE in doc["filesystem"]["notes"] and doc["filesystem"]["metadata_dump"] is True
     empty = build_report(analyze(FileTables(np.zeros(0, INODE_DTYPE), np.zeros(0, EXTENT_DTYPE)), 4096,
                                  FilesystemFacts(fsid=FSID)), subvolumes=[SubvolumeInfo(5, "")])
     doc = report_json(empty)
-    jsonschema.Draft202012Validator(schema()).validate(doc)
+    jsonschema.Draft202012Validator(schema("report")).validate(doc)
     assert doc["totals"]["models"]["shared_extent"]["saved_pct"] == 0.0
 
 
@@ -175,7 +176,7 @@ def test_schema_is_strict():
     doc = report_json(make_report())
     doc["totals"]["extra"] = 1
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft202012Validator(schema()).validate(doc)
+        jsonschema.Draft202012Validator(schema("report")).validate(doc)
 
 
 def test_rejects_unsupported_page_size():
@@ -256,4 +257,4 @@ def test_rendering_partial_and_not_applicable():
 
 def test_human_bytes():
     assert human_bytes(0) == "0 B" and human_bytes(1023) == "1023 B"
-    assert human_bytes(2040109465) == "1.9 GiB" and human_bytes(2040109465, raw=True) == "2040109465"
+    assert human_bytes(2040109465) == "1.9 GiB" and human_bytes(2040109465, raw=True) == "2040109465 B"

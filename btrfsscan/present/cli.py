@@ -24,7 +24,6 @@ lists the commands from ``COMMANDS`` alone.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from importlib import import_module
@@ -33,7 +32,7 @@ import click
 
 from .. import __version__
 from ..errors import BtrfsScanError
-from .command import EXIT_ERROR, Settings, error
+from .command import EXIT_ERROR, EXIT_OK, Settings, error, silence_stdout
 
 # No command does linear algebra: without this, importing numpy starts one
 # OpenBLAS thread per core (~40 ms of a run); an explicit setting wins.
@@ -70,7 +69,7 @@ COMMANDS: dict[str, LazyCommand] = {
     "map-logical": LazyCommand("volume_cmds", "map_logical_cmd",
                                "Show where a logical range lives on the devices, every mirror."),
     "report": LazyCommand("report_cmd", "report_cmd", "Page cache per inode vs. a shared-extent cache."),
-    "schema": LazyCommand("report_cmd", "schema_group", "Print the JSON Schema of a command's --json output."),
+    "schema": LazyCommand("schema_cmd", "schema_cmd", "Print the JSON Schema of a command's --json output."),
     "subvolumes": LazyCommand("files_cmds", "subvolumes_cmd", "List subvolumes and snapshots, with uuids and parents."),
     "super": LazyCommand("volume_cmds", "super_cmd", "Show the superblock and the state of every superblock copy."),
 }
@@ -128,13 +127,9 @@ class _Group(click.Group):
             error(f"btrfsscan: error: {exc}")
             ctx.exit(EXIT_ERROR)
         except BrokenPipeError:
-            # The reader went away (``| head``): say nothing more, anywhere.
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-            except (OSError, ValueError):
-                pass
-            ctx.exit(EXIT_ERROR)
+            # The reader went away (``| head``): it had what it wanted; say nothing more, anywhere, exit 0.
+            silence_stdout()
+            ctx.exit(EXIT_OK)
         except KeyboardInterrupt:
             error("btrfsscan: interrupted")
             ctx.exit(130)

@@ -4,7 +4,7 @@ A command parses its arguments, opens its inputs with ``inputs`` and
 ``opened``, asks :mod:`btrfsscan.analysis` for a result, turns it into
 documents (:mod:`.views`) and ends with ``finish``. ``output_options`` gives
 every command ``--json``, ``--format``, ``--output``/``-o`` and
-``--strict``; ``finish`` is the one place that applies them: ``--strict``
+``--strict`` (and ``--wide`` for tables); ``finish`` is the one place that applies them: ``--strict``
 turns warnings into an error (the warnings, then the error line, exit 2,
 nothing written), else the documents are written in the chosen format to
 stdout or, through :mod:`.destination`, to the ``-o`` file (checked against
@@ -16,16 +16,18 @@ notes and warnings follow on stderr and the exit code is 0 (complete) or 1
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from ..errors import BtrfsScanError
-from .destination import check_output, open_output
+from .contract import CONTRACTS
+from .destination import OutputError, check_output, open_output
 from .document import CommandOutput
 from .renderers import DEFAULT_FORMAT, RENDERERS, formats_for, render
 from .units import one_line
@@ -40,6 +42,16 @@ _OPTIONS = "btrfsscan.output"
 
 class StrictError(BtrfsScanError):
     """Warnings were raised while ``--strict`` was given."""
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a reader that is gone (or a full disk) is dropped
+    quietly instead of failing again when Python exits."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def warn(message: str) -> None:
@@ -101,6 +113,7 @@ class OutputOptions:
     target: str | None
     strict: bool
     chosen: bool = False
+    wide: bool = False
 
 
 def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -109,23 +122,28 @@ def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        def command(*args: Any, as_json: bool, fmt: str | None, output_file: str | None, strict: bool, **kwargs: Any):
+        def command(*args: Any, as_json: bool, fmt: str | None, output_file: str | None, strict: bool, wide: bool,
+                    **kwargs: Any):
             ctx = click.get_current_context()
+            if as_json and fmt not in (None, "json"):
+                raise click.UsageError(f"--json and --format {fmt} conflict: give one of them")
             group_strict = isinstance(ctx.find_root().obj, Settings) and ctx.find_root().obj.strict
             ctx.meta[_OPTIONS] = OutputOptions("json" if as_json else (fmt or DEFAULT_FORMAT), output_file,
-                                               strict or group_strict, bool(as_json or fmt))
+                                               strict or group_strict, bool(as_json or fmt), wide)
             return fn(*args, **kwargs)
 
         described = "; ".join(f"{name}: {RENDERERS[name].description}" for name in formats)
         command = click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2).")(command)
+        command = click.option("--wide", is_flag=True,
+                               help="Tables at their full width: no column left out, no path shortened "
+                                    "(default: fit the terminal; unlimited when there is none).")(command)
         command = click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False), default=None,
                                help="Write the result to FILE instead of stdout (never over an input; "
                                     "replaced only once complete).")(command)
         command = click.option("--format", "fmt", type=click.Choice(formats), default=None,
                                help=f"Output format (default: {DEFAULT_FORMAT}; --json is --format json). "
                                     f"{described}.")(command)
-        return click.option("--json", "as_json", is_flag=True,
-                            help="Write JSON, nothing else, to stdout (or the --output file).")(command)
+        return click.option("--json", "as_json", is_flag=True, help=CONTRACTS[kind].json_help())(command)
 
     return decorate
 
@@ -203,13 +221,24 @@ def opened(paths: list[str], *, log_replay: bool = True) -> Iterator[Filesystem]
 def finish(output: CommandOutput) -> NoReturn:
     """Write ``output`` as the options say (or raise the strict error) and leave with the exit code."""
     opts = options()
+    output = replace(output, wide=opts.wide)
     messages = list(output.warnings)
     if opts.strict and messages:
         for message in messages:
             warn(message)
         raise StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
-    with open_output(opts.target) if opts.target else nullcontext(sys.stdout) as stream:
-        render(opts.fmt, output, stream)
+    if opts.target:
+        with open_output(opts.target) as stream:
+            render(opts.fmt, output, stream)
+    else:
+        try:
+            render(opts.fmt, output, sys.stdout)
+            sys.stdout.flush()  # a closed pipe or a full disk shows here, inside the CLI's handlers
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            silence_stdout()
+            raise OutputError(f"cannot write the result to stdout: {exc.strerror or exc}") from None
     for message in output.notes:
         note(message)
     for message in messages:

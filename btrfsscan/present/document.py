@@ -5,7 +5,8 @@ the raw value from a result object (``get``), how to show it (``show`` from
 the raw value, or ``text`` from the object when the display needs more), how
 to write it in JSON (``encode``; nested ``fields`` for an object, a list of
 them, or a dict of them by ``key_of``). A field without a label is JSON
-only; one with ``json=False`` is for tables only. ``Section``s of records
+only; one with ``json=False`` is for tables only. ``fit`` and ``drop`` say
+how its table column gives way on a narrow output (see ``KEEP``). ``Section``s of records
 made under one spec make a ``Document``; a ``CommandOutput`` is what every
 command hands to the renderers (``btrfsscan.present.renderers``): the JSON
 document and the tables come from the same cells, so they cannot drift
@@ -18,10 +19,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .contract import schema_version
 from .units import plain
 
 #: How nested fields apply to a field's raw value.
 ONE, LIST, KEYED = "one", "list", "keyed"
+
+#: How a table cell gives way when its table is wider than the output (``Field.fit``): ``KEEP`` never
+#: (numbers, sizes, uuids, model names: split, they could be misread), ``MIDDLE`` shortened in the middle
+#: with an ellipsis (paths: both ends say most), ``WRAP`` wrapped at spaces (sentences, lists).
+KEEP, MIDDLE, WRAP = "keep", "middle", "wrap"
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class Field:
     fields: tuple[Field, ...] = ()
     each: str = ONE
     key_of: Callable[[Any], str] | None = None
+    fit: str = KEEP
+    drop: int = 0  # tables: 0 always shown; else left out when the table is too wide, the highest first
 
     def cell(self, obj: Any) -> Cell:
         raw = self.get(obj)
@@ -150,7 +159,8 @@ class Document:
     subject: Any = None
 
     def json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        """The JSON document: ``schema_version`` first (from ``contract.CONTRACTS``), then the sections."""
+        out: dict[str, Any] = {"schema_version": schema_version(self.kind)}
         for sec in self.sections:
             if not sec.json:
                 continue
@@ -170,7 +180,8 @@ class CommandOutput:
     tree replayed, or left out); ``note: ...`` lines on stderr.
 
     ``stream``: the command reports several things (one filesystem each);
-    JSON is then one compact document per line.
+    JSON is then one compact document per line. ``wide``: tables at their
+    full width, whatever the output's (``--wide``; ``finish`` sets it).
     """
 
     kind: str
@@ -178,3 +189,4 @@ class CommandOutput:
     warnings: tuple[str, ...] = ()
     stream: bool = False
     notes: tuple[str, ...] = ()
+    wide: bool = False

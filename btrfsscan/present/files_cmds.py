@@ -21,8 +21,9 @@ from .views.files import ls_document, map_document, subvolumes_document
 
 MAP_HELP = """Show the extent map of a regular file: where every byte lives.
 
-PATH is from the top-level subvolume (or from --subvol); --inode SUBVOL:INO
-names the file by inode instead (then give no PATH). One row per EXTENT_DATA
+PATH is from the top-level subvolume (or from --subvol) and is always the
+last argument (with --sample, the only one); --inode SUBVOL:INO names the
+file by inode instead (then give no PATH). One row per EXTENT_DATA
 item in file order, holes included (implicit NO_HOLES holes up to i_size
 too): file offset range, type (regular, inline, prealloc, hole),
 compression, the logical range it reads (for a compressed extent: the whole
@@ -65,17 +66,17 @@ def map_cmd(args, subvol, inode, sample, log_replay):
             raise click.UsageError("give either --inode or --subvol, not both")
         images, path = tuple(args), None
     else:
-        if not args:
-            raise click.UsageError("give IMAGE... PATH (or --inode SUBVOL:INO instead of PATH)")
+        if len(args) < (1 if sample else 2):
+            raise click.UsageError("give IMAGE... PATH: the last argument is the file's path in the image "
+                                   "(or --inode SUBVOL:INO instead of PATH)")
         images, path = tuple(args[:-1]), args[-1]
+        if path.endswith("/") and path.strip("/"):
+            raise click.BadParameter(f"{path!r} ends with /, which names a directory; map shows the extents of "
+                                     "a regular file", param_hint="PATH")
     with ExitStack() as stack:
         fs = stack.enter_context(opened(inputs(stack, images, sample), log_replay=log_replay))
         document = map_document(file_map_of(fs, None, path, subvol=subvol, inode=inode_ref))
         finish(CommandOutput("map", (document,), tuple(fs.warnings.messages()), notes=tuple(fs.notes)))
-
-
-def _is_host_file(arg: str) -> bool:
-    return os.path.exists(arg) and not os.path.isdir(arg)
 
 
 LS_HELP = """List files like `ls -li`, with extent counts and shared bytes.
@@ -98,6 +99,10 @@ shared    shared bytes: the sum of num_bytes over the file's regular and
           same extent twice in the file) or refs > 1 in the extent tree.
           It is the total length of the extents `map` marks shared.
 """
+
+
+def _is_host_file(arg: str) -> bool:
+    return os.path.exists(arg) and not os.path.isdir(arg)
 
 
 @click.command("ls", help=LS_HELP)

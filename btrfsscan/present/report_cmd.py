@@ -1,4 +1,4 @@
-"""The ``report`` and ``schema`` commands.
+"""The ``report`` command.
 
 ``report`` groups the images it is given by fsid and reports each filesystem
 found: :func:`btrfsscan.analysis.report.scan_report` walks every live
@@ -11,7 +11,6 @@ or the Prometheus text format, or one self-contained HTML page (``--format html`
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import ExitStack
 
@@ -23,7 +22,7 @@ from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
 from .command import finish, images_argument, inputs, log_replay_option, options, output_alias, output_options, sample_option
 from .document import CommandOutput
-from .views.report import EVERY_FILE_ONCE, MODELS_TITLE, report_document, schema
+from .views.report import EVERY_FILE_ONCE, MODELS_TITLE, report_document
 
 WORKING_SET = "The working set caches {size} of these files"
 
@@ -103,31 +102,3 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
             lead, title = EVERY_FILE_ONCE, MODELS_TITLE
     finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead, models_title=title) for r in reports),
                          tuple(w for r in reports for w in r.warnings), stream=True))
-
-
-@click.group("schema")
-def schema_group():
-    """Print the JSON Schema of a command's --json output."""
-
-
-@schema_group.command("report")
-def schema_report():
-    """The JSON Schema of `report --json` (one object per filesystem)."""
-    click.echo(json.dumps(schema(), indent=2))
-
-
-@schema_group.command("live")
-def schema_live():
-    """The JSON Schema of `live --json` (the report's layout plus `workload`)."""
-    from .views.live import schema as live_schema
-
-    click.echo(json.dumps(live_schema(), indent=2))
-
-
-@schema_group.command("residency")
-def schema_residency():
-    """The JSON Schema of the residency file `live --save` writes and `report --resident` reads."""
-    from importlib import resources
-
-    click.echo(resources.files("btrfsscan.present").joinpath("schemas", "residency.schema.json")
-               .read_text(encoding="utf-8"), nl=False)

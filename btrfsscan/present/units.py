@@ -16,18 +16,13 @@ def _iec(value: int | float) -> tuple[float, int]:
     return size, unit
 
 
-def format_size(value: int) -> str:
-    """``value`` bytes in IEC units with two decimals, as btrfs-progs prints them (``128.00MiB``)."""
-    size, unit = _iec(value)
-    return f"{size:.2f}{_IEC_UNITS[unit]}"
-
-
 def human_bytes(value: int | float | None, raw: bool = False) -> str:
-    """``1.9 GiB`` (one decimal, IEC), ``512 B``; ``raw``: the exact number of bytes."""
+    """``1.9 GiB`` (one decimal, IEC), ``512 B``: the one size format of every table; ``raw``: the exact
+    number of bytes (``2040109465 B``)."""
     if value is None:
         return "-"
     if raw:
-        return str(int(value))
+        return f"{int(value)} B"
     size, unit = _iec(value)
     return f"{int(size)} B" if unit == 0 else f"{size:.1f} {_IEC_UNITS[unit]}"
 
@@ -44,10 +39,10 @@ def human_count(value: int | float | None, raw: bool = False) -> str:
 
 
 def human_pct(value: float | None, raw: bool = False) -> str:
-    """``70.3%``; ``raw``: every digit."""
+    """``70.3%``; ``raw``: every digit (``70.29893924783028%``)."""
     if value is None:
         return "-"
-    return repr(float(value)) if raw else f"{value:.1f}%"
+    return f"{float(value)!r}%" if raw else f"{value:.1f}%"
 
 
 def printable(text: Any) -> str:

@@ -44,24 +44,25 @@ def super_cmd(images, show_all, devid, sample):
 
 @click.command("chunks")
 @images_argument
+@sample_option
 @output_options("chunks")
-def chunks_cmd(images):
+def chunks_cmd(images, sample):
     """Show the chunk map: every chunk, its profile, its stripes and how much of it is used
     (from its BLOCK_GROUP_ITEM in the extent tree or the block group tree)."""
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images)))
+        fs = stack.enter_context(opened(inputs(stack, images, sample)))
         document = chunks_document(chunk_usage(fs))
         finish(CommandOutput("chunks", (document,), tuple(fs.warnings.messages())))
 
 
 @click.command("map-logical")
-@images_argument
-@click.argument("logical", type=NUMBER)
+@click.argument("args", nargs=-1, metavar="IMAGE... LOGICAL")
 @click.option("--length", "-b", "length", type=NUMBER, default=None,
               help="Bytes to map (default: the nodesize, as btrfs-map-logical).")
 @click.option("--parity", is_flag=True, help="RAID5/6: also show the P (mirror 2) and Q (mirror 3) ranges.")
+@sample_option
 @output_options("map-logical")
-def map_logical_cmd(images, logical, length, parity):
+def map_logical_cmd(args, length, parity, sample):
     """Show where a logical range lives on the devices, every mirror.
 
     Like btrfs-map-logical, without reading any data: one line per piece
@@ -69,8 +70,15 @@ def map_logical_cmd(images, logical, length, parity):
     --parity the parity ranges of the same stripe row follow, with role P
     and Q.
     """
+    if not args:
+        raise click.UsageError("give IMAGE... LOGICAL (or --sample LOGICAL)")
+    images = tuple(args[:-1])
+    try:
+        logical = NUMBER.convert(args[-1], None, click.get_current_context())
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="LOGICAL") from None
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images)))
+        fs = stack.enter_context(opened(inputs(stack, images, sample)))
         if length is None:
             length = fs.superblock.nodesize
         if length == 0:

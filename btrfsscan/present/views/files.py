@@ -9,8 +9,8 @@ from ...analysis.files import Listing, SubvolumeList
 from ...format.constants import ObjectId
 from ...model.filemap import FileExtent, FileMap
 from ...model.subvolumes import Subvolume
-from ..document import Document, Field, section
-from ..units import format_size, plain, printable
+from ..document import MIDDLE, WRAP, Document, Field, section
+from ..units import human_bytes, plain, printable
 
 # --- map --------------------------------------------------------------------------
 
@@ -50,16 +50,17 @@ def _data(e: FileExtent) -> bool:
     return e.type in ("regular", "prealloc")
 
 
-def _if_data(name: str) -> Field:
+def _if_data(name: str, drop: int) -> Field:
     """A data extent's count: in JSON for every extent, in the table only for data extents."""
-    return Field(name, name, lambda e: getattr(e, name), text=lambda e: plain(getattr(e, name) if _data(e) else None))
+    return Field(name, name, lambda e: getattr(e, name), text=lambda e: plain(getattr(e, name) if _data(e) else None),
+                 drop=drop)
 
 
 MAP_HEADER_FIELDS: tuple[Field, ...] = (
-    Field("path", "path", lambda m: m.path, show=lambda p: "-" if p is None else p),
+    Field("path", "path", lambda m: m.path, show=printable, fit=MIDDLE),
     Field("subvolume", "subvolume", lambda m: m.subvolume),
     Field("inode", "inode", lambda m: m.inode),
-    Field("size", "size", lambda m: m.size, show=lambda v: f"{v} ({format_size(v)})"),
+    Field("size", "size", lambda m: m.size, show=lambda v: f"{v} ({human_bytes(v)})"),
     Field("xattrs", "xattrs", lambda m: m.xattrs, show=lambda names: ", ".join(names) or "-"),
 )
 
@@ -69,17 +70,18 @@ MAP_EXTENT_FIELDS: tuple[Field, ...] = (
     Field("file_range", "file range", _file_range, json=False),
     Field("length", "length", lambda e: e.length),
     Field("type", "type", lambda e: e.type),
-    Field("compression", "compr", lambda e: e.compression, show=lambda c: "-" if c == "none" else c),
+    Field("compression", "compr", lambda e: e.compression, show=lambda c: "-" if c == "none" else c, drop=3),
     Field("disk_bytenr", None, lambda e: e.disk_bytenr),
     Field("disk_num_bytes", None, lambda e: e.disk_num_bytes),
     Field("offset", None, lambda e: e.offset),
     Field("num_bytes", None, lambda e: e.num_bytes),
     Field("ram_bytes", None, lambda e: e.ram_bytes),
-    Field("logical", "logical range", _logical_text, json=False),
-    _if_data("refs"),
-    _if_data("mappings"),
-    _if_data("shared"),
-    Field("device_ranges", "device copies (#mirror devid @ physical)", _device_ranges_raw, text=_device_ranges_text),
+    Field("logical", "logical range", _logical_text, json=False, fit=WRAP),
+    _if_data("refs", drop=5),
+    _if_data("mappings", drop=6),
+    _if_data("shared", drop=2),
+    Field("device_ranges", "device copies (#mirror devid @ physical)", _device_ranges_raw, text=_device_ranges_text,
+          drop=1),
 )
 MAP_TABLE_COLUMNS = ("file_range", "length", "type", "compression", "logical", "device_ranges", "refs", "mappings",
                      "shared")
@@ -100,18 +102,19 @@ def map_document(file_map: FileMap) -> Document:
 
 def ls_fields(full_paths: bool) -> tuple[Field, ...]:
     """One entry of ``ls``; the table names an entry by its path (``full_paths``) or its name."""
-    name = (Field("name", "path", lambda r: r.path, show=printable, json=False) if full_paths
-            else Field("name", "name", lambda r: r.name + ("/" if r.type == "dir" else ""), show=printable, json=False))
+    name = (Field("name", "path", lambda r: r.path, show=printable, json=False, fit=MIDDLE) if full_paths
+            else Field("name", "name", lambda r: r.name + ("/" if r.type == "dir" else ""), show=printable, json=False,
+                       fit=MIDDLE))
     return (
         Field("path", None, lambda r: r.path),
-        Field("subvolume", "subvol", lambda r: r.subvolume),
+        Field("subvolume", "subvol", lambda r: r.subvolume, drop=3),
         Field("inode", "inode", lambda r: r.inode),
         Field("type", None, lambda r: r.type),
-        Field("mode", "mode", lambda r: r.mode, show=stat.filemode),
-        Field("nlink", "links", lambda r: r.nlink),
+        Field("mode", "mode", lambda r: r.mode, show=stat.filemode, drop=1),
+        Field("nlink", "links", lambda r: r.nlink, drop=5),
         Field("size", "size", lambda r: r.size),
-        Field("extents", "extents", lambda r: r.extents),
-        Field("shared_bytes", "shared", lambda r: r.shared_bytes),
+        Field("extents", "extents", lambda r: r.extents, drop=4),
+        Field("shared_bytes", "shared", lambda r: r.shared_bytes, drop=2),
         name,
     )
 
@@ -143,17 +146,17 @@ def subvolume_fields(default_id: int) -> tuple[Field, ...]:
     """One subvolume of ``subvolumes``."""
     return (
         Field("id", "id", lambda s: s.id),
-        Field("path", "path", _subvol_path, show=lambda p: "<deleted>" if p is None else printable(p)),
-        Field("parent_id", "parent", lambda s: s.parent_id),
-        Field("uuid", "uuid", lambda s: uuid_or_none(s.uuid)),
-        Field("parent_uuid", "parent uuid", lambda s: uuid_or_none(s.parent_uuid)),
-        Field("received_uuid", "received uuid", lambda s: uuid_or_none(s.root_item.received_uuid)),
-        Field("readonly", "ro", lambda s: s.readonly, show=_yes),
-        Field("generation", "gen", lambda s: s.root_item.generation),
-        Field("ctransid", "ctransid", lambda s: s.root_item.ctransid),
-        Field("otransid", "otransid", lambda s: s.root_item.otransid),
-        Field("deleted", "deleted", lambda s: s.deleted, show=_yes),
-        Field("default", "default", lambda s: s.id == default_id, show=_yes),
+        Field("path", "path", _subvol_path, show=lambda p: "<deleted>" if p is None else printable(p), fit=MIDDLE),
+        Field("parent_id", "parent", lambda s: s.parent_id, drop=4),
+        Field("uuid", "uuid", lambda s: uuid_or_none(s.uuid), drop=2),
+        Field("parent_uuid", "parent uuid", lambda s: uuid_or_none(s.parent_uuid), drop=5),
+        Field("received_uuid", "received uuid", lambda s: uuid_or_none(s.root_item.received_uuid), drop=10),
+        Field("readonly", "ro", lambda s: s.readonly, show=_yes, drop=3),
+        Field("generation", "gen", lambda s: s.root_item.generation, drop=7),
+        Field("ctransid", "ctransid", lambda s: s.root_item.ctransid, drop=11),
+        Field("otransid", "otransid", lambda s: s.root_item.otransid, drop=8),
+        Field("deleted", "deleted", lambda s: s.deleted, show=_yes, drop=9),
+        Field("default", "default", lambda s: s.id == default_id, show=_yes, drop=6),
     )
 
 

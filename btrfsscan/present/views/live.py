@@ -3,23 +3,21 @@
 ``live`` reports the same figures as ``report`` (one field spec each, in
 :mod:`.report`), so its JSON has the report's layout; it adds ``workload``
 (what was measured) and the kind ``unknown`` (pages FIEMAP gives no address
-for). ``schema()`` is the report's schema with the additions of the shipped
-``live.schema.json``.
+for). Its schema (``contract.schema("live")``) is the report's with the
+additions of the shipped ``live.schema.json``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-from importlib import resources
 from typing import Any
 
 from ...analysis.live import WorkingSetResult
+from ..contract import schema
 from ..document import Document, Field, section
 from ..units import human_count, printable
 from . import report as report_view
 
-SCHEMA_RESOURCE = "live.schema.json"
 RESIDENT_NOW = "The page cache holds {size} of these files now"
 
 
@@ -46,11 +44,9 @@ def live_document(result: WorkingSetResult, *, raw: bool = False) -> Document:
         models_title="Page cache of the resident pages", lead=RESIDENT_NOW)
 
 
-def schema() -> dict[str, Any]:
-    """The JSON Schema of ``live --json``: the report's, with the shipped additions."""
-    extra = json.loads(resources.files("btrfsscan.present").joinpath("schemas", SCHEMA_RESOURCE)
-                       .read_text(encoding="utf-8"))
-    doc = copy.deepcopy(report_view.schema())
+def complete_schema(extra: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of ``live --json``: the report's, with the additions of the shipped ``live.schema.json``."""
+    doc = copy.deepcopy(schema("report"))
     for key in ("$id", "title", "description"):
         doc[key] = extra[key]
     doc["properties"].update(extra["properties"])

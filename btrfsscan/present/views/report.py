@@ -1,9 +1,10 @@
-"""The page-cache report's document: a plain-language summary, the tables, the JSON (``schema_version`` 1).
+"""The page-cache report's document: a plain-language summary, the tables, the JSON.
 
 One spec per kind of record (models, kinds of page, subvolumes, extents,
 files, the filesystem) drives both the tables and the JSON document, which
 ``schemas/report.schema.json`` describes exactly (JSON Schema draft
-2020-12; ``schema()`` adds the model list from the registry). Sizes in JSON
+2020-12; ``complete_schema`` adds the model list from the registry; the
+version is the ``report`` entry of ``present.contract.CONTRACTS``). Sizes in JSON
 are exact integers (pages and bytes); percentages and fair-share page counts
 are rounded to 4 and 3 decimals. In tables sizes are IEC and human-readable
 (``1.9 GiB``); ``raw=True`` shows exact numbers instead. Model names,
@@ -12,20 +13,17 @@ titles and the sentences about them come from the cache model registry.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 from ...cache.by_dir import SAVING_MODEL, DirEntry
 from ...cache.registry import BASELINE, HEADLINE, MODELS, model
 from ...cache.report import PageCacheReport, SubvolumeFigures, pages_to_bytes
-from ..document import KEYED, LIST, Document, Field, Section, section
+from ...format.constants import ObjectId
+from ..document import KEYED, LIST, MIDDLE, WRAP, Document, Field, Section, section
 from ..units import human_bytes, human_count, human_pct, printable
 from .volume import DEVICE_FIELDS
 
-SCHEMA_VERSION = 1
-SCHEMA_RESOURCE = "report.schema.json"
 
 KIND_TITLES = {
     "regular_shared": ("shared data", "data pages whose disk page other file pages map too"),
@@ -39,10 +37,8 @@ KIND_TITLES = {
 }
 
 
-def schema() -> dict[str, Any]:
-    """The JSON Schema of the report document: the shipped file, its model list from the registry."""
-    text = resources.files("btrfsscan.present").joinpath("schemas", SCHEMA_RESOURCE).read_text(encoding="utf-8")
-    doc = json.loads(text)
+def complete_schema(doc: dict[str, Any]) -> dict[str, Any]:
+    """The shipped report schema with its model list from the cache model registry."""
     doc["properties"]["totals"]["properties"]["models"] = {
         "description": doc["properties"]["totals"]["properties"]["models"]["description"],
         "type": "object",
@@ -60,6 +56,13 @@ def schema() -> dict[str, Any]:
     return doc
 
 
+def _example(paths: Sequence[str]) -> str:
+    """The first example path, and how many more the JSON lists."""
+    if not paths:
+        return "-"
+    return printable(paths[0]) + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")
+
+
 def _round(digits: int):
     return lambda value: None if value is None else round(float(value), digits)
 
@@ -73,6 +76,11 @@ def _dir_label(entry: DirEntry) -> str:
     if entry.kind == "unreachable":
         return "(unreachable)"
     return (entry.relpath or "").rsplit("/", 1)[-1] + "/"
+
+
+def _subvolume_path(subvol_id: int, path: str | None) -> str:
+    """A subvolume's path in tables, the top level as ``.`` (as ``subvolumes`` shows it)."""
+    return "." if subvol_id == ObjectId.FS_TREE and not path else printable(path)
 
 
 def subvolume_name(subvol_id: int, path: str | None) -> str:
@@ -109,18 +117,19 @@ class _Specs:
 
         self.models = (
             Field("model", "model", lambda m: m.name, show=printable, json=False),
-            Field("title", "design", lambda m: model(m.name).title, show=printable),
+            Field("title", "design", lambda m: model(m.name).title, show=printable, fit=WRAP, drop=5),
             Field("design", None, lambda m: model(m.name).design),
-            Field("pages", "pages", lambda m: m.pages, show=count),
-            Field("bytes", "cache", lambda m: m.bytes, show=size),
+            Field("pages", "pages", lambda m: m.pages, show=count, drop=3),
+            Field("bytes", "cache", lambda m: m.bytes, show=size, drop=2),
             Field("saved_pages", None, lambda m: m.saved_pages),
             Field("saved_bytes", "saved", lambda m: m.saved_bytes, show=size),
             Field("saved_pct", "saved %", lambda m: m.saved_pct, show=pct, encode=_round(4)),
             Field("applicable", None, lambda m: m.applicable),
             Field("reason", None, lambda m: m.reason),
             Field("applies", "applies", lambda m: "yes" if m.applicable else f"no: {m.reason}", show=printable,
-                  json=False),
-            Field("needs", "needs", lambda m: model(m.name).needs, show=lambda v: printable(v or "-"), json=False),
+                  json=False, fit=WRAP, drop=4),
+            Field("needs", "needs", lambda m: model(m.name).needs, show=lambda v: printable(v or "-"), json=False,
+                  fit=WRAP, drop=6),
             Field("content_source", None, lambda m: m.content_source),
             Field("unknown_pages", None, lambda m: m.unknown_pages),
             Field("expected_false_merges", None, lambda m: m.expected_false_merges, encode=_round(6)),
@@ -144,7 +153,7 @@ class _Specs:
         self.model_subvolumes = (
             Field("model", "design", lambda r: model(r[0]).title, show=printable),
             Field("id", "subvol", lambda r: r[1].id, show=plain),
-            Field("path", "path", lambda r: r[2], show=printable),
+            Field("path", "path", lambda r: r[2], show=printable, fit=MIDDLE),
             Field("per_inode_pages", "cache today", lambda r: r[1].per_inode_pages, show=pages_size),
             Field("exclusive_pages", "exclusive", lambda r: r[1].exclusive_pages, show=pages_size),
             Field("shared_pages", "shared", lambda r: r[1].shared_pages, show=pages_size),
@@ -153,16 +162,16 @@ class _Specs:
         self.model_files = (
             Field("model", "design", lambda r: model(r[0]).title, show=printable),
             Field("path", "path", lambda r: r[1].path, text=lambda r: printable(
-                r[1].path if r[1].path is not None else f"<subvol {r[1].subvol} ino {r[1].ino}>")),
+                r[1].path if r[1].path is not None else f"<subvol {r[1].subvol} ino {r[1].ino}>"), fit=MIDDLE),
             Field("subvol", "subvol", lambda r: r[1].subvol, show=plain),
             Field("size", "size", lambda r: r[1].size, show=size),
             Field("saved_bytes", "saved (share)", lambda r: r[1].saved_bytes, show=size),
         )
         self.kinds = (
             Field("kind", "kind", lambda k: KIND_TITLES[k.kind][0], show=printable, json=False),
-            Field("pages", "pages", lambda k: k.pages, show=count),
+            Field("pages", "pages", lambda k: k.pages, show=count, drop=2),
             Field("bytes", "cache today", lambda k: k.bytes, show=size),
-            Field("meaning", "what", lambda k: KIND_TITLES[k.kind][1], show=printable, json=False),
+            Field("meaning", "what", lambda k: KIND_TITLES[k.kind][1], show=printable, json=False, fit=WRAP, drop=1),
         )
         share = (
             Field("id", None, lambda x: x.id),
@@ -171,44 +180,44 @@ class _Specs:
         )
         self.subvolumes = (
             Field("id", "id", lambda s: s.id, show=plain),
-            Field("path", "path", lambda s: s.path, show=printable),
+            Field("path", "path", lambda s: s.path, text=lambda s: _subvolume_path(s.id, s.path), fit=MIDDLE),
             Field("uuid", None, lambda s: s.uuid),
             Field("parent_uuid", None, lambda s: s.parent_uuid),
             Field("readonly", None, lambda s: s.readonly),
-            Field("files", "files", lambda s: s.files, show=count),
+            Field("files", "files", lambda s: s.files, show=count, drop=3),
             Field("inodes", None, lambda s: s.inodes),
             Field("per_inode_pages", "cache today", lambda s: s.per_inode_pages, show=pages_size),
-            Field("unshareable_pages", "per-inode part", lambda s: s.unshareable_pages, show=pages_size),
-            Field("exclusive_pages", "exclusive", lambda s: s.exclusive_pages, show=pages_size),
-            Field("shared_pages", "shared", lambda s: s.shared_pages, show=pages_size),
+            Field("unshareable_pages", "per-inode part", lambda s: s.unshareable_pages, show=pages_size, drop=5),
+            Field("exclusive_pages", "exclusive", lambda s: s.exclusive_pages, show=pages_size, drop=4),
+            Field("shared_pages", "shared", lambda s: s.shared_pages, show=pages_size, drop=2),
             Field("saved_pages", "saved (share)", lambda s: s.saved_pages, show=pages_size, encode=_round(3)),
             Field("shares_with", "shares most with", lambda s: s.shares_with, fields=share, each=LIST,
-                  text=lambda s: printable(", ".join(
+                  text=lambda s: "\n".join(
                       f"{subvolume_name(x.id, x.path)} ({human_bytes(pages_to_bytes(x.shared_pages, P))})"
-                      for x in s.shares_with) or None)),
+                      for x in s.shares_with) or "-", fit=MIDDLE, drop=6),
         )
         self.extents = (
             Field("logical", "logical", lambda e: e.logical, show=plain),
             Field("disk_num_bytes", "size", lambda e: e.disk_num_bytes, show=size),
-            Field("references", "refs", lambda e: e.references, show=count),
-            Field("subvolume_count", "subvols", lambda e: e.subvolume_count, show=count),
+            Field("references", "refs", lambda e: e.references, show=count, drop=3),
+            Field("subvolume_count", "subvols", lambda e: e.subvolume_count, show=count, drop=4),
             Field("subvolumes", None, lambda e: e.subvolumes, encode=list),
             Field("file_pages", None, lambda e: e.file_pages),
-            Field("cached_pages", "cached once", lambda e: e.cached_pages, show=pages_size),
+            Field("cached_pages", "cached once", lambda e: e.cached_pages, show=pages_size, drop=5),
             Field("saved_pages", None, lambda e: e.saved_pages),
             Field("saved_bytes", "saved", lambda e: e.saved_bytes, show=size),
-            Field("paths", "for example", lambda e: e.paths, show=lambda p: printable("; ".join(p) or None), encode=list),
+            Field("paths", "for example", lambda e: e.paths, show=_example, encode=list, fit=MIDDLE, drop=1),
         )
         self.files = (
-            Field("subvol", "subvol", lambda f: f.subvol, show=plain),
+            Field("subvol", "subvol", lambda f: f.subvol, show=plain, drop=2),
             Field("ino", None, lambda f: f.ino),
             Field("path", "path", lambda f: f.path,
-                  text=lambda f: printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>")),
-            Field("size", "size", lambda f: f.size, show=size),
-            Field("nlink", "links", lambda f: f.nlink, show=count),
-            Field("pages", "pages", lambda f: f.pages, show=count),
+                  text=lambda f: printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>"), fit=MIDDLE),
+            Field("size", "size", lambda f: f.size, show=size, drop=3),
+            Field("nlink", "links", lambda f: f.nlink, show=count, drop=5),
+            Field("pages", "pages", lambda f: f.pages, show=count, drop=4),
             Field("eligible_pages", None, lambda f: f.eligible_pages),
-            Field("shared_pages", "shared pages", lambda f: f.shared_pages, show=count),
+            Field("shared_pages", "shared pages", lambda f: f.shared_pages, show=count, drop=1),
             Field("saved_pages", None, lambda f: f.saved_pages, encode=_round(3)),
             Field("saved_bytes", "saved (share)", lambda f: f.saved_bytes, show=size),
         )
@@ -233,7 +242,7 @@ class _Specs:
             Field("features", "features", lambda r: r.filesystem, fields=(
                 Field("incompat", None, lambda f: f.incompat_features, encode=list),
                 Field("compat_ro", None, lambda f: f.compat_ro_features, encode=list),
-            ), text=lambda r: joined(r.filesystem.incompat_features + r.filesystem.compat_ro_features)),
+            ), text=lambda r: joined(r.filesystem.incompat_features + r.filesystem.compat_ro_features), fit=WRAP),
             Field("metadata_dump", None, lambda r: r.metadata_dump),
             Field("notes", None, lambda r: r.notes, encode=list),
             Field("files", "regular files", lambda r: r.totals.files, show=count, json=False),
@@ -282,7 +291,6 @@ class _Specs:
             Field("entries", None, lambda b: b.entries, fields=self.dir_entries, each=LIST),
         )
         self.document = (
-            Field("schema_version", None, lambda r: SCHEMA_VERSION),
             Field("page_size", None, lambda r: r.page_size),
             Field("filesystem", None, lambda r: r, fields=self.filesystem),
             Field("totals", None, lambda r: r.totals, fields=self.totals),

@@ -22,14 +22,14 @@ from ...format.constants import (
 )
 from ...volumes import superblock as sbmod
 from ...volumes.chunks import Chunk
-from ..document import Document, Field, section
-from ..units import format_size, printable
+from ..document import MIDDLE, WRAP, Document, Field, section
+from ..units import human_bytes, printable
 
 # --- display forms ----------------------------------------------------------------
 
 
 def _size(raw: int | None) -> str:
-    return "-" if raw is None else f"{raw} ({format_size(raw)})"
+    return "-" if raw is None else f"{raw} ({human_bytes(raw)})"
 
 
 def _flags_text(flag_type, value: int) -> str:
@@ -68,13 +68,13 @@ SUPERBLOCK_FIELDS: tuple[Field, ...] = (
     Field("csum", "csum", lambda sb: "0x" + bytes(sb.fields.csum[: _csum_size(sb.fields.csum_type)]).hex(), detail=True),
     Field("bytenr", "bytenr", _sb("bytenr"), detail=True),
     Field("flags", "flags", lambda sb: flag_names(SuperFlag, sb.fields.flags),
-          text=lambda sb: _flags_text(SuperFlag, sb.fields.flags)),
+          text=lambda sb: _flags_text(SuperFlag, sb.fields.flags), fit=WRAP),
     Field("magic", "magic", lambda sb: bytes(sb.fields.magic).decode("latin-1"),
           text=lambda sb: printable(bytes(sb.fields.magic).decode("latin-1"))
           + (" [match]" if sb.fields.magic == BTRFS_MAGIC else " [DON'T MATCH]"), detail=True),
     Field("fsid", "fsid", lambda sb: sb.fsid_str),
     Field("metadata_uuid", "metadata_uuid", lambda sb: _uuid(sb.metadata_fsid)),
-    Field("label", "label", lambda sb: sb.label_str, show=printable),
+    Field("label", "label", lambda sb: sb.label_str, show=printable, fit=MIDDLE),
     Field("generation", "generation", _sb("generation")),
     Field("root", "root", _sb("root")),
     Field("sys_chunk_array_size", "sys_array_size", _sb("sys_chunk_array_size"), detail=True),
@@ -95,9 +95,9 @@ SUPERBLOCK_FIELDS: tuple[Field, ...] = (
     Field("num_devices", "num_devices", _sb("num_devices")),
     Field("compat_flags", "compat_flags", _sb("compat_flags"), show=lambda v: f"0x{v:x}", detail=True),
     Field("compat_ro_flags", "compat_ro_flags", lambda sb: flag_names(CompatRoFlag, sb.fields.compat_ro_flags),
-          text=lambda sb: _flags_text(CompatRoFlag, sb.fields.compat_ro_flags)),
+          text=lambda sb: _flags_text(CompatRoFlag, sb.fields.compat_ro_flags), fit=WRAP),
     Field("incompat_flags", "incompat_flags", lambda sb: flag_names(IncompatFlag, sb.fields.incompat_flags),
-          text=lambda sb: _flags_text(IncompatFlag, sb.fields.incompat_flags)),
+          text=lambda sb: _flags_text(IncompatFlag, sb.fields.incompat_flags), fit=WRAP),
     Field("cache_generation", "cache_generation", _sb("cache_generation"), detail=True),
     Field("uuid_tree_generation", "uuid_tree_generation", _sb("uuid_tree_generation"), detail=True),
     Field("nr_global_roots", "nr_global_roots", _sb("nr_global_roots"), detail=True),
@@ -145,9 +145,9 @@ BACKUP_ROOT_FIELDS: tuple[Field, ...] = _backup_fields()
 DEVICE_FIELDS: tuple[Field, ...] = (
     Field("devid", "devid", lambda d: d.devid),
     Field("uuid", "uuid", lambda d: d.uuid),
-    Field("path", "path", lambda d: d.path, show=lambda p: "<missing>" if p is None else p),
-    Field("total_bytes", "total_bytes", lambda d: d.total_bytes, show=_size),
-    Field("bytes_used", "bytes_used", lambda d: d.bytes_used, show=_size),
+    Field("path", "path", lambda d: d.path, show=lambda p: "<missing>" if p is None else printable(p), fit=MIDDLE),
+    Field("total_bytes", "total_bytes", lambda d: d.total_bytes, show=_size, drop=2),
+    Field("bytes_used", "bytes_used", lambda d: d.bytes_used, show=_size, drop=1),
 )
 
 
@@ -157,20 +157,20 @@ def _ok(raw: bool | None) -> str:
 
 MIRROR_FIELDS: tuple[Field, ...] = (
     Field("devid", "devid", lambda m: m.devid),
-    Field("path", "path", lambda m: m.path),
+    Field("path", "path", lambda m: m.path, show=printable, fit=MIDDLE),
     Field("mirror", "copy", lambda m: m.copy.mirror),
     Field("bytenr", "bytenr", lambda m: m.copy.bytenr),
-    Field("generation", "generation", lambda m: m.copy.generation if m.copy.magic_ok else None),
-    Field("magic_ok", "magic", lambda m: m.copy.magic_ok if m.copy.present else None, show=_ok),
-    Field("csum_ok", "csum", lambda m: m.copy.csum_ok if m.copy.magic_ok else None, show=_ok),
-    Field("status", "status", lambda m: m.copy.status(m.newest_generation)),
-    Field("in_use", "in use", lambda m: m.in_use, show=lambda used: "*" if used else ""),
+    Field("generation", "generation", lambda m: m.copy.generation if m.copy.magic_ok else None, drop=2),
+    Field("magic_ok", "magic", lambda m: m.copy.magic_ok if m.copy.present else None, show=_ok, drop=4),
+    Field("csum_ok", "csum", lambda m: m.copy.csum_ok if m.copy.magic_ok else None, show=_ok, drop=3),
+    Field("status", "status", lambda m: m.copy.status(m.newest_generation), fit=WRAP),
+    Field("in_use", "in use", lambda m: m.in_use, show=lambda used: "*" if used else "", drop=1),
 )
 
 
 SOURCE_FIELDS: tuple[Field, ...] = (
     Field("devid", "devid", lambda s: s.devid),
-    Field("path", "path", lambda s: s.path),
+    Field("path", "path", lambda s: s.path, show=printable, fit=MIDDLE),
     Field("mirror", "copy", lambda s: s.mirror),
     Field("bytenr", "bytenr", lambda s: s.bytenr),
 )
@@ -189,13 +189,13 @@ def _stripes_text(stripes: list[dict[str, Any]]) -> str:
 
 CHUNK_FIELDS: tuple[Field, ...] = (
     Field("logical", "logical", lambda c: c.logical),
-    Field("length", "length", lambda c: c.length, show=format_size),
+    Field("length", "length", lambda c: c.length, show=human_bytes),
     Field("type", "type", lambda c: c.type_names, show=lambda names: "|".join(names) or "-"),
     Field("profile", "profile", profile_name),
-    Field("stripe_len", "stripe_len", lambda c: c.stripe_len),
-    Field("num_stripes", "stripes", lambda c: c.num_stripes),
-    Field("sub_stripes", "sub", lambda c: c.sub_stripes),
-    Field("stripes", "stripe locations", _stripes_raw, show=_stripes_text),
+    Field("stripe_len", "stripe_len", lambda c: c.stripe_len, drop=4),
+    Field("num_stripes", "stripes", lambda c: c.num_stripes, drop=3),
+    Field("sub_stripes", "sub", lambda c: c.sub_stripes, drop=5),
+    Field("stripes", "stripe locations", _stripes_raw, show=_stripes_text, drop=1),
 )
 
 
@@ -208,7 +208,7 @@ def _of_chunk(field: Field) -> Field:
 CHUNK_USAGE_FIELDS: tuple[Field, ...] = (
     *map(_of_chunk, CHUNK_FIELDS[:2]),
     Field("used", "used", lambda v: v.block_group.used if v.block_group else None,
-          show=lambda used: "-" if used is None else format_size(used)),
+          show=lambda used: "-" if used is None else human_bytes(used), drop=2),
     *map(_of_chunk, CHUNK_FIELDS[2:]),
 )
 
@@ -218,12 +218,13 @@ CHUNK_USAGE_FIELDS: tuple[Field, ...] = (
 
 RANGE_FIELDS: tuple[Field, ...] = (
     Field("logical", "logical", lambda v: v.range.logical),
-    Field("length", "length", lambda v: v.range.length),
+    Field("length", "length", lambda v: v.range.length, drop=2),
     Field("mirror", "mirror", lambda v: v.range.mirror),
-    Field("role", "role", lambda v: v.range.role),
+    Field("role", "role", lambda v: v.range.role, drop=1),
     Field("devid", "devid", lambda v: v.range.devid),
     Field("physical", "physical", lambda v: v.range.physical),
-    Field("device", "device", lambda v: v.device, show=lambda p: "<missing>" if p is None else p),
+    Field("device", "device", lambda v: v.device, show=lambda p: "<missing>" if p is None else printable(p),
+          fit=MIDDLE),
 )
 
 QUERY_FIELDS: tuple[Field, ...] = (
