@@ -33,7 +33,7 @@ from ..model.block_groups import BlockGroup
 from ..volumes import superblock as sbmod
 from ..volumes.chunk_items import iter_sys_chunk_array
 from ..volumes.chunks import Chunk, PhysicalRange
-from .output import format_size
+from .output import format_size, printable
 
 # --- the machinery ----------------------------------------------------------------
 
@@ -158,9 +158,7 @@ def _size(raw: int | None) -> str:
     return "-" if raw is None else f"{raw} ({format_size(raw)})"
 
 
-def _printable(text: str) -> str:
-    """Control characters escaped, so a label cannot garble the terminal."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+_printable = printable
 
 
 def _flags_text(flag_type, value: int) -> str:

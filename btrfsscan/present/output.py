@@ -67,8 +67,15 @@ NUMBER = NumberType()
 
 
 def one_line(text: object) -> str:
-    """``text`` squeezed onto one line (messages must never span lines)."""
-    return " ".join(str(text).split())
+    """``text`` squeezed onto one line (messages must never span lines), every other control character
+    shown escaped (``\\x1b``): a name from the input or the command line cannot garble the terminal, nor
+    be silently stripped."""
+    return printable(" ".join(str(text).split()))
+
+
+def printable(text: str) -> str:
+    """Control characters escaped, so a label cannot garble the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def warn(message: str) -> None:
