@@ -635,10 +635,10 @@ def test_superblock_field_out_of_range(victim, field, fmt, value, message):
     v.edit_super(lambda b: put(b, SB[field], fmt, value), copies=(0,))
     result = model(v.paths)
     assert result["steps"]["open"] == "ok"
-    assert any(w.startswith("superblock copy 0 is not used: ") and message in w for w in result["warnings"]), \
+    assert any(w.startswith("primary superblock (copy 0) is not usable: ") and message in w for w in result["warnings"]), \
         result["warnings"]
-    assert any("primary superblock is bad, using copy 1" in w for w in result["warnings"])
-    cli(v.paths, "primary superblock is bad, using copy 1", commands=[["super"], ["chunks"]], exits=(1,))
+    assert any("; using copy 1 (generation " in w for w in result["warnings"])
+    cli(v.paths, "; using copy 1 (generation ", commands=[["super"], ["chunks"]], exits=(1,))
     # Every copy: no usable superblock, an error naming each copy's problem.
     v.edit_super(lambda b: put(b, SB[field], fmt, value), copies=(1,))
     error = open_error(v.paths)

@@ -72,9 +72,9 @@ class Filesystem:
         self.volume.close()
 
 
-def open_filesystems(paths: Iterable[str | os.PathLike]) -> list[Filesystem]:
-    """Every filesystem found among ``paths`` (grouped by fsid)."""
-    volumes = open_volumes(paths)
+def open_filesystems(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> list[Filesystem]:
+    """Every filesystem found among ``paths`` (grouped by fsid); ``super_copy`` as ``open_volumes``."""
+    volumes = open_volumes(paths, super_copy)
     try:
         return [Filesystem(volume) for volume in volumes]
     except BaseException:
@@ -83,9 +83,9 @@ def open_filesystems(paths: Iterable[str | os.PathLike]) -> list[Filesystem]:
         raise
 
 
-def open_filesystem(paths: Iterable[str | os.PathLike]) -> Filesystem:
+def open_filesystem(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> Filesystem:
     """The one filesystem ``paths`` belong to; an error if they span several."""
-    volume = open_volume(paths)
+    volume = open_volume(paths, super_copy)
     try:
         return Filesystem(volume)
     except BaseException:

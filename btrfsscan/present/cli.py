@@ -206,11 +206,17 @@ def _image_paths(stack: ExitStack, images: tuple[str, ...], sample: bool = False
     return list(images)
 
 
+def super_copy() -> int | None:
+    """The ``--super-copy`` of the running command, None for the kernel's choice."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(output.SUPER_COPY_META) if ctx is not None else None
+
+
 @contextmanager
 def _filesystem(paths: list[str]):
     from ..model.filesystem import open_filesystem
 
-    fs = open_filesystem(paths)
+    fs = open_filesystem(paths, super_copy())
     try:
         yield fs
     finally:

@@ -438,6 +438,8 @@ def _device_views(volume) -> list[DeviceView]:
 
 
 def _chosen_copy(device) -> sbmod.SuperblockCopy | None:
+    if device.chosen is not None:
+        return device.chosen
     try:
         return sbmod.choose(device.copies, device.name)
     except BtrfsScanError:

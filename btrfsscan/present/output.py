@@ -170,7 +170,24 @@ images_argument = click.argument("images", nargs=-1, metavar="IMAGE...")
 sample_option = click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
 
 
+#: Where ``--super-copy`` keeps its value: ``ctx.meta`` is shared by every context of one invocation.
+SUPER_COPY_META = "btrfsscan.super_copy"
+
+
+def _keep_super_copy(ctx: click.Context, _param, value: int | None) -> int | None:
+    ctx.meta[SUPER_COPY_META] = value
+    return value
+
+
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--json`` and ``--strict``, shared by every command."""
+    """``--json``, ``--strict`` and ``--super-copy``, shared by every command that opens images.
+
+    ``--super-copy`` reaches the opening of the images through ``ctx.meta``
+    (``cli.super_copy``), not as a parameter of every command.
+    """
+    fn = click.option("--super-copy", "-s", type=click.IntRange(0, 2), default=None, expose_value=False,
+                      callback=_keep_super_copy, metavar="N",
+                      help="Read superblock copy N (0 primary, 1 at 64 MiB, 2 at 256 GiB) of every device, "
+                           "as btrfs-progs' -s N; default: the primary, as the kernel mounts it.")(fn)
     fn = click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2).")(fn)
     return click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout, nothing else.")(fn)

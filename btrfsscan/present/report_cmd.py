@@ -30,7 +30,7 @@ from ..model.fs_tree import FileScanner
 from ..model.subvolumes import ZERO_UUID
 from ..model.versions import inode_versions
 from ..volumes.superblock import format_uuid
-from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths
+from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths, super_copy
 from .destination import check_output, open_output
 from .output import images_argument, output_options, sample_option
 from .prometheus import prometheus_text
@@ -149,7 +149,7 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
         paths = _image_paths(stack, images, sample)
         if output_file:
             check_output(output_file, paths)
-        filesystems = open_filesystems(paths)
+        filesystems = open_filesystems(paths, super_copy())
         for fs in filesystems:
             stack.callback(fs.close)
         reports = []

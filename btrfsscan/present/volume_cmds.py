@@ -16,7 +16,7 @@ from ..model.block_groups import read_block_groups
 from ..model.filesystem import Filesystem
 from ..volumes.volume import open_volume
 from . import describe
-from .cli import _filesystem, _finish, _image_paths
+from .cli import _filesystem, _finish, _image_paths, super_copy
 from .output import NUMBER, images_argument, output_options, sample_option
 
 
@@ -40,7 +40,7 @@ def super_cmd(ctx, images, show_all, devid, sample, as_json, strict):
     """
     with ExitStack() as stack:
         paths = _image_paths(stack, images, sample)
-        volume = open_volume(paths)
+        volume = open_volume(paths, super_copy())
         stack.callback(volume.close)
         try:
             Filesystem(volume)  # loads the chunk tree: every device, by devid

@@ -34,6 +34,7 @@ class Device:
     uuid: bytes
     image: RawImage | None = None
     copies: list[sbmod.SuperblockCopy] = field(default_factory=list)
+    chosen: sbmod.SuperblockCopy | None = None
     total_bytes: int = 0
     bytes_used: int = 0
 
@@ -166,8 +167,11 @@ def _open_input(path: str) -> tuple[RawImage, MetadumpImage | None]:
         raise
 
 
-def open_volumes(paths: Iterable[str | os.PathLike]) -> list[Volume]:
-    """Open every input, group them by fsid, one Volume per filesystem found."""
+def open_volumes(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> list[Volume]:
+    """Open every input, group them by fsid, one Volume per filesystem found.
+
+    ``super_copy``: read superblock copy N of every device (btrfs-progs' ``-s N``) instead of the primary.
+    """
     groups: dict[bytes, list[tuple[RawImage, sbmod.SuperblockCopy, list[sbmod.SuperblockCopy], MetadumpImage | None]]] = {}
     opened: list[RawImage] = []
     try:
@@ -179,19 +183,19 @@ def open_volumes(paths: Iterable[str | os.PathLike]) -> list[Volume]:
                 copies = [sbmod.check_copy(image.name, 0, super_mirror_offset(0), data)]
             else:
                 copies = sbmod.read_copies(image)
-            chosen = sbmod.choose(copies, image.name)
+            chosen = sbmod.choose(copies, image.name, super_copy)
             sbmod.refuse_unsupported(chosen.superblock, image.name)
             groups.setdefault(chosen.superblock.fields.fsid, []).append((image, chosen, copies, dump))
-        return [_assemble(members) for members in groups.values()]
+        return [_assemble(members, super_copy is not None) for members in groups.values()]
     except BaseException:
         for image in opened:  # an error leaves no image open (RawImage holds a raw fd)
             image.close()
         raise
 
 
-def open_volume(paths: Iterable[str | os.PathLike]) -> Volume:
+def open_volume(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> Volume:
     """Open inputs that must all belong to one filesystem."""
-    volumes = open_volumes(paths)
+    volumes = open_volumes(paths, super_copy)
     if len(volumes) > 1:
         first, other = volumes[0], volumes[1]
         names = next(iter(other.devices.values())).name
@@ -203,7 +207,7 @@ def open_volume(paths: Iterable[str | os.PathLike]) -> Volume:
     return volumes[0]
 
 
-def _assemble(members) -> Volume:
+def _assemble(members, requested: bool = False) -> Volume:
     warnings = Warnings()
     newest = max(members, key=lambda m: m[1].generation)[1].superblock
     devices: dict[int, Device] = {}
@@ -212,16 +216,13 @@ def _assemble(members) -> Volume:
         sb = chosen.superblock
         if sb.devid in devices:
             raise DeviceError(f"{image.name} and {devices[sb.devid].name} are both devid {sb.devid} of filesystem {newest.fsid_str}")
-        devices[sb.devid] = Device(sb.devid, sb.dev_uuid, image, copies, sb.dev_item.total_bytes, sb.dev_item.bytes_used)
+        devices[sb.devid] = Device(sb.devid, sb.dev_uuid, image, copies, chosen, sb.dev_item.total_bytes,
+                                   sb.dev_item.bytes_used)
         dump = dump or member_dump
         for problem in member_dump.warnings if member_dump else ():
             warnings.add(problem, image.name)
-        for copy in copies:
-            status = copy.status(newest.generation)
-            if copy.present and status != "ok":
-                warnings.add(f"superblock copy {copy.mirror} is not used: {status}", f"{image.name} offset {copy.bytenr}")
-        if chosen.mirror != 0:
-            warnings.add(f"primary superblock is bad, using copy {chosen.mirror}", f"{image.name} offset {chosen.bytenr}")
+        for what, offset in sbmod.copy_warnings(copies, chosen, newest.generation, requested):
+            warnings.add(what, f"{image.name} offset {offset}")
     volume = Volume(newest, devices, warnings, dump)
     source = next(iter(devices.values())).name
     try:
