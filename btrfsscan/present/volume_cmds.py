@@ -88,4 +88,6 @@ def map_logical_cmd(ctx, images, logical, length, parity, as_json, strict):
         if length == 0:
             raise click.BadParameter("must be at least 1", param_hint="--length")
         report = describe.map_logical_report(fs.volume, logical, length, parity=parity)
+        for problem in filter(None, map(fs.volume.unreadable, fs.volume.map(logical, length, parity=parity))):
+            fs.warnings.add(problem, f"logical {logical}")
         _finish(ctx, report, fs.warnings, as_json, strict)

@@ -22,6 +22,7 @@ from .chunk_items import iter_sys_chunk_array
 from .chunks import ChunkMap, PhysicalRange
 from .image import RawImage
 from .metadump import MetadumpImage, is_metadump
+from .short_devices import past_end_problem, short_device_problem
 
 _INT64_MAX = 2**63 - 1
 
@@ -138,6 +139,13 @@ class Volume:
                 value ^= int.from_bytes(self.read_physical(data), "little")
         return value.to_bytes(piece.length, "little")
 
+    def unreadable(self, piece: PhysicalRange) -> str | None:
+        """Why ``piece`` lies past the end of its (present) device, or None."""
+        device = self.devices.get(piece.devid)
+        if self.metadump is not None or device is None or device.image is None:
+            return None
+        return past_end_problem(piece, device.image.size, device.image.name)
+
     def read_physical(self, piece: PhysicalRange) -> bytes:
         device = self.devices.get(piece.devid)
         if device is None or device.image is None:
@@ -223,6 +231,10 @@ def _assemble(members, requested: bool = False) -> Volume:
             warnings.add(problem, image.name)
         for what, offset in sbmod.copy_warnings(copies, chosen, newest.generation, requested):
             warnings.add(what, f"{image.name} offset {offset}")
+        short = None if member_dump else short_device_problem(image.name, image.size, sb.dev_item.total_bytes,
+                                                              sb.total_bytes)
+        if short:
+            warnings.add(short, f"devid {sb.devid}")
     volume = Volume(newest, devices, warnings, dump)
     source = next(iter(devices.values())).name
     try:
