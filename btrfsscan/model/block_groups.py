@@ -10,12 +10,15 @@ the (large) extent tree.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from ..errors import BtrfsScanError
 from ..format import fastparse
 from ..format.constants import CompatRoFlag, ItemType, ObjectId, SuperFlag
-from ..tree.walk import TreeRoot, find_item
+from ..tree.block import Key
+from ..tree.walk import TreeRoot, iter_leaves
+from .plausibility import block_group_problem
 
 _BG = fastparse.BLOCK_GROUP_ITEM
 
@@ -47,6 +50,16 @@ def _trees(fs) -> list[TreeRoot]:
     return roots
 
 
+def _find(fs, root: TreeRoot, key: Key) -> tuple[int, int, bytes] | None:
+    """(leaf, slot, payload) of the item with exactly ``key``, or None: where it lies, for the warnings."""
+    for leaf in iter_leaves(fs.reader, root, key, key):
+        keys = leaf.keys()
+        slot = bisect_left(keys, key)
+        if slot < len(keys) and keys[slot] == key:
+            return leaf.bytenr, slot, leaf.item_data(slot)
+    return None
+
+
 def read_block_groups(fs) -> dict[int, BlockGroup]:
     """Block group of every chunk that has one, by chunk logical start."""
     roots = _trees(fs)
@@ -55,18 +68,25 @@ def read_block_groups(fs) -> dict[int, BlockGroup]:
         key = (chunk.logical, ItemType.BLOCK_GROUP_ITEM, chunk.length)
         for root in roots:
             try:
-                data = find_item(fs.reader, root, key)
+                found = _find(fs, root, key)
             except BtrfsScanError as exc:
                 fs.warnings.add(f"block group of chunk {chunk.logical} unreadable: {exc}", f"tree {root.name}",
                                 tree=root.tree_id)
                 continue
-            if data is None:
+            if found is None:
                 continue
+            leaf, slot, data = found
+            where = f"tree {root.name} block {leaf} slot {slot}"
             if len(data) < _BG.size:
                 fs.warnings.add(f"BLOCK_GROUP_ITEM of chunk {chunk.logical} is {len(data)} bytes, shorter than "
-                                "btrfs_block_group_item", f"tree {root.name}", tree=root.tree_id)
+                                "btrfs_block_group_item", where, tree=root.tree_id, bytenr=leaf)
                 break
-            used, _chunk_objectid, flags = _BG.unpack_from(data)
+            used, chunk_objectid, flags = _BG.unpack_from(data)
+            problem = block_group_problem(chunk.length, used, chunk_objectid, flags)
+            if problem:
+                fs.warnings.add(f"BLOCK_GROUP_ITEM of chunk {chunk.logical} implausible: {problem}, skipped", where,
+                                tree=root.tree_id, bytenr=leaf)
+                break
             groups[chunk.logical] = BlockGroup(chunk.logical, chunk.length, used, flags, root.tree_id)
             break
         else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import CorruptionError
 from ..format import fastparse
+from .plausibility import dir_item_problem
 
 _ROOT_V1 = fastparse.ROOT_ITEM_V1
 _ROOT_V2 = fastparse.ROOT_ITEM_V2
@@ -160,6 +161,9 @@ def iter_dir_items(data: bytes, where: str) -> Iterator[DirItem]:
             raise CorruptionError(
                 f"DIR_ITEM name ({name_len} bytes) and data ({data_len} bytes) run past its {len(data)}-byte item ({where})"
             )
+        problem = dir_item_problem(name_len, data_len, ftype)
+        if problem:
+            raise CorruptionError(f"DIR_ITEM implausible: {problem} ({where})")
         yield DirItem((oid, ktype, koff), transid, ftype, data[start : start + name_len], data_len)
         pos = end
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from ..errors import CorruptionError, Warnings
 from ..format.constants import ItemType, ObjectId, RootFlag, is_fs_tree
 from ..tree.reader import TreeReader
-from ..tree.walk import TreeRoot, iter_items
+from ..tree.walk import TreeRoot, iter_leaves
 from .items import RootItem, RootRef, iter_dir_items, parse_root_item, parse_root_ref
+from .plausibility import Limits, root_item_problem
 
 ZERO_UUID = b"\0" * 16
 
@@ -81,6 +82,13 @@ class SubvolumeSet:
         return None
 
 
+def _located_items(reader: TreeReader, root: TreeRoot):
+    """(leaf, slot, key, payload) of every item of ``root``, in key order."""
+    for leaf in iter_leaves(reader, root):
+        for slot, key in enumerate(leaf.keys()):
+            yield leaf.bytenr, slot, key, leaf.item_data(slot)
+
+
 def read_subvolumes(reader: TreeReader, root_tree: TreeRoot, warnings: Warnings, dir_path) -> SubvolumeSet:
     """Every subvolume listed in the root tree.
 
@@ -91,11 +99,17 @@ def read_subvolumes(reader: TreeReader, root_tree: TreeRoot, warnings: Warnings,
     backrefs: dict[int, tuple[int, RootRef]] = {}
     orphans: set[int] = set()
     default_id = ObjectId.FS_TREE
-    for (objectid, item_type, offset), data in iter_items(reader, root_tree):
-        where = f"root tree item ({ObjectId.describe(objectid)} {ItemType.describe(item_type)} {offset})"
+    limits = Limits.of(reader.volume.superblock)
+    for block, slot, (objectid, item_type, offset), data in _located_items(reader, root_tree):
+        where = (f"root tree block {block} slot {slot}, item ({ObjectId.describe(objectid)} "
+                 f"{ItemType.describe(item_type)} {offset})")
         try:
             if item_type == ItemType.ROOT_ITEM and is_fs_tree(objectid) and objectid < ObjectId.LAST_FREE:
-                subvols[objectid] = Subvolume(objectid, parse_root_item(data, where))
+                root_item = parse_root_item(data, where)
+                problem = root_item_problem(root_item.bytenr, root_item.level, root_item.generation, limits)
+                if problem:
+                    raise CorruptionError(f"ROOT_ITEM implausible: {problem} ({where})")
+                subvols[objectid] = Subvolume(objectid, root_item)
             elif item_type == ItemType.ROOT_BACKREF and is_fs_tree(objectid):
                 backrefs[objectid] = (offset, parse_root_ref(data, where))
             elif item_type == ItemType.ORPHAN_ITEM and objectid == ObjectId.ORPHAN:

@@ -104,6 +104,9 @@ def geometry_problems(sb: Superblock) -> list[str]:
         problems.append(f"nodesize {f.nodesize} is not a power of two in 4096..65536 and >= sectorsize")
     if f.sys_chunk_array_size > BTRFS_SYSTEM_CHUNK_ARRAY_SIZE or f.sys_chunk_array_size < 17 + 48 + 32:
         problems.append(f"sys_chunk_array_size {f.sys_chunk_array_size} outside {17 + 48 + 32}..{BTRFS_SYSTEM_CHUNK_ARRAY_SIZE}")
+    if f.generation in (0, 2**64 - 1):
+        problems.append(f"generation {f.generation} is implausible (0 or 2^64-1: every tree block would fail "
+                        "its transid check)")
     if f.num_devices == 0:
         problems.append("num_devices is 0")
     if f.total_bytes == 0:
