@@ -20,6 +20,7 @@ import numpy as np
 
 from ..format import checksum, fastparse
 from ..format.constants import BTRFS_MAX_LEVEL, CsumType
+from .owner import fs_tree_owners, owner_problem
 
 Key = tuple[int, int, int]
 HEADER_SIZE = fastparse.HEADER.size
@@ -144,8 +145,9 @@ def parse_block(
         raise BlockProblem(f"generation {block.generation} is newer than the superblock's {super_generation}")
     if generation is not None and block.generation != generation:
         raise BlockProblem(f"parent transid verify failed: wanted generation {generation}, found {block.generation}")
-    if owner is not None and block.owner != owner and block.level == 0 and owner < 256:
-        raise BlockProblem(f"owner {block.owner}, expected tree {owner}")
+    problem = owner_problem(owner, block.owner) if owner is not None else None
+    if problem:
+        raise BlockProblem(problem)
     room = len(data) - HEADER_SIZE
     if block.level == 0:
         _check_leaf(block, room)
@@ -227,7 +229,7 @@ class CheckedBatch:
 
 
 def check_batch(data: bytearray, expect: np.ndarray, level: int, readable: np.ndarray, *, csum_type: CsumType,
-                fsid: bytes, super_generation: int, sectorsize: int) -> CheckedBatch:
+                fsid: bytes, super_generation: int, sectorsize: int, subvolume_trees: bool = False) -> CheckedBatch:
     """``parse_block``'s checks over blocks of one ``level`` read back to back into ``data``.
 
     ``expect`` (EXPECT_DTYPE) gives each block's address and what its parent
@@ -235,7 +237,8 @@ def check_batch(data: bytearray, expect: np.ndarray, level: int, readable: np.nd
     with no item dropped, so a failing block's message and the copies to try
     are left to ``parse_block`` alone. Numpy runs over the whole batch; the
     key order is compared across all blocks at once, masked at their
-    boundaries.
+    boundaries. ``subvolume_trees``: the blocks belong to subvolume trees, so each must be owned by one
+    (``owner.fs_tree_owners``, as ``parse_block`` with ``owner=FS_TREE``).
     """
     n = len(expect)
     size = len(data) // n
@@ -246,6 +249,8 @@ def check_batch(data: bytearray, expect: np.ndarray, level: int, readable: np.nd
     ok &= (header["bytenr"] == expect["bytenr"]) & (header["fsid"] == fsid)
     ok &= (header["level"] == level) & (level < BTRFS_MAX_LEVEL)
     ok &= (generation <= super_generation) & (~expect["has_generation"] | (generation == expect["generation"]))
+    if subvolume_trees:
+        ok &= fs_tree_owners(header["owner"])
     dtype = _ITEM_DTYPE if level == 0 else _PTR_DTYPE
     nritems = header["nritems"].astype(np.int64)
     ok &= (nritems * dtype.itemsize <= room) & ((nritems > 0) | (level == 0))

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from ..errors import BtrfsScanError, CorruptionError, MissingDeviceError, ScanWarning, Warnings
 from ..volumes.volume import Volume
 from .block import BlockProblem, Key, TreeBlock, first_key_problem, level_problem, parse_block
+from .owner import owner_problem
 
 
 class TreeReader:
@@ -44,7 +45,8 @@ class TreeReader:
         block = self._cache.get(bytenr)
         if block is not None:
             self._cache.move_to_end(bytenr)
-            problem = level_problem(block.level, level) or first_key_problem(block, first_key)
+            problem = (level_problem(block.level, level) or first_key_problem(block, first_key)
+                       or (owner_problem(owner, block.owner) if owner is not None else None))
             if problem:
                 raise CorruptionError(f"tree block {bytenr}: {problem}")
             return block

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..errors import CorruptionError, Warnings
 from ..format.constants import ObjectId
 from .block import Key, TreeBlock
+from .owner import owner_problem
 from .reader import TreeReader
 
 MIN_KEY: Key = (0, 0, 0)
@@ -67,6 +68,9 @@ def walk_tree(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_ke
         yield Visit.KNOWN, root.bytenr, None
         return
     top = reader.read(root.bytenr, level=root.level, generation=root.generation)
+    problem = owner_problem(root.tree_id, top.owner, is_root=True)
+    if problem:
+        raise CorruptionError(f"tree {root.name} root block {root.bytenr}: {problem}")
     if top.level == 0:
         yield Visit.LEAF, top.bytenr, top
         return
@@ -91,7 +95,8 @@ def walk_tree(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_ke
             yield Visit.KNOWN, child_ptr, None
             continue
         try:
-            child = reader.read(child_ptr, level=node.level - 1, generation=child_gen, first_key=keys[slot])
+            child = reader.read(child_ptr, level=node.level - 1, generation=child_gen, owner=root.tree_id,
+                                first_key=keys[slot])
         except CorruptionError as exc:
             warn_skipped(reader.warnings, root, node.bytenr, slot, child_ptr, exc)
             continue
