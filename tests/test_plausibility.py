@@ -161,3 +161,22 @@ def test_node_pointer_to_another_trees_root_is_not_silent(pristine, tmp_path):
                    and f"node {node.bytenr} slot {slot}" in w for w in out["warnings"]), out["warnings"]
     finally:
         v.close()
+
+
+def test_chunk_stripe_on_an_unknown_devid_is_damage_not_a_device_range(victim):
+    v = victim()
+    chunks = json.loads(run("chunks", "--json", *v.paths).stdout)["chunks"]
+    data = next(c for c in chunks if c["type"] == ["DATA"])
+    leaf, slot = v.find_item(ObjectId.CHUNK_TREE, lambda k, d: k[1] == ItemType.CHUNK_ITEM and k[2] == data["logical"])
+    stripe_devid = payload_at(leaf, slot) + fastparse.CHUNK.size  # the first btrfs_stripe's devid
+    assert struct.unpack_from("<Q", leaf.data, stripe_devid)[0] == 1
+    v.edit_block(leaf.bytenr, lambda b: put(b, stripe_devid, "Q", 99))
+    result = run("chunks", "--json", *v.paths)
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert data["logical"] not in [c["logical"] for c in out["chunks"]]
+    assert f"chunk at logical {data['logical']} has a stripe on devid 99, which no DEV_ITEM of the chunk tree names: " \
+           "damaged, chunk skipped (its ranges are unreadable) (chunk tree)" in out["warnings"]
+    mapped = run("map", "--json", *v.paths, "big/a.bin")
+    assert mapped.exit_code == 1
+    assert all(r["devid"] != 99 for e in json.loads(mapped.stdout)["extents"] for r in e["device_ranges"])

@@ -52,6 +52,12 @@ def load_chunk_tree(reader: TreeReader) -> None:
     for chunk in chunks:
         for problem in validate_chunk(chunk, sectorsize=sectorsize, device_sizes=device_sizes or None):
             warnings.add(problem, "chunk tree", tree=ObjectId.CHUNK_TREE)
+        unknown = _unknown_devids(chunk, device_sizes)
+        if unknown:
+            warnings.add(f"chunk at logical {chunk.logical} has a stripe on devid {unknown[0]}, which no DEV_ITEM of "
+                         "the chunk tree names: damaged, chunk skipped (its ranges are unreadable)", "chunk tree",
+                         tree=ObjectId.CHUNK_TREE)
+            continue
         known = _chunk_at(volume, chunk.logical)
         if known is not None and known != chunk:
             # The kernel keeps the sys_chunk_array's mapping too (read_one_chunk skips mapped starts).
@@ -65,6 +71,13 @@ def load_chunk_tree(reader: TreeReader) -> None:
     for device in volume.missing_devices:
         warnings.add(f"device devid {device.devid} uuid {format_uuid(device.uuid)} is missing: degraded, reading "
                      "the other copies where the profile has them", "chunk tree")
+
+
+def _unknown_devids(chunk, device_sizes: dict[int, int]) -> list[int]:
+    """Devids of ``chunk``'s stripes that no DEV_ITEM names (none when the chunk tree listed no device)."""
+    if not device_sizes:
+        return []
+    return sorted({stripe.devid for stripe in chunk.stripes} - device_sizes.keys())
 
 
 def _chunk_at(volume: Volume, logical: int):
