@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 import shutil
 import subprocess
 import uuid
@@ -124,3 +125,73 @@ def test_super_copy_reads_the_newer_copy(older_primary):
     assert result.exit_code == 2
     assert result.stderr == (f"btrfsscan: error: {img}: superblock copy 2 at offset {256 << 30} lies beyond the end "
                              f"of the device ({(256 << 30) + 4096} bytes needed)\n")
+
+
+REPO = HERE.parent
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m btrfsscan`` in a subprocess; the timeout fails a hang instead of blocking the suite."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "btrfsscan", *args], capture_output=True, text=True, timeout=180,
+                          env=env)
+
+
+def _check_contract(result: subprocess.CompletedProcess, warning: str) -> None:
+    assert result.returncode in (1, 2), result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    if result.returncode == 2:
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("btrfsscan: error: "), result.stderr
+    else:
+        assert warning in result.stderr, result.stderr
+
+
+@pytest.fixture
+def mounted_loop(tmp_path):
+    kernel = _load("kernel")
+    img = kernel.make_sparse_image(tmp_path / "live.img", 256 * M)
+    with kernel.loop_devices([img]) as (dev,):
+        kernel.make_fs([dev], fsid=str(uuid.uuid4()))
+        with kernel.mounted(dev) as mnt:
+            for n in range(20):
+                kernel.write_seeded_file(mnt / f"f{n}", n, 64 * 1024)
+            subprocess.run(["sync"], check=True)
+            yield kernel, img, dev, mnt
+
+
+def test_mounted_loop_device_idle_is_named(mounted_loop):
+    _, img, dev, mnt = mounted_loop
+    warning = (f"warning: {dev} is a device of a mounted filesystem on {mnt}: the result shows its last committed "
+               "transaction (changes not yet committed are invisible) and reads race with the kernel's writes")
+    result = _cli("report", "--json", dev)
+    _check_contract(result, warning)
+    assert result.returncode == 1 and json.loads(result.stdout)["partial"] is True
+    names = sorted(e["path"] for e in json.loads(_cli("ls", "--json", dev).stdout)["entries"] if e["path"] != ".")
+    assert names == sorted(os.listdir(mnt))  # idle and synced: the last commit is what the mount shows
+    result = _cli("ls", str(img))
+    _check_contract(result, f"warning: {img} is attached to {dev}, a device of a mounted filesystem on {mnt}")
+
+
+def test_mounted_loop_device_while_written(mounted_loop):
+    """A writer creates, rewrites and deletes files with a commit every few operations while btrfsscan reads."""
+    _, img, dev, mnt = mounted_loop
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os, itertools
+base = {str(mnt)!r}
+for n in itertools.count():
+    path = os.path.join(base, f"w{{n % 50}}")
+    with open(path, "wb") as f:
+        f.write(bytes([n % 251]) * (4096 * (1 + n % 16)))
+    if n % 7 == 0:
+        os.remove(os.path.join(base, f"w{{(n + 25) % 50}}")) if os.path.exists(os.path.join(base, f"w{{(n + 25) % 50}}")) else None
+    if n % 5 == 0:
+        os.sync()
+"""])
+    try:
+        for command in (["report", "--json"], ["ls", "--json", "-R"], ["chunks", "--json"], ["report"]):
+            for target in (dev, str(img)):
+                result = _cli(*command, target)
+                _check_contract(result, "a device of a mounted filesystem")
+    finally:
+        writer.terminate()
+        writer.wait(timeout=30)

@@ -9,6 +9,7 @@ btrfs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -179,12 +180,34 @@ def _keep_super_copy(ctx: click.Context, _param, value: int | None) -> int | Non
     return value
 
 
+def _restart_on_race(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the command again from the start (a fresh superblock) when a mounted filesystem's blocks change
+    under it, up to ``RACE_ATTEMPTS`` times; the last run gives a partial result instead."""
+    from ..errors import ConcurrentWriteError
+    from ..volumes.mounted import RACE_ATTEMPTS, RETRY_ON_RACE
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            token = RETRY_ON_RACE.set(attempt < RACE_ATTEMPTS)
+            try:
+                return fn(*args, **kwargs)
+            except ConcurrentWriteError:
+                if attempt == RACE_ATTEMPTS:
+                    raise
+            finally:
+                RETRY_ON_RACE.reset(token)
+
+    return run
+
+
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``, ``--strict`` and ``--super-copy``, shared by every command that opens images.
 
     ``--super-copy`` reaches the opening of the images through ``ctx.meta``
     (``cli.super_copy``), not as a parameter of every command.
     """
+    fn = _restart_on_race(fn)
     fn = click.option("--super-copy", "-s", type=click.IntRange(0, 2), default=None, expose_value=False,
                       callback=_keep_super_copy, metavar="N",
                       help="Read superblock copy N (0 primary, 1 at 64 MiB, 2 at 256 GiB) of every device, "

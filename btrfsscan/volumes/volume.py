@@ -22,6 +22,7 @@ from .chunk_items import iter_sys_chunk_array
 from .chunks import ChunkMap, PhysicalRange
 from .image import RawImage
 from .metadump import MetadumpImage, is_metadump
+from .mounted import InUse, in_use
 from .short_devices import past_end_problem, short_device_problem
 
 _INT64_MAX = 2**63 - 1
@@ -56,6 +57,8 @@ class Volume:
         self.chunk_map = ChunkMap()
         #: Why the SYSTEM chunks could not be mapped, if so: no tree can be read then.
         self.bootstrap_error: str | None = None
+        #: Inputs the running kernel has open as devices of this (mounted) filesystem.
+        self.in_use: list[InUse] = []
 
     @property
     def fsid(self) -> str:
@@ -220,6 +223,7 @@ def _assemble(members, requested: bool = False) -> Volume:
     newest = max(members, key=lambda m: m[1].generation)[1].superblock
     devices: dict[int, Device] = {}
     dump = None
+    used: list[InUse] = []
     for image, chosen, copies, member_dump in members:
         sb = chosen.superblock
         if sb.devid in devices:
@@ -235,7 +239,12 @@ def _assemble(members, requested: bool = False) -> Volume:
                                                               sb.total_bytes)
         if short:
             warnings.add(short, f"devid {sb.devid}")
+        use = None if member_dump else in_use(image.path, newest.fsid_str)
+        if use:
+            warnings.add(use.describe(image.name), f"devid {sb.devid}")
+            used.append(use)
     volume = Volume(newest, devices, warnings, dump)
+    volume.in_use = used
     source = next(iter(devices.values())).name
     try:
         for chunk in iter_sys_chunk_array(newest.sys_chunk_array_bytes, source):
