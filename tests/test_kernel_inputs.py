@@ -195,3 +195,26 @@ for n in itertools.count():
     finally:
         writer.terminate()
         writer.wait(timeout=30)
+
+
+def test_names_that_are_not_utf8_keep_the_json_valid(tmp_path):
+    """Names are bytes: those that are not UTF-8 are valid names, listed with each such byte as ``\\xNN``."""
+    kernel = _load("kernel")
+    img = kernel.make_sparse_image(tmp_path / "names.img", 200 * M)
+    names = [b"caf\xe9", b"d\xff\xfe", "plain-\u00e9".encode()]
+    with kernel.loop_devices([img]) as (dev,):
+        kernel.make_fs([dev], fsid=str(uuid.uuid4()))
+        with kernel.mounted(dev) as mnt:
+            for name in names:
+                with open(os.path.join(os.fsencode(mnt), name), "wb") as f:
+                    f.write(b"x" * 5000)
+            listed = sorted(os.listdir(os.fsencode(mnt)))
+    assert listed == sorted(names)
+    for command in (["ls", "--json"], ["report", "--json"]):
+        result = _cli(*command, str(img))
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout.encode("utf-8"))  # strict UTF-8: raises on a raw byte
+        if command[0] == "ls":
+            expected = sorted("".join(chr(b) if b < 0x80 else f"\\x{b:02x}" for b in n) if n != names[2]
+                              else n.decode() for n in names)
+            assert sorted(e["path"] for e in out["entries"] if e["path"] != ".") == expected

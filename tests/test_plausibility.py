@@ -180,3 +180,27 @@ def test_chunk_stripe_on_an_unknown_devid_is_damage_not_a_device_range(victim):
     mapped = run("map", "--json", *v.paths, "big/a.bin")
     assert mapped.exit_code == 1
     assert all(r["devid"] != 99 for e in json.loads(mapped.stdout)["extents"] for r in e["device_ranges"])
+
+
+def test_mounted_filesystem_restarts_from_a_fresh_superblock_then_gives_a_partial_result(victim, monkeypatch):
+    """A block failing its checks on a mounted device (simulated: ``in_use`` says so; the block's checksum is
+    broken on every copy) makes the command start again from a fresh superblock, RACE_ATTEMPTS times in all."""
+    import btrfsscan.model.filesystem as filesystem
+    import btrfsscan.volumes.volume as volume_mod
+    from btrfsscan.volumes.mounted import RACE_ATTEMPTS, InUse
+
+    v = victim()
+    leaf, _ = _file(v, "big/a.bin")[1:]
+    v.edit_block(leaf.bytenr, lambda b: b.__setitem__(40, b[40] ^ 0xFF), recsum=False)
+    monkeypatch.setattr(volume_mod, "in_use", lambda path, fsid: InUse("loop9", True, "/mnt/test"))
+    opened = []
+    real = filesystem.open_filesystem
+    monkeypatch.setattr(filesystem, "open_filesystem", lambda *a, **k: opened.append(1) or real(*a, **k))
+    result = run("ls", "--json", "-R", *v.paths)
+    assert result.exit_code == 1
+    assert len(opened) == RACE_ATTEMPTS
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any(f"tree block {leaf.bytenr}: copy 1: checksum mismatch" in w and
+               f"the mounted filesystem was written while it was read, {RACE_ATTEMPTS} fresh starts did not get past "
+               "this block" in w for w in warnings), warnings
+    assert any("is attached to /dev/loop9, a device of a mounted filesystem on /mnt/test" in w for w in warnings)

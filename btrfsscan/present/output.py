@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+_SURROGATES = re.compile("[\udc80-\udcff]")
 _IEC_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
@@ -75,8 +77,22 @@ def one_line(text: object) -> str:
 
 
 def printable(text: str) -> str:
-    """Control characters escaped, so a label cannot garble the terminal."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    """Control characters escaped, so a label cannot garble the terminal; a name's bytes that are not UTF-8
+    (decoded with ``surrogateescape``) shown as ``\\xNN``."""
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # one byte that is not UTF-8, from surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def json_safe(text: str) -> str:
+    """JSON text with every byte that is not UTF-8 (a lone surrogate) written as the six characters ``\\xNN``
+    (an escaped backslash and ``xNN``): the document stays valid UTF-8 and the byte stays visible."""
+    return _SURROGATES.sub(lambda m: "\\\\" + _escape(m.group())[1:], text)
 
 
 def warn(message: str) -> None:
@@ -91,7 +107,7 @@ def error(message: str) -> None:
 
 def write_json(payload: Any) -> None:
     """``payload`` as indented JSON on stdout, nothing else."""
-    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_safe(json.dumps(payload, indent=2, ensure_ascii=False)) + "\n")
     sys.stdout.flush()
 
 

@@ -32,7 +32,7 @@ from ..model.versions import inode_versions
 from ..volumes.superblock import format_uuid
 from .cli import EXIT_OK, EXIT_PARTIAL, StrictError, _image_paths, super_copy
 from .destination import check_output, open_output
-from .output import images_argument, output_options, sample_option
+from .output import images_argument, json_safe, output_options, sample_option
 from .prometheus import prometheus_text
 from .report_json import report_json, schema
 
@@ -165,7 +165,7 @@ def report_cmd(ctx, images, sample, page_size, top, fmt, output_file, raw, quiet
     with open_output(output_file) if output_file else nullcontext(sys.stdout) as out:
         for report in reports:
             if fmt == "json":
-                out.write(json.dumps(report_json(report), ensure_ascii=False) + "\n")
+                out.write(json_safe(json.dumps(report_json(report), ensure_ascii=False)) + "\n")
             elif fmt == "prometheus":
                 out.write(prometheus_text(report))
             else:
