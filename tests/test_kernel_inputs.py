@@ -12,48 +12,23 @@ device that is detached at the end.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import sys
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 from support import run, run_json
+from test_kernel_random import REASON, _load  # the same tools: root, loop devices, btrfs, btrfs-progs
 
 HERE = Path(__file__).resolve().parent
 M = 1 << 20
-TOOLS = ("mkfs.btrfs", "btrfs", "losetup", "mount", "umount", "mountpoint", "sync", "blkid")
 PRIMARY = 65536
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"btrfsscan_fixtures_{name}", HERE / "fixtures" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (loop devices, mount)"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"needs {', '.join(missing)}"
-    if not Path("/dev/loop-control").exists():
-        return "needs loop device support (/dev/loop-control)"
-    if "btrfs" not in Path("/proc/filesystems").read_text():
-        subprocess.run(["modprobe", "btrfs"], capture_output=True)
-        if "btrfs" not in Path("/proc/filesystems").read_text():
-            return "needs the btrfs kernel module"
-    return None
-
-
-REASON = _why_not()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(REASON is not None, reason=f"kernel-backed test: {REASON}")]
 
 

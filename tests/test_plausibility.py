@@ -13,25 +13,16 @@ import struct
 
 import pytest
 from support import run
-from test_damage import SB, model, payload_at, pristine, put, victim  # noqa: F401 - fixtures
+from test_damage import SB, _offsets, model, payload_at, pristine, put, victim  # noqa: F401 - fixtures
 
 from btrfsscan.format import fastparse
 from btrfsscan.format.constants import ItemType, ObjectId
 
-
-def _fields(layout) -> dict[str, int]:
-    out, pos = {}, 0
-    for name, code in layout.fields:
-        out[name] = pos
-        pos += struct.calcsize("<" + code)
-    return out
-
-
-FE = _fields(fastparse.FILE_EXTENT)
-INODE = _fields(fastparse.INODE_ITEM)
-BG = _fields(fastparse.BLOCK_GROUP_ITEM)
-DIR = _fields(fastparse.DIR_ITEM)
-ROOT = _fields(fastparse.ROOT_ITEM_V1)
+FE = _offsets(fastparse.FILE_EXTENT)
+INODE = _offsets(fastparse.INODE_ITEM)
+BG = _offsets(fastparse.BLOCK_GROUP_ITEM)
+DIR = _offsets(fastparse.DIR_ITEM)
+ROOT = _offsets(fastparse.ROOT_ITEM_V1)
 
 
 def _file(v, path: str):
@@ -157,7 +148,7 @@ def test_node_pointer_to_another_trees_root_is_not_silent(pristine, tmp_path):
         result = run("ls", "--json", "-R", *v.paths)
         assert result.exit_code == 1
         out = json.loads(result.stdout)
-        assert any(f"block owner EXTENT_TREE is not a subvolume tree, in subvolume tree 256" in w
+        assert any("block owner EXTENT_TREE is not a subvolume tree, in subvolume tree 256" in w
                    and f"node {node.bytenr} slot {slot}" in w for w in out["warnings"]), out["warnings"]
     finally:
         v.close()

@@ -449,8 +449,9 @@ def _chosen_copy(device) -> sbmod.SuperblockCopy | None:
 def superblock_report(volume, *, detail: bool = False, devid: int | None = None) -> Report:
     """The ``super`` command: a superblock, the devices and every superblock copy.
 
-    The superblock shown is the one btrfsscan uses (the newest valid copy of
-    all the devices given), or with ``devid`` the one chosen on that device.
+    The superblock shown is the one btrfsscan uses (each device's primary when
+    valid, the newest of the devices given), or with ``devid`` the one chosen on
+    that device.
     """
     newest = volume.superblock
     present = [d for _, d in sorted(volume.devices.items()) if d.image is not None]

@@ -33,7 +33,8 @@ def super_cmd(ctx, images, show_all, devid, sample, as_json, strict):
     """Show the superblock and the state of every superblock copy.
 
     Like `btrfs inspect-internal dump-super -f`: the superblock btrfsscan
-    uses (the newest valid copy among all devices given), the devices the
+    uses (the primary when valid, as the kernel mounts it, or the copy
+    --super-copy names; with several devices, the newest of them), the devices the
     chunk tree lists, then every copy (64 KiB, 64 MiB, 256 GiB) of every
     device with its generation, magic, checksum and status. If the chunk tree
     cannot be read, the superblock is still shown (with a warning).

@@ -156,7 +156,7 @@ class BulkReader(Generic[Rows]):
         data = memoryview(self._buffer)[:len(expect) * size]
         checked = check_batch(data, expect, level, self._fill(data, expect["bytenr"], devid, physical),
                               **self.reader.checks, subvolume_trees=True)
-        roots = np.flatnonzero(~expect["has_key"])  # a root's owner is checked when its tree is walked
+        roots = np.flatnonzero(~expect["has_key"] & checked.passed)  # its owner is checked when its tree is walked
         if len(roots):
             owners = np.ndarray((len(expect),), fastparse.HEADER.dtype, data, strides=(size,))["owner"]
             self._root_owner.update(zip(expect["bytenr"][roots].tolist(), owners[roots].tolist()))
