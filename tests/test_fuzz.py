@@ -243,11 +243,12 @@ class Base:
                         at, size = HEADER_SIZE + int(leaf.items["offset"][slot]), int(leaf.items["size"][slot])
                         data = leaf.data[at:at + size]
                         kind = None
-                        if is_fs_tree(root.tree_id) and typ == ItemType.EXTENT_DATA and size == FE_SIZE and data[20] in (1, 2):
+                        fs_tree = is_fs_tree(root.tree_id)
+                        if fs_tree and typ == ItemType.EXTENT_DATA and size == FE_SIZE and data[20] in (1, 2):
                             kind = "EXTENT_DATA"
-                        elif is_fs_tree(root.tree_id) and typ == ItemType.INODE_ITEM:
+                        elif fs_tree and typ == ItemType.INODE_ITEM:
                             kind = "INODE_ITEM"
-                        elif is_fs_tree(root.tree_id) and typ in (ItemType.DIR_ITEM, ItemType.DIR_INDEX):
+                        elif fs_tree and typ in (ItemType.DIR_ITEM, ItemType.DIR_INDEX):
                             kind = "DIR_ITEM"
                         elif root.tree_id == ObjectId.ROOT_TREE and typ == ItemType.ROOT_ITEM and is_fs_tree(oid):
                             kind = "ROOT_ITEM"

@@ -220,7 +220,8 @@ def _requested(copies: list[SuperblockCopy], device: str, mirror: int) -> Superb
     if not copy.usable:
         where = f"{device}: superblock copy {mirror} at offset {copy.bytenr}"
         if not copy.present:
-            raise NotBtrfsError(f"{where} lies beyond the end of the device ({copy.bytenr + BTRFS_SUPER_INFO_SIZE} bytes needed)")
+            needed = copy.bytenr + BTRFS_SUPER_INFO_SIZE
+            raise NotBtrfsError(f"{where} lies beyond the end of the device ({needed} bytes needed)")
         raise CorruptionError(f"{where} is not usable: {copy.status(None)}")
     return copy
 
