@@ -64,11 +64,11 @@ class Filesystem:
         self.volume.close()
 
 
-def open_filesystems(paths: Iterable[str | os.PathLike]) -> list[Filesystem]:
-    """Every filesystem found among ``paths`` (grouped by fsid)."""
-    return [Filesystem(volume) for volume in open_volumes(paths)]
+def open_filesystems(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> list[Filesystem]:
+    """Every filesystem found among ``paths`` (grouped by fsid); ``super_copy`` as ``open_volumes``."""
+    return [Filesystem(volume) for volume in open_volumes(paths, super_copy)]
 
 
-def open_filesystem(paths: Iterable[str | os.PathLike]) -> Filesystem:
+def open_filesystem(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> Filesystem:
     """The one filesystem ``paths`` belong to; an error if they span several."""
-    return Filesystem(open_volume(paths))
+    return Filesystem(open_volume(paths, super_copy))

@@ -27,6 +27,7 @@ from ..tree.block import LeafBatch, TreeBlock
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
 from ..tree.walk import Visit, walk_tree, warn_item
+from ..format.plausibility import EXTENT_DATA_RULES, INODE_RULES, Limits, column_violations
 from .subvolumes import Subvolume
 from .tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 
@@ -67,11 +68,12 @@ _NO_COMPRESSION = int(Compression.NONE)
 BATCH_LEAVES = 256
 
 
-def parse_leaves(batch: LeafBatch) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
+def parse_leaves(batch: LeafBatch, limits: Limits) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
     """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0), and the items skipped.
 
     The skipped items come as (leaf index, what), in item order; the caller
-    warns, naming the tree that reached the leaf first.
+    warns, naming the tree that reached the leaf first. Items that break a
+    plausibility rule (``plausibility``) are skipped too, naming their slot.
     """
     items = batch.items
     types = items["key.type"]
@@ -85,6 +87,12 @@ def parse_leaves(batch: LeafBatch) -> tuple[ParsedLeaves, list[tuple[int, str]]]
                         "shorter than btrfs_inode_item, skipped"))
     rows = rows[~short]
     fields = batch.gather(rows, _INODE_KEPT, _INODE_KEPT_AT)
+    implausible, said = column_violations(INODE_RULES, fields, items["key.offset"][rows], limits)
+    for i, what in said.items():
+        row = int(rows[i])
+        skipped.append((row, f"INODE_ITEM of inode {int(items['key.objectid'][row])} implausible: {what}, skipped "
+                        f"(slot {_slot(batch, row)})"))
+    rows, fields = rows[~implausible], fields[~implausible]
     inodes = np.zeros(len(rows), INODE_DTYPE)
     inodes["ino"] = items["key.objectid"][rows]
     for name in _INODE_FIELDS:
@@ -100,6 +108,13 @@ def parse_leaves(batch: LeafBatch) -> tuple[ParsedLeaves, list[tuple[int, str]]]
     bad_inline = inline & ((sizes < _FE_HEAD_SIZE) | (
         (fields["head.compression"] == _NO_COMPRESSION) & (fields["head.ram_bytes"] != sizes - _FE_HEAD_SIZE)))
     valid = (inline & ~bad_inline) | (regular & (sizes >= _FE.size))
+    implausible, said = column_violations(EXTENT_DATA_RULES, fields, items["key.offset"][rows], limits)
+    for i, what in said.items():
+        if valid[i]:
+            row = int(rows[i])
+            skipped.append((row, f"EXTENT_DATA implausible: {what}, skipped (inode {int(items['key.objectid'][row])} "
+                            f"offset {int(items['key.offset'][row])}, slot {_slot(batch, row)})"))
+    valid &= ~implausible
     for i in np.flatnonzero(~valid).tolist():
         row = int(rows[i])
         ino, off = int(items["key.objectid"][row]), int(items["key.offset"][row])
@@ -119,6 +134,11 @@ def parse_leaves(batch: LeafBatch) -> tuple[ParsedLeaves, list[tuple[int, str]]]
     extents["disk_num_bytes"] = np.where(inline, sizes - _FE_HEAD_SIZE, fields["reg.disk_num_bytes"])
     problems = [(int(batch.leaf[row]), what) for row, what in sorted(skipped)]
     return ParsedLeaves(inodes, extents, inode_counts, np.bincount(batch.leaf[rows], minlength=len(batch))), problems
+
+
+def _slot(batch: LeafBatch, row: int) -> int:
+    """The slot of item ``row`` of ``batch`` in its leaf (among the items the leaf's checks kept)."""
+    return row - int(np.searchsorted(batch.leaf, batch.leaf[row]))
 
 
 def _move_rows(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
@@ -159,6 +179,7 @@ class FileScanner:
         self.reader = reader
         self.warnings = warnings
         self.memoize = memoize
+        self.limits = Limits.of(reader.volume.superblock)
         self._leaves: dict[int, int] = {}  # bytenr -> handle
         self._nodes: dict[int, tuple[int, ...]] = {}
         self._parsed: list[ParsedLeaves] = []  # in parse order: handles count leaves across them
@@ -234,7 +255,7 @@ class FileScanner:
 
     def _parse(self, batch: LeafBatch) -> tuple[list[int], list[tuple[int, str]]]:
         """Parse a batch of leaves, keep its rows, and hand out the leaves' handles."""
-        parsed, problems = parse_leaves(batch)
+        parsed, problems = parse_leaves(batch, self.limits)
         self._parsed.append(parsed)
         first = self._handles
         self._handles += len(batch)

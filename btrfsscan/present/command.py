@@ -3,13 +3,19 @@
 A command parses its arguments, opens its inputs with ``inputs`` and
 ``opened``, asks :mod:`btrfsscan.analysis` for a result, turns it into
 documents (:mod:`.views`) and ends with ``finish``. ``output_options`` gives
-every command ``--json``, ``--format``, ``--output``/``-o`` and
-``--strict``; ``finish`` is the one place that applies them: ``--strict``
+every command ``--json``, ``--format``, ``--output``/``-o``, ``--strict``
+and ``--super-copy`` (passed to the command as ``super_copy``, for it to
+open its inputs with); ``finish`` is the one place that applies them: ``--strict``
 turns warnings into an error (the warnings, then the error line, exit 2,
 nothing written), else the documents are written in the chosen format to
 stdout or, through :mod:`.destination`, to the ``-o`` file (checked against
 the inputs before anything is read; replaced only once complete), the
 warnings follow on stderr and the exit code is 0 (complete) or 1 (partial).
+
+A command reading a mounted filesystem starts again from the beginning (a
+fresh superblock) when tree blocks change under it, up to
+``RACE_ATTEMPTS`` times; its last attempt gives a partial result naming the
+blocks (``volumes.mounted``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from ..errors import BtrfsScanError
+from ..errors import BtrfsScanError, ConcurrentWriteError
+from ..volumes.mounted import RACE_ATTEMPTS, RETRY_ON_RACE
 from .destination import check_output, open_output
 from .document import CommandOutput
 from .renderers import DEFAULT_FORMAT, RENDERERS, formats_for, render
@@ -89,8 +96,24 @@ class OutputOptions:
     strict: bool
 
 
+def _restarting(run: Callable[[], Any]) -> Any:
+    """``run()``, started again when a mounted filesystem's tree blocks change under it (up to
+    ``RACE_ATTEMPTS`` times; on the last attempt such blocks are skipped with warnings instead)."""
+    for attempt in range(1, RACE_ATTEMPTS + 1):
+        token = RETRY_ON_RACE.set(attempt < RACE_ATTEMPTS)
+        try:
+            return run()
+        except ConcurrentWriteError:
+            if attempt == RACE_ATTEMPTS:
+                raise
+        finally:
+            RETRY_ON_RACE.reset(token)
+    return None
+
+
 def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--json``, ``--format`` (the formats that serve ``kind``), ``--output``/``-o`` and ``--strict``."""
+    """``--json``, ``--format`` (the formats that serve ``kind``), ``--output``/``-o``, ``--strict`` and
+    ``--super-copy`` (given to the command as its ``super_copy`` argument)."""
     formats = formats_for(kind)
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,9 +123,14 @@ def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
             group_strict = isinstance(ctx.find_root().obj, Settings) and ctx.find_root().obj.strict
             ctx.meta[_OPTIONS] = OutputOptions("json" if as_json else (fmt or DEFAULT_FORMAT), output_file,
                                                strict or group_strict)
-            return fn(*args, **kwargs)
+            return _restarting(lambda: fn(*args, **kwargs))
 
         described = "; ".join(f"{name}: {RENDERERS[name].description}" for name in formats)
+        command = click.option("--super-copy", "-s", "super_copy", type=click.IntRange(0, 2), default=None,
+                               metavar="N",
+                               help="Read superblock copy N (0 primary, 1 at 64 MiB, 2 at 256 GiB) of every "
+                                    "device, as btrfs-progs' -s N; default: the primary, as the kernel mounts "
+                                    "it.")(command)
         command = click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2).")(command)
         command = click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False), default=None,
                                help="Write the result to FILE instead of stdout (never over an input; "
@@ -160,11 +188,11 @@ def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None
 
 
 @contextmanager
-def opened(paths: list[str]) -> Iterator[Filesystem]:
-    """The filesystem of ``paths``, closed at the end of the block."""
+def opened(paths: list[str], super_copy: int | None = None) -> Iterator[Filesystem]:
+    """The filesystem of ``paths`` (read from superblock copy ``super_copy``), closed at the end of the block."""
     from ..model.filesystem import open_filesystem
 
-    fs = open_filesystem(paths)
+    fs = open_filesystem(paths, super_copy)
     try:
         yield fs
     finally:

@@ -53,7 +53,7 @@ its on-disk start (without the offset into it) and inline extents at 0.
               help="The file by subvolume id and inode number instead of PATH.")
 @sample_option
 @output_options("map")
-def map_cmd(args, subvol, inode, sample):
+def map_cmd(args, subvol, inode, sample, super_copy):
     inode_ref = None
     if inode is not None:
         try:
@@ -68,7 +68,7 @@ def map_cmd(args, subvol, inode, sample):
             raise click.UsageError("give IMAGE... PATH (or --inode SUBVOL:INO instead of PATH)")
         images, path = tuple(args[:-1]), args[-1]
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images, sample)))
+        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy))
         document = map_document(file_map_of(fs, None, path, subvol=subvol, inode=inode_ref))
         finish(CommandOutput("map", (document,), tuple(fs.warnings.messages())))
 
@@ -104,7 +104,7 @@ shared    shared bytes: the sum of num_bytes over the file's regular and
 @click.option("-R", "--recursive", is_flag=True, help="List everything below PATH, across subvolumes and snapshots.")
 @sample_option
 @output_options("ls")
-def ls_cmd(args, recursive, sample):
+def ls_cmd(args, recursive, sample, super_copy):
     args = tuple(args)
     path = None
     if sample:
@@ -116,7 +116,7 @@ def ls_cmd(args, recursive, sample):
     else:
         images = args
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images, sample)))
+        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy))
         document = ls_document(listing(fs, normalize_path(path or "."), recursive=recursive))
         finish(CommandOutput("ls", (document,), tuple(fs.warnings.messages())))
 
@@ -125,7 +125,7 @@ def ls_cmd(args, recursive, sample):
 @images_argument
 @sample_option
 @output_options("subvolumes")
-def subvolumes_cmd(images, sample):
+def subvolumes_cmd(images, sample, super_copy):
     """List subvolumes and snapshots, the top level (id 5, path ".") included.
 
     Path from the top level, parent subvolume, uuids (parent_uuid names the
@@ -134,6 +134,6 @@ def subvolumes_cmd(images, sample):
     not removed yet (path null).
     """
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, tuple(images), sample)))
+        fs = stack.enter_context(opened(inputs(stack, tuple(images), sample), super_copy))
         document = subvolumes_document(subvolume_list(fs))
         finish(CommandOutput("subvolumes", (document,), tuple(fs.warnings.messages())))

@@ -55,9 +55,9 @@ def _progress(quiet: bool):
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @output_options("report")
-def report_cmd(images, sample, page_size, top, raw, quiet):
+def report_cmd(images, sample, page_size, top, raw, quiet, super_copy):
     with ExitStack() as stack:
-        filesystems = open_filesystems(inputs(stack, images, sample))
+        filesystems = open_filesystems(inputs(stack, images, sample), super_copy)
         for fs in filesystems:
             stack.callback(fs.close)
         progress = _progress(quiet)
