@@ -228,7 +228,7 @@ class Base:
         fs = open_filesystem(self.pristine)
         out: dict[str, list[tuple[int, int, int, int]]] = {kind: [] for kind in SEMANTIC_KINDS}
         try:
-            trees = [sub.root for sub in fs.subvolumes.live()] + [fs.root_tree, chunk_root(fs.volume)]
+            trees = [sub.root for sub in fs.subvolumes.live()] + [fs.root_tree, chunk_root(fs.superblock)]
             try:
                 trees.append(fs.tree_root(ObjectId.EXTENT_TREE))
             except BtrfsScanError:

@@ -66,7 +66,8 @@ ColumnRule = tuple[str, Callable[..., np.ndarray], Callable[..., str]]
 
 
 def _unaligned(values: np.ndarray, sectorsize: int) -> np.ndarray:
-    return values % np.uint64(sectorsize) != 0
+    """Not a multiple of ``sectorsize`` (a power of two: the superblock checks say so), as a bit test."""
+    return (values & np.uint64(sectorsize - 1)) != 0
 
 
 # --- EXTENT_DATA (check_extent_data_item) -------------------------------------------
@@ -76,11 +77,8 @@ def _fe_reg(f):
 
 
 def _fe_unaligned(f, key_offset, lim: Limits):
-    bad = np.zeros(len(f), bool)
-    reg = _fe_reg(f)
-    for name in ("head.ram_bytes", "reg.disk_bytenr", "reg.disk_num_bytes", "reg.offset", "reg.num_bytes"):
-        bad |= reg & _unaligned(f[name], lim.sectorsize)
-    return bad
+    bits = f["head.ram_bytes"] | f["reg.disk_bytenr"] | f["reg.disk_num_bytes"] | f["reg.offset"] | f["reg.num_bytes"]
+    return _fe_reg(f) & _unaligned(bits, lim.sectorsize)  # one low bit set in any of them: unaligned
 
 
 def _fe_past_disk_extent(f):
