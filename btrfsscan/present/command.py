@@ -98,17 +98,16 @@ class OutputOptions:
 
 def _restarting(run: Callable[[], Any]) -> Any:
     """``run()``, started again when a mounted filesystem's tree blocks change under it (up to
-    ``RACE_ATTEMPTS`` times; on the last attempt such blocks are skipped with warnings instead)."""
-    for attempt in range(1, RACE_ATTEMPTS + 1):
-        token = RETRY_ON_RACE.set(attempt < RACE_ATTEMPTS)
+    ``RACE_ATTEMPTS`` times in all; on the last attempt such blocks are skipped with warnings instead)."""
+    for _ in range(RACE_ATTEMPTS - 1):
+        token = RETRY_ON_RACE.set(True)
         try:
             return run()
         except ConcurrentWriteError:
-            if attempt == RACE_ATTEMPTS:
-                raise
+            continue
         finally:
             RETRY_ON_RACE.reset(token)
-    return None
+    return run()
 
 
 def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
