@@ -53,7 +53,7 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("chunks", ["chunks"]),
     ("subvolumes", ["subvolumes", "--json"]),
     ("ls", ["ls", "-R", "--json"]),
-    ("report", ["report", "--json"]),
+    ("report", ["report", "--json", "--by-dir", "3"]),
 ]
 MEMORY_LIMIT = 3 << 30
 TIMEOUT = 60.0
@@ -146,7 +146,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
     def report():
         from btrfsscan.analysis.report import scan_report
 
-        return scan_report(fs, page_size=4096, top=10)
+        return scan_report(fs, page_size=4096, top=10, by_dir=3)
 
     try:
         subvols = step("subvolumes", lambda: fs.subvolumes)

@@ -152,7 +152,7 @@ def test_missing_file_is_one_line(tmp_path):
 def test_internal_error_is_one_line(monkeypatch, tmp_path):
     import btrfsscan.model.filesystem as filesystem
 
-    def boom(paths, super_copy=None):
+    def boom(paths, **options):
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(filesystem, "open_filesystem", boom)

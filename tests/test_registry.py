@@ -46,11 +46,16 @@ def test_shipped_schema_defines_a_model_once_and_lists_the_registry():
     shipped = json.loads(resources.files("btrfsscan.present").joinpath("schemas", "report.schema.json").read_text())
     models = shipped["properties"]["totals"]["properties"]["models"]
     assert models["additionalProperties"] == {"$ref": "#/$defs/model"} and "properties" not in models
-    assert set(shipped["$defs"]) == {"model"}
+    assert set(shipped["$defs"]) == {"model", "dir_entry"}
+    assert {"title", "design"} <= set(shipped["$defs"]["model"]["required"])
+    assert "properties" not in shipped["$defs"]["dir_entry"]["properties"]["pages"]
     derived = schema()["properties"]["totals"]["properties"]["models"]
     assert derived["required"] == NAMES and list(derived["properties"]) == NAMES
     assert all(p["$ref"] == "#/$defs/model" for p in derived["properties"].values())
     assert derived["additionalProperties"] is False
+    by_dir_pages = schema()["$defs"]["dir_entry"]["properties"]["pages"]
+    assert by_dir_pages["required"] == NAMES and list(by_dir_pages["properties"]) == NAMES
+    assert by_dir_pages["additionalProperties"] is False
 
 
 def test_report_outputs_carry_every_model():
@@ -59,7 +64,9 @@ def test_report_outputs_carry_every_model():
     from btrfsscan.present.renderers.prometheus import prometheus_text
 
     report = make_report()
-    assert list(report_json(report)["totals"]["models"]) == NAMES
+    models = report_json(report)["totals"]["models"]
+    assert list(models) == NAMES
+    assert [(m["title"], m["design"]) for m in models.values()] == [(m.title, m.design) for m in MODELS]
     text = report_text(report)
     assert all(m.title in text for m in MODELS)
     prom = prometheus_text(report)
@@ -101,3 +108,38 @@ def test_analyze_runs_every_registered_model(page_size):
     assert list(a.models) == NAMES
     assert a.models["per_inode"].pages == 2 * ((8192 + page_size - 1) // page_size)
     assert a.models["rfc_as_posted"].applicable == (page_size == 4096)
+
+
+@pytest.mark.parametrize("page_size", [4096, 16384])
+def test_per_version_pages_sum_to_every_model_total(page_size):
+    """The figures by directory come from each model's per-version hook: one copy of every version, weighted
+    by its holders, adds up to the model's total (2 files of 8 KiB sharing their extent: 2 pages each at 4 KiB)."""
+    from btrfsscan.cache.by_dir import version_pages
+
+    a = analyze(_tables(), page_size, facts(4096))
+    pages = version_pages(a)
+    assert list(pages) == NAMES
+    for name, per_version in pages.items():
+        if not a.models[name].applicable:
+            assert per_version is None, name
+            continue
+        assert float((per_version * a.layout.weight).sum()) == pytest.approx(a.models[name].pages), name
+    if page_size == 4096:
+        assert pages["shared_extent"].tolist() == [1.0, 1.0]  # each of the two cached pages split in halves
+
+
+def test_a_new_model_reaches_by_dir_through_the_registry(monkeypatch):
+    """A registered model with ``per_version`` has figures by directory, one without has None: no edit elsewhere."""
+    import btrfsscan.cache.analyze as analyze_module
+    import btrfsscan.cache.registry as registry
+    from btrfsscan.cache.by_dir import version_pages
+
+    half = CacheModel(name="half", title="half", subject="half", design="half of every page", order=98,
+                      pages=lambda inputs: inputs.per_inode_pages // 2,
+                      per_version=lambda inputs: inputs.layout.npages / 2.0)
+    opaque = _probe(calls=[])
+    extended = MODELS + (half, opaque)
+    monkeypatch.setattr(analyze_module, "MODELS", extended)
+    monkeypatch.setattr(registry, "_BY_NAME", {m.name: m for m in extended})
+    pages = version_pages(analyze(_tables(), 4096, facts(4096)))
+    assert pages["half"].tolist() == [1.0, 1.0] and pages["probe"] is None

@@ -134,10 +134,13 @@ def test_json_validates_against_schema():
         doc = report_json(make_report(page_size))
         jsonschema.Draft202012Validator(schema()).validate(doc)
         assert list(doc) == ["schema_version", "page_size", "filesystem", "totals", "by_kind", "subvolumes",
-                             "top_extents", "top_files", "partial", "warnings"]
+                             "top_extents", "top_files", "partial", "warnings", "sharing_matrix", "by_dir"]
+        assert doc["by_dir"] is None  # only with --by-dir
         json.dumps(doc)  # serialisable as is
     doc = report_json(make_report(16384))
     assert doc["totals"]["models"]["rfc_as_posted"] == {
+        "title": "RFC as posted",
+        "design": "the 2021 RFC: shared extents cached once, keyed by their offset on the one device",
         "pages": None, "bytes": None, "saved_pages": None, "saved_bytes": None, "saved_pct": None, "applicable": False,
         "reason": "the RFC needs page size == sector size (page size 16384, sector size 4096)"}
     assert sum(v["pages"] for v in doc["by_kind"].values()) == doc["totals"]["per_inode"]["pages"]

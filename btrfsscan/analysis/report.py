@@ -6,7 +6,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ..cache.analyze import CacheAnalysis, analyze
+from ..cache.by_dir import by_directory
 from ..cache.report import EXAMPLE_PATHS, PageCacheReport, build_report
+from ..model.directories import directory_tree
 from ..model.fs_tree import FileScanner
 from ..model.versions import inode_versions
 from .facts import filesystem_facts, subvolume_info
@@ -51,24 +53,32 @@ def example_paths(analysis: CacheAnalysis, path_of: Callable[[int, int], str | N
 
 
 def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgress | None = None,
-                memoize: bool = True) -> PageCacheReport:
+                memoize: bool = True, by_dir: int | None = None) -> PageCacheReport:
     """Scan every live subvolume of ``fs`` and build its page-cache report.
 
     ``memoize=False`` parses every tree block of every subvolume again (the
-    check that sharing work between snapshots changes no figure).
+    check that sharing work between snapshots changes no figure). ``by_dir``:
+    the report by directory down to that many levels below each subvolume
+    (``top`` children per directory).
     """
     subvols = fs.subvolumes.live()
     if progress:
         progress.start(f"scanning {fs.volume.fsid}", len(subvols), "subvolumes")
-    scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize)
+    scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize, links=by_dir is not None)
     advance = (lambda sub: progress.advance()) if progress else None
-    versions = inode_versions(scanner.scan_leaves(subvols, progress=advance), fs.warnings)
+    leaves = scanner.scan_leaves(subvols, progress=advance)
+    versions = inode_versions(leaves, fs.warnings)
+    directories = directory_tree(leaves, versions, by_dir) if by_dir is not None else None
+    del leaves
     if progress:
         progress.phase(f"modelling the page cache of {fs.volume.fsid}")
     analysis = analyze(versions, page_size, filesystem_facts(fs), top=top)
     paths = example_paths(analysis, fs.namespace.path_of)
-    report = build_report(analysis, subvolumes=[subvolume_info(s) for s in subvols], paths=paths,
-                          partial=fs.partial, warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump)
+    infos = [subvolume_info(s) for s in subvols]
+    figures = by_directory(directories, analysis, top, {s.id: s.path for s in infos}) if directories is not None else None
+    report = build_report(analysis, subvolumes=infos, paths=paths, partial=fs.partial,
+                          warnings=fs.warnings.messages(), metadata_dump=fs.is_metadump, by_dir=figures,
+                          source_notes=fs.notes)
     if progress:
         progress.done()
     return report

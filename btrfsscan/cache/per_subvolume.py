@@ -28,7 +28,8 @@ class SubvolumeStats:
     pages, not file pages. ``unshareable_pages``: file pages of its inodes
     that stay per inode. ``shares_with[i]``: up to 3 (subvol id, keys both
     map) sorted by keys descending, then id; every pair of subvolumes is
-    compared.
+    compared, and ``pairs`` holds (a, b, keys both map) for every pair of
+    indices a < b that share a key.
     """
 
     ids: np.ndarray
@@ -40,6 +41,7 @@ class SubvolumeStats:
     shared_keys: np.ndarray
     saved_pages: np.ndarray
     shares_with: list[list[tuple[int, int]]]
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
 
     @property
     def unshareable_pages(self) -> np.ndarray:
@@ -189,5 +191,6 @@ def subvolume_stats(layout: PageLayout, shared: Sharing) -> SubvolumeStats:
         shared_keys=shared_keys,
         saved_pages=per(shared.inode_saved, np.float64),
         shares_with=_top_partners(a, b, both, ids, nsv),
+        pairs=(a, b, both),
     )
 

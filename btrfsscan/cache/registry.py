@@ -55,7 +55,11 @@ class CacheModel:
     name; ``subject`` how a sentence names it (``the RFC as posted``);
     ``design`` one line saying what it caches; ``needs`` the conditions of
     ``applies`` in words (None: none); ``requires`` the extra inputs its
-    computation reads, by name, with what each one is.
+    computation reads, by name, with what each one is. ``per_version``
+    (optional) gives the model's pages of one copy of each inode version
+    (``layout`` order, float64), a page cached once for ``c`` file pages
+    costing each ``1/c``, so they sum (weighted) to ``pages``; the figures by
+    directory come from it, and a model without it has none there (null).
     """
 
     name: str
@@ -67,6 +71,7 @@ class CacheModel:
     needs: str | None = None
     applies: Callable[[FilesystemFacts, int], Applicability] = always
     requires: Mapping[str, str] = field(default_factory=dict)
+    per_version: Callable[[ModelInputs], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class ModelInputs:
     facts: FilesystemFacts
     sources: Mapping[str, Any] = field(default_factory=dict)
     _results: dict[str, ModelResult] = field(default_factory=dict, repr=False)
+    _version_pages: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
 
     @property
     def page_size(self) -> int:
@@ -118,6 +124,15 @@ class ModelInputs:
         if name not in self._results:
             self._results[name] = evaluate(model(name), self)
         return self._results[name]
+
+    def version_pages(self, name: str) -> np.ndarray | None:
+        """Model ``name``'s fair-share pages per inode version (see ``CacheModel.per_version``), computed once;
+        None where it does not apply or gives no per-file figures."""
+        if name not in self._version_pages:
+            definition = model(name)
+            ok = definition.per_version is not None and self.result(name).applicable
+            self._version_pages[name] = definition.per_version(self) if ok else None
+        return self._version_pages[name]
 
 
 def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:

@@ -196,6 +196,23 @@ class DirItemList(_Packed):
 
 
 @dataclass(frozen=True)
+class DirLogItem:
+    """DIR_LOG_INDEX (dir, DIR_LOG_INDEX, first index) / DIR_LOG_ITEM (dir, DIR_LOG_ITEM, first name hash),
+    in log trees only: the log holds every entry of the directory from the key's offset to ``end``
+    (inclusive), so a committed entry in that range the log lacks was deleted."""
+
+    LAYOUT: ClassVar[StructLayout] = fastparse.DIR_LOG_ITEM
+
+    start: int
+    end: int
+
+    @classmethod
+    def parse(cls, key: Key, data: bytes, where: str) -> DirLogItem:
+        _need(data, cls.LAYOUT.size, "DIR_LOG_INDEX", where)
+        return cls(key[2], cls.LAYOUT.unpack_from(data)[0])
+
+
+@dataclass(frozen=True)
 class FileExtentItem:
     """EXTENT_DATA (inode, EXTENT_DATA, file offset): a ``btrfs_file_extent_item``. INLINE: the data
     (``inline_bytes`` of it, ``ram_bytes`` decompressed) follows the head in the leaf; REG and
@@ -665,6 +682,8 @@ ITEM_TYPES: dict[int, type[ItemRecord]] = {
     ItemType.ORPHAN_ITEM: OrphanItem,
     ItemType.DIR_ITEM: DirItemList,
     ItemType.DIR_INDEX: DirItemList,
+    ItemType.DIR_LOG_ITEM: DirLogItem,
+    ItemType.DIR_LOG_INDEX: DirLogItem,
     ItemType.EXTENT_DATA: FileExtentItem,
     ItemType.ROOT_ITEM: RootItem,
     ItemType.ROOT_BACKREF: RootRef,

@@ -263,6 +263,12 @@ btrfs_dir_item = Struct(
     "type" / Int8ul,
 )
 
+#: DIR_LOG_INDEX / DIR_LOG_ITEM of a log tree: the key's offset and ``end`` bound a range of
+#: directory indexes (name hashes) the log holds every entry of.
+btrfs_dir_log_item = Struct(
+    "end" / Int64ul,
+)
+
 #: Head of every EXTENT_DATA item; inline data follows it directly.
 btrfs_file_extent_item_head = Struct(
     "generation" / Int64ul,

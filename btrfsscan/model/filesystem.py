@@ -19,6 +19,7 @@ from ..tree.roots import find_root, root_tree
 from ..tree.walk import TreeRoot
 from ..volumes.superblock import Superblock
 from ..volumes.volume import Volume
+from .log_replay import LogReplay, replay_log
 from .namespace import Namespace, dir_path
 from .subvolumes import SubvolumeSet, read_subvolumes
 
@@ -26,8 +27,11 @@ from .subvolumes import SubvolumeSet, read_subvolumes
 class Filesystem:
     """One btrfs filesystem opened read-only from its devices (or a dump)."""
 
-    def __init__(self, volume: Volume) -> None:
+    def __init__(self, volume: Volume, *, log_replay: bool = True) -> None:
+        """``log_replay=False`` shows the last committed transaction even when the superblock points at a log."""
         self.volume = volume
+        self.log_replay = log_replay
+        self.log = LogReplay(present=bool(volume.superblock.log_root), replayed=False)
         self.warnings: Warnings = volume.warnings
         self.reader = TreeReader(volume, self.warnings)
 
@@ -49,8 +53,20 @@ class Filesystem:
 
     @cached_property
     def subvolumes(self) -> SubvolumeSet:
-        return read_subvolumes(self.reader, self.root_tree, self.warnings,
-                               lambda sub, dirid: dir_path(self.reader, sub, dirid))
+        """Every subvolume; with a log tree (and ``log_replay``), each carrying what the replay changed."""
+        subvols = read_subvolumes(self.reader, self.root_tree, self.warnings,
+                                  lambda sub, dirid: dir_path(self.reader, sub, dirid))
+        if self.log.present and self.log_replay:
+            self.log = replay_log(self.reader, subvols, self.warnings)
+        return subvols
+
+    @property
+    def notes(self) -> list[str]:
+        """Remarks on what is shown that are not warnings (the log replay)."""
+        if self.log.present:
+            self.subvolumes  # the replay runs with the subvolumes
+        note = self.log.note()
+        return [note] if note else []
 
     @cached_property
     def namespace(self) -> Namespace:
@@ -64,11 +80,13 @@ class Filesystem:
         self.volume.close()
 
 
-def open_filesystems(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> list[Filesystem]:
+def open_filesystems(paths: Iterable[str | os.PathLike], super_copy: int | None = None, *,
+                     log_replay: bool = True) -> list[Filesystem]:
     """Every filesystem found among ``paths`` (grouped by fsid); ``super_copy`` as ``open_volumes``."""
-    return [Filesystem(volume) for volume in open_volumes(paths, super_copy)]
+    return [Filesystem(volume, log_replay=log_replay) for volume in open_volumes(paths, super_copy)]
 
 
-def open_filesystem(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> Filesystem:
+def open_filesystem(paths: Iterable[str | os.PathLike], super_copy: int | None = None, *,
+                    log_replay: bool = True) -> Filesystem:
     """The one filesystem ``paths`` belong to; an error if they span several."""
-    return Filesystem(open_volume(paths, super_copy))
+    return Filesystem(open_volume(paths, super_copy), log_replay=log_replay)

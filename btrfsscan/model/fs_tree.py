@@ -28,6 +28,8 @@ from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
 from ..tree.walk import Visit, walk_tree, warn_item
 from ..format.plausibility import EXTENT_DATA_RULES, INODE_RULES, Limits, column_violations
+from .links import LinkTable, parse_links
+from .log_overlay import LeafOverlay
 from .subvolumes import Subvolume
 from .tables import EXTENT_DTYPE, INODE_DTYPE, FileTables, LeafTables
 
@@ -47,6 +49,7 @@ class ParsedLeaves:
     extents: np.ndarray  # EXTENT_DTYPE
     inode_counts: np.ndarray
     extent_counts: np.ndarray
+    links: LinkTable | None = None
 
 
 def _span(dtype: np.dtype, names: tuple[str, ...]) -> tuple[np.dtype, int]:
@@ -68,8 +71,10 @@ _NO_COMPRESSION = int(Compression.NONE)
 BATCH_LEAVES = 256
 
 
-def parse_leaves(batch: LeafBatch, limits: Limits) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
+def parse_leaves(batch: LeafBatch, limits: Limits, links: bool = False) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
     """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0), and the items skipped.
+
+    ``links``: the INODE_REF/INODE_EXTREF rows too (``links.parse_links``).
 
     The skipped items come as (leaf index, what), in item order; the caller
     warns, naming the tree that reached the leaf first. Items that break a
@@ -98,6 +103,7 @@ def parse_leaves(batch: LeafBatch, limits: Limits) -> tuple[ParsedLeaves, list[t
     for name in _INODE_FIELDS:
         inodes[name] = fields[name]
     inode_counts = np.bincount(batch.leaf[rows], minlength=len(batch))
+    link_table = parse_links(batch, rows, inodes["mode"]) if links else None
 
     rows = np.flatnonzero(types == _EXTENT_DATA)
     fields = batch.gather(rows, _FE.dtype)
@@ -133,7 +139,8 @@ def parse_leaves(batch: LeafBatch, limits: Limits) -> tuple[ParsedLeaves, list[t
     extents["num_bytes"] = np.where(inline, fields["head.ram_bytes"], fields["reg.num_bytes"])
     extents["disk_num_bytes"] = np.where(inline, sizes - _FE_HEAD_SIZE, fields["reg.disk_num_bytes"])
     problems = [(int(batch.leaf[row]), what) for row, what in sorted(skipped)]
-    return ParsedLeaves(inodes, extents, inode_counts, np.bincount(batch.leaf[rows], minlength=len(batch))), problems
+    return ParsedLeaves(inodes, extents, inode_counts, np.bincount(batch.leaf[rows], minlength=len(batch)),
+                        link_table), problems
 
 
 def _slot(batch: LeafBatch, row: int) -> int:
@@ -172,14 +179,17 @@ class FileScanner:
     remembered as the list of leaves under it, so a subtree a snapshot shares
     with its source is one lookup and costs no memory beyond that list.
     ``memoize=False`` re-parses every block of every tree: slower, and only
-    there to check that memoization does not change any figure.
+    there to check that memoization does not change any figure. ``links=True``
+    keeps the inodes' link rows too (``LeafTables.links``, for figures by
+    directory).
     """
 
-    def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True) -> None:
+    def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True, links: bool = False) -> None:
         self.reader = reader
         self.warnings = warnings
         self.memoize = memoize
         self.limits = Limits.of(reader.volume.superblock)
+        self.links = links
         self._leaves: dict[int, int] = {}  # bytenr -> handle
         self._nodes: dict[int, tuple[int, ...]] = {}
         self._parsed: list[ParsedLeaves] = []  # in parse order: handles count leaves across them
@@ -255,7 +265,7 @@ class FileScanner:
 
     def _parse(self, batch: LeafBatch) -> tuple[list[int], list[tuple[int, str]]]:
         """Parse a batch of leaves, keep its rows, and hand out the leaves' handles."""
-        parsed, problems = parse_leaves(batch, self.limits)
+        parsed, problems = parse_leaves(batch, self.limits, self.links)
         self._parsed.append(parsed)
         first = self._handles
         self._handles += len(batch)
@@ -299,8 +309,20 @@ class FileScanner:
         inode_start = prefix(np.concatenate([np.zeros(0, np.int64)] + [p.inode_counts for p in parsed]))
         extent_start = prefix(np.concatenate([np.zeros(0, np.int64)] + [p.extent_counts for p in parsed]))
         inode_parts, extent_parts = [p.inodes for p in parsed], [p.extents for p in parsed]
+        links = LinkTable.joined([p.links for p in parsed]) if self.links else None
         del parsed
-        leaf_bytenr = np.zeros(self._handles, np.uint64)
+        n_leaves = self._handles
+        if any(sub.replayed is not None for sub in subvols):  # log replay: synthetic leaves for what it changed
+            overlay = LeafOverlay(lambda batch: parse_leaves(batch, self.limits), inode_parts, extent_parts,
+                                  inode_start, extent_start, self.warnings)
+            handles = [overlay.subvolume(sub, h, n_leaves) if sub.replayed is not None else h
+                       for sub, h in zip(subvols, handles)]
+            inode_parts += overlay.new_inodes
+            extent_parts += overlay.new_extents
+            inode_start = np.append(inode_start, inode_start[-1] + np.cumsum(np.array([len(t) for t in overlay.new_inodes], np.int64)))
+            extent_start = np.append(extent_start, extent_start[-1] + np.cumsum(np.array([len(t) for t in overlay.new_extents], np.int64)))
+            n_leaves += overlay.n_leaves
+        leaf_bytenr = np.zeros(n_leaves, np.uint64)
         if self._bytenr_of:
             leaf_bytenr[np.fromiter(self._bytenr_of.keys(), np.int64)] = np.fromiter(self._bytenr_of.values(), np.uint64)
         return LeafTables(
@@ -312,6 +334,7 @@ class FileScanner:
             subvol_ids=np.array([s.id for s in subvols], np.uint64),
             subvol_start=prefix(np.array([len(h) for h in handles], np.int64)),
             subvol_leaves=np.concatenate([np.zeros(0, np.int64)] + handles),
+            links=links,
         )
 
     def scan(self, subvols: Iterable[Subvolume], progress: Callable[[Subvolume], None] | None = None) -> FileTables:

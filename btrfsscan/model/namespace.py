@@ -44,7 +44,14 @@ class Entry:
 
 
 def _items(reader: TreeReader, sub: Subvolume, objectid: int, item_type: int):
-    return iter_items(reader, sub.root, (objectid, item_type, 0), (objectid, item_type, 2**64 - 1))
+    return _range(reader, sub, (objectid, item_type, 0), (objectid, item_type, 2**64 - 1))
+
+
+def _range(reader: TreeReader, sub: Subvolume, min_key, max_key):
+    """Items of one objectid: replayed from the log when the replay changed it, else committed."""
+    if sub.replayed is not None and sub.replayed.covers(min_key[0]):
+        return sub.replayed.items(min_key, max_key)
+    return iter_items(reader, sub.root, min_key, max_key)
 
 
 def parent_ref(reader: TreeReader, sub: Subvolume, ino: int) -> tuple[int, bytes] | None:
@@ -133,7 +140,7 @@ class Namespace:
         raw = name.encode("utf-8", "surrogateescape")
         key = (dir_ino, ItemType.DIR_ITEM, name_hash(raw))
         where = f"subvolume {sub.id} directory {dir_ino}"
-        for found, data in iter_items(self.reader, sub.root, key, key):
+        for found, data in _range(self.reader, sub, key, key):
             for item in parse_item(found, data, where):
                 if item.name == raw:
                     return self._entry(sub, dir_ino, item)

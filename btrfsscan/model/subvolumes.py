@@ -10,6 +10,7 @@ default subvolume.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import CorruptionError, Warnings
 from ..format.constants import ItemType, ObjectId, RootFlag, is_fs_tree
@@ -17,6 +18,9 @@ from ..format.items import ZERO_UUID, DirItemList, OrphanItem, RootItem, RootRef
 from ..tree.reader import TreeReader
 from ..format.plausibility import Limits, root_item_problem
 from ..tree.walk import TreeRoot, iter_located_items
+
+if TYPE_CHECKING:
+    from .log_replay import ReplayedItems
 
 __all__ = ["ZERO_UUID", "Subvolume", "SubvolumeSet", "read_subvolumes"]
 
@@ -33,6 +37,8 @@ class Subvolume:
     path: str = ""
     deleted: bool = False
     children: list[int] = field(default_factory=list)
+    #: Items the log replay changed: they replace the committed items of their objectids.
+    replayed: ReplayedItems | None = None
 
     @property
     def root(self) -> TreeRoot:

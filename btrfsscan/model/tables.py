@@ -9,10 +9,14 @@ tables from the fs trees, and the page-cache models, which read them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..arrays import distinct, ranges
+
+if TYPE_CHECKING:
+    from .links import LinkTable
 
 #: One row per inode of every subvolume walked. ``subvol`` + ``ino`` identify
 #: an inode (hardlinks are one row); ``mode`` holds the file type bits.
@@ -91,6 +95,7 @@ class LeafTables:
     ``inodes[inode_start[l]:inode_start[l+1]]`` and likewise for extents, in
     key order. Subvolume ``i`` (id ``subvol_ids[i]``) consists of the leaves
     ``subvol_leaves[subvol_start[i]:subvol_start[i+1]]``, in key order.
+    ``links``: the leaves' link rows, when the scan kept them.
     """
 
     inodes: np.ndarray  # INODE_DTYPE
@@ -101,6 +106,7 @@ class LeafTables:
     subvol_ids: np.ndarray  # uint64
     subvol_start: np.ndarray  # int64, one more than there are subvolumes
     subvol_leaves: np.ndarray  # int64 leaf indices
+    links: LinkTable | None = None
 
     @property
     def n_leaves(self) -> int:

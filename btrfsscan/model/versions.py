@@ -41,7 +41,8 @@ class InodeVersions:
     holding it); its extent items are the ``extents`` rows whose
     ``extent_version`` is v, in item order. ``version_set[v]`` names a
     multiset: ``set_members[set_start[s]:set_start[s+1]]``, sorted indices
-    into ``subvol_ids``.
+    into ``subvol_ids``. ``inode_rows[v]``: the row of the LeafTables' inodes
+    it was taken from (None when not made from leaves).
     """
 
     inodes: np.ndarray  # INODE_FIELDS of INODE_DTYPE
@@ -52,6 +53,7 @@ class InodeVersions:
     set_start: np.ndarray  # int64
     set_members: np.ndarray  # int64
     notes: list[str] = field(default_factory=list)
+    inode_rows: np.ndarray | None = None
 
     @property
     def n_versions(self) -> int:
@@ -164,6 +166,7 @@ def inode_versions(leaves: LeafTables, warnings: Warnings | None = None) -> Inod
         set_start=set_start,
         set_members=set_members,
         notes=notes,
+        inode_rows=inode_rows,
     )
 
 

@@ -10,7 +10,8 @@ turns warnings into an error (the warnings, then the error line, exit 2,
 nothing written), else the documents are written in the chosen format to
 stdout or, through :mod:`.destination`, to the ``-o`` file (checked against
 the inputs before anything is read; replaced only once complete), the
-warnings follow on stderr and the exit code is 0 (complete) or 1 (partial).
+notes and warnings follow on stderr and the exit code is 0 (complete) or 1
+(partial).
 
 A command reading a mounted filesystem starts again from the beginning (a
 fresh superblock) when tree blocks change under it, up to
@@ -53,6 +54,11 @@ def warn(message: str) -> None:
     click.echo(f"warning: {one_line(message)}", err=True)
 
 
+def note(message: str) -> None:
+    """One ``note: ...`` line on stderr: a remark on the result that does not make it partial."""
+    click.echo(f"note: {one_line(message)}", err=True)
+
+
 def error(message: str) -> None:
     """One line on stderr, as is (the caller adds the ``btrfsscan: error:`` prefix)."""
     click.echo(one_line(message), err=True)
@@ -86,14 +92,22 @@ images_argument = click.argument("images", nargs=-1, metavar="IMAGE...")
 #: ``--sample``: the bundled sample image instead of IMAGE arguments.
 sample_option = click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
 
+#: ``--no-log-replay``, for the commands that read file trees: the last committed transaction, without the
+#: fsync'd changes of the log tree (passed on as ``log_replay``).
+log_replay_option = click.option(
+    "--no-log-replay", "log_replay", flag_value=False, default=True,
+    help="Do not replay the log tree (changes fsync'd after the last commit): show the last committed transaction.")
+
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """How a command's result is written: format, target file (None: stdout), strictness."""
+    """How a command's result is written: format, target file (None: stdout), strictness;
+    ``chosen``: the format was given (``--json`` or ``--format``)."""
 
     fmt: str
     target: str | None
     strict: bool
+    chosen: bool = False
 
 
 def _restarting(run: Callable[[], Any]) -> Any:
@@ -121,7 +135,7 @@ def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
             ctx = click.get_current_context()
             group_strict = isinstance(ctx.find_root().obj, Settings) and ctx.find_root().obj.strict
             ctx.meta[_OPTIONS] = OutputOptions("json" if as_json else (fmt or DEFAULT_FORMAT), output_file,
-                                               strict or group_strict)
+                                               strict or group_strict, bool(as_json or fmt))
             return _restarting(lambda: fn(*args, **kwargs))
 
         described = "; ".join(f"{name}: {RENDERERS[name].description}" for name in formats)
@@ -155,6 +169,16 @@ def options() -> OutputOptions:
     return click.get_current_context().meta.get(_OPTIONS, OutputOptions(DEFAULT_FORMAT, None, False))
 
 
+def output_alias(option: str, fmt: str, target: str) -> None:
+    """A command's shorthand ``OPTION FILE`` for ``--format FMT -o FILE`` (``report --html FILE``); a usage
+    error together with either of them."""
+    ctx = click.get_current_context()
+    opts = options()
+    if opts.chosen or opts.target:
+        raise click.UsageError(f"{option} FILE is --format {fmt} -o FILE: give it without --json, --format or -o")
+    ctx.meta[_OPTIONS] = OutputOptions(fmt, target, opts.strict, True)
+
+
 # --- inputs -------------------------------------------------------------------------
 
 
@@ -171,7 +195,8 @@ def _sample_path(stack: ExitStack) -> str:
 
 def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None) -> list[str]:
     """The paths of the images to read (``sample``: the bundled one; None: the command has no --sample);
-    a ``-o`` target is checked against them here, before anything is read."""
+    the output format's requirements and a ``-o`` target (against the images) are checked here, before
+    anything is read."""
     if sample:
         if images:
             raise click.UsageError("give either IMAGE arguments or --sample, not both")
@@ -180,6 +205,7 @@ def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None
         raise click.UsageError("give at least one IMAGE" + (" (or --sample)" if sample is not None else ""))
     else:
         paths = list(images)
+    RENDERERS[options().fmt].check()
     target = options().target
     if target:
         check_output(target, paths)
@@ -187,11 +213,12 @@ def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None
 
 
 @contextmanager
-def opened(paths: list[str], super_copy: int | None = None) -> Iterator[Filesystem]:
-    """The filesystem of ``paths`` (read from superblock copy ``super_copy``), closed at the end of the block."""
+def opened(paths: list[str], super_copy: int | None = None, *, log_replay: bool = True) -> Iterator[Filesystem]:
+    """The filesystem of ``paths`` (read from superblock copy ``super_copy``), closed at the end of the block
+    (``log_replay``: see ``Filesystem``)."""
     from ..model.filesystem import open_filesystem
 
-    fs = open_filesystem(paths, super_copy)
+    fs = open_filesystem(paths, super_copy=super_copy, log_replay=log_replay)
     try:
         yield fs
     finally:
@@ -211,6 +238,8 @@ def finish(output: CommandOutput) -> NoReturn:
         raise StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
     with open_output(opts.target) if opts.target else nullcontext(sys.stdout) as stream:
         render(opts.fmt, output, stream)
+    for message in output.notes:
+        note(message)
     for message in messages:
         warn(message)
     click.get_current_context().exit(EXIT_PARTIAL if messages else EXIT_OK)

@@ -94,8 +94,10 @@ class Section:
     the top level of the document); ``many`` makes it a JSON list, else one
     object. ``layout`` is ``"rows"`` (a row per record, a column per labelled
     field, in ``columns`` order when given), ``"fields"`` (a row per field, a
-    column per record, headed by ``headers``) or ``"lines"`` (each record's
-    first cell as a line under the title, the section left out when empty).
+    column per record, headed by ``headers``), ``"lines"`` (each record's
+    first cell as a line under the title, the section left out when empty) or
+    ``"tree"`` (as ``"rows"``, each record shown under the record its
+    ``parent`` field indexes, None: a top node; records depth first).
     ``json=False`` keeps it out of the JSON document, ``table=False`` out of
     the tables.
     """
@@ -162,7 +164,10 @@ class Document:
 
 @dataclass(frozen=True)
 class CommandOutput:
-    """What a command hands to the output pipeline: its documents and the warnings of the run.
+    """What a command hands to the output pipeline: its documents, the warnings and the notes of the run.
+
+    ``notes``: remarks on what is shown that do not make it partial (a log
+    tree replayed, or left out); ``note: ...`` lines on stderr.
 
     ``stream``: the command reports several things (one filesystem each);
     JSON is then one compact document per line.
@@ -172,3 +177,4 @@ class CommandOutput:
     documents: tuple[Document, ...]
     warnings: tuple[str, ...] = ()
     stream: bool = False
+    notes: tuple[str, ...] = ()

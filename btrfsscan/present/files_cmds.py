@@ -15,7 +15,7 @@ import click
 from ..analysis.files import file_map_of, listing, subvolume_list
 from ..analysis.refs import parse_inode_ref
 from ..model.listing import normalize_path
-from .command import finish, images_argument, inputs, opened, output_options, sample_option
+from .command import finish, images_argument, inputs, log_replay_option, opened, output_options, sample_option
 from .document import CommandOutput
 from .views.files import ls_document, map_document, subvolumes_document
 
@@ -52,8 +52,9 @@ its on-disk start (without the offset into it) and inline extents at 0.
 @click.option("--inode", "inode", metavar="SUBVOL:INO", default=None,
               help="The file by subvolume id and inode number instead of PATH.")
 @sample_option
+@log_replay_option
 @output_options("map")
-def map_cmd(args, subvol, inode, sample, super_copy):
+def map_cmd(args, subvol, inode, sample, log_replay, super_copy):
     inode_ref = None
     if inode is not None:
         try:
@@ -68,9 +69,9 @@ def map_cmd(args, subvol, inode, sample, super_copy):
             raise click.UsageError("give IMAGE... PATH (or --inode SUBVOL:INO instead of PATH)")
         images, path = tuple(args[:-1]), args[-1]
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy))
+        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy, log_replay=log_replay))
         document = map_document(file_map_of(fs, None, path, subvol=subvol, inode=inode_ref))
-        finish(CommandOutput("map", (document,), tuple(fs.warnings.messages())))
+        finish(CommandOutput("map", (document,), tuple(fs.warnings.messages()), notes=tuple(fs.notes)))
 
 
 def _is_host_file(arg: str) -> bool:
@@ -103,8 +104,9 @@ shared    shared bytes: the sum of num_bytes over the file's regular and
 @click.argument("args", nargs=-1, metavar="IMAGE... [PATH]")
 @click.option("-R", "--recursive", is_flag=True, help="List everything below PATH, across subvolumes and snapshots.")
 @sample_option
+@log_replay_option
 @output_options("ls")
-def ls_cmd(args, recursive, sample, super_copy):
+def ls_cmd(args, recursive, sample, log_replay, super_copy):
     args = tuple(args)
     path = None
     if sample:
@@ -116,9 +118,9 @@ def ls_cmd(args, recursive, sample, super_copy):
     else:
         images = args
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy))
+        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy, log_replay=log_replay))
         document = ls_document(listing(fs, normalize_path(path or "."), recursive=recursive))
-        finish(CommandOutput("ls", (document,), tuple(fs.warnings.messages())))
+        finish(CommandOutput("ls", (document,), tuple(fs.warnings.messages()), notes=tuple(fs.notes)))
 
 
 @click.command("subvolumes")

@@ -5,7 +5,8 @@ found: :func:`btrfsscan.analysis.report.scan_report` walks every live
 subvolume into column tables (with a progress bar on stderr when that is a
 terminal) and runs every registered cache model; the reports leave through
 ``command.finish`` as tables, JSON (one object per filesystem, one per line)
-or the Prometheus text format.
+or the Prometheus text format, or one self-contained HTML page (``--format html``,
+``--html FILE``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..analysis.report import scan_report
 from ..cache.layout import PAGE_SIZES
 from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
-from .command import finish, images_argument, inputs, output_options, sample_option
+from .command import finish, images_argument, inputs, log_replay_option, options, output_alias, output_options, sample_option
 from .document import CommandOutput
 from .views.report import report_document, schema
 
@@ -32,8 +33,13 @@ under each of these designs:
 \b
 """ + "\n".join(f"{m.name}: {m.design}" + (f" (only with {m.needs})" if m.needs else "") for m in MODELS) + """
 
-With --json, one JSON object per filesystem, one per line.
+With --json, one JSON object per filesystem, one per line. --by-dir DEPTH
+adds the figures per directory; --html FILE (--format html -o FILE) writes
+one self-contained page of charts (no network request when opened).
 """
+
+#: ``--format html`` without ``--by-dir``: the treemap's depth.
+DEFAULT_HTML_DEPTH = 3
 
 
 def _progress(quiet: bool):
@@ -53,16 +59,27 @@ def _progress(quiet: bool):
 @click.option("--top", type=click.IntRange(0, 10000), default=10, show_default=True,
               help="How many shared extents and files to list.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
+@click.option("--by-dir", "by_dir", type=click.IntRange(0, 64), default=None, metavar="DEPTH",
+              help="Also report the cache by directory, DEPTH levels below each subvolume (--top children each).")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
+              help="Write a self-contained HTML page with charts to FILE: --format html -o FILE "
+                   f"(needs btrfsscan[html]; implies --by-dir {DEFAULT_HTML_DEPTH} unless given).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@log_replay_option
 @output_options("report")
-def report_cmd(images, sample, page_size, top, raw, quiet, super_copy):
+def report_cmd(images, sample, page_size, top, raw, by_dir, html_file, quiet, log_replay, super_copy):
+    if html_file is not None:
+        output_alias("--html", "html", html_file)
+    if options().fmt == "html" and by_dir is None:
+        by_dir = DEFAULT_HTML_DEPTH
     with ExitStack() as stack:
-        filesystems = open_filesystems(inputs(stack, images, sample), super_copy)
+        filesystems = open_filesystems(inputs(stack, images, sample), super_copy, log_replay=log_replay)
         for fs in filesystems:
             stack.callback(fs.close)
         progress = _progress(quiet)
         with progress or ExitStack():
-            reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress) for fs in filesystems]
+            reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir)
+                       for fs in filesystems]
     finish(CommandOutput("report", tuple(report_document(r, raw=raw) for r in reports),
                          tuple(w for r in reports for w in r.warnings), stream=True))
 

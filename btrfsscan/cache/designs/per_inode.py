@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..registry import CacheModel, ModelInputs
 
 
@@ -11,6 +13,10 @@ def _pages(inputs: ModelInputs) -> int:
     return inputs.per_inode_pages
 
 
+def _per_version(inputs: ModelInputs) -> np.ndarray:
+    return inputs.layout.npages.astype(np.float64)
+
+
 MODEL = CacheModel(
     name="per_inode",
     title="per-inode (Linux today)",
@@ -18,4 +24,5 @@ MODEL = CacheModel(
     design="every inode caches its own pages, whatever extents they read",
     pages=_pages,
     order=0,
+    per_version=_per_version,
 )

@@ -7,6 +7,8 @@ device offset is one-to-one and it equals ``shared_extent``.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..facts import FilesystemFacts
 from ..registry import Applicability, CacheModel, ModelInputs
 
@@ -32,6 +34,10 @@ def _pages(inputs: ModelInputs) -> int:
     return inputs.result("shared_extent").pages
 
 
+def _per_version(inputs: ModelInputs) -> np.ndarray | None:
+    return inputs.version_pages("shared_extent")
+
+
 MODEL = CacheModel(
     name="rfc_as_posted",
     title="RFC as posted",
@@ -41,4 +47,5 @@ MODEL = CacheModel(
     applies=applies,
     pages=_pages,
     order=30,
+    per_version=_per_version,
 )

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..registry import CacheModel, ModelInputs
 
 
 def _pages(inputs: ModelInputs) -> int:
     """``per_inode - eligible file pages + distinct keys`` (see :mod:`..layout` for eligible and keys)."""
     return inputs.per_inode_pages - inputs.data_sharing.saved_pages
+
+
+def _per_version(inputs: ModelInputs) -> np.ndarray:
+    """Each version's pages less its fair share of the saving (``Sharing.inode_saved``)."""
+    return inputs.version_pages("per_inode") - inputs.data_sharing.inode_saved
 
 
 MODEL = CacheModel(
@@ -17,4 +24,5 @@ MODEL = CacheModel(
     design="pages of written, uncompressed extents are keyed by logical address and cached once",
     pages=_pages,
     order=10,
+    per_version=_per_version,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..registry import CacheModel, ModelInputs
 
 
@@ -11,6 +13,10 @@ def _pages(inputs: ModelInputs) -> int:
     return inputs.result("shared_extent").pages - inputs.compressed_sharing.saved_pages
 
 
+def _per_version(inputs: ModelInputs) -> np.ndarray:
+    return inputs.version_pages("shared_extent") - inputs.compressed_sharing.inode_saved
+
+
 MODEL = CacheModel(
     name="shared_extent_compressed",
     title="shared-extent, compressed too",
@@ -18,4 +24,5 @@ MODEL = CacheModel(
     design="as shared_extent, and decompressed pages of compressed extents are cached once per extent",
     pages=_pages,
     order=20,
+    per_version=_per_version,
 )

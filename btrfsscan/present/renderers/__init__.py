@@ -5,7 +5,10 @@ and writes every document of ``output`` to ``stream``. It is registered by one
 line in ``RENDERERS``; its module is imported only when the format is used
 (so ``--json`` never imports rich). ``kinds`` limits a format to the
 commands whose documents it can render (None: every command); each
-command's ``--format`` choices follow from it.
+command's ``--format`` choices follow from it. A module may also define
+``check()``, raising a ``BtrfsScanError`` when the format cannot be written
+here (an optional dependency missing); commands call it before reading
+anything.
 """
 
 from __future__ import annotations
@@ -36,12 +39,19 @@ class Renderer:
     def load(self) -> RenderFunction:
         return import_module(f".{self.module}", __package__).render
 
+    def check(self) -> None:
+        """The module's ``check()`` (what it needs is there), when it has one."""
+        check = getattr(import_module(f".{self.module}", __package__), "check", None)
+        if check is not None:
+            check()
+
 
 #: Every output format, by name; the first is the default.
 RENDERERS: dict[str, Renderer] = {r.name: r for r in (
     Renderer("table", "table", "rich tables, for people"),
     Renderer("json", "json_doc", "one JSON document (several filesystems: one per line)"),
     Renderer("prometheus", "prometheus", "the Prometheus text exposition format", frozenset({"report"})),
+    Renderer("html", "html", "one self-contained HTML page with charts (needs btrfsscan[html])", frozenset({"report"})),
 )}
 DEFAULT_FORMAT = "table"
 

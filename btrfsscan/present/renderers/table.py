@@ -3,7 +3,9 @@
 ``layout == "fields"``: one row per field, one value column per record (a
 single record gives a label/value table); ``"rows"``: one column per field,
 one row per record, numbers right-aligned; ``"lines"``: a bold title and
-one indented line per record, left out when there are none.
+one indented line per record, left out when there are none; ``"tree"``: as
+``"rows"``, the first column's names behind tree guides, each record under
+the one its ``parent`` cell indexes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,24 @@ def _is_number(raw: Any) -> bool:
     return isinstance(raw, int) and not isinstance(raw, bool)
 
 
+def _tree_names(section: Section, name: str, at: dict[str, int]) -> list[str]:
+    """Each record's name behind tree guides (``├── ``, ``│   ``) showing it under its ``parent`` record."""
+    children: dict[int | None, list[int]] = {}
+    for n, record in enumerate(section.records):
+        children.setdefault(record.cells[at["parent"]].raw, []).append(n)
+    names = [""] * len(section.records)
+    stack = [(n, "", False) for n in reversed(children.get(None, []))]
+    while stack:  # depth first, in record order
+        n, lead, nested = stack.pop()
+        kids = children.get(n, [])
+        names[n] = lead + section.records[n].cells[at[name]].text
+        for k, child in reversed(list(enumerate(kids))):
+            last = k == len(kids) - 1
+            inner = lead.replace("├── ", "│   ").replace("└── ", "    ")
+            stack.append((child, inner + ("└── " if last else "├── "), True))
+    return names
+
+
 def render_section(section: Section):
     """One section as a rich renderable."""
     fields = section.table_fields()
@@ -55,8 +75,12 @@ def render_section(section: Section):
         numeric = bool(section.records) and all(
             _is_number(record.cells[at[field.key]].raw) or record.cells[at[field.key]].raw is None for record in section.records)
         table.add_column(Text(field.label), justify="right" if numeric else "left", overflow="fold")
-    for record in section.records:
-        table.add_row(*(Text(record.cells[at[field.key]].text) for field in fields))
+    names = _tree_names(section, fields[0].key, at) if section.layout == "tree" else None
+    for n, record in enumerate(section.records):
+        cells = [Text(record.cells[at[field.key]].text) for field in fields]
+        if names is not None:
+            cells[0] = Text(names[n], no_wrap=True)
+        table.add_row(*cells)
     if not section.records:
         table.caption = Text("(none)")
     return table

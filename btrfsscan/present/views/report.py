@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+from ...cache.by_dir import SAVING_MODEL, DirEntry
 from ...cache.registry import BASELINE, HEADLINE, MODELS, model
 from ...cache.report import PageCacheReport, SubvolumeFigures, pages_to_bytes
 from ..document import KEYED, LIST, Document, Field, section
@@ -48,11 +49,29 @@ def schema() -> dict[str, Any]:
         "required": [m.name for m in MODELS],
         "properties": {m.name: {"description": f"{m.title}: {m.design}", "$ref": "#/$defs/model"} for m in MODELS},
     }
+    pages = doc["$defs"]["dir_entry"]["properties"]["pages"]
+    pages.pop("additionalProperties", None)
+    pages.update({
+        "additionalProperties": False,
+        "required": [m.name for m in MODELS],
+        "properties": {m.name: {"description": m.title, "type": ["number", "null"], "minimum": 0} for m in MODELS},
+    })
     return doc
 
 
 def _round(digits: int):
     return lambda value: None if value is None else round(float(value), digits)
+
+
+def _dir_label(entry: DirEntry) -> str:
+    """How the tree names an entry: the subvolume, the directory's name, ``(N more)``, ``(unreachable)``."""
+    if entry.kind == "subvolume":
+        return subvolume_name(entry.subvol, entry.path)
+    if entry.kind == "rest":
+        return f"({entry.folded} more)"
+    if entry.kind == "unreachable":
+        return "(unreachable)"
+    return (entry.relpath or "").rsplit("/", 1)[-1] + "/"
 
 
 def subvolume_name(subvol_id: int, path: str | None) -> str:
@@ -74,6 +93,10 @@ class _Specs:
         def pages_size(pages: Any) -> str:
             return human_bytes(None if pages is None else pages_to_bytes(pages, P), raw)
 
+        def fair_size(pages: float | None) -> str:
+            """A fair-share page count (a fraction of pages) as a size."""
+            return human_bytes(None if pages is None else pages * P, raw)
+
         def count(value: Any) -> str:
             return human_count(value, raw)
 
@@ -85,7 +108,8 @@ class _Specs:
 
         self.models = (
             Field("model", "model", lambda m: m.name, show=printable, json=False),
-            Field("title", "design", lambda m: model(m.name).title, show=printable, json=False),
+            Field("title", "design", lambda m: model(m.name).title, show=printable),
+            Field("design", None, lambda m: model(m.name).design),
             Field("pages", "pages", lambda m: m.pages, show=count),
             Field("bytes", "cache", lambda m: m.bytes, show=size),
             Field("saved_pages", None, lambda m: m.saved_pages),
@@ -188,6 +212,37 @@ class _Specs:
             )),
             Field("models", None, lambda t: t.models.values(), fields=self.models, each=KEYED, key_of=lambda m: m.name),
         )
+        self.sharing_matrix = (
+            Field("model", None, lambda m: HEADLINE),
+            Field("subvolumes", None, lambda m: m.ids, encode=list),
+            Field("shared_pages", None, lambda m: m.shared_pages, encode=lambda rows: [list(r) for r in rows]),
+        )
+        fair = _round(3)
+        self.dir_entries = (
+            Field("name", "directory", lambda e: e, json=False, text=lambda e: printable(_dir_label(e))),
+            Field("kind", None, lambda e: e.kind),
+            Field("subvol", None, lambda e: e.subvol),
+            Field("path", None, lambda e: e.path),
+            Field("relpath", None, lambda e: e.relpath),
+            Field("depth", None, lambda e: e.depth),
+            Field("parent", None, lambda e: None if e.parent < 0 else e.parent),
+            Field("folded", None, lambda e: e.folded),
+            Field("files", "files", lambda e: e.files, show=count),
+            Field("inodes", None, lambda e: e.inodes),
+            Field("pages", None, lambda e: e.pages, encode=lambda p: {k: fair(v) for k, v in p.items()}),
+            Field("today", "cache today", lambda e: e.pages[BASELINE], show=lambda v: fair_size(v),
+                  json=False),
+            Field("headline", model(SAVING_MODEL).title, lambda e: e.pages[SAVING_MODEL],
+                  show=lambda v: fair_size(v), json=False),
+            Field("saved_pages", "saved", lambda e: e.saved_pages, show=lambda v: fair_size(v), encode=fair),
+            Field("saved_pct", "saved %", lambda e: e.saved_pct, show=pct, encode=_round(4)),
+        )
+        self.by_dir = (
+            Field("depth", None, lambda b: b.depth),
+            Field("top", None, lambda b: b.top),
+            Field("saving_model", None, lambda b: SAVING_MODEL),
+            Field("entries", None, lambda b: b.entries, fields=self.dir_entries, each=LIST),
+        )
         self.document = (
             Field("schema_version", None, lambda r: SCHEMA_VERSION),
             Field("page_size", None, lambda r: r.page_size),
@@ -199,6 +254,8 @@ class _Specs:
             Field("top_files", None, lambda r: r.top_files, fields=self.files, each=LIST),
             Field("partial", None, lambda r: r.partial),
             Field("warnings", None, lambda r: r.warnings, encode=list),
+            Field("sharing_matrix", None, lambda r: r.sharing_matrix, fields=self.sharing_matrix),
+            Field("by_dir", None, lambda r: r.by_dir, fields=self.by_dir),
         )
 
 
@@ -300,6 +357,8 @@ def report_document(report: PageCacheReport, *, raw: bool = False) -> Document:
         section("top_extents", "Most shared extents", specs.extents, report.top_extents, json=False),
         section("top_files", "Files saving the most (fair share)", specs.files, report.top_files,
                 columns=specs.file_columns, json=False),
+        *((section("by_dir", f"Page cache by directory (down to {report.by_dir.depth} levels, largest first)",
+                    specs.dir_entries, report.by_dir.entries, layout="tree", json=False),) if report.by_dir else ()),
         section("filesystem", "Filesystem", specs.filesystem, [report], many=False, layout="fields",
                 columns=specs.filesystem_columns, json=False),
         section("warnings", "Warnings", warning, report.warnings, layout="lines", json=False),

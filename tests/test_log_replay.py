@@ -1,0 +1,295 @@
+"""Log replay against the kernel: a copy taken while mounted, after fsync (``log_root`` set).
+
+The fixture ``files/log-replay`` (``tests/fixtures/build_logs.py``) holds the
+copy and what the kernel showed of it: ``expected/replayed`` after a
+read-write mount (the kernel replays the log) and ``expected/committed``
+after a ``ro,rescue=nologreplay`` mount. ``ls -R``, ``map`` (every file's
+blocks against FIEMAP, and its bytes read through the map against the
+kernel's sha256) and ``report``'s per-inode pages (against fincore) must
+equal the replayed view by default and the committed view with
+``--no-log-replay``. Damaged and unsupported logs: a warning, a partial
+result, the committed view of that subvolume, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FIXTURE = HERE / "fixtures" / "files" / "log-replay"
+EXPECTED = FIXTURE / "expected"
+sys.path.insert(0, str(HERE / "fixtures"))
+import kernel  # noqa: E402  tests/fixtures/kernel.py
+
+pytestmark = pytest.mark.skipif(not (FIXTURE / "dev0.img.xz").exists(), reason="log-replay fixture not built")
+BLOCK = 4096
+
+
+def _load(view: str, name: str):
+    return json.loads((EXPECTED / view / f"{name}.json").read_text())
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("BTRFSSCAN_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "btrfsscan", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    return kernel.decompress_image(FIXTURE / "dev0.img.xz", tmp_path_factory.mktemp("log") / "dev0.img")
+
+
+def _flags(view: str) -> list[str]:
+    return [] if view == "replayed" else ["--no-log-replay"]
+
+
+def _listing(img: Path, *extra: str) -> tuple[list[dict], subprocess.CompletedProcess]:
+    res = _cli("ls", "-R", "--json", *extra, str(img))
+    assert res.returncode in (0, 1), res.stderr
+    return json.loads(res.stdout)["entries"], res
+
+
+def _kernel_rows(view: str) -> list[tuple]:
+    return [(r["path"], r["subvol"], r["st_ino"], r["type"], r["st_mode"], r["nlink"], r["size"])
+            for r in _load(view, "listing")]
+
+
+def _our_rows(entries: list[dict]) -> list[tuple]:
+    return [(e["path"], e["subvolume"], e["inode"], e["type"], e["mode"], e["nlink"], e["size"]) for e in entries]
+
+
+def test_the_copy_has_a_log():
+    text = (EXPECTED / "dump-super.txt").read_text()
+    assert int(re.search(r"^log_root\s+(\d+)", text, re.M).group(1)) != 0
+    assert _kernel_rows("replayed") != _kernel_rows("committed")  # the log changes what is seen
+
+
+def test_dir_log_items_parse_through_the_item_table(image):
+    """Every DIR_LOG_INDEX range of the log trees, read by btrfsscan through ``parse_item``, as dump-tree prints it."""
+    from btrfsscan.errors import Warnings
+    from btrfsscan.format.constants import ItemType
+    from btrfsscan.format.items import DirLogItem, parse_item
+    from btrfsscan.model.filesystem import open_filesystem
+    from btrfsscan.model.log_replay import read_log_trees
+
+    text = (EXPECTED / "dump-tree.txt").read_text()
+    want = sorted((int(oid), int(start), int(end)) for oid, start, end in re.findall(
+        r"key \((\d+) DIR_LOG_INDEX (\d+)\) itemoff \d+ itemsize 8\n\t\tdir log end (\d+)", text))
+    fs = open_filesystem([image])
+    try:
+        warnings = Warnings()
+        records = [(key[0], parse_item(key, data, "log")) for log in read_log_trees(fs.reader, warnings).values()
+                   for key, data in log if key[1] == ItemType.DIR_LOG_INDEX]
+    finally:
+        fs.close()
+    assert not warnings and len(want) >= 4
+    assert all(isinstance(r, DirLogItem) for _, r in records)
+    assert sorted((oid, r.start, r.end) for oid, r in records) == want
+
+
+@pytest.mark.parametrize("view", ["replayed", "committed"])
+def test_ls_matches_the_kernel(image, view):
+    entries, res = _listing(image, *_flags(view))
+    assert res.returncode == 0, res.stderr
+    assert _our_rows(entries) == _kernel_rows(view)
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "warning" not in res.stderr
+    assert json.loads(res.stdout)["notes"] == [notes[0].removeprefix("note: ")]  # the same note in the JSON
+    if view == "replayed":
+        assert f"{_logged_inodes()} inode(s) from the log" in notes[0]
+    else:
+        assert "not replayed" in notes[0]
+
+
+def _logged_inodes() -> int:
+    """INODE_ITEMs in the log trees, counted in btrfs-progs' dump-tree of the copy."""
+    text = (EXPECTED / "dump-tree.txt").read_text()
+    logs = re.split(r"^log tree key ", text, flags=re.M)[1:]
+    return sum(len(re.findall(r"item \d+ key \(\d+ INODE_ITEM 0\)", re.split(r"^\S.*tree key", t, flags=re.M)[0]))
+               for t in logs)
+
+
+def _kernel_blocks(extents: list[dict], size: int) -> dict[int, object]:
+    """file block -> logical address (or 'inline') from FIEMAP, inside i_size."""
+    out = {}
+    for e in extents:
+        for off in range(e["fe_logical"], min(e["fe_logical"] + e["fe_length"], -(-size // BLOCK) * BLOCK), BLOCK):
+            out[off] = "inline" if "DATA_INLINE" in e["flags"] else e["fe_physical"] + (off - e["fe_logical"])
+    return out
+
+
+def _our_blocks(extents: list[dict]) -> dict[int, object]:
+    out = {}
+    for e in extents:
+        if e["type"] == "inline":
+            out[e["file_offset"]] = "inline"
+        elif e["type"] in ("regular", "prealloc"):
+            assert e["compression"] == "none"
+            for off in range(e["file_offset"], e["file_offset"] + e["length"], BLOCK):
+                out[off] = e["disk_bytenr"] + e["offset"] + (off - e["file_offset"])
+    return out
+
+
+def _content(img: Path, doc: dict) -> bytes:
+    """The file's bytes read from the image through ``map``'s device ranges (holes are zeros)."""
+    data = bytearray(doc["size"])
+    with open(img, "rb") as f:
+        for e in doc["extents"]:
+            for r in e["device_ranges"]:
+                if r["mirror"] != 1:
+                    continue
+                f.seek(r["physical"])
+                piece = f.read(r["length"])
+                data[r["file_offset"]:r["file_offset"] + len(piece)] = piece
+    return bytes(data[:doc["size"]])
+
+
+@pytest.mark.parametrize("view", ["replayed", "committed"])
+def test_map_matches_fiemap_and_content(image, view):
+    fiemap, sums = _load(view, "fiemap"), _load(view, "sha256")
+    sizes = {r["path"]: r["size"] for r in _load(view, "listing")}
+    checked = 0
+    for path, extents in fiemap.items():
+        res = _cli("map", "--json", *_flags(view), str(image), path)
+        assert res.returncode == 0, (path, res.stderr)
+        doc = json.loads(res.stdout)
+        assert doc["size"] == sizes[path]
+        ours = _our_blocks(doc["extents"])
+        assert ours == _kernel_blocks(extents, sizes[path]), path
+        if "inline" not in ours.values():
+            assert hashlib.sha256(_content(image, doc)).hexdigest() == sums[path], path
+            checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("view", ["replayed", "committed"])
+def test_report_per_inode_matches_fincore(image, view):
+    res = _cli("report", "--json", *_flags(view), str(image))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout.splitlines()[0])
+    pages = {(r["subvol"], r["st_ino"]): r["pages"] for r in _load(view, "fincore")}
+    assert doc["totals"]["per_inode"]["pages"] == sum(pages.values())
+    assert doc["totals"]["inodes"] == len(pages)
+    assert any("log tree" in n for n in doc["filesystem"]["notes"])
+
+
+# --- damaged and unsupported logs ---------------------------------------------------
+
+
+def _log_leaf(subvol: int) -> int:
+    """The log tree leaf of ``subvol``, from btrfs-progs' dump-tree of the copy."""
+    text = (EXPECTED / "dump-tree.txt").read_text()
+    match = re.search(rf"log tree key \(TREE_LOG ROOT_ITEM {subvol}\)\s*\nleaf (\d+) ", text)
+    return int(match.group(1))
+
+
+def _copies(logical: int) -> list[int]:
+    """Device offsets of every copy of a metadata block, from the chunk items in btrfs-progs' dump-tree
+    (log blocks have no extent item, so btrfs-map-logical does not answer for them)."""
+    chunks: list[list] = []  # [start, length, [stripe offsets]]
+    for line in (EXPECTED / "dump-tree.txt").read_text().splitlines():
+        if m := re.search(r"key \(FIRST_CHUNK_TREE CHUNK_ITEM (\d+)\)", line):
+            chunks.append([int(m.group(1)), 0, []])
+        elif chunks and (m := re.match(r"\s+length (\d+) ", line)):
+            chunks[-1][1] = int(m.group(1))
+        elif chunks and (m := re.match(r"\s+stripe \d+ devid 1 offset (\d+)", line)):
+            chunks[-1][2].append(int(m.group(1)))
+    for start, length, stripes in chunks:
+        if start <= logical < start + length:
+            return [offset + logical - start for offset in stripes]
+    raise AssertionError(f"no chunk holds {logical}")
+
+
+def _rewrite_block(img: Path, logical: int, change) -> None:
+    """Apply ``change(bytearray)`` to every copy of a tree block, checksum recomputed (crc32c)."""
+    from btrfsscan.format.checksum import crc32c
+
+    with open(img, "r+b") as f:
+        for physical in _copies(logical):
+            f.seek(physical)
+            block = bytearray(f.read(16384))
+            change(block)
+            if change is not _smash:
+                block[0:32] = crc32c(bytes(block[32:])).to_bytes(4, "little") + bytes(28)
+            f.seek(physical)
+            f.write(block)
+
+
+def _smash(block: bytearray) -> None:
+    block[200:264] = bytes(64)  # item payload bytes zeroed, checksum left wrong
+
+
+@pytest.fixture
+def mutable(image, tmp_path) -> Path:
+    return Path(shutil.copy(image, tmp_path / "dev0.img"))
+
+
+def _subvol_rows(rows: list[tuple], subvol: int) -> list[tuple]:
+    return [r for r in rows if r[1] == subvol and r[0] != "sv"]
+
+
+def test_damaged_log_block_shows_that_subvolume_committed(mutable):
+    _rewrite_block(mutable, _log_leaf(5), _smash)
+    entries, res = _listing(mutable)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "log tree of subvolume 5 not replayed" in res.stderr
+    ours = _our_rows(entries)
+    assert _subvol_rows(ours, 5) == _subvol_rows(_kernel_rows("committed"), 5)
+    assert _subvol_rows(ours, 256) == _subvol_rows(_kernel_rows("replayed"), 256)
+    assert json.loads(_cli("ls", "-R", "--json", str(mutable)).stdout)["partial"] is True
+
+
+def test_unsupported_log_item_is_a_warning(mutable):
+    """The last item of subvolume 256's log (an EXTENT_CSUM) retyped to 200: still in key order, not replayable."""
+    from btrfsscan.format import fastparse
+
+    header, item = fastparse.HEADER.size, fastparse.ITEM.size
+
+    def retype(block: bytearray) -> None:
+        nritems = int.from_bytes(block[fastparse.HEADER.size - 5:fastparse.HEADER.size - 1], "little")
+        assert nritems == 8
+        block[header + (nritems - 1) * item + 8] = 200  # btrfs_disk_key.type of the last item
+
+    _rewrite_block(mutable, _log_leaf(256), retype)
+    entries, res = _listing(mutable)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert re.search(r"warning: log tree of subvolume 256: item .* is not replayed", res.stderr)
+    assert _our_rows(entries) == _kernel_rows("replayed")  # everything else replayed
+
+
+# --- the kernel, live ---------------------------------------------------------------
+
+
+def _no_kernel() -> str | None:
+    if os.geteuid() != 0 or not Path("/dev/loop-control").exists():
+        return "needs root and loop devices to mount a copy (the kernel replays the log)"
+    return None
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_no_kernel() is not None, reason=_no_kernel() or "")
+def test_kernel_replays_what_the_fixture_says(image, tmp_path):
+    """The committed expectations still hold on this kernel: mount a copy read-write and compare."""
+    import capture  # tests/fixtures/capture.py
+
+    copy = Path(shutil.copy(image, tmp_path / "rw.img"))
+    os.environ["BLKID_FILE"] = "/dev/null"
+    kernel.wait_fsid_unused(json.loads((EXPECTED / "meta.json").read_text())["fsid"])
+    with kernel.loop_devices([copy]) as devs, kernel.mounted(devs[0]) as mnt:
+        rows = [(r["path"], r["subvol"], r["st_ino"], r["type"], r["st_mode"], r["nlink"], r["size"])
+                for r in capture.listing(mnt)]
+    assert rows == _kernel_rows("replayed")
+    entries, res = _listing(image)
+    assert _our_rows(entries) == rows
