@@ -420,8 +420,8 @@ def dump_tree_counts(image: Path, tree: str | None = None) -> dict:
     return counts
 
 
-def metadata_chunks(image: Path) -> list[dict]:
-    """METADATA/SYSTEM chunks of a single-device image from the chunk tree:
+def metadata_chunks(image: Path, kinds: frozenset[str] = frozenset({"METADATA", "SYSTEM"})) -> list[dict]:
+    """METADATA/SYSTEM (or ``kinds``) chunks of a single-device image from the chunk tree:
     [{"logical", "length", "type", "physical": [stripe offsets]}]."""
     out = kernel.capture(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk",
                           os.fspath(image)])
@@ -449,19 +449,19 @@ def metadata_chunks(image: Path) -> list[dict]:
     result = []
     for c in chunks:
         parts = c["type"].split("|")
-        if not {"METADATA", "SYSTEM"} & set(parts):
+        if not kinds & set(parts):
             continue
         if any(devid != 1 for devid, _ in c["stripes"]):
             raise RuntimeError(f"chunk at {c['logical']} is not on devid 1: "
                                "only single-device images are supported")
-        if parts[-1] not in ("METADATA", "SYSTEM", "single", "DUP"):
+        if parts[-1] not in ("METADATA", "SYSTEM", "DATA", "single", "DUP"):
             raise RuntimeError(f"unsupported chunk profile {c['type']} "
                                "(single-device images only: single or DUP)")
         # stripe 0 only: DUP's second copy is what a reader never needs
         result.append({"logical": c["logical"], "length": c["length"], "type": c["type"],
                        "physical": [off for _, off in c["stripes"]]})
     if not result:
-        raise RuntimeError(f"no METADATA/SYSTEM chunks found in {image}")
+        raise RuntimeError(f"no {'/'.join(sorted(kinds))} chunks found in {image}")
     return result
 
 
@@ -1050,6 +1050,129 @@ def bench_size(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
              "chunks": chunks, "results": results, "ratios": ratios}, lines)
 
 
+LIVE_WARM_CODE = r"""
+import os, sys
+root, every = sys.argv[1], int(sys.argv[2])
+n = 0
+for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for name in sorted(filenames):
+        n += 1
+        if n % every == 0:
+            with open(os.path.join(dirpath, name), "rb", buffering=0) as f:
+                while f.read(1 << 20):
+                    pass
+print(n)
+"""
+
+BASE_IMPORT_CODE = "import numpy, btrfsscan.analysis.live"
+
+
+def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
+    """``live`` (bench/live_probe.py: the collector and the working-set figures) against
+    ``find MNT -type f -print0 | xargs -0 fincore`` on the image mounted read-only, partly warm.
+
+    The image is attached read-only through a hard link outside the cache directory:
+    every bench run starts with ``cleanup_stale(cache)``, which would detach a loop device
+    backed by a file inside it while this one is timing.
+    """
+    work, facts = ensure_built(recipe, args.cache, args.rebuild)
+    image = work / facts["image"]
+    for dev in kernel.block_devices_with_fsid(facts["fsid"]):
+        raise SystemExit(f"{dev} already carries fsid {facts['fsid']}: not mounting a second copy")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-live-", dir="/var/tmp"))
+    link = tmp / "image.img"
+    os.link(image, link)
+    try:
+        loop = kernel.capture(["losetup", "-r", "-f", "--show", os.fspath(link)]).strip()
+        try:
+            with kernel.mounted(loop, "ro,subvolid=5") as mnt:
+                log(f"warming every {args.live_warm_every}th file of {mnt}")
+                warm = subprocess.run([sys.executable, "-c", LIVE_WARM_CODE, os.fspath(mnt),
+                                       str(args.live_warm_every)], capture_output=True, text=True, check=True)
+                probe = [sys.executable, os.fspath(HERE / "live_probe.py"), os.fspath(mnt)]
+                figures = json.loads(subprocess.run(probe, capture_output=True, text=True, check=True,
+                                                    env={**CHILD_ENV, "PYTHONPATH": os.fspath(REPO)}).stdout)
+                commands = [
+                    ("find MNT -type f -print0 | xargs -0 fincore", ["sh", "-c", f"find {shlex.quote(os.fspath(mnt))} "
+                     "-type f -print0 | xargs -0 fincore > /dev/null"], {0}),
+                    ("live (collect + working-set figures)", probe, {0}),
+                    ("python + numpy + live imports (the fixed base)", [sys.executable, "-c", BASE_IMPORT_CODE], {0}),
+                ]
+                log(f"timing live on {mnt}: median of {args.repeat}")
+                CHILD_ENV["PYTHONPATH"] = os.fspath(REPO)
+                results = time_commands(commands, args.repeat, args.timeout)
+        finally:
+            kernel.run(["losetup", "-d", loop], check=False)
+    finally:
+        link.unlink()
+        tmp.rmdir()
+    rows = []
+    for label, _argv, _acc in commands:
+        r = results[label]
+        if r.get("failed"):
+            rows.append([label, "FAILED", f"exit {r['exit_code']}", "", ""])
+            continue
+        rows.append([label, f"{r['median_s']:.2f}", f"{r['min_s']:.2f} / {r['max_s']:.2f}",
+                     f"{r['cpu_median_s']:.2f}", f"{r['peak_rss_mib']:.1f}"])
+    lines = [f"== live on {recipe.name} (mounted read-only, every {args.live_warm_every}th of "
+             f"{int(warm.stdout)} files read first)",
+             f"figures: {json.dumps(figures)}", *machine_lines(mi), ""]
+    lines += table([f"command (median of {args.repeat})", "median s", "min / max s", "cpu s", "peak RSS MiB"],
+                   rows, {1, 2, 3, 4})
+    ratios = {}
+    find, live, base = (results[label] for label, _a, _c in commands)
+    if not (live.get("failed") or find.get("failed") or base.get("failed")):
+        ratios["live_over_find_fincore"] = live["median_s"] / find["median_s"]
+        ratios["live_rss_bytes_per_file_above_base"] = (live["peak_rss_mib"] - base["peak_rss_mib"]) * M / figures["files"]
+        lines += ["", f"live / find|fincore: {ratios['live_over_find_fincore']:.2f} (goal <= 1: "
+                  f"{'PASS' if ratios['live_over_find_fincore'] <= 1 else 'FAIL'})",
+                  f"live (peak RSS - base) / file: {ratios['live_rss_bytes_per_file_above_base']:.0f} bytes "
+                  f"(goal <= 200: {'PASS' if ratios['live_rss_bytes_per_file_above_base'] <= 200 else 'FAIL'})"]
+    return {"size": recipe.name, "figures": figures, "results": results, "ratios": ratios}, lines
+DD_CODE = r"""
+import subprocess, sys
+image = sys.argv[1]
+for r in sys.argv[2:]:
+    off, length = map(int, r.split(":"))
+    subprocess.run(["dd", f"if={image}", "of=/dev/null", "bs=4M", f"skip={off}", f"count={length}",
+                    "iflag=skip_bytes,count_bytes", "status=none"], check=True)
+"""
+
+
+def bench_designs(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
+    """The content designs' cost: the report pipeline without them, with them (checksum tree), and with
+    --read-data, against ``dd bs=4M`` of the DATA chunk ranges (bench/designs.py)."""
+    work, facts = ensure_built(recipe, args.cache, args.rebuild)
+    image = os.fspath(work / facts["image"])
+    data = metadata_chunks(work / facts["image"], frozenset({"DATA"}))
+    data_bytes = sum(c["length"] for c in data)
+    script = os.fspath(HERE / "designs.py")
+    labels = {"none": "report, registry cut to the 4 extent models", "csum": "report (designs from the checksum tree)",
+              "data": "report --read-data", "dd": f"dd bs=4M of the DATA chunks ({data_bytes / M:,.0f} MiB)"}
+    commands = [(labels[m], [sys.executable, script, m, image], {0}) for m in ("none", "csum", "data")]
+    commands.append((labels["dd"], [sys.executable, "-c", DD_CODE, image,
+                                    *[f"{c['physical'][0]}:{c['length']}" for c in data]], {0}))
+    log(f"timing the content designs on {image}: median of {args.repeat}, warm page cache")
+    results = time_commands(commands, args.repeat, args.timeout)
+    rows = [[label, f"{results[label]['median_s']:.3f}", f"{results[label]['cpu_median_s']:.3f}",
+             f"{results[label]['peak_rss_mib']:.1f}"] if not results[label].get("failed") else [label, "FAILED", "", ""]
+            for label, _, _ in commands]
+    lines = [f"== designs on {recipe.name}: {image}", *machine_lines(mi), ""]
+    lines += table([f"command (median of {args.repeat})", "median s", "cpu s", "peak RSS MiB"], rows, {1, 2, 3})
+    ratios = {}
+    ok = [not results[labels[m]].get("failed") for m in ("none", "csum", "data", "dd")]
+    if all(ok):
+        ratios["csum_over_report"] = results[labels["csum"]]["median_s"] / results[labels["none"]]["median_s"]
+        read_only = results[labels["data"]]["median_s"]
+        ratios["read_data_over_dd"] = read_only / results[labels["dd"]]["median_s"]
+        lines += ["", f"checksum-tree designs / report: {ratios['csum_over_report']:.2f} "
+                      f"(goal <= 1.2: {'PASS' if ratios['csum_over_report'] <= 1.2 else 'FAIL'})",
+                  f"--read-data / dd of the DATA chunks: {ratios['read_data_over_dd']:.2f} "
+                  f"(goal <= 2: {'PASS' if ratios['read_data_over_dd'] <= 2 else 'FAIL'})"]
+    return {"size": recipe.name, "results": results, "ratios": ratios, "data_chunks": data}, lines
+
+
 def bench_series(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
     work, facts = ensure_built(recipe, args.cache, args.rebuild)
     # no `ls -R` fallback here: its output grows with every snapshot's files
@@ -1134,6 +1257,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, metavar="SEC",
                     help="kill a timed command after SEC seconds (default 1800)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--live", action="store_true",
+                    help="instead of report: time the live collector against find | xargs fincore on each "
+                         "--size image mounted read-only (needs root)")
+    ap.add_argument("--live-warm-every", type=int, default=10, metavar="N",
+                    help="with --live, read every Nth file first: a partly warm cache (default 10)")
+    ap.add_argument("--designs", action="store_true",
+                    help="with --size: also time the content designs (checksum tree, --read-data) and dd")
     args = ap.parse_args(argv)
     if not args.size and not args.series:
         ap.error("give --size medium|large and/or --series")
@@ -1159,9 +1289,16 @@ def main(argv: list[str] | None = None) -> int:
         if r.series:
             res, lines = bench_series(r, args, mi)
             out["series"] = res
+        elif args.live:
+            res, lines = bench_live(r, args, mi)
+            out["sizes"][r.name] = res
         else:
             res, lines = bench_size(r, args, mi)
             out["sizes"][r.name] = res
+            if args.designs:
+                res, more = bench_designs(r, args, mi)
+                out.setdefault("designs", {})[r.name] = res
+                lines += [""] + more
         printed += lines + [""]
         print("\n".join(lines) + "\n", flush=True)
     if args.json:

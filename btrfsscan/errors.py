@@ -87,3 +87,11 @@ class Warnings:
         if self.dropped:
             out.append(f"{self.dropped} more warnings not shown")
         return out
+
+
+class LiveError(BtrfsScanError):
+    """A path given to ``live`` is not a directory, or the roots span several filesystems."""
+
+
+class ResidencyError(BtrfsScanError):
+    """A residency or workload file is unreadable, truncated, newer, or of another filesystem or page size."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -55,3 +57,19 @@ def facts(sectorsize: int = 4096, **fields) -> FilesystemFacts:
     fields.setdefault("num_devices", 1)
     fields.setdefault("data_profiles", ("SINGLE",))
     return FilesystemFacts(fsid=fields.pop("fsid", "test"), sectorsize=sectorsize, **fields)
+
+
+def kernel_unavailable(tools: tuple[str, ...] = ("losetup", "fincore"),
+                       modules: tuple[str, ...] = ("btrfs",)) -> str | None:
+    """Why kernel-backed tests cannot run here (root, loop devices, ``tools``, ``modules``), or None."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "needs root on Linux to attach loop devices and mount"
+    if not Path("/dev/loop-control").exists():
+        return "no loop devices (/dev/loop-control missing)"
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        return f"needs {', '.join(missing)}"
+    loaded = Path("/proc/filesystems").read_text()
+    if any(m not in loaded for m in modules) and shutil.which("modprobe") is None:
+        return f"the {' and '.join(modules)} kernel module(s) are not available"
+    return None

@@ -9,7 +9,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "btrfsscan"
 
 #: Each package's layer; a module may import only from its own layer or lower ones.
-LAYERS = {"format": 1, "volumes": 2, "tree": 3, "model": 4, "cache": 5, "analysis": 6, "present": 7}
+#: ``live`` (a mounted filesystem) is a data source beside ``model``; ``workingset`` models beside ``cache``.
+LAYERS = {"format": 1, "volumes": 2, "tree": 3, "model": 4, "live": 4, "cache": 5, "workingset": 5,
+          "analysis": 6, "present": 7}
 #: Modules every layer may use (``errors``, ``arrays``, the version).
 BASE = 0
 

@@ -17,15 +17,22 @@ The expectation comes from what the build captured through the kernel —
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 from support import run, run_json
 
+from btrfsscan.model.directories import EntryKind, directory_tree
+from btrfsscan.model.filesystem import open_filesystem
+from btrfsscan.model.fs_tree import FileScanner
+from btrfsscan.model.links import LINK_DTYPE, LinkTable
+from btrfsscan.model.versions import inode_versions
 from btrfsscan.present.views.report import schema
 
 FILES = Path(__file__).resolve().parent / "fixtures" / "files"
@@ -205,3 +212,23 @@ def test_text_tree_is_largest_first_and_top_limited(name, fixture_images):
         assert named == everything[:2], (sv, parent)
         folded = [label for label, _ in shown if label.startswith("(")]
         assert folded == ([f"({len(everything) - 2} more)"] if len(everything) > 2 else []), (sv, parent)
+
+
+@pytest.mark.parametrize("covered", ["every leaf", "no leaf"])
+def test_inodes_without_link_rows_are_unreachable(covered, fixture_images):
+    """Leaves without link rows (none kept, or a table that stops short of the last leaves): every inode has no
+    name, so each holder's copy lands in its subvolume's unreachable entry — never an IndexError."""
+    fs = open_filesystem(list(fixture_images("files", "sample").values()))
+    try:
+        leaves = FileScanner(fs.reader, fs.warnings, links=True).scan_leaves(fs.subvolumes.live())
+    finally:
+        fs.close()
+    starts = np.zeros(leaves.n_leaves + 1 if covered == "every leaf" else 1, np.int64)
+    leaves = dataclasses.replace(leaves, links=LinkTable(np.zeros(0, LINK_DTYPE), starts, np.zeros(0, np.uint8)))
+    versions = inode_versions(leaves)
+    tree = directory_tree(leaves, versions, 3)
+    inodes, _ = _expected("sample")
+    assert len(tree.pair_entry) == len(inodes)  # one copy per (subvolume, regular inode) the kernel listed
+    assert (tree.kind[tree.pair_entry] == EntryKind.UNREACHABLE).all()
+    holders = Counter(int(versions.subvol_ids[i]) for i in tree.subvol[tree.pair_entry].tolist())
+    assert holders == Counter(sv for sv, _ in inodes)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from btrfsscan.errors import CorruptionError
 from btrfsscan.format.constants import ItemType, ObjectId
 from btrfsscan.format.items import (
     ITEM_TYPES,
@@ -136,3 +137,14 @@ def test_every_record_says_what_its_key_means():
 
 def test_a_type_not_in_the_table_is_an_unknown_item():
     assert parse_item((1, ItemType.DEV_EXTENT, 0), b"\x01\x02", "here") == UnknownItem(ItemType.DEV_EXTENT, b"\x01\x02")
+
+
+def test_extent_csum_items_come_through_the_table():
+    key = (ObjectId.EXTENT_CSUM, ItemType.EXTENT_CSUM, 3 * 4096)
+    item = parse_item(key, bytes(range(12)), "here")
+    assert item.logical == 3 * 4096
+    assert item.checksums(4, 4096, "here") == [bytes(range(0, 4)), bytes(range(4, 8)), bytes(range(8, 12))]
+    with pytest.raises(CorruptionError, match="not a whole number of 8-byte checksums"):
+        item.checksums(8, 4096, "here")
+    with pytest.raises(CorruptionError, match="does not start at a 4096-byte sector"):
+        parse_item((ObjectId.EXTENT_CSUM, ItemType.EXTENT_CSUM, 100), bytes(4), "here").checksums(4, 4096, "here")

@@ -14,12 +14,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from support import kernel_unavailable
 
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.analysis.report import scan_report
@@ -107,20 +106,8 @@ def test_shared_extent_equals_fiemap_count(name, reports):
     assert report.model("shared_extent").pages == fiemap_shared_extent_pages(name)
 
 
-def _kernel_unavailable() -> str | None:
-    if sys.platform != "linux" or os.geteuid() != 0:
-        return "needs root on Linux to attach loop devices and mount"
-    if not Path("/dev/loop-control").exists():
-        return "no loop devices (/dev/loop-control missing)"
-    if shutil.which("losetup") is None or shutil.which("fincore") is None:
-        return "needs losetup and fincore (util-linux)"
-    if "btrfs" not in Path("/proc/filesystems").read_text() and shutil.which("modprobe") is None:
-        return "the btrfs kernel module is not available"
-    return None
-
-
 @pytest.mark.kernel
-@pytest.mark.skipif(_kernel_unavailable() is not None, reason=_kernel_unavailable() or "")
+@pytest.mark.skipif(kernel_unavailable() is not None, reason=kernel_unavailable() or "")
 @pytest.mark.parametrize("name", FILE_FIXTURES)
 def test_per_inode_equals_live_fincore(name, reports, fixture_images):
     """Mount the committed image read-only, read every file, count resident pages."""

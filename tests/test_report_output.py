@@ -15,6 +15,7 @@ import pytest
 from btrfsscan.analysis.report import example_paths
 from btrfsscan.cache.analyze import analyze
 from btrfsscan.cache.facts import DeviceInfo, FilesystemFacts, SubvolumeInfo
+from btrfsscan.cache.registry import MODELS
 from btrfsscan.cache.report import METADATA_DUMP_NOTE, build_report
 from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, FileTables
 from btrfsscan.present.document import CommandOutput
@@ -40,7 +41,7 @@ def snapshot_tables(snapshots: int = 3) -> FileTables:
         inodes.append((sv, i, size, size, nlink, 0o100644))
 
     def ext(sv, i, fo, nb, db, off=0, typ=1):
-        extents.append((sv, i, fo, nb, db, nb if typ else 100, off, nb, typ, 0))
+        extents.append((sv, i, fo, nb, db, nb if typ else 100, off, nb, typ, 0, bytes(16)))
 
     for n, sv in enumerate([256] + [400 + k for k in range(snapshots)]):
         ino(sv, 257, MiB)
@@ -142,7 +143,9 @@ def test_json_validates_against_schema():
         "title": "RFC as posted",
         "design": "the 2021 RFC: shared extents cached once, keyed by their offset on the one device",
         "pages": None, "bytes": None, "saved_pages": None, "saved_bytes": None, "saved_pct": None, "applicable": False,
-        "reason": "the RFC needs page size == sector size (page size 16384, sector size 4096)"}
+        "reason": "the RFC needs page size == sector size (page size 16384, sector size 4096)",
+        "content_source": None, "unknown_pages": None, "expected_false_merges": None, "subvolumes": None,
+        "top_files": None}
     assert sum(v["pages"] for v in doc["by_kind"].values()) == doc["totals"]["per_inode"]["pages"]
 
 
@@ -239,7 +242,7 @@ def test_summary_and_rendering():
     assert "\x1b" not in text and "test\\x1b[31m" in text  # the label's escape is shown, not sent
     # one field table drives labels and cells
     models = _section(report_document(r), "models")
-    assert tuple(f.label for f in models.table_fields())[:3] == ("model", "design", "pages") and len(models.records) == 4
+    assert tuple(f.label for f in models.table_fields())[:3] == ("model", "design", "pages") and len(models.records) == len(MODELS)
     assert _section(report_document(r, raw=True), "by_kind").fields[1].key == "pages"
     assert _section(report_document(r, raw=True), "by_kind").records[0].cells[1].text == str(r.by_kind[0].pages)
 

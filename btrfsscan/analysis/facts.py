@@ -49,7 +49,7 @@ def filesystem_facts(fs: Filesystem) -> FilesystemFacts:
         data_profiles=_profiles(fs.volume, "DATA"), metadata_profiles=_profiles(fs.volume, "METADATA"),
         system_profiles=_profiles(fs.volume, "SYSTEM"), nodesize=sb.nodesize, sectorsize=sb.sectorsize,
         generation=sb.generation, incompat_features=tuple(flag_names(IncompatFlag, sb.incompat_flags)),
-        compat_ro_features=tuple(flag_names(CompatRoFlag, sb.compat_ro_flags)),
+        compat_ro_features=tuple(flag_names(CompatRoFlag, sb.compat_ro_flags)), inline_data=not fs.is_metadump,
     )
 
 

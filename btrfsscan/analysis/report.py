@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 from ..cache.analyze import CacheAnalysis, analyze
 from ..cache.by_dir import by_directory
+from ..cache.content import ContentSource, CsumTreeContent, DataContent, PageRequests
 from ..cache.report import EXAMPLE_PATHS, PageCacheReport, build_report
+from ..errors import CorruptionError
+from ..format.constants import ObjectId
+from ..model.csums import CsumTable, csum_table, read_csum_tree
 from ..model.directories import directory_tree
+from ..model.file_data import check_has_data, hash_pages
 from ..model.fs_tree import FileScanner
 from ..model.versions import inode_versions
 from .facts import filesystem_facts, subvolume_info
@@ -25,6 +32,8 @@ class ScanProgress(Protocol):
     def advance(self) -> None: ...
 
     def phase(self, description: str) -> None: ...
+
+    def update(self, completed: int) -> None: ...
 
     def done(self) -> None: ...
 
@@ -49,22 +58,63 @@ def example_paths(analysis: CacheAnalysis, path_of: Callable[[int, int], str | N
                     break
     for file in analysis.top_files:
         name((file.subvol, file.ino))
+    for result in analysis.models.values():
+        for file in result.figures.top_files if result.figures else ():
+            name((file.subvol, file.ino))
     return names
 
 
+def checksum_table(fs: Filesystem) -> CsumTable:
+    """Every data checksum of ``fs``; an empty table, with a warning, when it has no checksum tree."""
+    csum_type, sectorsize = fs.superblock.csum, fs.superblock.sectorsize
+    try:
+        root = fs.tree_root(ObjectId.CSUM_TREE)
+    except CorruptionError as exc:
+        fs.warnings.add(f"{exc}: no data checksums, every data page's content is unknown", "root tree",
+                        tree=int(ObjectId.ROOT_TREE))
+        return csum_table([], csum_type, sectorsize)
+    return read_csum_tree(fs.reader, root, csum_type, sectorsize, fs.warnings)
+
+
+def content_source(fs: Filesystem, *, page_size: int, read_data: bool,
+                   progress: ScanProgress | None = None) -> ContentSource:
+    """Where the content models' page identities come from: the checksum tree, or (``read_data``) the
+    data itself, each distinct extent read once (``NoFileDataError`` on a metadata dump)."""
+    if not read_data:
+        return CsumTreeContent(checksum_table(fs), inline_data=not fs.is_metadump)
+    check_has_data(fs.volume)
+
+    def hash_requests(requests: PageRequests) -> tuple[np.ndarray, np.ndarray]:
+        if progress:
+            progress.start(f"reading the data of {fs.volume.fsid}", int(requests.extents["disk_num_bytes"].sum()),
+                           "bytes")
+        hashes = hash_pages(fs.volume, requests.extents, requests.pieces, requests.n_outputs, page_size,
+                            fs.warnings, progress.update if progress else None)
+        if progress:
+            progress.phase(f"modelling the page cache of {fs.volume.fsid}")
+        return hashes
+
+    return DataContent(hash_requests)
+
+
 def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgress | None = None,
-                memoize: bool = True, by_dir: int | None = None) -> PageCacheReport:
+                memoize: bool = True, by_dir: int | None = None, read_data: bool = False) -> PageCacheReport:
     """Scan every live subvolume of ``fs`` and build its page-cache report.
 
+    The content models key pages by the checksum tree, or with ``read_data``
+    by hashing the file data (exact; not on a metadata dump: one error).
     ``memoize=False`` parses every tree block of every subvolume again (the
     check that sharing work between snapshots changes no figure). ``by_dir``:
     the report by directory down to that many levels below each subvolume
     (``top`` children per directory).
     """
+    if read_data:
+        check_has_data(fs.volume)
     subvols = fs.subvolumes.live()
     if progress:
         progress.start(f"scanning {fs.volume.fsid}", len(subvols), "subvolumes")
-    scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize, links=by_dir is not None)
+    scanner = FileScanner(fs.reader, fs.warnings, memoize=memoize, links=by_dir is not None,
+                          decompress_inline=read_data)
     advance = (lambda sub: progress.advance()) if progress else None
     leaves = scanner.scan_leaves(subvols, progress=advance)
     versions = inode_versions(leaves, fs.warnings)
@@ -72,7 +122,8 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
     del leaves
     if progress:
         progress.phase(f"modelling the page cache of {fs.volume.fsid}")
-    analysis = analyze(versions, page_size, filesystem_facts(fs), top=top)
+    sources = {"content": content_source(fs, page_size=page_size, read_data=read_data, progress=progress)}
+    analysis = analyze(versions, page_size, filesystem_facts(fs), top=top, sources=sources)
     paths = example_paths(analysis, fs.namespace.path_of)
     infos = [subvolume_info(s) for s in subvols]
     figures = by_directory(directories, analysis, top, {s.id: s.path for s in infos}) if directories is not None else None

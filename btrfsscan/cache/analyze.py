@@ -61,7 +61,7 @@ def analyze(
     the extra inputs of this run, by name (see ``CacheModel.requires``).
     """
     layout = build_layout(versions_of(tables), page_size, facts.sectorsize)
-    inputs = ModelInputs(layout, facts, dict(sources or {}))
+    inputs = ModelInputs(layout, facts, dict(sources or {}), top)
     models = {m.name: inputs.result(m.name) for m in MODELS}
     shared = inputs.data_sharing
     return CacheAnalysis(

@@ -25,7 +25,8 @@ class FilesystemFacts:
 
     ``num_devices`` is the superblock's device count (None: the number of
     ``devices`` given); it decides, for example, whether the RFC as posted
-    applies.
+    applies. ``inline_data`` is False where inline extents' bytes are not in
+    the input (a btrfs-image metadata dump zeroes them).
     """
 
     fsid: str
@@ -40,6 +41,7 @@ class FilesystemFacts:
     generation: int = 0
     incompat_features: tuple[str, ...] = ()
     compat_ro_features: tuple[str, ...] = ()
+    inline_data: bool = True
 
     @property
     def device_count(self) -> int:

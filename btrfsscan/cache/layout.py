@@ -90,7 +90,8 @@ class PageLayout:
     by version, file_offset), segment arrays their clipped non-empty parts in
     the same order; ``seg_addr`` is the logical address (data) or
     decompressed offset (compressed) of ``seg_start``, ``seg_group`` the dense
-    id of a compressed extent, ``seg_valid`` False where an address overflowed.
+    id of a compressed extent, ``seg_valid`` False where an address overflowed,
+    ``seg_row`` the segment's item in ``versions.extents``.
     """
 
     page_size: int
@@ -115,6 +116,7 @@ class PageLayout:
     seg_addr: np.ndarray
     seg_group: np.ndarray
     seg_valid: np.ndarray
+    seg_row: np.ndarray
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -227,6 +229,7 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> Pa
         seg_addr=addr[m],
         seg_group=group[m],
         seg_valid=valid[m],
+        seg_row=keep[m],
         notes=notes,
     )
 

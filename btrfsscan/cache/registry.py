@@ -11,10 +11,19 @@ model list, titles, summary, JSON, JSON Schema, Prometheus metrics and the
 A computation receives one :class:`ModelInputs`: the page layout of every
 regular inode, the filesystem facts, the shared intermediate results (each
 computed once, on first use, whichever model asks) and ``sources``, the
-extra inputs a run was given (for example a content hash per page). A model
-that reads such an input names it in ``requires``; when a run lacks it the
-model does not apply, with a reason saying what is missing, and is never
-computed.
+extra inputs a run was given (``content``: a ``cache.content.ContentSource``
+giving a content id per page). A model that reads such an input names it in
+``requires``; when a run lacks it the model does not apply, with a reason
+saying what is missing, and is never computed.
+
+``pages`` returns the model's total, or a ``cache.units.UnitFigures`` with
+per-subvolume figures and top files beside the total; ``ModelResult.figures``
+carries them to the report.
+
+A model may also give ``resident(ws) -> int``: the same design over a
+working set (``workingset.pages.WorkingSetPages``: only the pages resident
+now, from ``live`` or ``report --resident``); ``evaluate_resident`` runs it.
+A model without one is listed as not computed over resident pages.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +42,10 @@ from .facts import FilesystemFacts
 from .layout import SEG_COMPRESSED, SEG_DATA, PageLayout, as_int64
 from .runs import eligible_runs
 from .top import extent_starts
+from .units import UnitFigures
+
+if TYPE_CHECKING:
+    from .content import PageContent
 
 #: The model every saving is measured against (Linux today).
 BASELINE = "per_inode"
@@ -60,28 +73,37 @@ class CacheModel:
     (``layout`` order, float64), a page cached once for ``c`` file pages
     costing each ``1/c``, so they sum (weighted) to ``pages``; the figures by
     directory come from it, and a model without it has none there (null).
+    ``resident`` is its computation over a working set's resident pages
+    (None: it has none).
+    ``bound`` marks an ideal no design reaches (never named the best design
+    that applies).
     """
 
     name: str
     title: str
     subject: str
     design: str
-    pages: Callable[[ModelInputs], int]
+    pages: Callable[[ModelInputs], int | UnitFigures]
     order: int
     needs: str | None = None
     applies: Callable[[FilesystemFacts, int], Applicability] = always
     requires: Mapping[str, str] = field(default_factory=dict)
     per_version: Callable[[ModelInputs], np.ndarray] | None = None
+    resident: Callable[[Any], int] | None = None
+    bound: bool = False
 
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One model's total; ``pages`` is None where the model does not apply (``reason`` says why)."""
+    """One model's total; ``pages`` is None where the model does not apply (``reason`` says why).
+    ``figures``: its per-subvolume figures and top files, for models that compute them (arrays per
+    inode version: not part of equality, which compares the totals)."""
 
     name: str
     pages: int | None
     applicable: bool = True
     reason: str | None = None
+    figures: UnitFigures | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -91,6 +113,7 @@ class ModelInputs:
     layout: PageLayout
     facts: FilesystemFacts
     sources: Mapping[str, Any] = field(default_factory=dict)
+    top: int = 10
     _results: dict[str, ModelResult] = field(default_factory=dict, repr=False)
     _version_pages: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
 
@@ -119,6 +142,11 @@ class ModelInputs:
         """Eligible pages of compressed extents keyed by (extent, decompressed page)."""
         return sharing(self.layout, eligible_runs(self.layout, SEG_COMPRESSED))
 
+    @cached_property
+    def content(self) -> PageContent:
+        """A content id per page of the layout, from ``sources["content"]`` (computed once)."""
+        return self.sources["content"].page_content(self.layout)
+
     def result(self, name: str) -> ModelResult:
         """Model ``name`` evaluated on these inputs (once)."""
         if name not in self._results:
@@ -144,7 +172,25 @@ def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:
     ok, reason = definition.applies(inputs.facts, inputs.page_size)
     if not ok:
         return ModelResult(definition.name, None, False, reason)
-    return ModelResult(definition.name, int(definition.pages(inputs)), True, None)
+    value = definition.pages(inputs)
+    if isinstance(value, UnitFigures):
+        return ModelResult(definition.name, value.pages, True, None, value)
+    return ModelResult(definition.name, int(value), True, None)
+
+
+def evaluate_resident(definition: CacheModel, working_set: Any, facts: FilesystemFacts,
+                      sources: Mapping[str, Any], lacking: str = "which this run has not") -> ModelResult:
+    """``definition`` over a working set's resident pages (``working_set``: ``WorkingSetPages``);
+    ``lacking`` says why a required input is missing (a live filesystem: only an image has it)."""
+    if definition.resident is None:  # first: an image would not change that
+        return ModelResult(definition.name, None, False, "not computed over resident pages")
+    missing = [what for name, what in definition.requires.items() if name not in sources]
+    if missing:
+        return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", " + lacking)
+    ok, reason = definition.applies(facts, working_set.page_size)
+    if not ok:
+        return ModelResult(definition.name, None, False, reason)
+    return ModelResult(definition.name, int(definition.resident(working_set)), True, None)
 
 
 def _discover() -> tuple[CacheModel, ...]:

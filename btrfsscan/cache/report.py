@@ -25,6 +25,10 @@ Definitions (see :mod:`.layout` for the page-level ones):
 * Top extents and files are under shared_extent; a file's ``saved_pages`` is
   its fair share: over its eligible pages, ``1 - 1/c`` where ``c`` file pages
   map the page's key (summed over all files: exactly the saving).
+* Models that compute them (the cache-unit designs, :mod:`.units`) carry
+  their own per-subvolume figures and top files in ``ModelFigures``, with
+  where their content ids came from (``content_source``), how many pages
+  were unknown and, for 32-bit checksums, the expected false merges.
 """
 
 from __future__ import annotations
@@ -53,8 +57,38 @@ def pages_to_bytes(pages: int | float, page_size: int) -> int:
 
 
 @dataclass(frozen=True)
+class ModelSubvolume:
+    """One subvolume under a model: its pages today, its fair share of the saving, and the cached pages only
+    it maps (``exclusive``, per-inode pages included) or maps with another subvolume (``shared``)."""
+
+    id: int
+    per_inode_pages: int
+    saved_pages: float
+    exclusive_pages: int
+    shared_pages: int
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A file and its fair share of what a model saves."""
+
+    subvol: int
+    ino: int
+    path: str | None
+    size: int
+    pages: int
+    saved_pages: float
+    saved_bytes: int
+
+
+@dataclass(frozen=True)
 class ModelFigures:
-    """One model's total; None figures where the model does not apply (``reason`` says why)."""
+    """One model's total; None figures where the model does not apply (``reason`` says why).
+
+    ``content_source`` (``csum_tree``, ``data``), ``unknown_pages`` and
+    ``expected_false_merges`` are set for models keyed by content ids;
+    ``subvolumes`` and ``top_files`` for models that compute them.
+    """
 
     name: str
     pages: int | None
@@ -64,6 +98,11 @@ class ModelFigures:
     saved_pct: float | None
     applicable: bool
     reason: str | None
+    content_source: str | None = None
+    unknown_pages: int | None = None
+    expected_false_merges: float | None = None
+    subvolumes: tuple[ModelSubvolume, ...] | None = None
+    top_files: tuple[ModelFile, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,20 +186,37 @@ class PageCacheReport:
     top_files: tuple[FileFigures, ...]
     partial: bool
     warnings: tuple[str, ...]
-    sharing_matrix: SharingMatrix
+    sharing_matrix: SharingMatrix | None = None  # None for a working set (live, --resident): not computed
     by_dir: ByDir | None = None
 
     def model(self, name: str) -> ModelFigures:
         return self.totals.models[name]
 
 
-def _model_figures(result: ModelResult, baseline: int, page_size: int) -> ModelFigures:
+def model_figures(result: ModelResult, baseline: int, page_size: int,
+                  paths: Mapping[tuple[int, int], str | None] | None = None) -> ModelFigures:
+    """A model's total with what it saves against ``baseline`` pages, and its figures per subvolume and top
+    files where the model gives them (``paths`` names those files)."""
+    paths = paths or {}
     if result.pages is None:
         return ModelFigures(result.name, None, None, None, None, None, result.applicable, result.reason)
     saved = baseline - result.pages
     pct = 100.0 * saved / baseline if baseline else 0.0
+    extra = {}
+    if (f := result.figures) is not None:
+        sv = f.subvolumes
+        extra = dict(
+            content_source=f.content_source,
+            unknown_pages=f.unknown_pages if f.content_source else None,
+            expected_false_merges=f.expected_false_merges,
+            subvolumes=tuple(ModelSubvolume(int(sid), int(sv.per_inode_pages[n]), float(sv.saved_pages[n]),
+                                            int(sv.exclusive_pages[n]), int(sv.shared_pages[n]))
+                             for n, sid in enumerate(sv.ids.tolist())),
+            top_files=tuple(ModelFile(t.subvol, t.ino, paths.get((t.subvol, t.ino)), t.size, t.pages, t.saved_pages,
+                                      pages_to_bytes(t.saved_pages, page_size)) for t in f.top_files),
+        )
     return ModelFigures(result.name, result.pages, pages_to_bytes(result.pages, page_size), saved,
-                        pages_to_bytes(saved, page_size), pct, result.applicable, result.reason)
+                        pages_to_bytes(saved, page_size), pct, result.applicable, result.reason, **extra)
 
 
 def named(inodes: Iterable[tuple[int, int]], paths: Mapping[tuple[int, int], str | None],
@@ -209,7 +265,7 @@ def build_report(
         inodes=analysis.inodes,
         per_inode_pages=baseline,
         per_inode_bytes=pages_to_bytes(baseline, page_size),
-        models={m.name: _model_figures(analysis.models[m.name], baseline, page_size) for m in MODELS},
+        models={m.name: model_figures(analysis.models[m.name], baseline, page_size, paths) for m in MODELS},
     )
     by_kind = tuple(KindFigures(k, analysis.by_kind[k], pages_to_bytes(analysis.by_kind[k], page_size)) for k in KINDS)
 

@@ -78,6 +78,11 @@ def csum_type_of(value: int) -> CsumType:
         raise UnsupportedError(f"unknown checksum type {value} in superblock") from None
 
 
+def data_checksum(csum_type: CsumType, sector: bytes) -> bytes:
+    """What the csum tree stores for one data sector: the digest of all its bytes, ``csum_type.size`` long."""
+    return _DIGESTS[csum_type](sector)
+
+
 def compute(csum_type: CsumType, block: bytes) -> bytes:
     """The 32-byte on-disk checksum field btrfs stores for ``block``."""
     return _DIGESTS[csum_type](block[BTRFS_CSUM_SIZE:]).ljust(BTRFS_CSUM_SIZE, b"\0")

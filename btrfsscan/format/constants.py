@@ -354,3 +354,40 @@ def flag_names(flag_type: type[enum.IntFlag], value: int) -> list[str]:
     if value & ~known:
         names.append(f"unknown(0x{value & ~known:x})")
     return names
+
+
+# --- kernel interfaces of a mounted filesystem (uapi linux/fiemap.h, linux/stat.h, linux/magic.h) ---
+
+
+class FiemapFlag(enum.IntFlag):
+    """``fiemap_extent.fe_flags`` (FIEMAP_EXTENT_*)."""
+
+    LAST = 0x1
+    UNKNOWN = 0x2
+    DELALLOC = 0x4
+    ENCODED = 0x8
+    DATA_ENCRYPTED = 0x80
+    NOT_ALIGNED = 0x100
+    DATA_INLINE = 0x200
+    DATA_TAIL = 0x400
+    UNWRITTEN = 0x800
+    MERGED = 0x1000
+    SHARED = 0x2000
+
+
+class StatxMask(enum.IntFlag):
+    """``statx.stx_mask`` bits btrfsscan asks for (STATX_*)."""
+
+    INO = 0x100
+    SIZE = 0x200
+    MNT_ID = 0x1000
+    SUBVOL = 0x8000
+
+
+class FsMagic(enum.IntEnum):
+    """``statfs.f_type`` of the filesystems ``live`` knows by name."""
+
+    BTRFS = 0x9123683E
+    XFS = 0x58465342
+    EXT4 = 0xEF53
+    TMPFS = 0x01021994

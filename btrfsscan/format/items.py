@@ -36,6 +36,7 @@ from .constants import (
     ExtentFlag,
     FileExtentType,
     ItemType,
+    ObjectId,
     Profile,
 )
 from .fastparse import StructLayout
@@ -656,6 +657,48 @@ def iter_sys_chunk_array(array: bytes, device: str) -> Iterator[Chunk]:
         pos += size
 
 
+# --- the checksum tree ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsumItem:
+    """EXTENT_CSUM (EXTENT_CSUM_OBJECTID, EXTENT_CSUM, logical start): one checksum per data sector from
+    ``logical`` on, back to back.
+
+    Their size is the superblock's ``csum_type`` (crc32c 4 bytes, xxhash64 8,
+    sha256 and blake2b 32), not stored in the item: ``checksums`` splits the
+    payload once it is known. The bulk reader (``model.csums``) checks whole
+    leaves at once with ``problem``.
+    """
+
+    LAYOUT: ClassVar[None] = None  # a run of checksums, no fixed part
+
+    logical: int
+    data: bytes
+
+    @staticmethod
+    def problem(logical: int, size: int, csum_size: int, sectorsize: int) -> str | None:
+        """Why an item at ``logical`` of ``size`` payload bytes is unusable, or None."""
+        if size == 0 or size % csum_size:
+            return (f"EXTENT_CSUM item at logical {logical} of {size} bytes is not a whole number of "
+                    f"{csum_size}-byte checksums")
+        if logical % sectorsize:
+            return f"EXTENT_CSUM item at logical {logical} does not start at a {sectorsize}-byte sector"
+        return None
+
+    @classmethod
+    def parse(cls, key: Key, data: bytes, where: str) -> CsumItem:
+        if key[0] != ObjectId.EXTENT_CSUM:
+            raise CorruptionError(f"EXTENT_CSUM item with objectid {key[0]}, not EXTENT_CSUM_OBJECTID ({where})")
+        return cls(key[2], bytes(data))
+
+    def checksums(self, csum_size: int, sectorsize: int, where: str) -> list[bytes]:
+        """The checksum of each sector, in address order."""
+        if (what := self.problem(self.logical, len(self.data), csum_size, sectorsize)) is not None:
+            raise CorruptionError(f"{what} ({where})")
+        return [self.data[i:i + csum_size] for i in range(0, len(self.data), csum_size)]
+
+
 # --- the table ----------------------------------------------------------------------------
 
 
@@ -685,6 +728,7 @@ ITEM_TYPES: dict[int, type[ItemRecord]] = {
     ItemType.DIR_LOG_ITEM: DirLogItem,
     ItemType.DIR_LOG_INDEX: DirLogItem,
     ItemType.EXTENT_DATA: FileExtentItem,
+    ItemType.EXTENT_CSUM: CsumItem,
     ItemType.ROOT_ITEM: RootItem,
     ItemType.ROOT_BACKREF: RootRef,
     ItemType.ROOT_REF: RootRef,

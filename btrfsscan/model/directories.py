@@ -94,6 +94,14 @@ def _lookup(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where(ok, at, -1)
 
 
+def _at(values: np.ndarray, index: np.ndarray, missing) -> np.ndarray:
+    """``values[index]``, ``missing`` where ``index`` is -1 (``values`` may be empty)."""
+    out = np.full(len(index), missing, values.dtype)
+    found = index >= 0
+    out[found] = values[index[found]]
+    return out
+
+
 def _pack(major: np.ndarray, ino: np.ndarray) -> np.ndarray:
     """``major << 40 | ino``; objectids past the limit become 0 (no inode has it)."""
     ino = np.where(ino < _INO_LIMIT, ino, 0).astype(I64)
@@ -175,8 +183,7 @@ def directory_tree(leaves: LeafTables, versions: InodeVersions, depth: int) -> D
     def entry_of(sv: np.ndarray, parent: np.ndarray) -> np.ndarray:
         """The entry holding an inode of subvolume ``sv`` whose directory is ``parent``."""
         row = _lookup(keys, _pack(sv, parent))
-        lab = np.where(row >= 0, label[row], -1)
-        e = entry_of_row[lab]
+        e = entry_of_row[_at(label, row, -1)]
         return np.where(e >= 0, e, nsv + sv)
 
     # the common case: the link lies in the leaf of the version's INODE_ITEM
@@ -184,7 +191,7 @@ def directory_tree(leaves: LeafTables, versions: InodeVersions, depth: int) -> D
     ino = versions.inodes["ino"]
     at = _lookup(link_keys, _pack(inode_leaf, ino))
     found = at >= 0
-    parent = np.where(found, links.rows["parent"][np.maximum(at, 0)], 0)
+    parent = _at(links.rows["parent"], at, 0)
     sets = versions.version_set
     group_key = np.where(found, (sets.astype(I64) << _INO_BITS) | _pack(0, parent), -1 - np.arange(len(ino)))
     _, version_group = np.unique(group_key, return_inverse=True)
@@ -224,5 +231,4 @@ def _next_leaf_parents(leaves: LeafTables, link_keys: np.ndarray, links: LinkTab
     ok = nxt < leaves.subvol_start[sv + 1]
     next_leaf = leaves.subvol_leaves[np.minimum(nxt, max(len(leaves.subvol_leaves) - 1, 0))]
     at = _lookup(link_keys, _pack(next_leaf, ino))
-    ok &= at >= 0
-    return np.where(ok, links.rows["parent"][np.maximum(at, 0)], 0)
+    return _at(links.rows["parent"], np.where(ok, at, -1), 0)

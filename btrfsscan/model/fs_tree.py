@@ -14,6 +14,8 @@ the number of snapshots.
 
 from __future__ import annotations
 
+from functools import partial
+
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -21,13 +23,15 @@ import numpy as np
 
 from ..arrays import prefix
 from ..errors import CorruptionError, Warnings
+from ..format.compression import DecompressionError
 from ..format.constants import Compression, FileExtentType, ItemType
 from ..format.items import ITEM_TYPES, FileExtentItem
-from ..tree.block import LeafBatch, TreeBlock
+from ..tree.block import HEADER_SIZE, LeafBatch, TreeBlock
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
 from ..tree.walk import Visit, walk_tree, warn_item
 from ..format.plausibility import EXTENT_DATA_RULES, INODE_RULES, Limits, column_violations
+from .content_hash import inline_hash
 from .links import LinkTable, parse_links
 from .log_overlay import LeafOverlay
 from .subvolumes import Subvolume
@@ -71,15 +75,40 @@ _NO_COMPRESSION = int(Compression.NONE)
 BATCH_LEAVES = 256
 
 
-def parse_leaves(batch: LeafBatch, limits: Limits, links: bool = False) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
+def _inline_hashes(batch: LeafBatch, rows: np.ndarray, fields: np.ndarray, sizes: np.ndarray, sectorsize: int,
+                   decompressed: bool, skipped: list[tuple[int, str]]) -> np.ndarray:
+    """``inline_hash`` of each inline item of ``rows`` (valid ones), UNKNOWN_HASH where it does not decompress."""
+    out = np.zeros(len(rows), "V16")
+    raw = memoryview(batch.raw)
+    start = (batch.start[batch.leaf[rows]] + (HEADER_SIZE + _FE_HEAD_SIZE)
+             + batch.items["offset"][rows].astype(np.int64)).tolist()
+    length = (sizes - _FE_HEAD_SIZE).tolist()
+    compression = fields["head.compression"].tolist()
+    ram = fields["head.ram_bytes"].tolist()
+    for i, (a, n, comp, ram_bytes) in enumerate(zip(start, length, compression, ram)):
+        try:
+            out[i] = inline_hash(raw[a:a + n], comp, ram_bytes, sectorsize, decompressed)
+        except DecompressionError as exc:
+            row = int(rows[i])
+            skipped.append((row, f"inline extent of inode {int(batch.items['key.objectid'][row])}: {exc}; "
+                            "its content is unknown"))
+    return out
+
+
+def parse_leaves(batch: LeafBatch, limits: Limits, decompress_inline: bool = False,
+                 links: bool = False) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
     """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0), and the items skipped.
 
     ``links``: the INODE_REF/INODE_EXTREF rows too (``links.parse_links``).
 
     The skipped items come as (leaf index, what), in item order; the caller
-    warns, naming the tree that reached the leaf first. Items that break a
-    plausibility rule (``plausibility``) are skipped too, naming their slot.
+    warns, naming the tree that reached the leaf first. Inline extents get
+    their ``inline_hash``, compressed ones of their decompressed bytes only
+    with ``decompress_inline`` (a decompression per item). Items that break a
+    plausibility rule (``plausibility``, against ``limits``) are skipped too,
+    naming their slot.
     """
+    sectorsize = limits.sectorsize
     items = batch.items
     types = items["key.type"]
     sizes_all = items["size"].astype(np.int64)
@@ -138,6 +167,9 @@ def parse_leaves(batch: LeafBatch, limits: Limits, links: bool = False) -> tuple
         extents[column] = np.where(inline, 0, fields[field])
     extents["num_bytes"] = np.where(inline, fields["head.ram_bytes"], fields["reg.num_bytes"])
     extents["disk_num_bytes"] = np.where(inline, sizes - _FE_HEAD_SIZE, fields["reg.disk_num_bytes"])
+    at = np.flatnonzero(inline)
+    extents["inline_hash"][at] = _inline_hashes(batch, rows[at], fields[at], sizes[at], sectorsize,
+                                                decompress_inline, skipped)
     problems = [(int(batch.leaf[row]), what) for row, what in sorted(skipped)]
     return ParsedLeaves(inodes, extents, inode_counts, np.bincount(batch.leaf[rows], minlength=len(batch)),
                         link_table), problems
@@ -182,10 +214,14 @@ class FileScanner:
     there to check that memoization does not change any figure. ``links=True``
     keeps the inodes' link rows too (``LeafTables.links``, for figures by
     directory).
+    ``decompress_inline=True`` hashes compressed inline data decompressed
+    (exact content, as ``--read-data`` needs) instead of as stored.
     """
 
-    def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True, links: bool = False) -> None:
+    def __init__(self, reader: TreeReader, warnings: Warnings, *, memoize: bool = True, links: bool = False,
+                 decompress_inline: bool = False) -> None:
         self.reader = reader
+        self.decompress_inline = decompress_inline
         self.warnings = warnings
         self.memoize = memoize
         self.limits = Limits.of(reader.volume.superblock)
@@ -265,7 +301,7 @@ class FileScanner:
 
     def _parse(self, batch: LeafBatch) -> tuple[list[int], list[tuple[int, str]]]:
         """Parse a batch of leaves, keep its rows, and hand out the leaves' handles."""
-        parsed, problems = parse_leaves(batch, self.limits, self.links)
+        parsed, problems = parse_leaves(batch, self.limits, self.decompress_inline, self.links)
         self._parsed.append(parsed)
         first = self._handles
         self._handles += len(batch)
@@ -313,10 +349,13 @@ class FileScanner:
         del parsed
         n_leaves = self._handles
         if any(sub.replayed is not None for sub in subvols):  # log replay: synthetic leaves for what it changed
-            overlay = LeafOverlay(lambda batch: parse_leaves(batch, self.limits), inode_parts, extent_parts,
-                                  inode_start, extent_start, self.warnings)
+            parse = partial(parse_leaves, limits=self.limits,
+                            decompress_inline=self.decompress_inline)
+            overlay = LeafOverlay(parse, inode_parts, extent_parts, inode_start, extent_start, links, self.warnings)
             handles = [overlay.subvolume(sub, h, n_leaves) if sub.replayed is not None else h
                        for sub, h in zip(subvols, handles)]
+            if links is not None:  # the synthetic leaves' link rows, after the scanned leaves' as their handles are
+                links = LinkTable.joined([links, *overlay.new_links])
             inode_parts += overlay.new_inodes
             extent_parts += overlay.new_extents
             inode_start = np.append(inode_start, inode_start[-1] + np.cumsum(np.array([len(t) for t in overlay.new_inodes], np.int64)))

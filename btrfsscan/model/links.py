@@ -63,6 +63,12 @@ class LinkTable:
     def name(self, row: int) -> bytes:
         return self.names[self.name_start[row]:self.name_start[row + 1]].tobytes()
 
+    def leaf(self, rows: np.ndarray) -> "LinkTable":
+        """Rows ``rows`` of this table, in that order and with their names, as the table of one leaf."""
+        starts = self.name_start
+        names = self.names[ranges(starts[rows], starts[rows + 1])]
+        return LinkTable(self.rows[rows], np.array([0, len(rows)], np.int64), names)
+
     @classmethod
     def joined(cls, parts: list["LinkTable"]) -> "LinkTable":
         """The tables of consecutive leaf batches as one (leaf numbers continue across them)."""

@@ -39,7 +39,9 @@ INODE_DTYPE = np.dtype(
 #: walked. ``file_offset`` is the item's key offset. For REG/PREALLOC,
 #: ``disk_bytenr`` == 0 is an explicit hole. For INLINE, ``num_bytes`` is the
 #: decompressed length (``ram_bytes``) and ``disk_num_bytes`` the size of the
-#: inline payload in the leaf; ``disk_bytenr`` and ``offset`` are 0.
+#: inline payload in the leaf; ``disk_bytenr`` and ``offset`` are 0, and
+#: ``inline_hash`` identifies the inline data (``fs_tree.inline_hash``; all
+#: zero bytes: unknown, and for every other type).
 EXTENT_DTYPE = np.dtype(
     [
         ("subvol", "<u8"),
@@ -52,6 +54,7 @@ EXTENT_DTYPE = np.dtype(
         ("ram_bytes", "<u8"),
         ("type", "u1"),
         ("compression", "u1"),
+        ("inline_hash", "V16"),
     ]
 )
 

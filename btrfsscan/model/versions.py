@@ -30,7 +30,8 @@ from .tables import S_IFMT, S_IFREG, FileTables, LeafTables
 
 #: The inode and file extent item fields the page-cache models read, all a version keeps.
 INODE_FIELDS = ("subvol", "ino", "size", "nlink")
-EXTENT_FIELDS = ("file_offset", "num_bytes", "disk_bytenr", "disk_num_bytes", "offset", "type", "compression")
+EXTENT_FIELDS = ("file_offset", "num_bytes", "disk_bytenr", "disk_num_bytes", "offset", "ram_bytes", "type",
+                 "compression", "inline_hash")
 
 
 @dataclass

@@ -64,6 +64,7 @@ class LazyCommand:
 #: Every command of ``btrfsscan``, by name.
 COMMANDS: dict[str, LazyCommand] = {
     "chunks": LazyCommand("volume_cmds", "chunks_cmd", "Show the chunk map: chunks, profiles, stripes, used bytes."),
+    "live": LazyCommand("live_cmd", "live_cmd", "What the page cache holds now of a mounted filesystem, and what sharing saves."),
     "ls": LazyCommand("files_cmds", "ls_cmd", "List files like `ls -li`, with extent counts and shared bytes."),
     "map": LazyCommand("files_cmds", "map_cmd", "Show the extent map of a regular file: where every byte lives."),
     "map-logical": LazyCommand("volume_cmds", "map_logical_cmd",

@@ -1,4 +1,4 @@
-"""The progress bar ``report`` shows on stderr when that is a terminal.
+"""The progress bar ``report`` and ``live`` show on stderr when that is a terminal.
 
 A module of its own so that rich is imported only when the bar is shown. It
 is the CLI's ``analysis.report.ScanProgress``.
@@ -7,17 +7,20 @@ is the CLI's ``analysis.report.ScanProgress``.
 from __future__ import annotations
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 
 class _CountColumn(ProgressColumn):
-    """``3/10 subvolumes`` while counting; nothing while a phase has no count."""
+    """``3/10 subvolumes`` (``1.2/4.0 GB`` of bytes) while counting; nothing while a phase has no count."""
 
     def render(self, task: Task) -> Text:
         unit = task.fields.get("unit", "")
         if task.total is None or not unit:
             return Text("")
+        if unit == "bytes":
+            return Text(f"{decimal(int(task.completed))}/{decimal(int(task.total))} read", style="progress.download")
         return Text(f"{int(task.completed)}/{int(task.total)} {unit}", style="progress.download")
 
 
@@ -36,12 +39,16 @@ class ProgressBar:
     def __exit__(self, *exc) -> None:
         self._progress.__exit__(*exc)
 
-    def start(self, description: str, total: int, unit: str) -> None:
+    def start(self, description: str, total: int | None, unit: str) -> None:
         self._task = self._progress.add_task(description, total=total, unit=unit)
 
     def advance(self) -> None:
         if self._task is not None:
             self._progress.advance(self._task)
+
+    def update(self, completed: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=completed)
 
     def phase(self, description: str) -> None:
         if self._task is not None:

@@ -23,7 +23,9 @@ from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
 from .command import finish, images_argument, inputs, log_replay_option, options, output_alias, output_options, sample_option
 from .document import CommandOutput
-from .views.report import report_document, schema
+from .views.report import EVERY_FILE_ONCE, MODELS_TITLE, report_document, schema
+
+WORKING_SET = "The working set caches {size} of these files"
 
 REPORT_HELP = """Page cache per inode vs. a shared-extent cache, for each filesystem in IMAGE...
 
@@ -64,10 +66,21 @@ def _progress(quiet: bool):
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML page with charts to FILE: --format html -o FILE "
                    f"(needs btrfsscan[html]; implies --by-dir {DEFAULT_HTML_DEPTH} unless given).")
+@click.option("--read-data", is_flag=True,
+              help="Key the content models by hashing the file data (exact; reads every distinct extent once) "
+                   "instead of by the checksum tree. Not on btrfs-image metadata dumps.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--resident", type=click.Path(dir_okay=False), default=None,
+              help="Model only the working set of this residency file (`live --save`) on the image.")
+@click.option("--workload", type=click.Path(dir_okay=False), default=None,
+              help="Model only the pages these reads bring in: lines PATH or PATH OFFSET LENGTH "
+                   "(paths from the top-level subvolume; readahead ignored).")
 @log_replay_option
 @output_options("report")
-def report_cmd(images, sample, page_size, top, raw, by_dir, html_file, quiet, log_replay, super_copy):
+def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file, quiet, resident, workload, log_replay,
+               super_copy):
+    if resident and workload:
+        raise click.UsageError("give either --resident or --workload, not both")
     if html_file is not None:
         output_alias("--html", "html", html_file)
     if options().fmt == "html" and by_dir is None:
@@ -76,11 +89,20 @@ def report_cmd(images, sample, page_size, top, raw, by_dir, html_file, quiet, lo
         filesystems = open_filesystems(inputs(stack, images, sample), super_copy, log_replay=log_replay)
         for fs in filesystems:
             stack.callback(fs.close)
-        progress = _progress(quiet)
-        with progress or ExitStack():
-            reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir)
-                       for fs in filesystems]
-    finish(CommandOutput("report", tuple(report_document(r, raw=raw) for r in reports),
+        if resident or workload:
+            from ..analysis.live import resident_report
+
+            reports = [resident_report(fs, page_size=int(page_size), top=top, resident=resident,
+                                       workload=workload).report for fs in filesystems]
+            lead, title = WORKING_SET, "Page cache of the working set"
+        else:
+            progress = _progress(quiet)
+            with progress or ExitStack():
+                reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir,
+                                       read_data=read_data)
+                           for fs in filesystems]
+            lead, title = EVERY_FILE_ONCE, MODELS_TITLE
+    finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead, models_title=title) for r in reports),
                          tuple(w for r in reports for w in r.warnings), stream=True))
 
 
@@ -93,3 +115,20 @@ def schema_group():
 def schema_report():
     """The JSON Schema of `report --json` (one object per filesystem)."""
     click.echo(json.dumps(schema(), indent=2))
+
+
+@schema_group.command("live")
+def schema_live():
+    """The JSON Schema of `live --json` (the report's layout plus `workload`)."""
+    from .views.live import schema as live_schema
+
+    click.echo(json.dumps(live_schema(), indent=2))
+
+
+@schema_group.command("residency")
+def schema_residency():
+    """The JSON Schema of the residency file `live --save` writes and `report --resident` reads."""
+    from importlib import resources
+
+    click.echo(resources.files("btrfsscan.present").joinpath("schemas", "residency.schema.json")
+               .read_text(encoding="utf-8"), nl=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...workingset.pages import per_inode_pages
 from ..registry import CacheModel, ModelInputs
 
 
@@ -23,6 +24,7 @@ MODEL = CacheModel(
     subject="the per-inode page cache",
     design="every inode caches its own pages, whatever extents they read",
     pages=_pages,
+    resident=per_inode_pages,
     order=0,
     per_version=_per_version,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...workingset.pages import shared_extent_pages
 from ..registry import CacheModel, ModelInputs
 
 
@@ -23,6 +24,7 @@ MODEL = CacheModel(
     subject="a shared-extent cache",
     design="pages of written, uncompressed extents are keyed by logical address and cached once",
     pages=_pages,
+    resident=shared_extent_pages,
     order=10,
     per_version=_per_version,
 )

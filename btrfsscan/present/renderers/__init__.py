@@ -50,8 +50,8 @@ class Renderer:
 RENDERERS: dict[str, Renderer] = {r.name: r for r in (
     Renderer("table", "table", "rich tables, for people"),
     Renderer("json", "json_doc", "one JSON document (several filesystems: one per line)"),
-    Renderer("prometheus", "prometheus", "the Prometheus text exposition format", frozenset({"report"})),
-    Renderer("html", "html", "one self-contained HTML page with charts (needs btrfsscan[html])", frozenset({"report"})),
+    Renderer("prometheus", "prometheus", "the Prometheus text exposition format", frozenset({"report", "live"})),
+    Renderer("html", "html", "one self-contained HTML page with charts (needs btrfsscan[html])", frozenset({"report", "live"})),
 )}
 DEFAULT_FORMAT = "table"
 

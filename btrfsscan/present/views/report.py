@@ -20,7 +20,7 @@ from typing import Any
 from ...cache.by_dir import SAVING_MODEL, DirEntry
 from ...cache.registry import BASELINE, HEADLINE, MODELS, model
 from ...cache.report import PageCacheReport, SubvolumeFigures, pages_to_bytes
-from ..document import KEYED, LIST, Document, Field, section
+from ..document import KEYED, LIST, Document, Field, Section, section
 from ..units import human_bytes, human_count, human_pct, printable
 from .volume import DEVICE_FIELDS
 
@@ -35,6 +35,7 @@ KIND_TITLES = {
     "prealloc": ("prealloc", "preallocated, unwritten ranges"),
     "hole": ("holes", "explicit and implicit holes (zero pages)"),
     "unaligned": ("unaligned data", "data not mappable to one aligned disk page"),
+    "unknown": ("unknown", "delalloc or encrypted data, or no address from FIEMAP (live only)"),
 }
 
 
@@ -84,7 +85,7 @@ def subvolume_name(subvol_id: int, path: str | None) -> str:
 class _Specs:
     """The report's field specs at one page size and display mode (``raw``: exact numbers)."""
 
-    def __init__(self, page_size: int, raw: bool) -> None:
+    def __init__(self, page_size: int, raw: bool, extra: Sequence[Field] = ()) -> None:
         P = page_size
 
         def size(value: Any) -> str:
@@ -119,6 +120,43 @@ class _Specs:
             Field("reason", None, lambda m: m.reason),
             Field("applies", "applies", lambda m: "yes" if m.applicable else f"no: {m.reason}", show=printable,
                   json=False),
+            Field("needs", "needs", lambda m: model(m.name).needs, show=lambda v: printable(v or "-"), json=False),
+            Field("content_source", None, lambda m: m.content_source),
+            Field("unknown_pages", None, lambda m: m.unknown_pages),
+            Field("expected_false_merges", None, lambda m: m.expected_false_merges, encode=_round(6)),
+            Field("subvolumes", None, lambda m: m.subvolumes, each=LIST, fields=(
+                Field("id", None, lambda x: x.id),
+                Field("per_inode_pages", None, lambda x: x.per_inode_pages),
+                Field("saved_pages", None, lambda x: x.saved_pages, encode=_round(3)),
+                Field("exclusive_pages", None, lambda x: x.exclusive_pages),
+                Field("shared_pages", None, lambda x: x.shared_pages),
+            )),
+            Field("top_files", None, lambda m: m.top_files, each=LIST, fields=(
+                Field("subvol", None, lambda f: f.subvol),
+                Field("ino", None, lambda f: f.ino),
+                Field("path", None, lambda f: f.path),
+                Field("size", None, lambda f: f.size),
+                Field("pages", None, lambda f: f.pages),
+                Field("saved_pages", None, lambda f: f.saved_pages, encode=_round(3)),
+                Field("saved_bytes", None, lambda f: f.saved_bytes),
+            )),
+        )
+        self.model_subvolumes = (
+            Field("model", "design", lambda r: model(r[0]).title, show=printable),
+            Field("id", "subvol", lambda r: r[1].id, show=plain),
+            Field("path", "path", lambda r: r[2], show=printable),
+            Field("per_inode_pages", "cache today", lambda r: r[1].per_inode_pages, show=pages_size),
+            Field("exclusive_pages", "exclusive", lambda r: r[1].exclusive_pages, show=pages_size),
+            Field("shared_pages", "shared", lambda r: r[1].shared_pages, show=pages_size),
+            Field("saved_pages", "saved (share)", lambda r: r[1].saved_pages, show=pages_size),
+        )
+        self.model_files = (
+            Field("model", "design", lambda r: model(r[0]).title, show=printable),
+            Field("path", "path", lambda r: r[1].path, text=lambda r: printable(
+                r[1].path if r[1].path is not None else f"<subvol {r[1].subvol} ino {r[1].ino}>")),
+            Field("subvol", "subvol", lambda r: r[1].subvol, show=plain),
+            Field("size", "size", lambda r: r[1].size, show=size),
+            Field("saved_bytes", "saved (share)", lambda r: r[1].saved_bytes, show=size),
         )
         self.kinds = (
             Field("kind", "kind", lambda k: KIND_TITLES[k.kind][0], show=printable, json=False),
@@ -252,6 +290,7 @@ class _Specs:
             Field("subvolumes", None, lambda r: r.subvolumes, fields=self.subvolumes, each=LIST),
             Field("top_extents", None, lambda r: r.top_extents, fields=self.extents, each=LIST),
             Field("top_files", None, lambda r: r.top_files, fields=self.files, each=LIST),
+            *extra,
             Field("partial", None, lambda r: r.partial),
             Field("warnings", None, lambda r: r.warnings, encode=list),
             Field("sharing_matrix", None, lambda r: r.sharing_matrix, fields=self.sharing_matrix),
@@ -297,8 +336,56 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def summary(report: PageCacheReport, raw: bool = False) -> list[str]:
-    """Plain-language sentences: what the cache holds today, what each registered design would need."""
+def _best(report: PageCacheReport, raw: bool) -> list[str]:
+    """The model that saves most, and (when that is an ideal bound or does not apply) the best design that applies."""
+    computed = [(report.model(m.name), m) for m in MODELS if report.model(m.name).pages is not None]
+    if len(computed) < 2:
+        return []
+    most, definition = min(computed, key=lambda x: (x[0].pages, x[1].order))
+    pct = human_pct(most.saved_pct, raw)
+    lines = [f"{_capital(definition.subject)} saves the most ({pct}"
+             + (", an ideal bound, not a design)." if definition.bound else ").")]
+    designs = [x for x in computed if not x[1].bound and x[0].applicable and x[1].name != BASELINE]
+    if designs and (definition.bound or not most.applicable):
+        best, best_def = min(designs, key=lambda x: (x[0].pages, x[1].order))
+        lines.append(f"Of the designs that apply, {best_def.subject} saves the most "
+                     f"({human_pct(best.saved_pct, raw)}).")
+    return lines
+
+
+def _content_source(report: PageCacheReport, raw: bool) -> list[str]:
+    """Where the content figures came from, what they could not see, and what a 32-bit key may have merged."""
+    keyed = [m for m in report.totals.models.values() if m.content_source]
+    if not keyed:
+        return []
+    m = keyed[0]
+    if m.content_source == "data":
+        line = "Content figures hash the file data (exact)"
+    else:
+        line = ("Content figures key pages by the checksum tree; compressed data counts as shared only where it "
+                "was compressed identically (a lower bound)")
+    if m.unknown_pages:
+        line += (f"; {human_count(m.unknown_pages, raw)} pages "
+                 f"({_pages_size(m.unknown_pages, report.page_size, raw)}) have no known content (nodatasum data, "
+                 "unreadable extents) and are cached per inode")
+    if m.expected_false_merges is not None and m.expected_false_merges >= 0.001:
+        line += f"; about {m.expected_false_merges:.3g} pages may be merged by a 32-bit checksum collision"
+    return [line + "."]
+
+
+def _pages_size(pages: int, page_size: int, raw: bool) -> str:
+    return human_bytes(pages_to_bytes(pages, page_size), raw)
+
+
+#: The models table's title and the first sentence's subject: what the per-inode baseline is.
+MODELS_TITLE = "Page cache after reading every file once"
+EVERY_FILE_ONCE = "Reading every file once caches {size} today"
+
+
+def summary(report: PageCacheReport, raw: bool = False, lead: str = EVERY_FILE_ONCE) -> list[str]:
+    """Plain-language sentences: what the cache holds today, what each registered design would need.
+
+    ``lead`` says what the baseline is (``{size}``: its size)."""
     def size(value: Any) -> str:
         return human_bytes(value, raw)
 
@@ -308,7 +395,7 @@ def summary(report: PageCacheReport, raw: bool = False) -> list[str]:
     if report.totals.inodes == 0:
         lines.append("No regular files: nothing would be cached.")
     else:
-        line = (f"Reading every file once caches {size(report.totals.per_inode_bytes)} today; "
+        line = (lead.format(size=size(report.totals.per_inode_bytes)) + "; "
                 f"{model(HEADLINE).subject} would need {size(head.bytes)} — {size(head.saved_bytes)} "
                 f"({human_pct(head.saved_pct, raw)}) saved")
         where = focus(report)
@@ -318,6 +405,8 @@ def summary(report: PageCacheReport, raw: bool = False) -> list[str]:
             if figures.pages is not None and figures.pages != head.pages:
                 lines.append(f"{_capital(definition.subject)} would need {size(figures.bytes)} "
                              f"({human_pct(figures.saved_pct, raw)} saved).")
+        lines.extend(_best(report, raw))
+        lines.extend(_content_source(report, raw))
         unaligned = next((k for k in report.by_kind if k.kind == "unaligned"), None)
         if unaligned and unaligned.pages:
             lines.append(f"{size(unaligned.bytes)} of data cannot be shared at this page size "
@@ -343,23 +432,45 @@ def summary(report: PageCacheReport, raw: bool = False) -> list[str]:
 # --- the document -----------------------------------------------------------------
 
 
-def report_document(report: PageCacheReport, *, raw: bool = False) -> Document:
-    """The report of one filesystem: the summary, the tables, and the JSON document."""
-    specs = _Specs(report.page_size, raw)
+def _model_rows(report: PageCacheReport, what: str) -> list[tuple]:
+    """(model, item, subvolume path) rows of every model's ``subvolumes`` or ``top_files``, in registry order."""
+    paths = {s.id: s.path for s in report.subvolumes}
+    rows = []
+    for m in report.totals.models.values():
+        for item in getattr(m, what) or ():
+            rows.append((m.name, item, paths.get(getattr(item, "id", None))))
+    return rows
+
+
+def report_document(report: PageCacheReport, *, raw: bool = False, kind: str = "report",
+                    extra: Sequence[Field] = (), extra_sections: Sequence[Section] = (),
+                    models_title: str = MODELS_TITLE,
+                    lead: str = EVERY_FILE_ONCE) -> Document:
+    """The report of one filesystem: the summary, the tables, and the JSON document.
+
+    A command reporting the same figures of another source (``live``) names
+    its ``kind``, adds its top-level JSON fields (``extra``, before
+    ``partial``) and tables (``extra_sections``, first), and says what its
+    baseline is (``models_title``, ``lead``)."""
+    specs = _Specs(report.page_size, raw, extra)
     warning = (Field("warning", "warning", lambda w: w, show=printable),)
-    return Document("report", (
-        section(None, "report", specs.document, [report], many=False, table=False),
-        section("models", "Page cache after reading every file once", specs.models, report.totals.models.values(),
-                json=False),
+    return Document(kind, (
+        section(None, kind, specs.document, [report], many=False, table=False),
+        *extra_sections,
+        section("models", models_title, specs.models, report.totals.models.values(), json=False),
         section("by_kind", "Today's page cache by kind of page", specs.kinds, report.by_kind, json=False),
         section("subvolumes", "Subvolumes (under the shared-extent cache)", specs.subvolumes, report.subvolumes,
                 json=False),
+        section("model_subvolumes", "Subvolumes under the other designs", specs.model_subvolumes,
+                _model_rows(report, "subvolumes"), json=False),
         section("top_extents", "Most shared extents", specs.extents, report.top_extents, json=False),
         section("top_files", "Files saving the most (fair share)", specs.files, report.top_files,
                 columns=specs.file_columns, json=False),
+        section("model_files", "Files saving the most under the other designs (fair share)", specs.model_files,
+                _model_rows(report, "top_files"), json=False),
         *((section("by_dir", f"Page cache by directory (down to {report.by_dir.depth} levels, largest first)",
                     specs.dir_entries, report.by_dir.entries, layout="tree", json=False),) if report.by_dir else ()),
         section("filesystem", "Filesystem", specs.filesystem, [report], many=False, layout="fields",
                 columns=specs.filesystem_columns, json=False),
         section("warnings", "Warnings", warning, report.warnings, layout="lines", json=False),
-    ), summary=tuple(summary(report, raw)), subject=report)
+    ), summary=tuple(summary(report, raw, lead)), subject=report)

@@ -1,0 +1,48 @@
+"""``file_fingerprint``: EROFS page-cache sharing (Linux 7.0) by a fingerprint of each file's content.
+
+Regular files with identical content (``i_size`` and every page's content
+id) are one cache unit, whatever their inodes or extents; a file with an
+unknown page is cached per inode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...arrays import I64, group_sum, prefix
+from ..content import UNKNOWN, PageContent
+from ..layout import PageLayout
+from ..registry import CacheModel, ModelInputs
+from ..units import UnitFigures, file_units, unit_figures
+
+
+def figures(layout: PageLayout, content: PageContent, top: int = 10) -> UnitFigures:
+    """EROFS fingerprints: one unit per (i_size, content of every page); files with an unknown page alone."""
+    ids = content.page_id
+    n = layout.n_inodes
+    page_version = np.repeat(np.arange(n), layout.npages)
+    known = group_sum(page_version, ids == UNKNOWN, n) == 0
+    starts = prefix(layout.npages + 1)
+    values = np.empty(int(starts[-1]), I64)
+    values[starts[:-1]] = layout.size
+    body = np.ones(len(values), bool)
+    body[starts[:-1]] = False
+    values[body] = ids
+    units = file_units(layout, starts, values, known)
+    return unit_figures("file_fingerprint", layout, units, top, content)
+
+
+def _figures(inputs: ModelInputs) -> UnitFigures:
+    return figures(inputs.layout, inputs.content, inputs.top)
+
+
+MODEL = CacheModel(
+    name="file_fingerprint",
+    title="EROFS file fingerprints",
+    subject="EROFS file fingerprints",
+    design="files with identical content (same size, same bytes) share their page cache, whatever their inodes",
+    needs="read-only EROFS images, fingerprint xattrs, Linux 7.0+",
+    pages=_figures,
+    order=50,
+    requires={"content": "content ids per page"},
+)

@@ -1,0 +1,93 @@
+"""A working set on an image (``report --resident``/``--workload``): its backing from the image's extent items.
+
+The residency's files are found by (subvolume, inode) among the inode
+versions of ``cache.layout.PageLayout`` built at the residency's page size; a
+file the image lacks, or whose i_size differs, is dropped and warned about
+(the result is then partial). The segments are the layout's own (already
+clipped to ``[0, E)`` and de-overlapped), so eligibility is decided exactly
+as the image-wide models decide it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..arrays import I64, ranges
+from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
+from ..errors import Warnings
+from ..live.residency import Residency
+from .backing import Backing, Category, clip, segments_of
+
+_LUT = np.zeros(max(SEG_INLINE, SEG_COMPRESSED, SEG_DATA, SEG_PREALLOC, SEG_HOLE) + 1, np.uint8)
+for _seg, _category in ((SEG_INLINE, Category.INLINE), (SEG_COMPRESSED, Category.COMPRESSED),
+                        (SEG_DATA, Category.DATA), (SEG_PREALLOC, Category.PREALLOC)):
+    _LUT[_seg] = _category
+
+_PAIR = np.dtype([("subvol", np.uint64), ("ino", np.uint64)])
+
+
+def _pairs(subvol: np.ndarray, ino: np.ndarray) -> np.ndarray:
+    out = np.empty(len(subvol), _PAIR)
+    out["subvol"], out["ino"] = subvol, ino
+    return out
+
+
+def version_of(res: Residency, layout: PageLayout) -> np.ndarray:
+    """The inode version of every residency row (-1: no regular inode (subvol, ino) in the image)."""
+    v = layout.versions
+    nv = v.n_versions
+    sizes = v.set_sizes[v.version_set]
+    members = v.set_members[ranges(v.set_start[v.version_set], v.set_start[v.version_set] + sizes)]
+    version = np.repeat(np.arange(nv, dtype=I64), sizes)
+    table = _pairs(v.subvol_ids[members], np.repeat(layout.ino, sizes))
+    order = np.argsort(table, order=("subvol", "ino"), kind="stable")
+    table, version = table[order], version[order]
+    want = _pairs(res.subvol, res.ino)
+    at = np.searchsorted(table, want)
+    at_c = np.minimum(at, max(len(table) - 1, 0))
+    found = (at < len(table)) & (table[at_c] == want) if len(table) else np.zeros(len(want), bool)
+    return np.where(found, version[at_c], -1)
+
+
+def restrict(res: Residency, keep: np.ndarray) -> Residency:
+    """The residency of the rows where ``keep`` is True (counts keep the files left out)."""
+    rows = np.flatnonzero(keep)
+    a, b = res.run_start[rows], res.run_start[rows + 1]
+    pa, pb = res.path_start[rows], res.path_start[rows + 1]
+    runs = ranges(a, b)
+    blob = np.frombuffer(res.path_blob, np.uint8)
+    paths = blob[ranges(pa, pb)].tobytes() if len(blob) else b""
+    return Residency(
+        kind=res.kind, captured_at=res.captured_at, page_size=res.page_size, filesystem=res.filesystem,
+        roots=res.roots, subvolumes=res.subvolumes, subvol=res.subvol[rows], ino=res.ino[rows], size=res.size[rows],
+        path_blob=paths, path_start=np.concatenate(([0], np.cumsum(pb - pa))).astype(I64),
+        run_start=np.concatenate(([0], np.cumsum(b - a))).astype(I64), run_page=res.run_page[runs],
+        run_count=res.run_count[runs], files=res.files, unreadable=res.unreadable, notes=list(res.notes),
+    )
+
+
+def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple[Residency, Backing]:
+    """The residency's files the image holds unchanged, and their backing from the layout's segments."""
+    if layout.page_size != res.page_size:
+        raise ValueError(f"layout page size {layout.page_size} != residency page size {res.page_size}")
+    version = version_of(res, layout)
+    missing = version < 0
+    differs = ~missing & (layout.size[np.maximum(version, 0)] != res.size)
+    for label, mask in (("not in the image", missing), ("of another i_size in the image", differs)):
+        for i in np.flatnonzero(mask)[:20].tolist():
+            warnings.add(f"residency file {label}: not modelled",
+                         f"subvolume {int(res.subvol[i])} inode {int(res.ino[i])} "
+                         f"{res.path(i).decode(errors='replace')}")
+        if mask.sum() > 20:
+            warnings.add(f"{int(mask.sum()) - 20} more residency files {label}")
+    keep = ~(missing | differs)
+    kept = restrict(res, keep)
+    rows, segs = segments_of(np.arange(len(kept), dtype=I64), version[keep], layout.seg_inode)
+    kind = layout.seg_kind[segs]
+    real = kind != SEG_HOLE
+    rows, segs, kind = rows[real], segs[real], kind[real]
+    category = _LUT[kind]
+    addr = np.where((kind == SEG_DATA) & layout.seg_valid[segs], layout.seg_addr[segs], -1)
+    backing = clip(layout.page_size, layout.sectorsize, kept, rows, layout.seg_start[segs], layout.seg_end[segs],
+                   category, addr)
+    return kept, backing

@@ -1,0 +1,325 @@
+"""The page-cache models over a working set: only the resident pages count.
+
+Input: a ``Residency`` (resident page runs per file) and its ``Backing``
+(extent segments per file). Definitions follow ``cache.layout`` exactly, so a
+working set gives the same figures whether its backing came from FIEMAP on the
+mounted filesystem or from the extent items of an image:
+
+* ``per_inode``: resident pages (what fincore counts, summed over inodes).
+* A page ``k`` is *eligible* when its content ``[k*P, min((k+1)*P, E))``
+  lies inside one *run* (DATA segments of the file contiguous both in the
+  file and in logical space) and the logical address of its first byte is a
+  multiple of P; its *key* is that address / P.
+* ``shared_extent``: resident eligible pages counted once per distinct key,
+  plus every other resident page on its own.
+* Kinds of resident pages: eligible pages are ``regular_shared`` when another
+  resident file page maps their key, else ``regular_exclusive``; any other
+  page takes the first category touching its content, ``inline`` >
+  ``compressed`` > ``unknown`` (delalloc and FIEMAP without an address; live
+  only) > ``unaligned`` (data) > ``prealloc`` > ``hole``.
+
+Everything is interval arithmetic over runs in a global page numbering
+(``base[file] + page``); nothing is expanded to one row per page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..arrays import I64, group_sum, prefix, ranges, run_bounds
+from ..live.residency import Residency
+from .backing import Backing, Category, content_end
+
+KINDS = ("regular_shared", "regular_exclusive", "compressed", "inline", "unknown", "prealloc", "hole", "unaligned")
+
+
+def _overlaps(alo, ahi, blo, bhi) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Non-empty intersections of two sorted lists of disjoint intervals: (i, j, lo, hi)."""
+    first = np.searchsorted(ahi, blo, side="right")
+    last = np.searchsorted(alo, bhi, side="left")
+    i = ranges(first, last)
+    j = np.repeat(np.arange(len(blo), dtype=I64), np.maximum(last - first, 0))
+    lo = np.maximum(alo[i], blo[j])
+    hi = np.minimum(ahi[i], bhi[j])
+    keep = lo < hi
+    return i[keep], j[keep], lo[keep], hi[keep]
+
+
+def _union(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The union of intervals sorted by start, as sorted disjoint intervals."""
+    if not len(lo):
+        return lo, hi
+    reach = np.maximum.accumulate(hi)
+    first = np.ones(len(lo), bool)
+    first[1:] = lo[1:] > reach[:-1]
+    firsts, lasts = run_bounds(first)
+    return lo[firsts], reach[lasts]
+
+
+def _covered(ulo: np.ndarray, uhi: np.ndarray, qlo: np.ndarray, qhi: np.ndarray) -> np.ndarray:
+    """Per query interval, how much of it the disjoint sorted intervals ``[ulo, uhi)`` cover."""
+    below = prefix(uhi - ulo)
+
+    def upto(x):  # covered length below x
+        i = np.searchsorted(ulo, x, side="right")
+        inside = np.where(i > 0, np.minimum(x, uhi[np.maximum(i - 1, 0)]) - ulo[np.maximum(i - 1, 0)], 0)
+        return below[np.maximum(i - 1, 0)] * (i > 0) + np.maximum(inside, 0)
+
+    if not len(ulo):
+        return np.zeros(len(qlo), I64)
+    return upto(qhi) - upto(qlo)
+
+
+@dataclass
+class ResidentKeys:
+    """Resident eligible pages as pieces: pages ``[page0, page0+count)`` of ``file`` map keys ``[key0, key0+count)``."""
+
+    file: np.ndarray
+    page0: np.ndarray
+    key0: np.ndarray
+    count: np.ndarray
+
+
+@dataclass
+class WorkingSetPages:
+    """Per-file resident page facts: totals per kind, and the resident eligible pieces with their keys."""
+
+    residency: Residency
+    page_size: int
+    file_pages: np.ndarray  # resident pages per file
+    file_kinds: dict[str, np.ndarray]  # per kind (KINDS), resident pages per file
+    keys: ResidentKeys
+    bounds: np.ndarray  # key space cut at every piece boundary
+    cov: np.ndarray  # file pages mapping each key of segment [bounds[j], bounds[j+1])
+    lo: np.ndarray  # each piece's segment range
+    hi: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.bounds)
+
+
+def eligible_runs(backing: Backing, npages: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Eligible page ranges of the files, as (file, first page, key of first page, count), in file order.
+
+    ``npages`` and ``end`` (the content end E) are per file.
+    """
+    P = backing.page_size
+    sel = (backing.category == Category.DATA) & (backing.addr >= 0)
+    f, s, e, a = backing.file[sel], backing.start[sel], backing.end[sel], backing.addr[sel]
+    first = np.ones(len(f), bool)
+    if len(f) > 1:
+        first[1:] = ~((f[1:] == f[:-1]) & (s[1:] == e[:-1]) & (a[1:] == a[:-1] + (e[:-1] - s[:-1])))
+    firsts, lasts = run_bounds(first)
+    rf, rs, re, ra = f[firsts], s[firsts], e[lasts], a[firsts]
+    k0 = (rs + P - 1) // P
+    # a run reaching the content end E covers the last page too (its content ends at E)
+    k1 = np.where(re == end[rf], npages[rf], re // P)
+    count = k1 - k0
+    ok = (count > 0) & (np.mod(ra - rs, P) == 0)
+    key0 = (ra + k0 * P - rs) // P
+    return rf[ok], k0[ok], key0[ok], count[ok]
+
+
+def analyze(res: Residency, backing: Backing) -> WorkingSetPages:
+    """Resident page facts of ``res`` given what backs its files."""
+    P = res.page_size
+    n = len(res)
+    npages = (res.size + P - 1) // P
+    base = prefix(npages)[:-1]
+    run_file = res.run_file
+    rlo = base[run_file] + res.run_page
+    rhi = rlo + res.run_count
+    file_pages = group_sum(run_file, res.run_count, n)
+
+    # eligible pieces: resident runs intersected with eligible ranges
+    ef, ek0, ekey, ecount = eligible_runs(backing, npages, content_end(res.size, P, backing.sectorsize))
+    elo = base[ef] + ek0
+    _, j, lo, hi = _overlaps(rlo, rhi, elo, elo + ecount)
+    keys = ResidentKeys(ef[j], lo - base[ef[j]], ekey[j] + (lo - elo[j]), hi - lo)
+    eligible = group_sum(keys.file, keys.count, n)
+
+    # pages touching segments of the first c categories
+    seg_lo = base[backing.file] + backing.start // P
+    seg_hi = base[backing.file] + (backing.end + P - 1) // P
+
+    def touched(last: Category) -> np.ndarray:
+        m = backing.category <= last
+        ulo, uhi = _union(seg_lo[m], seg_hi[m])
+        return group_sum(run_file, _covered(ulo, uhi, rlo, rhi), n)
+
+    t_inline, t_comp, t_unknown, t_data, t_prealloc = (touched(c) for c in Category)
+
+    # coverage of keys
+    k1 = keys.key0 + keys.count
+    bounds = np.unique(np.concatenate((keys.key0, k1))) if len(keys.count) else np.zeros(0, I64)
+    m = len(bounds)
+    plo = np.searchsorted(bounds, keys.key0).astype(I64)
+    phi = np.searchsorted(bounds, k1).astype(I64)
+    diff = np.bincount(plo, minlength=m) - np.bincount(phi, minlength=m)
+    cov = np.cumsum(diff)[:-1].astype(I64) if m else np.zeros(0, I64)
+    lengths = np.diff(bounds)
+    shared_prefix = prefix(np.where(cov >= 2, lengths, 0))
+    shared = group_sum(keys.file, shared_prefix[phi] - shared_prefix[plo], n)
+
+    kinds = {
+        "regular_shared": shared,
+        "regular_exclusive": eligible - shared,
+        "compressed": t_comp - t_inline,
+        "inline": t_inline,
+        "unknown": t_unknown - t_comp,
+        "prealloc": t_prealloc - t_data,
+        "hole": file_pages - t_prealloc,
+        "unaligned": t_data - t_unknown - eligible,
+    }
+    return WorkingSetPages(res, P, file_pages, kinds, keys, bounds, cov, plo, phi)
+
+# --- the figures the models report ------------------------------------------------------
+
+
+def per_inode_pages(ws: WorkingSetPages) -> int:
+    """Linux today: every resident page (equals fincore summed over the files)."""
+    return int(ws.file_pages.sum())
+
+
+def distinct_keys(ws: WorkingSetPages) -> int:
+    return int(ws.lengths[ws.cov > 0].sum())
+
+
+def shared_extent_pages(ws: WorkingSetPages) -> int:
+    """A shared-extent cache: resident eligible pages once per key, every other resident page on its own."""
+    eligible = int(ws.keys.count.sum())
+    return per_inode_pages(ws) - eligible + distinct_keys(ws)
+
+
+def pages_by_kind(ws: WorkingSetPages) -> dict[str, int]:
+    """Resident pages per kind (``KINDS``); they add up to ``per_inode_pages``."""
+    return {kind: int(ws.file_kinds[kind].sum()) for kind in KINDS}
+
+
+def _fair_saved(ws: WorkingSetPages) -> np.ndarray:
+    """Per file, its fair share of the saving: over its eligible pages, ``1 - 1/c`` (c file pages map the key)."""
+    c = ws.cov
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fair = prefix(np.where(c > 0, ws.lengths * (1.0 - 1.0 / np.maximum(c, 1)), 0.0))
+    out = np.zeros(len(ws.residency), np.float64)
+    np.add.at(out, ws.keys.file, fair[ws.hi] - fair[ws.lo])
+    return out
+
+
+@dataclass(frozen=True)
+class SubvolumeWorkingSet:
+    """One subvolume (or top-level directory): its resident pages and keys under shared_extent.
+
+    ``exclusive_pages``: keys mapped by resident pages of this subvolume only;
+    ``shared_pages``: keys it maps that another subvolume maps too.
+    """
+
+    id: int
+    files_with_pages: int
+    per_inode_pages: int
+    unshareable_pages: int
+    exclusive_pages: int
+    shared_pages: int
+    saved_pages: float
+
+
+def per_subvolume(ws: WorkingSetPages) -> list[SubvolumeWorkingSet]:
+    res = ws.residency
+    ids, sv_of_file = np.unique(res.subvol, return_inverse=True)
+    sv_of_file = sv_of_file.reshape(-1).astype(I64)
+    nsv = len(ids)
+    eligible = group_sum(ws.keys.file, ws.keys.count, len(res))
+    # distinct (key segment, subvolume) pairs, then subvolumes per segment
+    seg = ranges(ws.lo, ws.hi)
+    sv = np.repeat(sv_of_file[ws.keys.file], ws.hi - ws.lo)
+    pair = np.unique(seg * max(nsv, 1) + sv)
+    pseg, psv = pair // max(nsv, 1), pair % max(nsv, 1)
+    holders = np.bincount(pseg, minlength=max(len(ws.bounds) - 1, 0))
+    plen = ws.lengths[pseg] if len(pseg) else np.zeros(0, I64)
+    alone = holders[pseg] == 1
+    saved = _fair_saved(ws)
+    return [
+        SubvolumeWorkingSet(
+            id=int(ids[x]),
+            files_with_pages=int((sv_of_file == x).sum()),
+            per_inode_pages=int(ws.file_pages[sv_of_file == x].sum()),
+            unshareable_pages=int((ws.file_pages - eligible)[sv_of_file == x].sum()),
+            exclusive_pages=int(plen[alone & (psv == x)].sum()),
+            shared_pages=int(plen[~alone & (psv == x)].sum()),
+            saved_pages=float(saved[sv_of_file == x].sum()),
+        )
+        for x in range(nsv)
+    ]
+
+
+@dataclass(frozen=True)
+class FileWorkingSet:
+    """A file of the working set and what shared_extent saves on it (its fair share)."""
+
+    subvol: int
+    ino: int
+    path: bytes
+    size: int
+    pages: int
+    eligible_pages: int
+    shared_pages: int
+    saved_pages: float
+
+
+def top_files(ws: WorkingSetPages, top: int) -> list[FileWorkingSet]:
+    """The ``top`` files by fair-share saved pages (only those saving something), ties by (subvol, ino)."""
+    res = ws.residency
+    saved = _fair_saved(ws)
+    cand = np.flatnonzero(saved > 1e-9)
+    order = cand[np.lexsort((res.ino[cand], res.subvol[cand], -saved[cand]))][:max(top, 0)]
+    eligible = group_sum(ws.keys.file, ws.keys.count, len(res))
+    return [FileWorkingSet(int(res.subvol[i]), int(res.ino[i]), res.path(i), int(res.size[i]),
+                           int(ws.file_pages[i]), int(eligible[i]), int(ws.file_kinds["regular_shared"][i]),
+                           float(saved[i])) for i in order.tolist()]
+
+
+@dataclass(frozen=True)
+class RangeWorkingSet:
+    """A maximal range of consecutive logical pages that resident eligible pages map.
+
+    Ranges are cut from the keys alone (not from extent items, which FIEMAP
+    merges and an image does not), so a live capture and an image give the
+    same ranges. ``file_pages``: resident file pages mapping into it;
+    ``cached_pages``: its length; ``files``: files mapping into it.
+    """
+
+    logical: int
+    cached_pages: int
+    file_pages: int
+    saved_pages: int
+    files: int
+    subvolumes: tuple[int, ...]
+    examples: tuple[tuple[int, int], ...]  # up to 10 (subvol, ino)
+
+
+def top_ranges(ws: WorkingSetPages, top: int) -> list[RangeWorkingSet]:
+    """The ``top`` logical ranges by pages shared_extent saves on them (only ranges saving something)."""
+    if not len(ws.cov):
+        return []
+    mapped = ws.cov > 0
+    first = mapped & np.concatenate(([True], ~mapped[:-1]))
+    rid = np.cumsum(first) - 1  # range of each mapped segment
+    lengths = ws.lengths
+    file_pages = group_sum(rid[mapped], (lengths * ws.cov)[mapped], int(first.sum()))
+    cached = group_sum(rid[mapped], lengths[mapped], int(first.sum()))
+    start = ws.bounds[:-1][first]
+    saved = file_pages - cached
+    cand = np.flatnonzero(saved > 0)
+    chosen = cand[np.lexsort((start[cand], -saved[cand]))][:max(top, 0)]
+    res = ws.residency
+    piece_range = rid[ws.lo]  # a piece lies inside one range (its keys are consecutive and mapped)
+    out = []
+    for r in chosen.tolist():
+        files = np.unique(ws.keys.file[piece_range == r])
+        pairs = sorted({(int(res.subvol[f]), int(res.ino[f])) for f in files.tolist()})
+        out.append(RangeWorkingSet(int(start[r]) * ws.page_size, int(cached[r]), int(file_pages[r]), int(saved[r]),
+                                   len(files), tuple(sorted({sv for sv, _ in pairs})), tuple(pairs[:10])))
+    return out

@@ -1,0 +1,416 @@
+"""The content designs (overlay_copy_up, file_fingerprint, content_dedupe), their content sources
+(checksum tree, --read-data) and the checksum tree parser.
+
+Expected values never come from btrfsscan: ``dump-tree -t csum`` and the
+image bytes hashed here (checksum tree); brute-force counts over file bytes
+built here (hand-made cases); counts read through the kernel
+(``design_truth``: committed ``designs.json`` of the kernel-made fixtures,
+and recomputed on a read-only mount in the kernel-backed test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+import pytest
+import xxhash
+
+from btrfsscan.cache import content as C
+from btrfsscan.cache.designs import content_dedupe, file_fingerprint, overlay_copy_up
+from btrfsscan.cache.layout import build_layout
+from btrfsscan.format import compression
+from btrfsscan.format.constants import Compression, CsumType, FileExtentType, ObjectId
+from btrfsscan.model.content_hash import page_hash
+from btrfsscan.model.csums import CsumItems, csum_table, read_csum_tree
+from btrfsscan.model.file_data import NoFileDataError, hash_pages
+from btrfsscan.model.filesystem import open_filesystem
+from btrfsscan.model.fs_tree import FileScanner
+from btrfsscan.model.tables import EXTENT_DTYPE, INODE_DTYPE, S_IFREG, FileTables
+from btrfsscan.model.versions import inode_versions, versions_of
+
+from support import decompress_sparse, kernel_unavailable, run, run_json
+
+FIXTURES = Path(__file__).parent / "fixtures"
+sys.path.insert(0, str(FIXTURES))
+PAGE_SIZES = (4096, 16384, 65536)
+S = 4096
+
+
+# --- the checksum tree ------------------------------------------------------------------------
+
+_DIGEST = {
+    "crc32c": lambda b: google_crc32c.value(b).to_bytes(4, "little"),
+    "xxhash": lambda b: xxhash.xxh64_intdigest(b).to_bytes(8, "little"),
+    "sha256": lambda b: hashlib.sha256(b).digest(),
+    "blake2": lambda b: hashlib.blake2b(b, digest_size=32).digest(),
+}
+
+
+def _data_chunks(text: str) -> list[tuple[int, int, int]]:
+    """(logical, length, physical) of the DATA chunks in ``dump-tree -t chunk`` (single profile)."""
+    out = []
+    for m in re.finditer(r"CHUNK_ITEM (\d+)\)[^\n]*\n\s+length (\d+) [^\n]*type DATA\|single[^\n]*\n"
+                         r"(?:[^\n]*\n)*?\s+stripe 0 devid 1 offset (\d+)", text):
+        out.append(tuple(int(x) for x in m.groups()))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["crc32c", "xxhash", "sha256", "blake2"])
+def test_csum_tree_matches_dump_tree_and_the_bytes(tmp_path, kind):
+    fixture = FIXTURES / "volumes" / f"csum-{kind}"
+    img = tmp_path / "dev1.img"
+    decompress_sparse(fixture / "dev1.img.xz", img)
+    expected = (fixture / "expected" / "dump-tree-csum.txt").read_text()
+    ranges = [tuple(map(int, m)) for m in re.findall(r"range start (\d+) end (\d+) length (\d+)", expected)]
+    sizes = [int(m) for m in re.findall(r"EXTENT_CSUM EXTENT_CSUM \d+\) itemoff \d+ itemsize (\d+)", expected)]
+    fs = open_filesystem([img])
+    try:
+        table = read_csum_tree(fs.reader, fs.tree_root(ObjectId.CSUM_TREE), fs.superblock.csum, S, fs.warnings)
+        assert not fs.warnings
+        assert [(int(a), int(a) + int(n) * S, int(n) * S) for a, n in zip(table.start, table.sectors)] == ranges
+        assert (table.sectors * table.csum_type.size).tolist() == sizes
+        chunks = _data_chunks((fixture / "expected" / "dump-tree-chunk.txt").read_text())
+        assert chunks
+        with open(img, "rb") as f:
+            for start, n, first in zip(table.start.tolist(), table.sectors.tolist(), table.first.tolist()):
+                (logical, _, physical), = [c for c in chunks if c[0] <= start < c[0] + c[1]]
+                f.seek(physical + start - logical)
+                data = f.read(n * S)
+                want = b"".join(_DIGEST[kind](data[i * S:(i + 1) * S]) for i in range(n))
+                assert table.csums[first:first + n].tobytes() == want
+    finally:
+        fs.close()
+
+
+# --- decompression ----------------------------------------------------------------------------
+
+
+def test_lzo_framing_with_padding():
+    """btrfs lzo: 4-byte total, per-sector segments, a header never straddling a sector (zero padding)."""
+    lzo = pytest.importorskip("lzo")
+    sector = 4096
+    rng = random.Random(1)
+    plain = b"".join(rng.randbytes(300) * 13 + bytes(196) for _ in range(3))[:3 * sector]
+    out = bytearray(4)
+    for k in range(3):
+        seg = lzo.compress(plain[k * sector:(k + 1) * sector], 1, False)
+        if sector - len(out) % sector < 4:
+            out += bytes(sector - len(out) % sector)
+        out += len(seg).to_bytes(4, "little") + seg
+    out[:4] = len(out).to_bytes(4, "little")
+    assert compression.decompress(Compression.LZO, bytes(out), len(plain), sector) == plain
+
+
+def test_damaged_streams_raise_decompression_error():
+    for kind in (Compression.ZLIB, Compression.ZSTD, Compression.LZO):
+        with pytest.raises(compression.DecompressionError):
+            compression.decompress(kind, b"\x07" * 40, 4096, 4096)
+
+
+# --- hand-made cases at every page size -----------------------------------------------------
+
+
+class Disk:
+    """Logical sectors with seeded bytes, and the crc32c checksum tree of those written with checksums."""
+
+    def __init__(self):
+        self.sectors: dict[int, bytes] = {}
+        self.nodatasum: set[int] = set()
+
+    def write(self, logical: int, data: bytes, csum: bool = True) -> None:
+        for i in range(0, len(data), S):
+            self.sectors[logical + i] = data[i:i + S].ljust(S, b"\0")
+            if not csum:
+                self.nodatasum.add(logical + i)
+
+    def table(self):
+        items = [CsumItems(np.array([a], np.uint64), np.array([1], np.int64),
+                           np.frombuffer(_DIGEST["crc32c"](b), np.uint8))
+                 for a, b in sorted(self.sectors.items()) if a not in self.nodatasum]
+        return csum_table(items, CsumType.CRC32C, S)
+
+
+def _rng_bytes(seed, n):
+    return random.Random(seed).randbytes(n)
+
+
+def _case():
+    """(FileTables, Disk, file bytes per (subvol, ino)): every kind of sharing the designs tell apart."""
+    disk = Disk()
+    a = _rng_bytes("a", 64 * 1024)
+    disk.write(1 << 20, a)                       # extent A
+    disk.write(2 << 20, a)                       # the same bytes written again (extent B)
+    disk.write(3 << 20, _rng_bytes("c", 16 * 1024) + bytes(4096))  # extent C: data then a zero sector
+    disk.write(4 << 20, a[:32768], csum=False)   # NOCOW copy of A's first half
+    inodes, extents, truth = [], [], {}
+
+    def file(sv, ino, size, items):
+        inodes.append((sv, ino, size))
+        content = bytearray(size)
+        for fo, db, off, nb, typ in items:
+            extents.append((sv, ino, fo, nb, db, nb, off, typ))
+            if db and typ == FileExtentType.REG:
+                for pos in range(0, nb, S):
+                    if fo + pos < size:
+                        chunk = disk.sectors[db + off + pos]
+                        content[fo + pos:fo + pos + S] = chunk[:size - fo - pos]
+        truth[(sv, ino)] = bytes(content)
+
+    REG = FileExtentType.REG
+    for sv in (256, 257):                                      # 257: a snapshot of 256
+        file(sv, 257, 64 * 1024, [(0, 1 << 20, 0, 64 * 1024, REG)])
+    file(256, 258, 64 * 1024, [(0, 1 << 20, 0, 64 * 1024, REG)])       # reflink of 257
+    file(256, 259, 64 * 1024, [(0, 2 << 20, 0, 64 * 1024, REG)])       # same bytes, own extent
+    file(257, 260, 40000, [(4096, 1 << 20, 8192, 20480, REG)])          # hole, then a 4K-aligned window of A
+    file(256, 261, 20480, [(0, 3 << 20, 0, 20480, REG)])                # data then written zeros
+    file(256, 262, 65536, [(0, 4 << 20, 0, 32768, REG)])                # NOCOW: no checksums
+    file(257, 257 + 1000, 64 * 1024, [(0, 1 << 20, 0, 64 * 1024, REG)])  # another ino, same extent
+    file(258, 257, 64 * 1024, [(0, 1 << 20, 0, 32768, REG), (32768, 2 << 20, 32768, 32768, REG)])  # copied up
+    ino = np.zeros(len(inodes), INODE_DTYPE)
+    for i, (sv, n, size) in enumerate(inodes):
+        ino[i]["subvol"], ino[i]["ino"], ino[i]["size"], ino[i]["nlink"], ino[i]["mode"] = sv, n, size, 1, S_IFREG | 0o644
+    ext = np.zeros(len(extents), EXTENT_DTYPE)
+    for i, (sv, n, fo, nb, db, dnb, off, typ) in enumerate(extents):
+        row = ext[i]
+        row["subvol"], row["ino"], row["file_offset"], row["num_bytes"] = sv, n, fo, nb
+        row["disk_bytenr"], row["disk_num_bytes"], row["offset"], row["ram_bytes"], row["type"] = db, 64 * 1024, off, nb, typ
+    return FileTables(ino, ext), disk, truth
+
+
+def _brute(truth: dict, P: int, unknown: set = frozenset()) -> dict:
+    """The designs counted from file bytes; files in ``unknown`` cached per inode page by page."""
+    pages, files, per_inode, alone = set(), set(), 0, 0
+    for key, data in truth.items():
+        n = -(-len(data) // P)
+        per_inode += n
+        if key in unknown:
+            alone += n
+            continue
+        files.add((len(data), hashlib.sha256(data).digest()))
+        for k in range(n):
+            pages.add(data[k * P:(k + 1) * P].ljust(P, b"\0"))
+    return {"per_inode": per_inode, "content_dedupe": len(pages) + alone,
+            "file_fingerprint": sum(-(-size // P) for size, _ in files) + alone}
+
+
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_hand_made_designs(P):
+    tables, disk, truth = _case()
+    layout = build_layout(versions_of(tables), P, S)
+    content = C.content_from_csums(layout, disk.table())
+    # NOCOW inode 262: its data pages are unknown (cached per inode); the rest of its pages is a hole
+    nocow_pages = -(-32768 // P)
+    fingerprint = file_fingerprint.figures(layout, content)
+    dedupe = content_dedupe.figures(layout, content)
+    exact_without_nocow = _brute({k: v for k, v in truth.items() if k != (256, 262)}, P)
+    assert dedupe.per_inode_pages == _brute(truth, P)["per_inode"]
+    assert dedupe.unknown_pages == nocow_pages
+    zero_tail = 1 if (65536 - 32768) // P and not any(
+        not d[k * P:(k + 1) * P].strip(b"\0") for key, d in truth.items() if key != (256, 262)
+        for k in range(-(-len(d) // P))) else 0
+    assert dedupe.pages == exact_without_nocow["content_dedupe"] + nocow_pages + zero_tail
+    assert fingerprint.pages == exact_without_nocow["file_fingerprint"] + 65536 // P
+    # overlay: ino 257 of subvols 256 and 257 is one lower file; 258's (new mapping) is copied up; other
+    # inodes are cached on their own even where they share extents or content
+    overlay = overlay_copy_up.figures(layout)
+    npages = {key: -(-len(d) // P) for key, d in truth.items()}
+    assert overlay.pages == sum(npages.values()) - npages[(257, 257)]
+    assert abs(overlay.subvolumes.saved_pages.sum() - overlay.saved_pages) < 1e-6
+    assert overlay.subvolumes.exclusive_pages.sum() + overlay.subvolumes.shared_pages.sum() / 2 == overlay.pages
+    assert content.expected_false_merges > 0
+
+
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_fair_shares_add_up(P):
+    tables, disk, _ = _case()
+    layout = build_layout(versions_of(tables), P, S)
+    content = C.content_from_csums(layout, disk.table())
+    for result in (overlay_copy_up.figures(layout), file_fingerprint.figures(layout, content), content_dedupe.figures(layout, content)):
+        assert abs(float((result.version_saved * layout.weight).sum()) - result.saved_pages) < 1e-6
+        assert result.subvolumes.per_inode_pages.sum() == result.per_inode_pages
+        assert result.top_files == sorted(result.top_files, key=lambda f: (-f.saved_pages, f.subvol, f.ino))
+
+
+# --- kernel-made fixtures ---------------------------------------------------------------------
+
+
+def _figures(img: Path, subvol_ids: set[int], P: int, read_data: bool, inline_data: bool = True) -> dict:
+    fs = open_filesystem([img])
+    try:
+        subvols = [s for s in fs.subvolumes.live() if s.id in subvol_ids]
+        versions = inode_versions(FileScanner(fs.reader, fs.warnings, decompress_inline=read_data)
+                                  .scan_leaves(subvols), fs.warnings)
+        layout = build_layout(versions, P, fs.superblock.sectorsize)
+        if read_data:
+            requests = C.page_requests(layout)
+            hashes, known = hash_pages(fs.volume, requests.extents, requests.pieces, requests.n_outputs, P,
+                                       fs.warnings)
+            content = C.content_from_hashes(layout, requests, hashes, known)
+        else:
+            table = read_csum_tree(fs.reader, fs.tree_root(ObjectId.CSUM_TREE), fs.superblock.csum,
+                                   fs.superblock.sectorsize, fs.warnings)
+            content = C.content_from_csums(layout, table, inline_data)
+        results = [overlay_copy_up.figures(layout, inline_data=inline_data), file_fingerprint.figures(layout, content),
+                   content_dedupe.figures(layout, content)]
+        assert not fs.warnings, fs.warnings.messages()
+        out = {"per_inode": results[0].per_inode_pages, "inodes": layout.total(np.ones(layout.n_inodes, np.int64))}
+        out.update({r.name: r.pages for r in results})
+        out["unknown"] = results[2].unknown_pages
+        out["false_merges"] = content.expected_false_merges
+        out["source"] = content.source
+        return out
+    finally:
+        fs.close()
+
+
+@pytest.fixture(scope="module", params=["designs-crc32c", "designs-sha256"])
+def designs_image(request, tmp_path_factory):
+    name = request.param
+    img = tmp_path_factory.mktemp(name) / "dev0.img"
+    decompress_sparse(FIXTURES / "files" / name / "dev0.img.xz", img)
+    truth = json.loads((FIXTURES / "files" / name / "expected" / "designs.json").read_text())
+    return name, img, truth
+
+
+_DESIGNS = ("per_inode", "inodes", "overlay_copy_up", "file_fingerprint", "content_dedupe")
+
+
+def _nocow_pages(name: str, P: int) -> int:
+    listing = [json.loads(line.rstrip(",")) for line in
+               (FIXTURES / "files" / name / "expected" / "listing.json").read_text().splitlines()[1:-1]]
+    return sum(-(-r["size"] // P) for r in listing if r["type"] == "file" and r["path"].startswith("nocow/"))
+
+
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_read_data_equals_the_kernel_counts(designs_image, P):
+    name, img, truth = designs_image
+    for scope in ("all", "plain"):
+        got = _figures(img, set(truth[scope]["subvolumes"].values()), P, read_data=True)
+        want = truth[scope]["pages"][str(P)]
+        assert {k: got[k] for k in _DESIGNS} == {k: want[k] for k in _DESIGNS}, scope
+        assert got["unknown"] == 0 and got["source"] == "data"
+
+
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_csum_figures_exact_without_compression_and_bounded_with_it(designs_image, P):
+    name, img, truth = designs_image
+    plain = _figures(img, set(truth["plain"]["subvolumes"].values()), P, read_data=False)
+    want = truth["plain"]["pages"][str(P)]
+    assert {k: plain[k] for k in _DESIGNS} == {k: want[k] for k in _DESIGNS}
+    everything = _figures(img, set(truth["all"]["subvolumes"].values()), P, read_data=False)
+    want = truth["all"]["pages"][str(P)]
+    assert everything["overlay_copy_up"] == want["overlay_copy_up"]
+    for design in ("content_dedupe", "file_fingerprint"):  # compressed and NOCOW: less sharing seen, never more
+        assert everything[design] > want[design]
+    assert everything["unknown"] == _nocow_pages(name, P)
+    if name == "designs-crc32c":
+        assert 0 < everything["false_merges"] < 0.01
+    else:
+        assert everything["false_merges"] < 1e-60
+
+
+def test_metadata_dump_keeps_the_csum_figures(designs_image, tmp_path):
+    """btrfs-image keeps the checksum tree but zeroes inline data: the figures with inline data unknown
+    are the same on the dump as on the image, and --read-data is refused with a clear error."""
+    if not shutil.which("btrfs-image"):
+        pytest.skip("btrfs-image (btrfs-progs) not installed")
+    name, img, truth = designs_image
+    dump = tmp_path / "dump.img"
+    subprocess.run(["btrfs-image", "-c", "9", str(img), str(dump)], check=True, capture_output=True)
+    ids = set(truth["all"]["subvolumes"].values())
+    for P in PAGE_SIZES:
+        on_dump = _figures(dump, ids, P, read_data=False, inline_data=False)
+        on_image = _figures(img, ids, P, read_data=False, inline_data=False)
+        assert on_dump == on_image
+        want = truth["all"]["pages"][str(P)]
+        assert all(on_dump[d] >= want[d] for d in ("content_dedupe", "file_fingerprint", "overlay_copy_up"))
+    with pytest.raises(NoFileDataError, match="metadata dump holds no file data"):
+        _figures(dump, ids, 4096, read_data=True)
+
+
+# --- through the report command ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_report_read_data_equals_the_kernel_counts(designs_image, P):
+    """``report --read-data``: the whole filesystem is the fixture's "all" scope (the top level holds no files)."""
+    name, img, truth = designs_image
+    doc = run_json("report", "--read-data", "--json", "--page-size", P, img)
+    models, want = doc["totals"]["models"], truth["all"]["pages"][str(P)]
+    assert {d: models[d]["pages"] for d in ("overlay_copy_up", "file_fingerprint", "content_dedupe")} == \
+        {d: want[d] for d in ("overlay_copy_up", "file_fingerprint", "content_dedupe")}
+    assert doc["totals"]["per_inode"]["pages"] == want["per_inode"]
+    for d in ("file_fingerprint", "content_dedupe"):
+        assert (models[d]["content_source"], models[d]["unknown_pages"]) == ("data", 0)
+    assert models["overlay_copy_up"]["content_source"] is None
+    for d in ("overlay_copy_up", "file_fingerprint", "content_dedupe"):  # fair shares add up to the saving
+        assert sum(s["saved_pages"] for s in models[d]["subvolumes"]) == pytest.approx(models[d]["saved_pages"],
+                                                                                      abs=0.01)
+        assert sum(s["per_inode_pages"] for s in models[d]["subvolumes"]) == want["per_inode"]
+
+
+def test_report_default_is_the_checksum_tree(designs_image):
+    name, img, truth = designs_image
+    doc = run_json("report", "--json", img)
+    models = doc["totals"]["models"]
+    want = truth["all"]["pages"]["4096"]
+    assert models["content_dedupe"]["content_source"] == "csum_tree"
+    assert models["content_dedupe"]["unknown_pages"] == _nocow_pages(name, 4096)
+    assert models["overlay_copy_up"]["pages"] == want["overlay_copy_up"]
+    assert models["content_dedupe"]["pages"] > want["content_dedupe"]  # compressed and NOCOW: a lower bound
+    merges = models["content_dedupe"]["expected_false_merges"]
+    assert (0 < merges < 0.01) if name == "designs-crc32c" else merges < 1e-60
+    text = run("report", img).stdout
+    assert "Page-content dedupe saves the most" in text and "Of the designs that apply, EROFS file fingerprints" in text
+
+
+def test_report_read_data_refused_on_a_metadata_dump(designs_image, tmp_path):
+    if not shutil.which("btrfs-image"):
+        pytest.skip("btrfs-image (btrfs-progs) not installed")
+    name, img, truth = designs_image
+    dump = tmp_path / "dump.img"
+    subprocess.run(["btrfs-image", "-c", "9", str(img), str(dump)], check=True, capture_output=True)
+    result = run("report", "--read-data", dump)
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "metadata dump holds no file data" in lines[0], result.stderr
+    doc = run_json("report", "--json", dump)  # the checksum-tree figures still work
+    assert doc["totals"]["models"]["content_dedupe"]["content_source"] == "csum_tree"
+    assert doc["totals"]["models"]["content_dedupe"]["pages"] >= truth["all"]["pages"]["4096"]["content_dedupe"]
+
+
+def test_page_hash_ignores_where_eof_falls():
+    assert page_hash(b"ab") == page_hash(b"ab" + bytes(4094)) == page_hash(memoryview(b"ab\0\0"))
+    assert page_hash(bytes(4096)) == page_hash(b"")
+    assert page_hash(b"ab\0c") != page_hash(b"abc")
+
+
+def _kernel_unavailable() -> str | None:
+    return kernel_unavailable(("losetup",))
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_kernel_unavailable() is not None, reason=_kernel_unavailable() or "")
+def test_read_data_equals_a_live_kernel_count(designs_image):
+    """Mount the committed image read-only, read and hash every regular inode now, count each design."""
+    import design_truth
+    import kernel
+
+    name, img, truth = designs_image
+    with kernel.loop_devices([img]) as devices:
+        with kernel.mounted(devices[0], "ro,subvolid=5") as mnt:
+            live = {scope: design_truth.count(mnt, set(t["subvolumes"].values())) for scope, t in truth.items()}
+    for scope, t in truth.items():
+        assert live[scope] == t["pages"], scope
+        for P in PAGE_SIZES:
+            got = _figures(img, set(t["subvolumes"].values()), P, read_data=True)
+            assert {k: got[k] for k in _DESIGNS} == {k: live[scope][str(P)][k] for k in _DESIGNS}
