@@ -34,6 +34,11 @@ class CorruptionError(BtrfsScanError):
     """On-disk data fails a structural or checksum check."""
 
 
+class ConcurrentWriteError(BtrfsScanError):
+    """A tree block of a mounted filesystem failed its checks: probably rewritten while it was read. The
+    command starts again from a fresh superblock (``volumes.mounted.RACE_ATTEMPTS``)."""
+
+
 class UnsupportedError(BtrfsScanError):
     """A feature btrfsscan does not map correctly; refused rather than misread."""
 

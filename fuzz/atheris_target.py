@@ -74,14 +74,17 @@ def _outcome(result: dict) -> str:
     return "partial" if result.get("warnings") else "ok"
 
 
-def run_one(engine, bases: dict, chooser) -> tuple[object, BaseException | None]:
-    """One mutated image; (mutation, exception or None); the working copy is restored."""
+def run_one(engine, bases: dict, chooser, kinds=None) -> tuple[object, BaseException | None]:
+    """One mutated image; (mutation, exception or None); the working copy is restored.
+
+    ``kinds``: the mutations to draw from (default ``MUTATIONS``, every kind).
+    """
     name = chooser.choice(sorted(bases))
     base = bases[name]
     mutation = engine.Mutation(name)
     try:
         for _ in range(chooser.int(1, 3)):
-            chooser.choice(engine.MUTATIONS)(base, chooser, mutation)
+            chooser.choice(kinds or engine.MUTATIONS)(base, chooser, mutation)
         outcome = _outcome(engine.check(base, mutation))
         OUTCOMES[outcome] = OUTCOMES.get(outcome, 0) + 1
         return mutation, None
@@ -110,13 +113,14 @@ def minimize(engine, bases: dict, mutation, exc: BaseException):
     i = 0
     while i < len(patches):
         trial = engine.Mutation(mutation.base, list(mutation.steps), patches[:i] + patches[i + 1:],
-                                list(mutation.truncations))
+                                list(mutation.truncations), mutation.implausible)
         again = replay(engine, bases, trial)
         if again is not None and type(again) is kind:
             patches = trial.patches
         else:
             i += 1
-    return engine.Mutation(mutation.base, list(mutation.steps), patches, list(mutation.truncations))
+    return engine.Mutation(mutation.base, list(mutation.steps), patches, list(mutation.truncations),
+                           mutation.implausible)
 
 
 def _signature(exc: BaseException) -> str:
@@ -139,7 +143,8 @@ def random_loop(args) -> int:
     hangs = 0
     done = 0
     for seed in seeds:
-        mutation, exc = run_one(engine, bases, engine.RandomChooser(random.Random(seed)))
+        kinds = engine.SEMANTIC_MUTATIONS if args.semantic else None
+        mutation, exc = run_one(engine, bases, engine.RandomChooser(random.Random(seed)), kinds)
         done += 1
         if args.replay is not None:
             print(mutation)
@@ -216,6 +221,9 @@ def main() -> int:
                         help="where the random loop writes failures")
     parser.add_argument("--bases", help="comma-separated fixtures to mutate")
     parser.add_argument("--all-bases", action="store_true", help="also the long-run fixtures")
+    parser.add_argument("--semantic", action="store_true",
+                        help="random loop: only semantic mutations (implausible item values, checksums recomputed); "
+                             "a clean result where the item is read counts as a failure (Implausible)")
     args, rest = parser.parse_known_args()
     if args.random is not None or args.replay is not None:
         return random_loop(args)

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 from btrfsscan.errors import BtrfsScanError
 from btrfsscan.format import checksum, fastparse
-from btrfsscan.format.constants import ItemType
+from btrfsscan.format.constants import ItemType, ObjectId
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.tree.block import HEADER_SIZE
 from btrfsscan.tree.roots import chunk_root
@@ -149,6 +149,8 @@ class Mutation:
     steps: list[str] = field(default_factory=list)
     patches: list[tuple[int, int, bytes]] = field(default_factory=list)
     truncations: list[tuple[int, int]] = field(default_factory=list)
+    #: A semantic step wrote a value the plausibility rules refuse into an item the pipeline reads.
+    implausible: bool = False
 
     def __str__(self) -> str:
         patches = ", ".join(f"({d}, {o}, {b.hex()!r})" if len(b) <= 64 else f"({d}, {o}, <{len(b)} bytes>)"
@@ -184,6 +186,7 @@ class Base:
             self._collect(fs)
         finally:
             fs.close()
+        self.targets = self._semantic_targets()
         self.blocks = sorted(self.levels)
         self.leaves = [b for b in self.blocks if self.levels[b] == 0]
         self.nodes = [b for b in self.blocks if self.levels[b] > 0]
@@ -214,6 +217,50 @@ class Base:
             self.pieces[bytenr] = mirrors
             if block.level > 0:
                 stack += [(ptr, block.level - 1) for ptr, _ in block.children()]
+
+    def _semantic_targets(self) -> dict[str, list[tuple[int, int, int, int]]]:
+        """(leaf, slot, payload offset in the block, payload size) of the items semantic mutations edit, by kind:
+        fs-tree items of live subvolumes (which the scan reads), ROOT_ITEMs of subvolumes, BLOCK_GROUP_ITEMs
+        and CHUNK_ITEMs."""
+        from btrfsscan.format.constants import is_fs_tree
+        from btrfsscan.tree.walk import iter_leaves
+
+        fs = open_filesystem(self.pristine)
+        out: dict[str, list[tuple[int, int, int, int]]] = {kind: [] for kind in SEMANTIC_KINDS}
+        try:
+            trees = [sub.root for sub in fs.subvolumes.live()] + [fs.root_tree, chunk_root(fs.superblock)]
+            try:
+                trees.append(fs.tree_root(ObjectId.EXTENT_TREE))
+            except BtrfsScanError:
+                pass
+            seen: set[int] = set()
+            for root in trees:
+                for leaf in iter_leaves(fs.reader, root):
+                    if leaf.bytenr in seen:
+                        continue
+                    seen.add(leaf.bytenr)
+                    for slot, (oid, typ, _off) in enumerate(leaf.keys()):
+                        at, size = HEADER_SIZE + int(leaf.items["offset"][slot]), int(leaf.items["size"][slot])
+                        data = leaf.data[at:at + size]
+                        kind = None
+                        fs_tree = is_fs_tree(root.tree_id)
+                        if fs_tree and typ == ItemType.EXTENT_DATA and size == FE_SIZE and data[20] in (1, 2):
+                            kind = "EXTENT_DATA"
+                        elif fs_tree and typ == ItemType.INODE_ITEM:
+                            kind = "INODE_ITEM"
+                        elif fs_tree and typ in (ItemType.DIR_ITEM, ItemType.DIR_INDEX):
+                            kind = "DIR_ITEM"
+                        elif root.tree_id == ObjectId.ROOT_TREE and typ == ItemType.ROOT_ITEM and is_fs_tree(oid):
+                            kind = "ROOT_ITEM"
+                        elif root.tree_id == ObjectId.EXTENT_TREE and typ == ItemType.BLOCK_GROUP_ITEM:
+                            kind = "BLOCK_GROUP_ITEM"
+                        elif root.tree_id == ObjectId.CHUNK_TREE and typ == ItemType.CHUNK_ITEM:
+                            kind = "CHUNK_ITEM"
+                        if kind:
+                            out[kind].append((leaf.bytenr, slot, at, size))
+        finally:
+            fs.close()
+        return out
 
     # byte access on the working copy
     def pread(self, dev: int, offset: int, length: int) -> bytes:
@@ -468,10 +515,60 @@ def _edit_supers(base: Base, c: Chooser, m: Mutation, edit) -> None:
         base.pwrite(m, dev, offset, bytes(buf))
 
 
+def _layout_offsets(layout) -> dict[str, int]:
+    return {name: offset for name, (offset, _) in _offsets(layout).items()}
+
+
+FE_SIZE = fastparse.FILE_EXTENT.size
+_FE, _INODE = _layout_offsets(fastparse.FILE_EXTENT), _layout_offsets(fastparse.INODE_ITEM)
+_BG, _DIR = _layout_offsets(fastparse.BLOCK_GROUP_ITEM), _layout_offsets(fastparse.DIR_ITEM)
+_ROOT, _CHUNK_SIZE = _layout_offsets(fastparse.ROOT_ITEM_V1), fastparse.CHUNK.size
+#: kind -> (payload offset, width, values the plausibility rules refuse, whether the pipeline surely reads the
+#: item: then exit 0 with no warning is a failure). DIR_ITEMs are read only where the listing goes.
+SEMANTIC: dict[str, list[tuple[int, int, tuple[int, ...], bool]]] = {
+    "EXTENT_DATA": [(_FE["reg.num_bytes"], 8, (0, 2**64 - 4096, 1), True),
+                    (_FE["head.compression"], 1, (4, 7, 255), True),
+                    (_FE["head.encryption"], 1, (1, 255), True),
+                    (_FE["reg.offset"], 8, (1, 4095, 2**63), True),
+                    (_FE["reg.disk_num_bytes"], 8, (1, 2**64 - 1), True),
+                    (_FE["head.ram_bytes"], 8, (3,), True)],
+    "INODE_ITEM": [(_INODE["size"], 8, (2**63, 2**64 - 1), True), (_INODE["mode"], 4, (0, 0o170000), True)],
+    "DIR_ITEM": [(_DIR["type"], 1, (9, 200), False), (_DIR["name_len"], 2, (256, 65535), False)],
+    "ROOT_ITEM": [(_ROOT["level"], 1, (8, 255), True), (_ROOT["generation"], 8, (2**64 - 1,), True)],
+    "BLOCK_GROUP_ITEM": [(_BG["used"], 8, (2**64 - 1, 10979547469688594398), True),
+                         (_BG["chunk_objectid"], 8, (0, 257), True)],
+    "CHUNK_ITEM": [(_CHUNK_SIZE, 8, (99, 2**64 - 1), True)],  # the first stripe's devid
+}
+SEMANTIC_KINDS = tuple(SEMANTIC)
+
+
+def m_semantic(base: Base, c: Chooser, m: Mutation) -> None:
+    """An item field set to a value the kernel's tree-checker (or btrfsscan's rules) refuse, on every copy,
+    the checksum recomputed: so it reaches the parsers."""
+    kinds = [k for k in SEMANTIC_KINDS if base.targets.get(k)]
+    if not kinds:
+        return m_payload(base, c, m)
+    kind = c.choice(kinds)
+    bytenr, slot, at, size = c.choice(base.targets[kind])
+    offset, width, values, read = c.choice(SEMANTIC[kind])
+    value = c.choice(values)
+    if offset + width > size:
+        return m_payload(base, c, m)
+    if kind == "BLOCK_GROUP_ITEM" and offset == _BG["used"] and value < 2**63:
+        value = 10979547469688594398
+    for mirror in sorted(base.pieces[bytenr]):
+        buf = bytearray(base.read_block(bytenr, mirror))
+        _put(buf, at + offset, width, value)
+        base.write_block(m, bytenr, mirror, bytes(buf), True)
+    m.implausible = m.implausible or read
+    m.steps.append(f"semantic {kind} leaf {bytenr} slot {slot} +{offset} u{8 * width}={value}")
+
+
 MUTATIONS = [m_bitflip, m_bitflip, m_header, m_pointer, m_item, m_item, m_payload, m_payload, m_payload, m_zero,
-             m_random, m_swap, m_truncate, m_super, m_super, m_sys_chunk]
+             m_random, m_swap, m_truncate, m_super, m_super, m_sys_chunk, m_semantic, m_semantic]
 TREE_MUTATIONS = [m_bitflip, m_header, m_pointer, m_item, m_payload, m_payload, m_zero, m_random, m_swap]
 SUPER_MUTATIONS = [m_super, m_sys_chunk, m_truncate]
+SEMANTIC_MUTATIONS = [m_semantic]
 
 
 # --- running a mutated image ---------------------------------------------------------
@@ -512,6 +609,7 @@ def run_everything(paths: list[str]) -> dict:
             raise AssertionError(f"{' '.join(args)}: {bad[0]}")
         if out.exit_code not in (0, 1, 2):
             raise AssertionError(f"{' '.join(args)}: exit {out.exit_code}")
+        result.setdefault("exits", {})[args[0]] = out.exit_code
     return result
 
 
@@ -538,7 +636,19 @@ def check(base: Base, mutation: Mutation) -> dict:
     after = _open_fds()
     if before is not None and after is not None and after > before:
         raise Leak(f"{after - before} file descriptor(s) left open")
+    if mutation.implausible and all(step.startswith("semantic") for step in mutation.steps) and _clean(result):
+        raise Implausible("an implausible item value gave a complete result: no warning, no error")
     return result
+
+
+class Implausible(Exception):
+    """A value the plausibility rules refuse went through as a figure (exit 0, nothing said)."""
+
+
+def _clean(result: dict) -> bool:
+    """Whether a run said nothing: every step ok, no warning, every command exit 0."""
+    return (not result.get("warnings") and all(v == "ok" for v in result["steps"].values())
+            and all(code == 0 for code in result.get("exits", {}).values()))
 
 
 # --- the tests -----------------------------------------------------------------------
@@ -604,6 +714,13 @@ def test_mutated_superblocks_and_truncation(bases, data):
 @given(data=st.data())
 def test_mutated_anything(bases, data):
     _fuzz(bases, data, MUTATIONS)
+
+
+@FUZZ
+@given(data=st.data())
+def test_semantic_mutations(bases, data):
+    """Checksum-correct implausible item values: never a clean result where the item is read."""
+    _fuzz(bases, data, SEMANTIC_MUTATIONS)
 
 
 # --- regressions: mutations that once crashed or hung, replayed byte for byte -----------

@@ -310,7 +310,8 @@ def test_corrupted_primary_uses_backup(single_image):
     # the same without --json: tables on stdout, warnings on stderr
     result = run("super", single_image)
     assert result.exit_code == 1
-    assert "warning: primary superblock is bad, using copy 1" in result.stderr
+    assert "warning: primary superblock (copy 0) is not usable: checksum mismatch; using copy 1 (generation " \
+        in result.stderr
     # and --strict refuses it
     result = run("--strict", "super", "--json", single_image)
     assert result.exit_code == 2 and result.stdout == ""

@@ -50,16 +50,9 @@ class SuperblockInfo:
     sys_chunks: tuple[Chunk, ...] | None
 
 
-def _chosen_copy(device) -> sbmod.SuperblockCopy | None:
-    try:
-        return sbmod.choose(device.copies, device.name)
-    except BtrfsScanError:
-        return None
-
-
 def superblock_info(volume: Volume, *, devid: int | None = None, sys_chunks: bool = False) -> SuperblockInfo:
-    """The superblock btrfsscan uses (the newest valid copy of all the devices given), or with ``devid``
-    the one chosen on that device; with ``sys_chunks`` its sys_chunk_array decoded (what cannot be
+    """The superblock btrfsscan uses (each device's primary when valid, or the ``--super-copy`` one; the
+    newest of the devices given), or with ``devid`` the one chosen on that device; with ``sys_chunks`` its sys_chunk_array decoded (what cannot be
     decoded is a warning)."""
     newest = volume.superblock
     present = [d for _, d in sorted(volume.devices.items()) if d.image is not None]
@@ -75,7 +68,7 @@ def superblock_info(volume: Volume, *, devid: int | None = None, sys_chunks: boo
         if device is None or device.image is None:
             given = ", ".join(str(d.devid) for d in present)
             raise DeviceError(f"devid {devid} is not among the images given (devids {given})")
-        chosen = _chosen_copy(device)
+        chosen = device.chosen
         if chosen is None:
             raise DeviceError(f"devid {devid} ({device.name}) has no valid superblock copy")
         sb = chosen.superblock
@@ -139,4 +132,6 @@ class LogicalMapping:
 def map_logical(volume: Volume, logical: int, length: int, *, parity: bool = False) -> LogicalMapping:
     ranges = volume.map(logical, length, parity=parity)
     chunk = volume.chunk_map.lookup(logical)
+    for problem in filter(None, map(volume.unreadable, ranges)):
+        volume.warnings.add(problem, f"logical {logical}")
     return LogicalMapping(logical, length, chunk, tuple(MappedRange(r, device_path(volume, r.devid)) for r in ranges))

@@ -40,6 +40,7 @@ from .constants import (
     Profile,
 )
 from .fastparse import StructLayout
+from .plausibility import block_group_problem, dir_item_problem
 
 Key = tuple[int, int, int]
 ZERO_UUID = b"\0" * 16  # a uuid field never set
@@ -188,6 +189,9 @@ class DirItemList(_Packed):
             if end > len(data):
                 raise CorruptionError(f"DIR_ITEM name ({name_len} bytes) and data ({data_len} bytes) run past its "
                                       f"{len(data)}-byte item ({self.where})")
+            problem = dir_item_problem(name_len, data_len, ftype)
+            if problem:
+                raise CorruptionError(f"DIR_ITEM implausible: {problem} ({self.where})")
             yield DirItem((oid, ktype, koff), transid, ftype, data[start:start + name_len], data_len)
             pos = end
 
@@ -471,7 +475,11 @@ class BlockGroupItem:
         if len(data) < cls.LAYOUT.size:
             raise CorruptionError(f"BLOCK_GROUP_ITEM of chunk {key[0]} is {len(data)} bytes, shorter than "
                                   "btrfs_block_group_item")
-        return cls(*cls.LAYOUT.unpack_from(data))
+        item = cls(*cls.LAYOUT.unpack_from(data))
+        problem = block_group_problem(key[2], item.used, item.chunk_objectid, item.flags)
+        if problem:
+            raise CorruptionError(f"BLOCK_GROUP_ITEM of chunk {key[0]} implausible: {problem}")
+        return item
 
 
 # --- chunk tree -----------------------------------------------------------------------

@@ -57,16 +57,18 @@ def read_block_groups(reader: TreeReader) -> dict[int, BlockGroup]:
         for root in roots:
             where = f"tree {root.name}"
             try:
-                data = find_item(reader, root, key)
+                found = find_item(reader, root, key)
             except BtrfsScanError as exc:
                 warnings.add(f"block group of chunk {chunk.logical} unreadable: {exc}", where, tree=root.tree_id)
                 continue
-            if data is None:
+            if found is None:
                 continue
+            leaf, slot, data = found
+            where = f"tree {root.name} block {leaf} slot {slot}"
             try:
                 item = parse_item(key, data, where)
             except CorruptionError as exc:
-                warnings.add(str(exc), where, tree=root.tree_id)
+                warnings.add(f"{exc}, skipped", where, tree=root.tree_id, bytenr=leaf)
                 break
             groups[chunk.logical] = BlockGroup(chunk.logical, chunk.length, item.used, item.flags, root.tree_id)
             break

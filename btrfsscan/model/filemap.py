@@ -138,6 +138,10 @@ def _extent(fs: Filesystem, r, counts: dict[int, int], refs: dict[int, int], pat
         fs.warnings.add(f"{where}: device ranges not mapped: {exc}")
         return ext
     for piece in pieces:
+        problem = fs.volume.unreadable(piece)
+        if problem:
+            fs.warnings.add(f"{where}: {problem}, not listed")
+            continue
         file_offset = ext.file_offset + (piece.logical - logical) if ext.compression == "none" else ext.file_offset
         ext.device_ranges.append(DeviceRange(file_offset, piece.length, piece.mirror, piece.devid, piece.physical))
     return ext

@@ -80,11 +80,13 @@ class Filesystem:
         self.volume.close()
 
 
-def open_filesystems(paths: Iterable[str | os.PathLike], *, log_replay: bool = True) -> list[Filesystem]:
-    """Every filesystem found among ``paths`` (grouped by fsid)."""
-    return [Filesystem(volume, log_replay=log_replay) for volume in open_volumes(paths)]
+def open_filesystems(paths: Iterable[str | os.PathLike], super_copy: int | None = None, *,
+                     log_replay: bool = True) -> list[Filesystem]:
+    """Every filesystem found among ``paths`` (grouped by fsid); ``super_copy`` as ``open_volumes``."""
+    return [Filesystem(volume, log_replay=log_replay) for volume in open_volumes(paths, super_copy)]
 
 
-def open_filesystem(paths: Iterable[str | os.PathLike], *, log_replay: bool = True) -> Filesystem:
+def open_filesystem(paths: Iterable[str | os.PathLike], super_copy: int | None = None, *,
+                    log_replay: bool = True) -> Filesystem:
     """The one filesystem ``paths`` belong to; an error if they span several."""
-    return Filesystem(open_volume(paths), log_replay=log_replay)
+    return Filesystem(open_volume(paths, super_copy), log_replay=log_replay)

@@ -30,6 +30,7 @@ from ..tree.block import HEADER_SIZE, LeafBatch, TreeBlock
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
 from ..tree.walk import Visit, walk_tree, warn_item
+from ..format.plausibility import EXTENT_DATA_RULES, INODE_RULES, Limits, column_violations
 from .content_hash import inline_hash
 from .links import LinkTable, parse_links
 from .log_overlay import LeafOverlay
@@ -94,8 +95,8 @@ def _inline_hashes(batch: LeafBatch, rows: np.ndarray, fields: np.ndarray, sizes
     return out
 
 
-def parse_leaves(batch: LeafBatch, sectorsize: int = 4096,
-                 decompress_inline: bool = False, links: bool = False) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
+def parse_leaves(batch: LeafBatch, limits: Limits, decompress_inline: bool = False,
+                 links: bool = False) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
     """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0), and the items skipped.
 
     ``links``: the INODE_REF/INODE_EXTREF rows too (``links.parse_links``).
@@ -103,8 +104,11 @@ def parse_leaves(batch: LeafBatch, sectorsize: int = 4096,
     The skipped items come as (leaf index, what), in item order; the caller
     warns, naming the tree that reached the leaf first. Inline extents get
     their ``inline_hash``, compressed ones of their decompressed bytes only
-    with ``decompress_inline`` (a decompression per item).
+    with ``decompress_inline`` (a decompression per item). Items that break a
+    plausibility rule (``plausibility``, against ``limits``) are skipped too,
+    naming their slot.
     """
+    sectorsize = limits.sectorsize
     items = batch.items
     types = items["key.type"]
     sizes_all = items["size"].astype(np.int64)
@@ -117,6 +121,12 @@ def parse_leaves(batch: LeafBatch, sectorsize: int = 4096,
                         "shorter than btrfs_inode_item, skipped"))
     rows = rows[~short]
     fields = batch.gather(rows, _INODE_KEPT, _INODE_KEPT_AT)
+    implausible, said = column_violations(INODE_RULES, fields, items["key.offset"][rows], limits)
+    for i, what in said.items():
+        row = int(rows[i])
+        skipped.append((row, f"INODE_ITEM of inode {int(items['key.objectid'][row])} implausible: {what}, skipped "
+                        f"(slot {_slot(batch, row)})"))
+    rows, fields = rows[~implausible], fields[~implausible]
     inodes = np.zeros(len(rows), INODE_DTYPE)
     inodes["ino"] = items["key.objectid"][rows]
     for name in _INODE_FIELDS:
@@ -133,6 +143,13 @@ def parse_leaves(batch: LeafBatch, sectorsize: int = 4096,
     bad_inline = inline & ((sizes < _FE_HEAD_SIZE) | (
         (fields["head.compression"] == _NO_COMPRESSION) & (fields["head.ram_bytes"] != sizes - _FE_HEAD_SIZE)))
     valid = (inline & ~bad_inline) | (regular & (sizes >= _FE.size))
+    implausible, said = column_violations(EXTENT_DATA_RULES, fields, items["key.offset"][rows], limits)
+    for i, what in said.items():
+        if valid[i]:
+            row = int(rows[i])
+            skipped.append((row, f"EXTENT_DATA implausible: {what}, skipped (inode {int(items['key.objectid'][row])} "
+                            f"offset {int(items['key.offset'][row])}, slot {_slot(batch, row)})"))
+    valid &= ~implausible
     for i in np.flatnonzero(~valid).tolist():
         row = int(rows[i])
         ino, off = int(items["key.objectid"][row]), int(items["key.offset"][row])
@@ -156,6 +173,11 @@ def parse_leaves(batch: LeafBatch, sectorsize: int = 4096,
     problems = [(int(batch.leaf[row]), what) for row, what in sorted(skipped)]
     return ParsedLeaves(inodes, extents, inode_counts, np.bincount(batch.leaf[rows], minlength=len(batch)),
                         link_table), problems
+
+
+def _slot(batch: LeafBatch, row: int) -> int:
+    """The slot of item ``row`` of ``batch`` in its leaf (among the items the leaf's checks kept)."""
+    return row - int(np.searchsorted(batch.leaf, batch.leaf[row]))
 
 
 def _move_rows(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
@@ -202,6 +224,7 @@ class FileScanner:
         self.decompress_inline = decompress_inline
         self.warnings = warnings
         self.memoize = memoize
+        self.limits = Limits.of(reader.volume.superblock)
         self.links = links
         self._leaves: dict[int, int] = {}  # bytenr -> handle
         self._nodes: dict[int, tuple[int, ...]] = {}
@@ -278,7 +301,7 @@ class FileScanner:
 
     def _parse(self, batch: LeafBatch) -> tuple[list[int], list[tuple[int, str]]]:
         """Parse a batch of leaves, keep its rows, and hand out the leaves' handles."""
-        parsed, problems = parse_leaves(batch, self.reader.checks["sectorsize"], self.decompress_inline, self.links)
+        parsed, problems = parse_leaves(batch, self.limits, self.decompress_inline, self.links)
         self._parsed.append(parsed)
         first = self._handles
         self._handles += len(batch)
@@ -326,7 +349,7 @@ class FileScanner:
         del parsed
         n_leaves = self._handles
         if any(sub.replayed is not None for sub in subvols):  # log replay: synthetic leaves for what it changed
-            parse = partial(parse_leaves, sectorsize=self.reader.checks["sectorsize"],
+            parse = partial(parse_leaves, limits=self.limits,
                             decompress_inline=self.decompress_inline)
             overlay = LeafOverlay(parse, inode_parts, extent_parts, inode_start, extent_start, links, self.warnings)
             handles = [overlay.subvolume(sub, h, n_leaves) if sub.replayed is not None else h

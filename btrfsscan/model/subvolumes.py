@@ -16,7 +16,8 @@ from ..errors import CorruptionError, Warnings
 from ..format.constants import ItemType, ObjectId, RootFlag, is_fs_tree
 from ..format.items import ZERO_UUID, DirItemList, OrphanItem, RootItem, RootRef, parse_item
 from ..tree.reader import TreeReader
-from ..tree.walk import TreeRoot, iter_items
+from ..format.plausibility import Limits, root_item_problem
+from ..tree.walk import TreeRoot, iter_located_items
 
 if TYPE_CHECKING:
     from .log_replay import ReplayedItems
@@ -109,14 +110,19 @@ def read_subvolumes(reader: TreeReader, root_tree: TreeRoot, warnings: Warnings,
     backrefs: dict[int, tuple[int, RootRef]] = {}
     orphans: set[int] = set()
     default_id = ObjectId.FS_TREE
-    for key, data in iter_items(reader, root_tree):
+    limits = Limits.of(reader.volume.superblock)
+    for block, slot, key, data in iter_located_items(reader, root_tree):
         objectid, item_type, offset = key
         if not _wanted(objectid, item_type):
             continue
-        where = f"root tree item ({ObjectId.describe(objectid)} {ItemType.describe(item_type)} {offset})"
+        where = (f"root tree block {block} slot {slot}, item ({ObjectId.describe(objectid)} "
+                 f"{ItemType.describe(item_type)} {offset})")
         try:
             record = parse_item(key, data, where)
             if isinstance(record, RootItem):
+                problem = root_item_problem(record.bytenr, record.level, record.generation, limits)
+                if problem:
+                    raise CorruptionError(f"ROOT_ITEM implausible: {problem} ({where})")
                 subvols[objectid] = Subvolume(objectid, record)
             elif isinstance(record, RootRef):
                 backrefs[objectid] = (offset, record)

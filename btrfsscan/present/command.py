@@ -3,14 +3,20 @@
 A command parses its arguments, opens its inputs with ``inputs`` and
 ``opened``, asks :mod:`btrfsscan.analysis` for a result, turns it into
 documents (:mod:`.views`) and ends with ``finish``. ``output_options`` gives
-every command ``--json``, ``--format``, ``--output``/``-o`` and
-``--strict`` (and ``--wide`` for tables); ``finish`` is the one place that applies them: ``--strict``
+every command ``--json``, ``--format``, ``--output``/``-o``, ``--strict``,
+``--wide`` (tables) and ``--super-copy`` (passed to the command as
+``super_copy``, for it to open its inputs with); ``finish`` is the one place that applies them: ``--strict``
 turns warnings into an error (the warnings, then the error line, exit 2,
 nothing written), else the documents are written in the chosen format to
 stdout or, through :mod:`.destination`, to the ``-o`` file (checked against
 the inputs before anything is read; replaced only once complete), the
 notes and warnings follow on stderr and the exit code is 0 (complete) or 1
 (partial).
+
+A command reading a mounted filesystem starts again from the beginning (a
+fresh superblock) when tree blocks change under it, up to
+``RACE_ATTEMPTS`` times; its last attempt gives a partial result naming the
+blocks (``volumes.mounted``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from ..errors import BtrfsScanError
+from ..errors import BtrfsScanError, ConcurrentWriteError
+from ..volumes.mounted import RACE_ATTEMPTS, RETRY_ON_RACE
 from .contract import CONTRACTS
 from .destination import OutputError, check_output, open_output
 from .document import CommandOutput
@@ -116,8 +123,23 @@ class OutputOptions:
     wide: bool = False
 
 
-def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--json``, ``--format`` (the formats that serve ``kind``), ``--output``/``-o`` and ``--strict``."""
+def _restarting(run: Callable[[], Any]) -> Any:
+    """``run()``, started again when a mounted filesystem's tree blocks change under it (up to
+    ``RACE_ATTEMPTS`` times in all; on the last attempt such blocks are skipped with warnings instead)."""
+    for _ in range(RACE_ATTEMPTS - 1):
+        token = RETRY_ON_RACE.set(True)
+        try:
+            return run()
+        except ConcurrentWriteError:
+            continue
+        finally:
+            RETRY_ON_RACE.reset(token)
+    return run()
+
+
+def output_options(kind: str, *, images: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--json``, ``--format`` (the formats that serve ``kind``), ``--output``/``-o``, ``--strict`` and, for a
+    command reading images (``images``), ``--super-copy`` (given to it as its ``super_copy`` argument)."""
     formats = formats_for(kind)
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,9 +152,15 @@ def output_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., An
             group_strict = isinstance(ctx.find_root().obj, Settings) and ctx.find_root().obj.strict
             ctx.meta[_OPTIONS] = OutputOptions("json" if as_json else (fmt or DEFAULT_FORMAT), output_file,
                                                strict or group_strict, bool(as_json or fmt), wide)
-            return fn(*args, **kwargs)
+            return _restarting(lambda: fn(*args, **kwargs))
 
         described = "; ".join(f"{name}: {RENDERERS[name].description}" for name in formats)
+        if images:
+            command = click.option("--super-copy", "-s", "super_copy", type=click.IntRange(0, 2), default=None,
+                                   metavar="N",
+                                   help="Read superblock copy N (0 primary, 1 at 64 MiB, 2 at 256 GiB) of every "
+                                        "device, as btrfs-progs' -s N; default: the primary, as the kernel mounts "
+                                        "it.")(command)
         command = click.option("--strict", is_flag=True, help="Treat every warning as an error (exit 2).")(command)
         command = click.option("--wide", is_flag=True,
                                help="Tables at their full width: no column left out, no path shortened "
@@ -204,11 +232,12 @@ def inputs(stack: ExitStack, images: tuple[str, ...], sample: bool | None = None
 
 
 @contextmanager
-def opened(paths: list[str], *, log_replay: bool = True) -> Iterator[Filesystem]:
-    """The filesystem of ``paths``, closed at the end of the block (``log_replay``: see ``Filesystem``)."""
+def opened(paths: list[str], super_copy: int | None = None, *, log_replay: bool = True) -> Iterator[Filesystem]:
+    """The filesystem of ``paths`` (read from superblock copy ``super_copy``), closed at the end of the block
+    (``log_replay``: see ``Filesystem``)."""
     from ..model.filesystem import open_filesystem
 
-    fs = open_filesystem(paths, log_replay=log_replay)
+    fs = open_filesystem(paths, super_copy=super_copy, log_replay=log_replay)
     try:
         yield fs
     finally:

@@ -55,7 +55,7 @@ its on-disk start (without the offset into it) and inline extents at 0.
 @sample_option
 @log_replay_option
 @output_options("map")
-def map_cmd(args, subvol, inode, sample, log_replay):
+def map_cmd(args, subvol, inode, sample, log_replay, super_copy):
     inode_ref = None
     if inode is not None:
         try:
@@ -74,7 +74,7 @@ def map_cmd(args, subvol, inode, sample, log_replay):
             raise click.BadParameter(f"{path!r} ends with /, which names a directory; map shows the extents of "
                                      "a regular file", param_hint="PATH")
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images, sample), log_replay=log_replay))
+        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy, log_replay=log_replay))
         document = map_document(file_map_of(fs, None, path, subvol=subvol, inode=inode_ref))
         finish(CommandOutput("map", (document,), tuple(fs.warnings.messages()), notes=tuple(fs.notes)))
 
@@ -111,7 +111,7 @@ def _is_host_file(arg: str) -> bool:
 @sample_option
 @log_replay_option
 @output_options("ls")
-def ls_cmd(args, recursive, sample, log_replay):
+def ls_cmd(args, recursive, sample, log_replay, super_copy):
     args = tuple(args)
     path = None
     if sample:
@@ -123,7 +123,7 @@ def ls_cmd(args, recursive, sample, log_replay):
     else:
         images = args
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images, sample), log_replay=log_replay))
+        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy, log_replay=log_replay))
         document = ls_document(listing(fs, normalize_path(path or "."), recursive=recursive))
         finish(CommandOutput("ls", (document,), tuple(fs.warnings.messages()), notes=tuple(fs.notes)))
 
@@ -132,7 +132,7 @@ def ls_cmd(args, recursive, sample, log_replay):
 @images_argument
 @sample_option
 @output_options("subvolumes")
-def subvolumes_cmd(images, sample):
+def subvolumes_cmd(images, sample, super_copy):
     """List subvolumes and snapshots, the top level (id 5, path ".") included.
 
     Path from the top level, parent subvolume, uuids (parent_uuid names the
@@ -141,6 +141,6 @@ def subvolumes_cmd(images, sample):
     not removed yet (path null).
     """
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, tuple(images), sample)))
+        fs = stack.enter_context(opened(inputs(stack, tuple(images), sample), super_copy))
         document = subvolumes_document(subvolume_list(fs))
         finish(CommandOutput("subvolumes", (document,), tuple(fs.warnings.messages())))

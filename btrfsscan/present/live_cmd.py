@@ -47,7 +47,7 @@ def _progress(quiet: bool):
               help="Also write the residency (per file: resident page runs) to FILE, for `report --resident`.")
 @click.option("--raw", is_flag=True, help="Exact numbers instead of human-readable sizes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-@output_options("live")
+@output_options("live", images=False)
 def live_cmd(mountpoints, top, save, raw, quiet):
     """What the page cache holds now of every regular file below MOUNTPOINT..., and what each cache design
     (shared-extent cache, ...) would hold of the same data. Reads no file data: the page cache is left as

@@ -76,7 +76,8 @@ def _progress(quiet: bool):
                    "(paths from the top-level subvolume; readahead ignored).")
 @log_replay_option
 @output_options("report")
-def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file, quiet, resident, workload, log_replay):
+def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file, quiet, resident, workload, log_replay,
+               super_copy):
     if resident and workload:
         raise click.UsageError("give either --resident or --workload, not both")
     if html_file is not None:
@@ -84,7 +85,7 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
     if options().fmt == "html" and by_dir is None:
         by_dir = DEFAULT_HTML_DEPTH
     with ExitStack() as stack:
-        filesystems = open_filesystems(inputs(stack, images, sample), log_replay=log_replay)
+        filesystems = open_filesystems(inputs(stack, images, sample), super_copy, log_replay=log_replay)
         for fs in filesystems:
             stack.callback(fs.close)
         if resident or workload:

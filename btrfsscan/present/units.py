@@ -62,5 +62,7 @@ def plain(raw: Any) -> str:
 
 
 def one_line(text: object) -> str:
-    """``text`` squeezed onto one line (messages must never span lines)."""
-    return " ".join(str(text).split())
+    """``text`` squeezed onto one line (messages must never span lines), every other control character
+    shown escaped (``\\x1b``): a name from the input or the command line can neither garble the terminal
+    nor be silently stripped."""
+    return printable(" ".join(str(text).split()))

@@ -26,17 +26,18 @@ from .views.volume import chunks_document, map_logical_document, superblock_docu
               help="Show the superblock chosen on this device instead of the one btrfsscan uses.")
 @sample_option
 @output_options("super")
-def super_cmd(images, show_all, devid, sample):
+def super_cmd(images, show_all, devid, sample, super_copy):
     """Show the superblock and the state of every superblock copy.
 
     Like `btrfs inspect-internal dump-super -f`: the superblock btrfsscan
-    uses (the newest valid copy among all devices given), the devices the
+    uses (the primary when valid, as the kernel mounts it, or the copy
+    --super-copy names; with several devices, the newest of them), the devices the
     chunk tree lists, then every copy (64 KiB, 64 MiB, 256 GiB) of every
     device with its generation, magic, checksum and status. If the chunk tree
     cannot be read, the superblock is still shown (with a warning).
     """
     with ExitStack() as stack:
-        volume = open_volume(inputs(stack, images, sample), partial=True)  # an unreadable chunk tree: a warning
+        volume = open_volume(inputs(stack, images, sample), super_copy, partial=True)  # an unreadable chunk tree: a warning
         stack.callback(volume.close)
         document = superblock_document(superblock_info(volume, devid=devid, sys_chunks=show_all), detail=show_all)
         finish(CommandOutput("super", (document,), tuple(volume.warnings.messages())))
@@ -46,11 +47,11 @@ def super_cmd(images, show_all, devid, sample):
 @images_argument
 @sample_option
 @output_options("chunks")
-def chunks_cmd(images, sample):
+def chunks_cmd(images, sample, super_copy):
     """Show the chunk map: every chunk, its profile, its stripes and how much of it is used
     (from its BLOCK_GROUP_ITEM in the extent tree or the block group tree)."""
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images, sample)))
+        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy))
         document = chunks_document(chunk_usage(fs))
         finish(CommandOutput("chunks", (document,), tuple(fs.warnings.messages())))
 
@@ -62,7 +63,7 @@ def chunks_cmd(images, sample):
 @click.option("--parity", is_flag=True, help="RAID5/6: also show the P (mirror 2) and Q (mirror 3) ranges.")
 @sample_option
 @output_options("map-logical")
-def map_logical_cmd(args, length, parity, sample):
+def map_logical_cmd(args, length, parity, sample, super_copy):
     """Show where a logical range lives on the devices, every mirror.
 
     Like btrfs-map-logical, without reading any data: one line per piece
@@ -78,7 +79,7 @@ def map_logical_cmd(args, length, parity, sample):
     except click.BadParameter as exc:
         raise click.BadParameter(exc.message, param_hint="LOGICAL") from None
     with ExitStack() as stack:
-        fs = stack.enter_context(opened(inputs(stack, images, sample)))
+        fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy))
         if length is None:
             length = fs.superblock.nodesize
         if length == 0:

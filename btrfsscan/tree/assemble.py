@@ -40,7 +40,8 @@ def assemble_volume(devices: DeviceSet, *, partial: bool = False) -> Volume:
         if not partial:
             raise
         devices.warnings.add(f"chunk tree not loaded, devices listed from the superblocks only: {exc}")
-        return system or Volume(devices.superblock, devices.devices, devices.warnings, ChunkMap(), devices.metadump)
+        return system or Volume(devices.superblock, devices.devices, devices.warnings, ChunkMap(), devices.metadump,
+                                devices.in_use)
 
 
 def _with_chunk_tree(system: Volume) -> Volume:
@@ -75,6 +76,12 @@ def _with_chunk_tree(system: Volume) -> Volume:
     for chunk in chunks:
         for problem in validate_chunk(chunk, sectorsize=sectorsize, device_sizes=device_sizes or None):
             warnings.add(problem, "chunk tree", tree=ObjectId.CHUNK_TREE)
+        unknown = _unknown_devids(chunk, device_sizes)
+        if unknown:
+            warnings.add(f"chunk at logical {chunk.logical} has a stripe on devid {unknown[0]}, which no DEV_ITEM of "
+                         "the chunk tree names: damaged, chunk skipped (its ranges are unreadable)", "chunk tree",
+                         tree=ObjectId.CHUNK_TREE)
+            continue
         known = _chunk_at(chunk_map, chunk.logical)
         if known is not None and known != chunk:
             # The kernel keeps the sys_chunk_array's mapping too (read_one_chunk skips mapped starts).
@@ -85,7 +92,7 @@ def _with_chunk_tree(system: Volume) -> Volume:
             chunk_map.add(chunk)
         except CorruptionError as exc:
             warnings.add(f"chunk skipped: {exc}", "chunk tree", tree=ObjectId.CHUNK_TREE)
-    volume = Volume(system.superblock, devices, warnings, chunk_map, system.metadump)
+    volume = Volume(system.superblock, devices, warnings, chunk_map, system.metadump, system.in_use)
     for device in volume.missing_devices:
         warnings.add(f"device devid {device.devid} uuid {format_uuid(device.uuid)} is missing: degraded, reading "
                      "the other copies where the profile has them", "chunk tree")
@@ -99,6 +106,13 @@ def _device(known: Device | None, item: DevItem) -> Device:
     return replace(known, total_bytes=item.total_bytes, bytes_used=item.bytes_used)
 
 
+def _unknown_devids(chunk: Chunk, device_sizes: dict[int, int]) -> list[int]:
+    """Devids of ``chunk``'s stripes that no DEV_ITEM names (none when the chunk tree listed no device)."""
+    if not device_sizes:
+        return []
+    return sorted({stripe.devid for stripe in chunk.stripes} - device_sizes.keys())
+
+
 def _chunk_at(chunk_map: ChunkMap, logical: int) -> Chunk | None:
     """The chunk already mapped that starts exactly at ``logical``, or None."""
     try:
@@ -108,9 +122,10 @@ def _chunk_at(chunk_map: ChunkMap, logical: int) -> Chunk | None:
     return chunk if chunk.logical == logical else None
 
 
-def open_volumes(paths: Iterable[str | os.PathLike]) -> list[Volume]:
-    """Every filesystem found among ``paths`` (grouped by fsid), each volume assembled."""
-    device_sets = find_device_sets(paths)
+def open_volumes(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> list[Volume]:
+    """Every filesystem found among ``paths`` (grouped by fsid), each volume assembled; ``super_copy``:
+    read that superblock copy of every device (``find_device_sets``)."""
+    device_sets = find_device_sets(paths, super_copy)
     try:
         return [assemble_volume(devices) for devices in device_sets]
     except BaseException:
@@ -119,9 +134,10 @@ def open_volumes(paths: Iterable[str | os.PathLike]) -> list[Volume]:
         raise
 
 
-def open_volume(paths: Iterable[str | os.PathLike], *, partial: bool = False) -> Volume:
+def open_volume(paths: Iterable[str | os.PathLike], super_copy: int | None = None, *,
+                partial: bool = False) -> Volume:
     """The volume of inputs that must all belong to one filesystem (``partial``: see ``assemble_volume``)."""
-    device_sets = find_device_sets(paths)
+    device_sets = find_device_sets(paths, super_copy)
     try:
         if len(device_sets) > 1:
             first, other = device_sets[0], device_sets[1]

@@ -21,6 +21,7 @@ import numpy as np
 from ..format import checksum, fastparse
 from ..format.constants import BTRFS_MAX_LEVEL, CsumType
 from ..format.items import Key
+from .owner import fs_tree_owners, owner_problem
 
 HEADER_SIZE = fastparse.HEADER.size
 _H = {name: i for i, name in enumerate(fastparse.HEADER.names)}
@@ -144,8 +145,9 @@ def parse_block(
         raise BlockProblem(f"generation {block.generation} is newer than the superblock's {super_generation}")
     if generation is not None and block.generation != generation:
         raise BlockProblem(f"parent transid verify failed: wanted generation {generation}, found {block.generation}")
-    if owner is not None and block.owner != owner and block.level == 0 and owner < 256:
-        raise BlockProblem(f"owner {block.owner}, expected tree {owner}")
+    problem = owner_problem(owner, block.owner) if owner is not None else None
+    if problem:
+        raise BlockProblem(problem)
     room = len(data) - HEADER_SIZE
     if block.level == 0:
         _check_leaf(block, room)
@@ -225,12 +227,13 @@ class CheckedBatch:
     counts: np.ndarray  # table entries per block, 0 for a block that failed
     table: np.ndarray  # the entries of the passing blocks, block after block
     starts: np.ndarray  # where each block starts in the buffer checked
+    owners: np.ndarray  # per block, its header's owner
     size: int  # bytes per block
 
 
 def check_batch(data, expect: np.ndarray, level: int, readable: np.ndarray, *, csum_type: CsumType,
                 fsid: bytes, super_generation: int, sectorsize: int, starts: np.ndarray | None = None,
-                size: int | None = None) -> CheckedBatch:
+                size: int | None = None, subvolume_trees: bool = False) -> CheckedBatch:
     """``parse_block``'s checks over blocks of one ``level``: block ``i`` is ``data[starts[i]:starts[i] + size]``
     (by default the blocks lie back to back in ``data``).
 
@@ -241,7 +244,9 @@ def check_batch(data, expect: np.ndarray, level: int, readable: np.ndarray, *, c
     where ``parse_block`` would return it with no item dropped, so a failing
     block's message and the copies to try are left to ``parse_block`` alone.
     Numpy runs over the whole batch; the key order is compared across all
-    blocks at once, masked at their boundaries.
+    blocks at once, masked at their boundaries. ``subvolume_trees``: the
+    blocks belong to subvolume trees, so each must be owned by one
+    (``owner.fs_tree_owners``, as ``parse_block`` with ``owner=FS_TREE``).
     """
     n = len(expect)
     if starts is None:
@@ -256,6 +261,8 @@ def check_batch(data, expect: np.ndarray, level: int, readable: np.ndarray, *, c
     ok &= (header["bytenr"] == expect["bytenr"]) & (header["fsid"] == fsid)
     ok &= (header["level"] == level) & (level < BTRFS_MAX_LEVEL)
     ok &= (generation <= super_generation) & (~expect["has_generation"] | (generation == expect["generation"]))
+    if subvolume_trees:
+        ok &= fs_tree_owners(header["owner"])
     dtype = _ITEM_DTYPE if level == 0 else _PTR_DTYPE
     nritems = header["nritems"].astype(np.int64)
     ok &= (nritems * dtype.itemsize <= room) & ((nritems > 0) | (level == 0))
@@ -267,7 +274,7 @@ def check_batch(data, expect: np.ndarray, level: int, readable: np.ndarray, *, c
     ok &= _first_keys_match(table, first, counts, expect)
     if not ok.all():
         table, counts = table[ok[owner]], np.where(ok, counts, 0)
-    return CheckedBatch(ok, counts, table, starts, size)
+    return CheckedBatch(ok, counts, table, starts, header["owner"], size)
 
 
 def _records(raw: np.ndarray, starts: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -8,6 +8,8 @@ for all at once (read-ahead), and checked by ``check_batch`` a few MiB at a
 time where the mapped device holds them, without a copy (where it cannot be
 mapped, read into one reused buffer first, adjacent blocks in one read). A block that fails any check goes
 through ``TreeReader.read_copies`` (the other copies, the exact problems).
+The trees are subvolume trees: every block must be owned by one, and each
+root block by its own tree (``owner``: the kernel's owner checks).
 Leaves are parsed a batch at a time; a node is kept as its pointers.
 
 Then each tree is walked depth-first over what was read, in key order, with
@@ -29,8 +31,10 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from ..errors import BtrfsScanError, CorruptionError, ScanWarning, Warnings
+from ..format.constants import ObjectId
 from .block import Key, LeafBatch, TreeBlock, check_batch, expect_children, expect_root, expected
 from .reader import TreeReader
+from .owner import owner_problem
 from .walk import TreeRoot, warn_item, warn_skipped, warn_twice
 
 Rows = TypeVar("Rows")
@@ -88,6 +92,7 @@ class BulkReader(Generic[Rows]):
         #: items), then the parser's (items skipped). Few blocks have any.
         self._due: dict[int, tuple[Sequence[ScanWarning], list[str]]] = {}
         self._buffer = bytearray(max(BATCH_BYTES, reader.nodesize))
+        self._root_owner: dict[int, int] = {}  # header owner of each block read ahead as a tree's root
         self.blocks_reused = 0
 
     def walk(self, roots: Sequence[TreeRoot], unreadable: Callable[[int, CorruptionError], None]) -> list[list[int]]:
@@ -190,7 +195,10 @@ class BulkReader(Generic[Rows]):
     def _check_batch(self, level: int, data, starts: np.ndarray | None, expect: np.ndarray,
                      readable: np.ndarray) -> list[_Node]:
         size = self.reader.nodesize
-        checked = check_batch(data, expect, level, readable, starts=starts, size=size, **self.reader.checks)
+        checked = check_batch(data, expect, level, readable, starts=starts, size=size, **self.reader.checks,
+                              subvolume_trees=True)
+        roots = np.flatnonzero(~expect["has_key"] & checked.passed)  # its owner is checked when its tree is walked
+        self._root_owner.update(zip(expect["bytenr"][roots].tolist(), checked.owners[roots].tolist()))
         self.reader.blocks_read += int(checked.passed.sum())
         passed = expect["bytenr"][checked.passed].tolist()
         slow = [found for row in expect[~checked.passed] if (found := self._read_copies(row, level))]
@@ -230,7 +238,7 @@ class BulkReader(Generic[Rows]):
         generation, first_key = expected(expect)
         try:
             return self.reader.read_copies(int(expect["bytenr"]), level=level, generation=generation,
-                                           first_key=first_key)
+                                           owner=ObjectId.FS_TREE, first_key=first_key)
         except CorruptionError:
             return None
 
@@ -245,6 +253,7 @@ class BulkReader(Generic[Rows]):
 
     def _tree(self, root: TreeRoot, ok: bool) -> list[int]:
         """The leaves of one tree in key order; CorruptionError when its root cannot be read."""
+        self._check_root_owner(root)
         known = self._known(root.bytenr)
         if known is not None:
             return list(known)
@@ -252,6 +261,15 @@ class BulkReader(Generic[Rows]):
         if isinstance(block, _Node):
             return self._descend(root, block, {root.bytenr})
         return [root.bytenr]
+
+    def _check_root_owner(self, root: TreeRoot) -> None:
+        """CorruptionError unless the root block is owned by its own tree (as ``walk_tree`` checks it)."""
+        owner = self._root_owner.get(root.bytenr)
+        if owner is None:  # read as another tree's child first: from the reader's cache, or once more
+            owner = self.reader.read(root.bytenr, level=root.level, generation=root.generation).owner
+        problem = owner_problem(root.tree_id, owner, is_root=True)
+        if problem:
+            raise CorruptionError(f"tree {root.name} root block {root.bytenr}: {problem}")
 
     def _known(self, bytenr: int) -> tuple[int, ...] | None:
         """The leaves under a block already walked (a leaf: itself), or None."""
@@ -337,7 +355,8 @@ class BulkReader(Generic[Rows]):
     def _read(self, root: TreeRoot, bytenr: int, level: int, generation: int | None,
               first_key: Key | None = None) -> Rows | _Node:
         """A block not read ahead as this pointer expects it: read here, exactly as ``walk_tree`` would."""
-        block = self.reader.read(bytenr, level=level, generation=generation, first_key=first_key)
+        block = self.reader.read(bytenr, level=level, generation=generation, owner=root.tree_id,
+                                 first_key=first_key)
         self._ahead.pop(bytenr, None)  # read ahead as another pointer expects it: this read decides
         self._due.pop(bytenr, None)
         if block.level:

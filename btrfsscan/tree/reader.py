@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..errors import BtrfsScanError, CorruptionError, MissingDeviceError, ScanWarning, Warnings
+from ..errors import BtrfsScanError, ConcurrentWriteError, CorruptionError, MissingDeviceError, ScanWarning, Warnings
+from ..volumes.mounted import RACE_ATTEMPTS, RETRY_ON_RACE
 from ..volumes.volume import Volume
 from .block import BlockProblem, Key, TreeBlock, first_key_problem, level_problem, parse_block
+from .owner import owner_problem
 
 
 class TreeReader:
@@ -44,7 +46,8 @@ class TreeReader:
         block = self._cache.get(bytenr)
         if block is not None:
             self._cache.move_to_end(bytenr)
-            problem = level_problem(block.level, level) or first_key_problem(block, first_key)
+            problem = (level_problem(block.level, level) or first_key_problem(block, first_key)
+                       or (owner_problem(owner, block.owner) if owner is not None else None))
             if problem:
                 raise CorruptionError(f"tree block {bytenr}: {problem}")
             return block
@@ -86,4 +89,10 @@ class TreeReader:
                      for problem in problems]
             notes += [ScanWarning(f"damaged item skipped: {dropped}", where, bytenr=bytenr) for dropped in block.dropped]
             return block, notes
+        if problems and self.volume.in_use:
+            if RETRY_ON_RACE.get():
+                raise ConcurrentWriteError(f"tree block {bytenr} of a mounted filesystem changed while read: "
+                                           + "; ".join(problems))
+            problems.append(f"the mounted filesystem was written while it was read, {RACE_ATTEMPTS} fresh starts "
+                            "did not get past this block")
         raise CorruptionError(f"tree block {bytenr}: " + "; ".join(problems + missing))

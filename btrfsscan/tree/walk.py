@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..errors import CorruptionError, Warnings
 from ..format.constants import ObjectId
 from .block import Key, TreeBlock
+from .owner import owner_problem
 from .reader import TreeReader
 
 MIN_KEY: Key = (0, 0, 0)
@@ -67,6 +68,9 @@ def walk_tree(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_ke
         yield Visit.KNOWN, root.bytenr, None
         return
     top = reader.read(root.bytenr, level=root.level, generation=root.generation)
+    problem = owner_problem(root.tree_id, top.owner, is_root=True)
+    if problem:
+        raise CorruptionError(f"tree {root.name} root block {root.bytenr}: {problem}")
     if top.level == 0:
         yield Visit.LEAF, top.bytenr, top
         return
@@ -91,7 +95,8 @@ def walk_tree(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_ke
             yield Visit.KNOWN, child_ptr, None
             continue
         try:
-            child = reader.read(child_ptr, level=node.level - 1, generation=child_gen, first_key=keys[slot])
+            child = reader.read(child_ptr, level=node.level - 1, generation=child_gen, owner=root.tree_id,
+                                first_key=keys[slot])
         except CorruptionError as exc:
             warn_skipped(reader.warnings, root, node.bytenr, slot, child_ptr, exc)
             continue
@@ -120,21 +125,29 @@ def warn_item(warnings: Warnings, tree_id: int, leaf: int, what: str) -> None:
     warnings.add(what, f"tree {tree_id} leaf {leaf}", tree=tree_id, bytenr=leaf)
 
 
-def iter_items(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_key: Key = MAX_KEY) -> Iterator[tuple[Key, bytes]]:
-    """(key, payload) of every item of ``root`` with min_key <= key <= max_key."""
+def iter_located_items(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY,
+                       max_key: Key = MAX_KEY) -> Iterator[tuple[int, int, Key, bytes]]:
+    """(leaf bytenr, slot, key, payload) of every item of ``root`` with min_key <= key <= max_key: where
+    each lies, for warnings that name block and slot."""
     for leaf in iter_leaves(reader, root, min_key, max_key):
         keys = leaf.keys()
         for slot in range(bisect_left(keys, min_key), len(keys)):
             key = keys[slot]
             if key > max_key:
                 return
-            yield key, leaf.item_data(slot)
+            yield leaf.bytenr, slot, key, leaf.item_data(slot)
 
 
-def find_item(reader: TreeReader, root: TreeRoot, key: Key) -> bytes | None:
-    """Payload of the item with exactly ``key``, or None."""
-    for found, data in iter_items(reader, root, key, key):
-        return data
+def iter_items(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_key: Key = MAX_KEY) -> Iterator[tuple[Key, bytes]]:
+    """(key, payload) of every item of ``root`` with min_key <= key <= max_key."""
+    for _, _, key, data in iter_located_items(reader, root, min_key, max_key):
+        yield key, data
+
+
+def find_item(reader: TreeReader, root: TreeRoot, key: Key) -> tuple[int, int, bytes] | None:
+    """(leaf bytenr, slot, payload) of the item with exactly ``key``, or None."""
+    for leaf, slot, _, data in iter_located_items(reader, root, key, key):
+        return leaf, slot, data
     return None
 
 

@@ -24,10 +24,10 @@ import stat
 import tarfile
 import tempfile
 
-from ..errors import DeviceError, ReadError
+from ..errors import BtrfsScanError, DeviceError, ReadError
+from .input_probe import HEAD_BYTES, TAR_MAGIC, TAR_MAGIC_OFFSET, XZ_MAGIC, not_xz_problem, refuse_head, \
+    refuse_unreadable_kind
 
-XZ_MAGIC = b"\xfd7zXZ\x00"
-TAR_MAGIC, TAR_MAGIC_OFFSET = b"ustar", 257
 _CHUNK = 1 << 20
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # linux/mman.h; not exported by Python 3.11
 
@@ -48,14 +48,20 @@ class RawImage:
         self._map = self._mapping()
 
     def _open_source(self, path: str) -> int:
-        fd = os.open(path, os.O_RDONLY)
+        refuse_unreadable_kind(path, self.name)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO swapped in after the stat cannot block
         mode = os.fstat(fd).st_mode
         if stat.S_ISBLK(mode):
             return fd  # a block device: never decompressed
         if not stat.S_ISREG(mode):
             os.close(fd)
             raise DeviceError(f"{self.name} is neither a regular file nor a block device")
-        if os.pread(fd, len(XZ_MAGIC), 0) == XZ_MAGIC:
+        is_xz = os.pread(fd, len(XZ_MAGIC), 0) == XZ_MAGIC
+        problem = None if is_xz else not_xz_problem(path, self.name, fd)
+        if problem:
+            os.close(fd)
+            raise DeviceError(problem)
+        if is_xz:
             os.close(fd)
             fd = self._unpack(lambda: lzma.open(path), "xz stream")
         if os.pread(fd, len(TAR_MAGIC), TAR_MAGIC_OFFSET) == TAR_MAGIC:
@@ -80,16 +86,21 @@ class RawImage:
         total = 0
         try:
             with opener() as src:
-                while block := src.read(_CHUNK):
+                head = src.read(HEAD_BYTES)
+                if len(head) == HEAD_BYTES:  # a stream of zeros is refused here, not unpacked whole
+                    refuse_head(head, self.name, what)
+                block = head
+                while block:
                     if block.count(0) != len(block):
                         os.pwrite(handle, block, total)
                     total += len(block)
+                    block = src.read(_CHUNK)
             os.ftruncate(handle, total)
         except (lzma.LZMAError, tarfile.TarError, EOFError) as exc:
             os.close(handle)
             self._remove_tmp()
             raise DeviceError(f"{self.name}: damaged {what} after {total} bytes: {exc}") from None
-        except OSError:
+        except (OSError, BtrfsScanError):
             os.close(handle)
             self._remove_tmp()
             raise

@@ -1,9 +1,14 @@
 """Reading, checking and choosing superblock copies.
 
 Each device holds up to three copies (64 KiB, 64 MiB, 256 GiB). A copy is
-usable when its magic, checksum, ``bytenr`` and basic geometry are sane; the
-usable copy with the highest generation wins and every other copy is reported
-with why it lost, as ``btrfs rescue super-recover`` would see them.
+usable when its magic, checksum, ``bytenr`` and basic geometry are sane. The
+choice is the kernel's: the primary whenever it is usable, even when a backup
+copy is newer (a superblock write that reached the backups only; the kernel
+mounts the primary and so does btrfsscan, with a warning). Only when the
+primary is unusable does the newest usable backup stand in, as ``btrfs
+rescue super-recover`` would pick it (the kernel would refuse to mount).
+``--super-copy N`` reads copy N, as btrfs-progs' ``-s N``. Every copy not
+used is reported with what was found.
 """
 
 from __future__ import annotations
@@ -99,6 +104,9 @@ def geometry_problems(sb: Superblock) -> list[str]:
         problems.append(f"nodesize {f.nodesize} is not a power of two in 4096..65536 and >= sectorsize")
     if f.sys_chunk_array_size > BTRFS_SYSTEM_CHUNK_ARRAY_SIZE or f.sys_chunk_array_size < 17 + 48 + 32:
         problems.append(f"sys_chunk_array_size {f.sys_chunk_array_size} outside {17 + 48 + 32}..{BTRFS_SYSTEM_CHUNK_ARRAY_SIZE}")
+    if f.generation in (0, 2**64 - 1):
+        problems.append(f"generation {f.generation} is implausible (0 or 2^64-1: every tree block would fail "
+                        "its transid check)")
     if f.num_devices == 0:
         problems.append("num_devices is 0")
     if f.total_bytes == 0:
@@ -151,6 +159,8 @@ class SuperblockCopy:
             return "; ".join(self.problems)
         if chosen_generation is not None and self.generation is not None and self.generation < chosen_generation:
             return f"older generation {self.generation}"
+        if chosen_generation is not None and self.generation is not None and self.generation > chosen_generation:
+            return f"newer generation {self.generation}, not used"
         return "ok"
 
 
@@ -182,8 +192,13 @@ def check_copy(device: str, mirror: int, bytenr: int, data: bytes) -> Superblock
     return SuperblockCopy(device, mirror, bytenr, True, True, csum_ok, tuple(problems), sb)
 
 
-def choose(copies: list[SuperblockCopy], device: str) -> SuperblockCopy:
-    """The usable copy with the highest generation, or a one-line error."""
+def choose(copies: list[SuperblockCopy], device: str, mirror: int | None = None) -> SuperblockCopy:
+    """The primary when usable (as the kernel mounts it), else the newest usable copy; with ``mirror``
+    exactly that copy. A one-line error when there is none."""
+    if mirror is not None:
+        return _requested(copies, device, mirror)
+    if copies and copies[0].usable:
+        return copies[0]
     usable = [c for c in copies if c.usable]
     if usable:
         return max(usable, key=lambda c: (c.generation, -c.mirror))
@@ -194,6 +209,56 @@ def choose(copies: list[SuperblockCopy], device: str) -> SuperblockCopy:
         raise NotBtrfsError(f"{device}: not a btrfs device (no superblock magic {BTRFS_MAGIC.decode()} at offset {super_mirror_offset(0) + 64})")
     reasons = "; ".join(f"copy {c.mirror} at {c.bytenr}: {c.status(None)}" for c in copies if c.present)
     raise CorruptionError(f"{device}: no valid superblock ({reasons})")
+
+
+def _requested(copies: list[SuperblockCopy], device: str, mirror: int) -> SuperblockCopy:
+    """Copy ``mirror``, asked for by ``--super-copy``: used only when usable."""
+    found = [c for c in copies if c.mirror == mirror]
+    if not found:
+        raise NotBtrfsError(f"{device}: has no superblock copy {mirror} (a btrfs-image dump keeps the primary only)")
+    copy = found[0]
+    if not copy.usable:
+        where = f"{device}: superblock copy {mirror} at offset {copy.bytenr}"
+        if not copy.present:
+            needed = copy.bytenr + BTRFS_SUPER_INFO_SIZE
+            raise NotBtrfsError(f"{where} lies beyond the end of the device ({needed} bytes needed)")
+        raise CorruptionError(f"{where} is not usable: {copy.status(None)}")
+    return copy
+
+
+def copy_warnings(copies: list[SuperblockCopy], chosen: SuperblockCopy, newest_generation: int,
+                  requested: bool) -> list[tuple[str, int]]:
+    """(what, offset) of every copy of one device worth a warning, saying what was found.
+
+    Damaged copies always; copies whose generation differs from the one
+    used only when the choice was btrfsscan's (not ``--super-copy``).
+    """
+    out = []
+    if chosen.mirror != 0 and not requested:
+        primary = copies[0]
+        out.append((f"primary superblock (copy 0) is not usable: {primary.status(None)}; using copy {chosen.mirror} "
+                    f"(generation {chosen.generation}), though the kernel would refuse to mount this device",
+                    primary.bytenr))
+    for copy in copies:
+        if copy is chosen or not copy.present or (chosen.mirror != 0 and copy.mirror == 0 and not requested):
+            continue
+        if not copy.usable:
+            out.append((f"superblock copy {copy.mirror} is damaged, not used: {copy.status(None)}", copy.bytenr))
+        elif requested:
+            continue
+        elif copy.generation > chosen.generation:
+            out.append((f"superblock copy {copy.mirror} has generation {copy.generation}, newer than the "
+                        f"{_label(chosen)}'s {chosen.generation} (a superblock write that did not reach every "
+                        f"copy): using the {_label(chosen)}, as the kernel does; --super-copy {copy.mirror} "
+                        "reads the newer one", copy.bytenr))
+        elif copy.generation < newest_generation:
+            out.append((f"superblock copy {copy.mirror} is not used: older generation {copy.generation}",
+                        copy.bytenr))
+    return out
+
+
+def _label(copy: SuperblockCopy) -> str:
+    return "primary" if copy.mirror == 0 else f"copy {copy.mirror}"
 
 
 def refuse_unsupported(sb: Superblock, device: str) -> None:

@@ -24,6 +24,8 @@ from . import superblock as sbmod
 from .chunks import ChunkMap, PhysicalRange
 from .image import RawImage
 from .metadump import MetadumpImage, is_metadump
+from .mounted import InUse, in_use
+from .short_devices import past_end_problem, short_device_problem
 
 _INT64_MAX = 2**63 - 1
 
@@ -36,6 +38,7 @@ class Device:
     uuid: bytes
     image: RawImage | None = None
     copies: tuple[sbmod.SuperblockCopy, ...] = ()
+    chosen: sbmod.SuperblockCopy | None = None
     total_bytes: int = 0
     bytes_used: int = 0
 
@@ -48,12 +51,14 @@ class Volume:
     """The devices of one filesystem and the map from logical to physical, complete when built."""
 
     def __init__(self, superblock: sbmod.Superblock, devices: dict[int, Device], warnings: Warnings,
-                 chunk_map: ChunkMap, metadump: MetadumpImage | None = None) -> None:
+                 chunk_map: ChunkMap, metadump: MetadumpImage | None = None, in_use: tuple[InUse, ...] = ()) -> None:
         self.superblock = superblock
         self.devices = devices
         self.warnings = warnings
         self.chunk_map = chunk_map
         self.metadump = metadump
+        #: Inputs the running kernel has open as devices of this (mounted) filesystem.
+        self.in_use = in_use
 
     @property
     def fsid(self) -> str:
@@ -141,6 +146,13 @@ class Volume:
                 value ^= int.from_bytes(self.read_physical(data), "little")
         return value.to_bytes(piece.length, "little")
 
+    def unreadable(self, piece: PhysicalRange) -> str | None:
+        """Why ``piece`` lies past the end of its (present) device, or None."""
+        device = self.devices.get(piece.devid)
+        if self.metadump is not None or device is None or device.image is None:
+            return None
+        return past_end_problem(piece, device.image.size, device.image.name)
+
     def read_physical(self, piece: PhysicalRange) -> bytes:
         device = self.devices.get(piece.devid)
         if device is None or device.image is None:
@@ -187,6 +199,8 @@ class DeviceSet:
     devices: dict[int, Device]
     warnings: Warnings
     metadump: MetadumpImage | None = None
+    #: Inputs the running kernel has open as devices of this (mounted) filesystem.
+    in_use: tuple[InUse, ...] = ()
 
     @property
     def source(self) -> str:
@@ -197,8 +211,11 @@ class DeviceSet:
         close_devices(self.devices)
 
 
-def find_device_sets(paths: Iterable[str | os.PathLike]) -> list[DeviceSet]:
-    """Open every input, read and check its superblocks, group the inputs by fsid."""
+def find_device_sets(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> list[DeviceSet]:
+    """Open every input, read and check its superblocks, group the inputs by fsid.
+
+    ``super_copy``: read superblock copy N of every device (btrfs-progs' ``-s N``) instead of the primary.
+    """
     groups: dict[bytes, list[tuple[RawImage, sbmod.SuperblockCopy, list[sbmod.SuperblockCopy], MetadumpImage | None]]] = {}
     opened: list[RawImage] = []
     try:
@@ -210,37 +227,42 @@ def find_device_sets(paths: Iterable[str | os.PathLike]) -> list[DeviceSet]:
                 copies = [sbmod.check_copy(image.name, 0, super_mirror_offset(0), data)]
             else:
                 copies = sbmod.read_copies(image)
-            chosen = sbmod.choose(copies, image.name)
+            chosen = sbmod.choose(copies, image.name, super_copy)
             sbmod.refuse_unsupported(chosen.superblock, image.name)
             groups.setdefault(chosen.superblock.fields.fsid, []).append((image, chosen, copies, dump))
-        return [_device_set(members) for members in groups.values()]
+        return [_device_set(members, super_copy is not None) for members in groups.values()]
     except BaseException:
         for image in opened:  # an error leaves no image open (RawImage holds a raw fd)
             image.close()
         raise
 
 
-def _device_set(members) -> DeviceSet:
+def _device_set(members, requested: bool) -> DeviceSet:
     warnings = Warnings()
     newest = max(members, key=lambda m: m[1].generation)[1].superblock
     devices: dict[int, Device] = {}
     dump = None
+    used: list[InUse] = []
     for image, chosen, copies, member_dump in members:
         sb = chosen.superblock
         if sb.devid in devices:
             raise DeviceError(f"{image.name} and {devices[sb.devid].name} are both devid {sb.devid} of filesystem {newest.fsid_str}")
-        devices[sb.devid] = Device(sb.devid, sb.dev_uuid, image, tuple(copies), sb.dev_item.total_bytes,
+        devices[sb.devid] = Device(sb.devid, sb.dev_uuid, image, tuple(copies), chosen, sb.dev_item.total_bytes,
                                    sb.dev_item.bytes_used)
         dump = dump or member_dump
         for problem in member_dump.warnings if member_dump else ():
             warnings.add(problem, image.name)
-        for copy in copies:
-            status = copy.status(newest.generation)
-            if copy.present and status != "ok":
-                warnings.add(f"superblock copy {copy.mirror} is not used: {status}", f"{image.name} offset {copy.bytenr}")
-        if chosen.mirror != 0:
-            warnings.add(f"primary superblock is bad, using copy {chosen.mirror}", f"{image.name} offset {chosen.bytenr}")
-    return DeviceSet(newest, devices, warnings, dump)
+        for what, offset in sbmod.copy_warnings(copies, chosen, newest.generation, requested):
+            warnings.add(what, f"{image.name} offset {offset}")
+        short = None if member_dump else short_device_problem(image.name, image.size, sb.dev_item.total_bytes,
+                                                              sb.total_bytes)
+        if short:
+            warnings.add(short, f"devid {sb.devid}")
+        use = None if member_dump else in_use(image.path, newest.fsid_str)
+        if use:
+            warnings.add(use.describe(image.name), f"devid {sb.devid}")
+            used.append(use)
+    return DeviceSet(newest, devices, warnings, dump, tuple(used))
 
 
 def system_volume(devices: DeviceSet) -> Volume:
@@ -257,4 +279,4 @@ def system_volume(devices: DeviceSet) -> Volume:
     except BtrfsScanError as exc:
         devices.warnings.add(f"sys_chunk_array unusable: {exc}", f"{source} superblock")
         raise CorruptionError(f"{source}: sys_chunk_array unusable: {exc}") from None
-    return Volume(devices.superblock, devices.devices, devices.warnings, chunk_map, devices.metadump)
+    return Volume(devices.superblock, devices.devices, devices.warnings, chunk_map, devices.metadump, devices.in_use)

@@ -1,0 +1,172 @@
+"""Inputs as the kernel sees them (issue 14, items 2-4), against real kernel mounts.
+
+* a valid primary superblock older than backup copy 1: btrfsscan reads what
+  the kernel mounts read-only (the primary), warns that copy 1 is newer, and
+  ``--super-copy 1`` reads copy 1 as ``btrfs inspect-internal dump-super -s 1``
+  sees it;
+* a mounted loop device (and its backing file), idle and while a writer runs.
+
+Each filesystem is made here by the kernel with a fresh fsid, on a loop
+device that is detached at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from support import run, run_json
+from test_kernel_random import REASON, _load  # the same tools: root, loop devices, btrfs, btrfs-progs
+
+HERE = Path(__file__).resolve().parent
+M = 1 << 20
+PRIMARY = 65536
+
+
+pytestmark = [pytest.mark.kernel, pytest.mark.skipif(REASON is not None, reason=f"kernel-backed test: {REASON}")]
+
+
+def _dump_super_generation(device: str, copy: int = 0) -> int:
+    text = subprocess.run(["btrfs", "inspect-internal", "dump-super", "-s", str(copy), device], check=True,
+                          capture_output=True, text=True).stdout
+    return int(re.search(r"^generation\s+(\d+)$", text, re.M).group(1))
+
+
+def _subvolume_show_generation(mnt: Path) -> int:
+    text = subprocess.run(["btrfs", "subvolume", "show", str(mnt)], check=True, capture_output=True, text=True).stdout
+    return int(re.search(r"^\s*Generation:\s+(\d+)$", text, re.M).group(1))
+
+
+@pytest.fixture(scope="module")
+def older_primary(tmp_path_factory):
+    """An image whose valid primary superblock is from before its last commits (copy 1 newer), with what
+    the kernel mounts read-only from it: the generation and the file names."""
+    kernel = _load("kernel")
+    img = kernel.make_sparse_image(tmp_path_factory.mktemp("older-primary") / "older.img", 200 * M)
+    with kernel.loop_devices([img]) as (dev,):
+        kernel.make_fs([dev], fsid=str(uuid.uuid4()))
+        with kernel.mounted(dev) as mnt:
+            kernel.write_seeded_file(mnt / "committed", 1, 64 * 1024)
+            subprocess.run(["sync", "-f", str(mnt / "committed")], check=True)
+            with open(dev, "rb") as raw:
+                raw.seek(PRIMARY)
+                old_primary = raw.read(4096)  # the primary as that commit wrote it
+            kernel.write_seeded_file(mnt / "later", 2, 64 * 1024)
+        newest = _dump_super_generation(dev, 1)
+    with open(img, "r+b") as raw:
+        raw.seek(PRIMARY)
+        raw.write(old_primary)
+    with kernel.loop_devices([img]) as (dev,):
+        primary = _dump_super_generation(dev, 0)
+        assert _dump_super_generation(dev, 1) == newest > primary
+        with kernel.mounted(dev, "ro") as mnt:
+            mounted = {"generation": _subvolume_show_generation(mnt), "names": sorted(os.listdir(mnt))}
+    return img, primary, newest, mounted
+
+
+def test_valid_older_primary_is_used_as_the_kernel_mounts_it(older_primary):
+    img, primary, newest, mounted = older_primary
+    assert mounted["names"] == ["committed"]  # the kernel mounted the older primary
+    result = run("super", "--json", img)
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["source"]["mirror"] == 0 and out["generation"] == primary
+    assert out["warnings"] == [
+        f"superblock copy 1 has generation {newest}, newer than the primary's {primary} (a superblock write that "
+        f"did not reach every copy): using the primary, as the kernel does; --super-copy 1 reads the newer one "
+        f"({img} offset {64 * M})"
+    ]
+    assert [(m["mirror"], m["generation"], m["status"], m["in_use"]) for m in out["mirrors"][:2]] == [
+        (0, primary, "ok", True), (1, newest, f"newer generation {newest}, not used", False)]
+    subvolumes = run_json("subvolumes", "--json", img, expect_exit=1)["subvolumes"]
+    assert [s["generation"] for s in subvolumes if s["id"] == 5] == [mounted["generation"]]
+    entries = run_json("ls", "--json", img, expect_exit=1)["entries"]
+    assert sorted(e["path"] for e in entries if e["path"] != ".") == mounted["names"]
+
+
+def test_super_copy_reads_the_newer_copy(older_primary):
+    img, primary, newest, _ = older_primary
+    out = run_json("super", "--json", "--super-copy", "1", img)  # asked for: no warning
+    assert out["source"]["mirror"] == 1 and out["generation"] == newest
+    entries = run_json("ls", "--json", "-s", "1", img)["entries"]
+    assert sorted(e["path"] for e in entries if e["path"] != ".") == ["committed", "later"]
+    result = run("report", "--json", "--super-copy", "2", img)
+    assert result.exit_code == 2
+    assert result.stderr == (f"btrfsscan: error: {img}: superblock copy 2 at offset {256 << 30} lies beyond the end "
+                             f"of the device ({(256 << 30) + 4096} bytes needed)\n")
+
+
+REPO = HERE.parent
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m btrfsscan`` in a subprocess; the timeout fails a hang instead of blocking the suite."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "btrfsscan", *args], capture_output=True, text=True, timeout=180,
+                          env=env)
+
+
+def _check_contract(result: subprocess.CompletedProcess, warning: str) -> None:
+    assert result.returncode in (1, 2), result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    if result.returncode == 2:
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("btrfsscan: error: "), result.stderr
+    else:
+        assert warning in result.stderr, result.stderr
+
+
+@pytest.fixture
+def mounted_loop(tmp_path):
+    kernel = _load("kernel")
+    img = kernel.make_sparse_image(tmp_path / "live.img", 256 * M)
+    with kernel.loop_devices([img]) as (dev,):
+        kernel.make_fs([dev], fsid=str(uuid.uuid4()))
+        with kernel.mounted(dev) as mnt:
+            for n in range(20):
+                kernel.write_seeded_file(mnt / f"f{n}", n, 64 * 1024)
+            subprocess.run(["sync"], check=True)
+            yield kernel, img, dev, mnt
+
+
+def test_mounted_loop_device_idle_is_named(mounted_loop):
+    _, img, dev, mnt = mounted_loop
+    warning = (f"warning: {dev} is a device of a mounted filesystem on {mnt}: the result shows its last committed "
+               "transaction (changes not yet committed are invisible) and reads race with the kernel's writes")
+    result = _cli("report", "--json", dev)
+    _check_contract(result, warning)
+    assert result.returncode == 1 and json.loads(result.stdout)["partial"] is True
+    names = sorted(e["path"] for e in json.loads(_cli("ls", "--json", dev).stdout)["entries"] if e["path"] != ".")
+    assert names == sorted(os.listdir(mnt))  # idle and synced: the last commit is what the mount shows
+    result = _cli("ls", str(img))
+    _check_contract(result, f"warning: {img} is attached to {dev}, a device of a mounted filesystem on {mnt}")
+
+
+def test_mounted_loop_device_while_written(mounted_loop):
+    """A writer creates, rewrites and deletes files with a commit every few operations while btrfsscan reads."""
+    _, img, dev, mnt = mounted_loop
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os, itertools
+base = {str(mnt)!r}
+for n in itertools.count():
+    path = os.path.join(base, f"w{{n % 50}}")
+    with open(path, "wb") as f:
+        f.write(bytes([n % 251]) * (4096 * (1 + n % 16)))
+    if n % 7 == 0:
+        os.remove(os.path.join(base, f"w{{(n + 25) % 50}}")) if os.path.exists(os.path.join(base, f"w{{(n + 25) % 50}}")) else None
+    if n % 5 == 0:
+        os.sync()
+"""])
+    try:
+        for command in (["report", "--json"], ["ls", "--json", "-R"], ["chunks", "--json"], ["report"]):
+            for target in (dev, str(img)):
+                result = _cli(*command, target)
+                _check_contract(result, "a device of a mounted filesystem")
+    finally:
+        writer.terminate()
+        writer.wait(timeout=30)

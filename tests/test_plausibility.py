@@ -1,0 +1,197 @@
+"""Implausible item values with their checksums recomputed (issue 14, items 6 and 7): each is a damage
+finding naming where it lies, the item is skipped, and no figure shows the value.
+
+Each test damages one field of a kernel-made fixture (the item located with btrfsscan's reader, the
+expected location and the original values read back from the raw bytes) and runs the in-process
+pipeline and the CLI commands that read that item.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from support import run
+from test_damage import SB, _offsets, model, payload_at, pristine, put, victim  # noqa: F401 - fixtures
+
+from btrfsscan.format import fastparse
+from btrfsscan.format.constants import ItemType, ObjectId
+
+FE = _offsets(fastparse.FILE_EXTENT)
+INODE = _offsets(fastparse.INODE_ITEM)
+BG = _offsets(fastparse.BLOCK_GROUP_ITEM)
+DIR = _offsets(fastparse.DIR_ITEM)
+ROOT = _offsets(fastparse.ROOT_ITEM_V1)
+
+
+def _file(v, path: str):
+    fs = v.fs
+    ino = fs.namespace.lookup(path, fs.subvolumes.get(5)).ino
+    leaf, slot = v.find_item(ObjectId.FS_TREE, lambda k, d: k[0] == ino and k[1] == ItemType.EXTENT_DATA and d[20] == 1)
+    return ino, leaf, slot
+
+
+@pytest.mark.parametrize("field, fmt, value, said", [
+    ("reg.num_bytes", "Q", 0, "num_bytes 0"),
+    ("head.compression", "B", 9, "compression 9 out of range 0..3"),
+    ("head.encryption", "B", 1, "encryption 1, expected 0"),
+    ("reg.offset", "Q", 1, "not all aligned to sectorsize"),
+    ("reg.num_bytes", "Q", 2**64 - 4096, "runs past the"),
+])
+def test_implausible_file_extent_is_skipped(victim, field, fmt, value, said):
+    v = victim()
+    ino, leaf, slot = _file(v, "big/a.bin")
+    v.edit_block(leaf.bytenr, lambda b: put(b, payload_at(leaf, slot) + FE[field], fmt, value))
+    result = model(v.paths)
+    hits = [w for w in result["warnings"] if w.startswith("EXTENT_DATA implausible: ") and said in w]
+    assert hits and f"(inode {ino} offset 0, slot {slot})" in hits[0] and f"tree 5 leaf {leaf.bytenr}" in hits[0], \
+        result["warnings"]
+    out = run("map", "--json", *v.paths, "big/a.bin")
+    assert out.exit_code == 1
+    extents = json.loads(out.stdout)["extents"]
+    assert all(e["type"] == "hole" for e in extents if e["file_offset"] == 0)  # the item is gone, not a figure
+
+
+def test_inode_size_2_63_is_skipped_not_counted(victim):
+    v = victim()
+    fs = v.fs
+    ino = fs.namespace.lookup("big/a.bin", fs.subvolumes.get(5)).ino
+    before = json.loads(run("report", "--json", *v.paths).stdout)
+    leaf, slot = v.find_item(ObjectId.FS_TREE, lambda k, d: k == (ino, ItemType.INODE_ITEM, 0))
+    size = struct.unpack_from("<Q", leaf.data, payload_at(leaf, slot) + INODE["size"])[0]
+    v.edit_block(leaf.bytenr, lambda b: put(b, payload_at(leaf, slot) + INODE["size"], "Q", 2**63))
+    result = run("report", "--json", *v.paths)
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["partial"] is True
+    assert any(w.startswith(f"INODE_ITEM of inode {ino} implausible: i_size {2**63} exceeds the largest file Linux "
+                            f"allows ({2**63 - 1}), skipped (slot {slot})") for w in out["warnings"]), out["warnings"]
+    assert out["totals"]["inodes"] == before["totals"]["inodes"] - 1
+    # the inode's pages leave the figure; nothing near 2**63 bytes enters it
+    assert out["totals"]["per_inode"]["pages"] == before["totals"]["per_inode"]["pages"] - (size + 4095) // 4096
+
+
+def test_block_group_used_beyond_length_is_not_shown(victim):
+    v = victim()
+    chunks = json.loads(run("chunks", "--json", *v.paths).stdout)["chunks"]
+    data = next(c for c in chunks if c["type"] == ["DATA"])
+    key = (data["logical"], ItemType.BLOCK_GROUP_ITEM, data["length"])
+    tree = ObjectId.EXTENT_TREE
+    leaf, slot = v.find_item(tree, lambda k, d: k == key)
+    v.edit_block(leaf.bytenr, lambda b: put(b, payload_at(leaf, slot) + BG["used"], "Q", 10979547469688594398))
+    result = run("chunks", "--json", *v.paths)
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert "10979547469688594398" not in json.dumps(out["chunks"])
+    assert [c.get("used") for c in out["chunks"] if c["logical"] == data["logical"]] != [10979547469688594398]
+    assert (f"BLOCK_GROUP_ITEM of chunk {data['logical']} implausible: used 10979547469688594398 exceeds the block "
+            f"group's length {data['length']}, skipped (tree EXTENT_TREE block {leaf.bytenr} slot {slot})"
+            ) in out["warnings"], out["warnings"]
+
+
+def test_dir_item_type_out_of_range_is_skipped(victim):
+    v = victim()
+    leaf, slot = v.find_item(ObjectId.FS_TREE, lambda k, d: k[1] == ItemType.DIR_INDEX)
+    v.edit_block(leaf.bytenr, lambda b: put(b, payload_at(leaf, slot) + DIR["type"], "B", 42))
+    result = model(v.paths)
+    assert any("DIR_ITEM implausible: file type 42 out of range 0..8" in w for w in result["warnings"]), \
+        result["warnings"]
+
+
+def test_root_item_level_out_of_range_is_skipped(pristine, tmp_path):
+    from test_damage import Victim
+
+    v = Victim(pristine("files/subvols"), tmp_path / "v")
+    try:
+        leaf, slot = v.find_item(ObjectId.ROOT_TREE, lambda k, d: k[0] == 256 and k[1] == ItemType.ROOT_ITEM)
+        v.edit_block(leaf.bytenr, lambda b: put(b, payload_at(leaf, slot) + ROOT["level"], "B", 9))
+        result = run("subvolumes", "--json", *v.paths)
+        assert result.exit_code == 1
+        out = json.loads(result.stdout)
+        assert 256 not in [s["id"] for s in out["subvolumes"]]
+        assert any(f"ROOT_ITEM implausible: root level 9, must be below 8 (root tree block {leaf.bytenr} slot {slot}"
+                   in w for w in out["warnings"]), out["warnings"]
+    finally:
+        v.close()
+
+
+def test_superblock_generation_u64_max_falls_back_to_the_backup(victim):
+    v = victim()
+    v.edit_super(lambda b: put(b, SB["generation"], "Q", 2**64 - 1), copies=(0,))
+    result = run("super", "--json", *v.paths)
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["source"]["mirror"] == 1 and out["generation"] < 2**64 - 1
+    assert any(w.startswith("primary superblock (copy 0) is not usable: generation 18446744073709551615 is "
+                            "implausible") for w in out["warnings"]), out["warnings"]
+
+
+def test_node_pointer_to_another_trees_root_is_not_silent(pristine, tmp_path):
+    """The last pointer of subvolume 256's root aimed at the extent tree's root (level, first key and generation
+    all matched): the kernel's owner rule for subvolume trees refuses it, and the warning says so."""
+    from test_damage import Victim
+
+    v = Victim(pristine("files/many"), tmp_path / "v")
+    try:
+        sub = v.fs.subvolumes.get(256)
+        node = v.fs.reader.read(sub.root.bytenr)
+        target = v.fs.tree_root(ObjectId.EXTENT_TREE)
+        first = v.fs.reader.read(target.bytenr).keys()[0]
+        assert node.level - 1 == target.level and first > node.keys()[-1]
+        slot = node.nritems - 1
+        at = 101 + slot * fastparse.KEY_PTR.size
+
+        def aim(b):
+            struct.pack_into("<QBQQQ", b, at, *first, target.bytenr, target.generation)
+        v.edit_block(node.bytenr, aim)
+        result = run("ls", "--json", "-R", *v.paths)
+        assert result.exit_code == 1
+        out = json.loads(result.stdout)
+        assert any("block owner EXTENT_TREE is not a subvolume tree, in subvolume tree 256" in w
+                   and f"node {node.bytenr} slot {slot}" in w for w in out["warnings"]), out["warnings"]
+    finally:
+        v.close()
+
+
+def test_chunk_stripe_on_an_unknown_devid_is_damage_not_a_device_range(victim):
+    v = victim()
+    chunks = json.loads(run("chunks", "--json", *v.paths).stdout)["chunks"]
+    data = next(c for c in chunks if c["type"] == ["DATA"])
+    leaf, slot = v.find_item(ObjectId.CHUNK_TREE, lambda k, d: k[1] == ItemType.CHUNK_ITEM and k[2] == data["logical"])
+    stripe_devid = payload_at(leaf, slot) + fastparse.CHUNK.size  # the first btrfs_stripe's devid
+    assert struct.unpack_from("<Q", leaf.data, stripe_devid)[0] == 1
+    v.edit_block(leaf.bytenr, lambda b: put(b, stripe_devid, "Q", 99))
+    result = run("chunks", "--json", *v.paths)
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert data["logical"] not in [c["logical"] for c in out["chunks"]]
+    assert f"chunk at logical {data['logical']} has a stripe on devid 99, which no DEV_ITEM of the chunk tree names: " \
+           "damaged, chunk skipped (its ranges are unreadable) (chunk tree)" in out["warnings"]
+    mapped = run("map", "--json", *v.paths, "big/a.bin")
+    assert mapped.exit_code == 1
+    assert all(r["devid"] != 99 for e in json.loads(mapped.stdout)["extents"] for r in e["device_ranges"])
+
+
+def test_mounted_filesystem_restarts_from_a_fresh_superblock_then_gives_a_partial_result(victim, monkeypatch):
+    """A block failing its checks on a mounted device (simulated: ``in_use`` says so; the block's checksum is
+    broken on every copy) makes the command start again from a fresh superblock, RACE_ATTEMPTS times in all."""
+    import btrfsscan.model.filesystem as filesystem
+    import btrfsscan.volumes.volume as volume_mod
+    from btrfsscan.volumes.mounted import RACE_ATTEMPTS, InUse
+
+    v = victim()
+    leaf, _ = _file(v, "big/a.bin")[1:]
+    v.edit_block(leaf.bytenr, lambda b: b.__setitem__(40, b[40] ^ 0xFF), recsum=False)
+    monkeypatch.setattr(volume_mod, "in_use", lambda path, fsid: InUse("loop9", True, "/mnt/test"))
+    opened = []
+    real = filesystem.open_filesystem
+    monkeypatch.setattr(filesystem, "open_filesystem", lambda *a, **k: opened.append(1) or real(*a, **k))
+    result = run("ls", "--json", "-R", *v.paths)
+    assert result.exit_code == 1
+    assert len(opened) == RACE_ATTEMPTS
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any(f"tree block {leaf.bytenr}: copy 1: checksum mismatch" in w and
+               f"the mounted filesystem was written while it was read, {RACE_ATTEMPTS} fresh starts did not get past "
+               "this block" in w for w in warnings), warnings
+    assert any("is attached to /dev/loop9, a device of a mounted filesystem on /mnt/test" in w for w in warnings)
