@@ -414,3 +414,9 @@ def test_read_data_equals_a_live_kernel_count(designs_image):
         for P in PAGE_SIZES:
             got = _figures(img, set(t["subvolumes"].values()), P, read_data=True)
             assert {k: got[k] for k in _DESIGNS} == {k: live[scope][str(P)][k] for k in _DESIGNS}
+
+
+def test_an_empty_checksum_tree_locates_nothing():
+    """No EXTENT_CSUM item at all (nodatasum data, or a csum tree skipped as damaged): every sector is unknown."""
+    table = csum_table([], CsumType.CRC32C, 4096)
+    assert table.locate(np.array([0, 4096, 1 << 30])).tolist() == [-1, -1, -1]

@@ -225,7 +225,8 @@ def _compressed_extent_ids(layout: PageLayout, table: CsumTable, segs: np.ndarra
     located = table.locate(np.repeat(extents, n_sectors) + ranges(np.zeros(len(extents), I64), n_sectors) * S)
     per_extent = prefix(n_sectors)
     missing = np.add.reduceat(located < 0, per_extent[:-1]) > 0 if len(located) else np.zeros(len(extents), bool)
-    values = np.where(located >= 0, table.value_ids[np.maximum(located, 0)], -1)
+    values = np.where(located >= 0, table.value_ids[np.maximum(located, 0)], -1) if table.n_sectors \
+        else np.full(len(located), -1, I64)
     # each extent's sequence: its algorithm, then its checksum ids
     algo = ext["compression"][rows][first].astype(I64)
     seq_start = prefix(n_sectors + 1)

@@ -88,11 +88,12 @@ class CsumTable:
     def locate(self, logical: np.ndarray) -> np.ndarray:
         """Row in ``csums`` of the sector starting at each logical address, -1 where none is stored."""
         logical = np.asarray(logical, I64)
+        if not len(self.start):  # no checksum items (nodatasum everywhere, or a damaged csum tree)
+            return np.full(len(logical), -1, I64)
         item = np.searchsorted(self.start, logical, side="right") - 1
         safe = np.maximum(item, 0)
-        sector = (logical - self.start[safe]) // self.sectorsize if len(self.start) else np.zeros(len(logical), I64)
-        found = (item >= 0) & (sector < self.sectors[safe]) & (logical % self.sectorsize == 0) if len(self.start) \
-            else np.zeros(len(logical), bool)
+        sector = (logical - self.start[safe]) // self.sectorsize
+        found = (item >= 0) & (sector < self.sectors[safe]) & (logical % self.sectorsize == 0)
         return np.where(found, self.first[safe] + sector, -1)
 
     @cached_property
