@@ -151,20 +151,20 @@ class _Specs:
             )),
         )
         self.model_subvolumes = (
-            Field("model", "design", lambda r: model(r[0]).title, show=printable),
+            Field("model", "design", lambda r: model(r[0]).title, show=printable, fit=WRAP),
             Field("id", "subvol", lambda r: r[1].id, show=plain),
-            Field("path", "path", lambda r: r[2], show=printable, fit=MIDDLE),
-            Field("per_inode_pages", "cache today", lambda r: r[1].per_inode_pages, show=pages_size),
-            Field("exclusive_pages", "exclusive", lambda r: r[1].exclusive_pages, show=pages_size),
-            Field("shared_pages", "shared", lambda r: r[1].shared_pages, show=pages_size),
+            Field("path", "path", lambda r: r[2], show=printable, fit=MIDDLE, drop=4),
+            Field("per_inode_pages", "cache today", lambda r: r[1].per_inode_pages, show=pages_size, drop=3),
+            Field("exclusive_pages", "exclusive", lambda r: r[1].exclusive_pages, show=pages_size, drop=2),
+            Field("shared_pages", "shared", lambda r: r[1].shared_pages, show=pages_size, drop=1),
             Field("saved_pages", "saved (share)", lambda r: r[1].saved_pages, show=pages_size),
         )
         self.model_files = (
-            Field("model", "design", lambda r: model(r[0]).title, show=printable),
+            Field("model", "design", lambda r: model(r[0]).title, show=printable, fit=WRAP),
             Field("path", "path", lambda r: r[1].path, text=lambda r: printable(
                 r[1].path if r[1].path is not None else f"<subvol {r[1].subvol} ino {r[1].ino}>"), fit=MIDDLE),
-            Field("subvol", "subvol", lambda r: r[1].subvol, show=plain),
-            Field("size", "size", lambda r: r[1].size, show=size),
+            Field("subvol", "subvol", lambda r: r[1].subvol, show=plain, drop=2),
+            Field("size", "size", lambda r: r[1].size, show=size, drop=1),
             Field("saved_bytes", "saved (share)", lambda r: r[1].saved_bytes, show=size),
         )
         self.kinds = (
