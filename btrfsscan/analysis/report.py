@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -10,7 +12,7 @@ import numpy as np
 from ..cache.analyze import CacheAnalysis, analyze
 from ..cache.by_dir import by_directory
 from ..cache.content import ContentSource, CsumTreeContent, DataContent, PageRequests
-from ..cache.report import EXAMPLE_PATHS, PageCacheReport, build_report
+from ..cache.report import EXAMPLE_PATHS, PageCacheReport, ScanTiming, build_report
 from ..errors import CorruptionError
 from ..format.constants import ObjectId
 from ..model.csums import CsumTable, csum_table, read_csum_tree
@@ -108,6 +110,7 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
     the report by directory down to that many levels below each subvolume
     (``top`` children per directory).
     """
+    started_at, clock = time.time(), time.monotonic()
     if read_data:
         check_has_data(fs.volume)
     subvols = fs.subvolumes.live()
@@ -132,4 +135,4 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
                           source_notes=fs.notes)
     if progress:
         progress.done()
-    return report
+    return replace(report, scan=ScanTiming(started_at, time.monotonic() - clock))

@@ -171,6 +171,14 @@ class FileFigures(TopFile):
 
 
 @dataclass(frozen=True)
+class ScanTiming:
+    """When a scan started (Unix time, seconds) and how long it took (monotonic clock, seconds)."""
+
+    started_at: float
+    seconds: float
+
+
+@dataclass(frozen=True)
 class PageCacheReport:
     """Everything the report shows; ``notes`` are remarks that do not make it partial."""
 
@@ -188,6 +196,7 @@ class PageCacheReport:
     warnings: tuple[str, ...]
     sharing_matrix: SharingMatrix | None = None  # None for a working set (live, --resident): not computed
     by_dir: ByDir | None = None
+    scan: ScanTiming | None = None  # when the scan ran and how long it took (set by the analysis layer)
 
     def model(self, name: str) -> ModelFigures:
         return self.totals.models[name]

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..arrays import I64
 from ..errors import ResidencyError
+from ..names import name_fields
 
 SCHEMA_VERSION = 1
 KINDS = ("resident", "workload")
@@ -159,15 +160,6 @@ class ResidencyBuilder:
 # --- the document -------------------------------------------------------------------------
 
 
-def path_fields(raw: bytes, key: str = "path") -> dict[str, str]:
-    """``{key: text}`` plus ``{key}_bytes`` (base64) when the UTF-8 text with U+FFFD is not exactly ``raw``."""
-    text = raw.decode("utf-8", "replace")
-    out = {key: text}
-    if text.encode("utf-8") != raw:
-        out[f"{key}_bytes"] = base64.b64encode(raw).decode("ascii")
-    return out
-
-
 def _raw_path(record: dict, key: str, where: str) -> bytes:
     if f"{key}_bytes" in record:
         try:
@@ -188,8 +180,8 @@ def _header(res: Residency) -> dict[str, Any]:
             "type": fs.type, "fsid": fs.fsid, "fsid_source": fs.fsid_source,
             "generation": fs.generation, "sectorsize": fs.sectorsize,
         },
-        "roots": [path_fields(r) for r in res.roots],
-        "subvolumes": [{"id": s.id, **path_fields(s.path)} for s in res.subvolumes],
+        "roots": [name_fields(r) for r in res.roots],
+        "subvolumes": [{"id": s.id, **name_fields(s.path)} for s in res.subvolumes],
         "counts": {"files": res.files, "files_with_pages": res.files_with_pages,
                    "unreadable": res.unreadable, "pages": res.pages},
         "notes": list(res.notes),
@@ -204,7 +196,7 @@ def write_residency(res: Residency, out: IO[str]) -> None:
     last = len(order) - 1
     for n, i in enumerate(order.tolist()):
         a, b = int(res.run_start[i]), int(res.run_start[i + 1])
-        record = {"subvol": int(res.subvol[i]), "ino": int(res.ino[i]), **path_fields(res.path(i)),
+        record = {"subvol": int(res.subvol[i]), "ino": int(res.ino[i]), **name_fields(res.path(i)),
                   "size": int(res.size[i]),
                   "runs": np.stack((res.run_page[a:b], res.run_count[a:b]), 1).tolist()}
         out.write(json.dumps(record, separators=(",", ":")) + (",\n" if n < last else "\n"))

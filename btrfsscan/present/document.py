@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..names import name_base64, name_text
 from .contract import schema_version
-from .units import plain
+from .units import plain, printable
 
 #: How nested fields apply to a field's raw value.
 ONE, LIST, KEYED = "one", "list", "keyed"
@@ -48,6 +49,7 @@ class Field:
     key_of: Callable[[Any], str] | None = None
     fit: str = KEEP
     drop: int = 0  # tables: 0 always shown; else left out when the table is too wide, the highest first
+    optional: bool = False  # JSON: the key is left out when its value is None
 
     def cell(self, obj: Any) -> Cell:
         raw = self.get(obj)
@@ -67,7 +69,24 @@ class Field:
 
 def json_record(fields: Sequence[Field], obj: Any) -> dict[str, Any]:
     """``obj`` as a JSON object under ``fields`` (their JSON fields, in spec order)."""
-    return {f.key: f.to_json(f.get(obj)) for f in fields if f.json}
+    return _json_object((f, f.get(obj)) for f in fields)
+
+
+def _json_object(values: Iterable[tuple[Field, Any]]) -> dict[str, Any]:
+    out = {}
+    for f, raw in values:
+        if f.json:
+            value = f.to_json(raw)
+            if value is not None or not f.optional:
+                out[f.key] = value
+    return out
+
+
+def name_fields(key: str, label: str | None, get: Callable[[Any], Any], **table: Any) -> tuple[Field, Field]:
+    """A name or path (bytes on disk): valid UTF-8 text in JSON (U+FFFD for bytes that are not UTF-8) with the
+    exact bytes in ``{key}_bytes`` (base64) whenever the text is not exactly them; escaped in tables."""
+    return (Field(key, label, get, show=printable, encode=name_text, **table),
+            Field(f"{key}_bytes", None, get, encode=name_base64, optional=True))
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,7 @@ class Record:
     cells: tuple[Cell, ...]
 
     def json(self) -> dict[str, Any]:
-        return {c.key: c.field.to_json(c.raw) for c in self.cells if c.field.json}
+        return _json_object((c.field, c.raw) for c in self.cells)
 
 
 def selected(fields: Sequence[Field], detail: bool = False) -> tuple[Field, ...]:

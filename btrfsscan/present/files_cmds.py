@@ -15,6 +15,7 @@ import click
 from ..analysis.files import file_map_of, listing, subvolume_list
 from ..analysis.refs import parse_inode_ref
 from ..model.listing import normalize_path
+from ..names import argument_name
 from .command import finish, images_argument, inputs, log_replay_option, opened, output_options, sample_option
 from .document import CommandOutput
 from .views.files import ls_document, map_document, subvolumes_document
@@ -69,7 +70,7 @@ def map_cmd(args, subvol, inode, sample, log_replay, super_copy):
         if len(args) < (1 if sample else 2):
             raise click.UsageError("give IMAGE... PATH: the last argument is the file's path in the image "
                                    "(or --inode SUBVOL:INO instead of PATH)")
-        images, path = tuple(args[:-1]), args[-1]
+        images, path = tuple(args[:-1]), argument_name(args[-1])
         if path.endswith("/") and path.strip("/"):
             raise click.BadParameter(f"{path!r} ends with /, which names a directory; map shows the extents of "
                                      "a regular file", param_hint="PATH")
@@ -124,7 +125,7 @@ def ls_cmd(args, recursive, sample, log_replay, super_copy):
         images = args
     with ExitStack() as stack:
         fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy, log_replay=log_replay))
-        document = ls_document(listing(fs, normalize_path(path or "."), recursive=recursive))
+        document = ls_document(listing(fs, normalize_path(argument_name(path or ".")), recursive=recursive))
         finish(CommandOutput("ls", (document,), tuple(fs.warnings.messages()), notes=tuple(fs.notes)))
 
 

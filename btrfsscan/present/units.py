@@ -45,11 +45,31 @@ def human_pct(value: float | None, raw: bool = False) -> str:
     return f"{float(value)!r}%" if raw else f"{value:.1f}%"
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def _escaped(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    if "\udc80" <= ch <= "\udcff":  # a byte that is not UTF-8 (surrogate-escaped): as ``ls -b`` shows it
+        return f"\\x{ord(ch) - 0xDC00:02x}"
+    if ch.isprintable():
+        return ch
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
 def printable(text: Any) -> str:
-    """``text`` with control characters escaped (a name cannot garble the terminal); None is ``-``."""
+    """``text`` safe for a terminal, the one display of names in every table (``ls -b``'s escapes): control
+    characters, backslashes and bytes that are not UTF-8 escaped (``\\n``, ``\\\\``, ``\\xff``), quoted
+    (``'trail '``, a quote in it as ``\\'``) when it starts or ends with white space; None is ``-``."""
     if text is None:
         return "-"
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+    text = str(text)
+    shown = "".join(_escaped(ch) for ch in text) if any(ch in _NAMED_ESCAPES or not ch.isprintable() for ch in text) \
+        else text
+    if text != text.strip():
+        return "'" + shown.replace("'", "\\'") + "'"
+    return shown
 
 
 def plain(raw: Any) -> str:

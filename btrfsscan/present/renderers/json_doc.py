@@ -3,6 +3,10 @@
 A document whose spec does not place ``warnings`` itself ends with the run's
 ``warnings`` and ``partial``, and its ``notes`` when the run has any (a log
 tree replayed or left out).
+
+The output is always valid UTF-8: names are given as text by their fields
+(``document.name_fields``); any other string still holding a byte that is not
+UTF-8 (surrogate-escaped, as the model carries names) shows it as U+FFFD.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ from typing import IO
 from ..document import CommandOutput
 
 
+def valid_utf8(text: str) -> str:
+    """``text`` with every surrogate-escaped byte as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def render(output: CommandOutput, stream: IO[str]) -> None:
     for document in output.documents:
         payload = document.json()
@@ -21,8 +30,6 @@ def render(output: CommandOutput, stream: IO[str]) -> None:
             payload["partial"] = bool(output.warnings)
             if output.notes:
                 payload["notes"] = list(output.notes)
-        if output.stream:
-            stream.write(json.dumps(payload, ensure_ascii=False) + "\n")
-        else:
-            stream.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(payload, ensure_ascii=False, indent=None if output.stream else 2)
+        stream.write(valid_utf8(text) + "\n")
     stream.flush()

@@ -9,7 +9,7 @@ from ...analysis.files import Listing, SubvolumeList
 from ...format.constants import ObjectId
 from ...model.filemap import FileExtent, FileMap
 from ...model.subvolumes import Subvolume
-from ..document import MIDDLE, WRAP, Document, Field, section
+from ..document import MIDDLE, WRAP, Document, Field, name_fields, section
 from ..units import human_bytes, plain, printable
 
 # --- map --------------------------------------------------------------------------
@@ -57,7 +57,7 @@ def _if_data(name: str, drop: int) -> Field:
 
 
 MAP_HEADER_FIELDS: tuple[Field, ...] = (
-    Field("path", "path", lambda m: m.path, show=printable, fit=MIDDLE),
+    *name_fields("path", "path", lambda m: m.path, fit=MIDDLE),
     Field("subvolume", "subvolume", lambda m: m.subvolume),
     Field("inode", "inode", lambda m: m.inode),
     Field("size", "size", lambda m: m.size, show=lambda v: f"{v} ({human_bytes(v)})"),
@@ -89,7 +89,7 @@ MAP_TABLE_COLUMNS = ("file_range", "length", "type", "compression", "logical", "
 
 def map_document(file_map: FileMap) -> Document:
     """The ``map`` command's document of one file map."""
-    title = file_map.path if file_map.path is not None else f"subvolume {file_map.subvolume} inode {file_map.inode}"
+    title = printable(file_map.path) if file_map.path is not None else f"subvolume {file_map.subvolume} inode {file_map.inode}"
     return Document("map", (
         section(None, title, MAP_HEADER_FIELDS, [file_map], many=False, layout="fields"),
         section("extents", f"extents ({len(file_map.extents)})", MAP_EXTENT_FIELDS, file_map.extents,
@@ -106,7 +106,7 @@ def ls_fields(full_paths: bool) -> tuple[Field, ...]:
             else Field("name", "name", lambda r: r.name + ("/" if r.type == "dir" else ""), show=printable, json=False,
                        fit=MIDDLE))
     return (
-        Field("path", None, lambda r: r.path),
+        *name_fields("path", None, lambda r: r.path),
         Field("subvolume", "subvol", lambda r: r.subvolume, drop=3),
         Field("inode", "inode", lambda r: r.inode),
         Field("type", None, lambda r: r.type),
@@ -123,7 +123,7 @@ LS_TABLE_COLUMNS = ("inode", "mode", "nlink", "size", "extents", "shared_bytes",
 
 
 def ls_document(result: Listing) -> Document:
-    title = f"{result.path} ({len(result.entries)} entries)" if result.recursive else result.path
+    title = f"{printable(result.path)} ({len(result.entries)} entries)" if result.recursive else printable(result.path)
     return Document("ls", (
         section("entries", title, ls_fields(result.recursive), result.entries, columns=LS_TABLE_COLUMNS),
     ), subject=result)

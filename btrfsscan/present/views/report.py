@@ -20,7 +20,8 @@ from ...cache.by_dir import SAVING_MODEL, DirEntry
 from ...cache.registry import BASELINE, HEADLINE, MODELS, model
 from ...cache.report import PageCacheReport, SubvolumeFigures, pages_to_bytes
 from ...format.constants import ObjectId
-from ..document import KEYED, LIST, MIDDLE, WRAP, Document, Field, Section, section
+from ...names import name_base64, name_text
+from ..document import KEYED, LIST, MIDDLE, WRAP, Document, Field, Section, name_fields, section
 from ..units import human_bytes, human_count, human_pct, printable
 from .volume import DEVICE_FIELDS
 
@@ -54,6 +55,16 @@ def complete_schema(doc: dict[str, Any]) -> dict[str, Any]:
         "properties": {m.name: {"description": m.title, "type": ["number", "null"], "minimum": 0} for m in MODELS},
     })
     return doc
+
+
+def _texts(paths: Sequence[str]) -> list[str]:
+    return [name_text(p) for p in paths]
+
+
+def _base64s(paths: Sequence[str]) -> list[str | None] | None:
+    """The raw bytes (base64) of each path whose text is not exactly them; None when no path needs it."""
+    encoded = [name_base64(p) for p in paths]
+    return encoded if any(e is not None for e in encoded) else None
 
 
 def _example(paths: Sequence[str]) -> str:
@@ -143,7 +154,7 @@ class _Specs:
             Field("top_files", None, lambda m: m.top_files, each=LIST, fields=(
                 Field("subvol", None, lambda f: f.subvol),
                 Field("ino", None, lambda f: f.ino),
-                Field("path", None, lambda f: f.path),
+                *name_fields("path", None, lambda f: f.path),
                 Field("size", None, lambda f: f.size),
                 Field("pages", None, lambda f: f.pages),
                 Field("saved_pages", None, lambda f: f.saved_pages, encode=_round(3)),
@@ -206,13 +217,15 @@ class _Specs:
             Field("cached_pages", "cached once", lambda e: e.cached_pages, show=pages_size, drop=5),
             Field("saved_pages", None, lambda e: e.saved_pages),
             Field("saved_bytes", "saved", lambda e: e.saved_bytes, show=size),
-            Field("paths", "for example", lambda e: e.paths, show=_example, encode=list, fit=MIDDLE, drop=1),
+            Field("paths", "for example", lambda e: e.paths, show=_example, encode=_texts, fit=MIDDLE, drop=1),
+            Field("paths_bytes", None, lambda e: e.paths, encode=_base64s, optional=True),
         )
         self.files = (
             Field("subvol", "subvol", lambda f: f.subvol, show=plain, drop=2),
             Field("ino", None, lambda f: f.ino),
-            Field("path", "path", lambda f: f.path,
-                  text=lambda f: printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>"), fit=MIDDLE),
+            *name_fields("path", "path", lambda f: f.path,
+                         text=lambda f: printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>"),
+                         fit=MIDDLE),
             Field("size", "size", lambda f: f.size, show=size, drop=3),
             Field("nlink", "links", lambda f: f.nlink, show=count, drop=5),
             Field("pages", "pages", lambda f: f.pages, show=count, drop=4),
@@ -269,7 +282,7 @@ class _Specs:
             Field("name", "directory", lambda e: e, json=False, text=lambda e: printable(_dir_label(e))),
             Field("kind", None, lambda e: e.kind),
             Field("subvol", None, lambda e: e.subvol),
-            Field("path", None, lambda e: e.path),
+            *name_fields("path", None, lambda e: e.path),
             Field("relpath", None, lambda e: e.relpath),
             Field("depth", None, lambda e: e.depth),
             Field("parent", None, lambda e: None if e.parent < 0 else e.parent),
