@@ -140,13 +140,12 @@ def _aliases(out: os.stat_result, inp: os.stat_result, name: str) -> bool:
 
 def check_output(target: str, inputs: Iterable[str]) -> None:
     """Refuse ``target`` when it aliases one of ``inputs`` or cannot be written; before any scan."""
-    shown = ascii(target)[1:-1]
     try:
         out = os.stat(target)
     except FileNotFoundError:
         out = None
     except OSError as exc:
-        raise OutputError(f"cannot write the output {shown}: {exc.strerror}") from None
+        raise OutputError(f"cannot write the output {target}: {exc.strerror}") from None
     if out is not None:
         for name in inputs:
             try:
@@ -154,19 +153,19 @@ def check_output(target: str, inputs: Iterable[str]) -> None:
             except OSError:
                 continue  # opening the input reports that
             if _aliases(out, inp, name):
-                raise OutputError(f"refusing to write the output {shown}: it is the input {ascii(name)[1:-1]} "
+                raise OutputError(f"refusing to write the output {target}: it is the input {name} "
                                   "(or the device holding it)")
         if stat.S_ISDIR(out.st_mode):
-            raise OutputError(f"cannot write the output {shown}: it is a directory")
+            raise OutputError(f"cannot write the output {target}: it is a directory")
         if not stat.S_ISREG(out.st_mode):
             if not os.access(target, os.W_OK):
-                raise OutputError(f"cannot write the output {shown}: permission denied")
+                raise OutputError(f"cannot write the output {target}: permission denied")
             return
     directory = os.path.dirname(os.path.realpath(target)) or "."
     if not os.path.isdir(directory):
-        raise OutputError(f"cannot write the output {shown}: directory {ascii(directory)[1:-1]} does not exist")
+        raise OutputError(f"cannot write the output {target}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write the output {shown}: directory {ascii(directory)[1:-1]} is not writable")
+        raise OutputError(f"cannot write the output {target}: directory {directory} is not writable")
 
 
 @contextmanager
@@ -178,7 +177,7 @@ def open_output(target: str) -> Iterator[IO[str]]:
     except FileNotFoundError:
         mode = None
     except OSError as exc:
-        raise OutputError(f"cannot write the output {ascii(target)[1:-1]}: {exc.strerror}") from None
+        raise OutputError(f"cannot write the output {target}: {exc.strerror}") from None
     if mode is not None and not stat.S_ISREG(mode):
         with open(real, "w", encoding="utf-8") as stream:
             yield stream
@@ -187,7 +186,7 @@ def open_output(target: str) -> Iterator[IO[str]]:
     try:
         handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
     except OSError as exc:
-        raise OutputError(f"cannot write the output {ascii(target)[1:-1]}: {exc.strerror}") from None
+        raise OutputError(f"cannot write the output {target}: {exc.strerror}") from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             yield stream
@@ -199,7 +198,7 @@ def open_output(target: str) -> Iterator[IO[str]]:
         except OSError:
             pass
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
-            raise OutputError(f"cannot write the output {ascii(target)[1:-1]}: {exc.strerror or exc}") from None
+            raise OutputError(f"cannot write the output {target}: {exc.strerror or exc}") from None
         raise
 
 
