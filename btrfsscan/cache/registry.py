@@ -163,12 +163,19 @@ class ModelInputs:
         return self._version_pages[name]
 
 
+def _lacking(definition: CacheModel, sources: Mapping[str, Any], why: str) -> ModelResult | None:
+    """The "does not apply" result of a model whose required inputs are not all in ``sources`` (None: all are)."""
+    missing = [what for name, what in definition.requires.items() if name not in sources]
+    if not missing:
+        return None
+    return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", " + why)
+
+
 def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:
     """``definition`` on ``inputs``: not applicable (without computing) when an input is missing or
     the filesystem does not fit the design."""
-    missing = [what for name, what in definition.requires.items() if name not in inputs.sources]
-    if missing:
-        return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", which this run has not")
+    if (lacking := _lacking(definition, inputs.sources, "which this run has not")) is not None:
+        return lacking
     ok, reason = definition.applies(inputs.facts, inputs.page_size)
     if not ok:
         return ModelResult(definition.name, None, False, reason)
@@ -184,9 +191,8 @@ def evaluate_resident(definition: CacheModel, working_set: Any, facts: Filesyste
     ``lacking`` says why a required input is missing (a live filesystem: only an image has it)."""
     if definition.resident is None:  # first: an image would not change that
         return ModelResult(definition.name, None, False, "not computed over resident pages")
-    missing = [what for name, what in definition.requires.items() if name not in sources]
-    if missing:
-        return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", " + lacking)
+    if (missing := _lacking(definition, sources, lacking)) is not None:
+        return missing
     ok, reason = definition.applies(facts, working_set.page_size)
     if not ok:
         return ModelResult(definition.name, None, False, reason)
