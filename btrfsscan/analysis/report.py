@@ -15,7 +15,7 @@ from ..cache.content import ContentSource, CsumTreeContent, DataContent, PageReq
 from ..cache.report import EXAMPLE_PATHS, PageCacheReport, ScanTiming, build_report
 from ..errors import CorruptionError
 from ..format.constants import ObjectId
-from ..model.csums import CsumTable, csum_table, read_csum_tree
+from ..model.csums import CsumTable, csum_table, read_csum_tree, with_replaced
 from ..model.directories import directory_tree
 from ..model.file_data import check_has_data, hash_pages
 from ..model.fs_tree import FileScanner
@@ -67,15 +67,19 @@ def example_paths(analysis: CacheAnalysis, path_of: Callable[[int, int], str | N
 
 
 def checksum_table(fs: Filesystem) -> CsumTable:
-    """Every data checksum of ``fs``; an empty table, with a warning, when it has no checksum tree."""
+    """Every data checksum of ``fs``, with those the log replay writes; an empty table, with a warning, when it
+    has no checksum tree."""
     csum_type, sectorsize = fs.superblock.csum, fs.superblock.sectorsize
     try:
         root = fs.tree_root(ObjectId.CSUM_TREE)
     except CorruptionError as exc:
         fs.warnings.add(f"{exc}: no data checksums, every data page's content is unknown", "root tree",
                         tree=int(ObjectId.ROOT_TREE))
-        return csum_table([], csum_type, sectorsize)
-    return read_csum_tree(fs.reader, root, csum_type, sectorsize, fs.warnings)
+        table = csum_table([], csum_type, sectorsize)
+    else:
+        table = read_csum_tree(fs.reader, root, csum_type, sectorsize, fs.warnings)
+    fs.subvolumes  # the replay runs with them
+    return with_replaced(table, fs.log.csums())
 
 
 def content_source(fs: Filesystem, *, page_size: int, read_data: bool,

@@ -152,3 +152,35 @@ def read_csum_tree(reader: TreeReader, root: TreeRoot, csum_type: CsumType, sect
 
     (order,) = bulk.walk([root], unreadable)
     return csum_table([leaves[bytenr] for bytenr in order], csum_type, sectorsize, warnings)
+
+
+def with_replaced(table: CsumTable, pieces: list[tuple[int, bytes]]) -> CsumTable:
+    """``table`` with the checksums of ``pieces`` ((logical start, checksums back to back), a later piece over
+    an earlier one) in place of its own over the sectors they cover: the checksum tree after log replay
+    (``btrfs_del_csums`` of each range, then ``btrfs_csum_file_blocks``)."""
+    if not pieces:
+        return table
+    sector, size = table.sectorsize, table.csum_type.size
+    new: dict[int, bytes] = {}
+    for start, data in pieces:
+        for i in range(len(data) // size):
+            new[start + i * sector] = data[i * size:(i + 1) * size]
+    addr = np.array(sorted(new), I64)
+    rows = np.frombuffer(b"".join(new[a] for a in addr.tolist()), np.uint8).reshape(-1, size)
+    located = table.locate(addr)
+    item = np.searchsorted(table.start, addr[located >= 0], side="right") - 1
+    hit = np.zeros(len(table.start), bool)
+    hit[item] = True
+    keep = np.flatnonzero(~hit)
+    cut = np.flatnonzero(hit)  # items partly replaced: their other sectors stay, one item each
+    sector_at = ranges(np.zeros(len(cut), I64), table.sectors[cut])
+    cut_start = np.repeat(table.start[cut], table.sectors[cut]) + sector_at * sector
+    cut_row = np.repeat(table.first[cut], table.sectors[cut]) + sector_at
+    stays = ~np.isin(cut_start, addr)
+    start = np.concatenate((table.start[keep], cut_start[stays], addr))
+    sectors = np.concatenate((table.sectors[keep], np.ones(int(stays.sum()) + len(addr), I64)))
+    source = np.concatenate((table.first[keep], cut_row[stays], len(table.csums) + np.arange(len(addr), dtype=I64)))
+    order = np.argsort(start, kind="stable")
+    start, sectors, source = start[order], sectors[order], source[order]
+    csums = np.concatenate((table.csums.reshape(-1, size), rows))[ranges(source, source + sectors)]
+    return CsumTable(table.csum_type, sector, start, sectors, prefix(sectors)[:-1], csums)

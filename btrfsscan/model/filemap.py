@@ -15,7 +15,6 @@ import numpy as np
 
 from ..errors import BtrfsScanError, ReadError
 from ..format.constants import Compression, FileExtentType
-from .extent_tree import data_extent_refs
 from .tables import FileTables
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def build_file_map(fs: Filesystem, subvol: int, ino: int, path: str, tables: Fil
     rows = tables.extents[(tables.extents["subvol"] == subvol) & (tables.extents["ino"] == ino)]
     data_bytenrs = [int(b) for b, t in zip(rows["disk_bytenr"], rows["type"]) if b and t != FileExtentType.INLINE]
     counts = _mapping_counts(tables, data_bytenrs)
-    refs = data_extent_refs(fs.reader, data_bytenrs, where=path)  # damage: refs left 0, the device map needs none
+    refs = fs.data_extent_refs(data_bytenrs, where=path)  # damage: refs left 0, the device map needs none
     extents: list[FileExtent] = []
     pos = 0
     for r in rows:

@@ -19,9 +19,10 @@ from ..tree.roots import find_root, root_tree
 from ..tree.walk import TreeRoot
 from ..volumes.superblock import Superblock
 from ..volumes.volume import Volume
+from .extent_tree import data_extent_refs
 from .log_replay import LogReplay, replay_log
 from .namespace import Namespace, dir_path
-from .subvolumes import SubvolumeSet, read_subvolumes
+from .subvolumes import SubvolumeSet, assign_paths, read_subvolumes
 
 
 class Filesystem:
@@ -53,12 +54,27 @@ class Filesystem:
 
     @cached_property
     def subvolumes(self) -> SubvolumeSet:
-        """Every subvolume; with a log tree (and ``log_replay``), each carrying what the replay changed."""
-        subvols = read_subvolumes(self.reader, self.root_tree, self.warnings,
-                                  lambda sub, dirid: dir_path(self.reader, sub, dirid))
+        """Every subvolume; with a log tree (and ``log_replay``), each carrying what the replay changed, and
+        paths through the replayed names (a renamed directory moves the subvolumes below it)."""
+        def resolve(sub, dirid):
+            return dir_path(self.reader, sub, dirid)
+
+        subvols = read_subvolumes(self.reader, self.root_tree, self.warnings, resolve)
         if self.log.present and self.log_replay:
             self.log = replay_log(self.reader, subvols, self.warnings)
+            if self.log.subvolumes:
+                assign_paths(subvols, self.warnings, resolve)
         return subvols
+
+    def data_extent_refs(self, bytenrs: Iterable[int], where: str = "extent tree") -> dict[int, int]:
+        """``refs`` of the data extents starting at ``bytenrs`` as the kernel counts them after mounting: the
+        extent tree's, changed by what the log replay adds and drops (``extent_tree.data_extent_refs``)."""
+        bytenrs = list(bytenrs)
+        refs = data_extent_refs(self.reader, bytenrs, where)
+        self.subvolumes  # the replay runs with them
+        if not self.log.subvolumes:
+            return refs
+        return self.log.adjust_refs(refs, bytenrs, self.warnings, where)
 
     @property
     def notes(self) -> list[str]:

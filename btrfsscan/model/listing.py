@@ -35,7 +35,6 @@ import numpy as np
 
 from ..errors import CorruptionError
 from ..format.constants import FileExtentType, FileType, ObjectId
-from .extent_tree import data_extent_refs
 from .namespace import EMPTY_SUBVOL_DIR_INO, ROOT_DIR_INO, Entry
 from .tables import FileTables
 
@@ -107,7 +106,7 @@ class InodeSummary:
         inline = ext["type"] == FileExtentType.INLINE
         data = ~inline & (ext["disk_bytenr"] != 0)
         once = np.intersect1d(values[counts == 1], ext["disk_bytenr"][data])
-        refs = data_extent_refs(fs.reader, once.tolist())
+        refs = fs.data_extent_refs(once.tolist())
         shared_values = np.concatenate([
             values[counts > 1], np.array([b for b, r in refs.items() if r > 1], dtype=np.uint64)])
         shared = data & np.isin(ext["disk_bytenr"], shared_values)

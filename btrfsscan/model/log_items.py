@@ -93,6 +93,21 @@ def extent_piece(data: bytes, file_offset: int, start: int, end: int) -> bytes:
                                  "reg.num_bytes": end - start})
 
 
+def data_extent(data: bytes) -> int:
+    """The disk_bytenr of the data extent an extent item references; 0 for inline extents and holes."""
+    item = extent(data)
+    return 0 if item.type == FileExtentType.INLINE else item.disk_bytenr
+
+
+def csum_range(data: bytes) -> tuple[int, int]:
+    """The logical range whose checksums replaying a regular or prealloc extent item takes from the log: the
+    part it references, or the whole extent when compressed (as replay_one_extent)."""
+    item = extent(data)
+    if item.compression:
+        return item.disk_bytenr, item.disk_bytenr + item.disk_num_bytes
+    return item.disk_bytenr + item.offset, item.disk_bytenr + item.offset + item.num_bytes
+
+
 def extent_bytes(data: bytes) -> int:
     """What an extent item adds to its inode's ``nbytes``: 0 for holes."""
     item = extent(data)

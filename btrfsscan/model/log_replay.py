@@ -27,16 +27,30 @@ objects (an inode or directory: all items of one objectid) the log touches:
 The result per subvolume is the final items of every object that changed
 (``ReplayedItems``): readers use them in place of the committed items of
 those objectids. DIR_ITEM and DIR_LOG_ITEM items of old kernels' logs are
-ignored, as the kernel ignores them. EXTENT_CSUM items of the log are
-counted; no command reads data checksums. Anything else the log holds is a
+ignored, as the kernel ignores them. Anything else the log holds is a
 warning and that item is not replayed.
+
+The extent tree and the checksum tree change with the file extents, as in
+``replay_one_extent`` and ``btrfs_drop_extents``: every file extent item
+added references its extent once more (``btrfs_inc_extent_ref``, or a new
+extent item with one reference when the extent tree has none), every item
+dropped once less, a split item once more; ``ReplayedItems.extent_refs``
+holds those changes, which ``Filesystem.data_extent_refs`` adds to the
+committed counts. The log's checksums of the range each replayed extent
+item references replace the committed ones there (``btrfs_del_csums`` and
+``btrfs_csum_file_blocks``): ``ReplayedItems.csums``. Not modelled: the
+kernel copies a leaf it changes that a snapshot still shares, which adds a
+reference to every extent the leaf's items point at; those extents are in
+``ReplayedItems.shared_extents`` and their counts come with a warning. The
+checksums of an extent the replay frees stay (no file references them).
 """
 
 from __future__ import annotations
 
 import bisect
 import stat
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import CorruptionError, Warnings
@@ -44,7 +58,7 @@ from ..format.checksum import name_hash
 from ..format.constants import IncompatFlag, ItemType, ObjectId
 from ..format.items import DirItem, DirLogItem, InodeRef, Key, RootItem, parse_item
 from ..tree.reader import TreeReader
-from ..tree.walk import TreeRoot, iter_items
+from ..tree.walk import TreeRoot, iter_items, iter_leaves
 from . import log_items as li
 from .subvolumes import Subvolume, SubvolumeSet
 
@@ -73,7 +87,12 @@ class ReplayedItems:
 
     objects: dict[int, list[tuple[Key, bytes]]]
     from_log: set[int]
-    csum_items: int = 0
+    #: disk_bytenr -> change of the extent's ``refs`` (items added minus items dropped).
+    extent_refs: dict[int, int] = field(default_factory=dict)
+    #: (logical, checksums) the replay writes to the checksum tree, in replay order (a later one wins).
+    csums: list[tuple[int, bytes]] = field(default_factory=list)
+    #: Extents referenced from committed leaves a snapshot may share that the replay changes.
+    shared_extents: set[int] = field(default_factory=set)
 
     def covers(self, objectid: int) -> bool:
         return objectid in self.objects
@@ -107,9 +126,32 @@ class LogReplay:
             return ("the log tree (changes fsync'd after the last commit) was not replayed (--no-log-replay): "
                     "this is the last committed transaction")
         ids = ", ".join(str(i) for i in sorted(self.subvolumes)) or "none"
-        csums = sum(r.csum_items for r in self.subvolumes.values())
         return (f"log tree replayed as the kernel does at mount: {self.inodes} inode(s) from the log "
-                f"(subvolume(s) {ids}; {csums} data checksum item(s), which no command reads)")
+                f"(subvolume(s) {ids})")
+
+    def adjust_refs(self, committed: dict[int, int], bytenrs: Iterable[int], warnings: Warnings,
+                    where: str) -> dict[int, int]:
+        """The extent reference counts after the replay, from the extent tree's (``committed``) for ``bytenrs``:
+        an extent left with none has no extent item and is left out, as in ``committed``."""
+        out = dict(committed)
+        for bytenr in {int(b) for b in bytenrs if b}:
+            change = sum(r.extent_refs.get(bytenr, 0) for r in self.subvolumes.values())
+            if any(bytenr in r.shared_extents for r in self.subvolumes.values()):
+                warnings.add(f"reference count of extent {bytenr} may differ from the kernel's after log replay: "
+                             "the log changes a leaf a snapshot shares (not modelled)", where,
+                             tree=int(ObjectId.EXTENT_TREE))
+            if not change:
+                continue
+            refs = out.get(bytenr, 0) + change
+            if refs > 0:
+                out[bytenr] = refs
+            else:
+                out.pop(bytenr, None)
+        return out
+
+    def csums(self) -> list[tuple[int, bytes]]:
+        """Every (logical, checksums) the replays write, subvolume by subvolume in id order."""
+        return [piece for subvol in sorted(self.subvolumes) for piece in self.subvolumes[subvol].csums]
 
 
 def _log_reader(reader: TreeReader, warnings: Warnings) -> TreeReader:
@@ -165,15 +207,21 @@ class _Replay:
     """Replays one subvolume's log onto in-memory copies of the objects it touches."""
 
     def __init__(self, reader: TreeReader, sub: Subvolume, log: list[tuple[Key, bytes]], *, sectorsize: int,
-                 no_holes: bool, transid: int) -> None:
+                 csum_size: int, no_holes: bool, transid: int) -> None:
         self.reader = reader
         self.sub = sub
         self.log = log
         self.log_keys = {key: data for key, data in log}
+        self.log_csums = sorted((key[2], data) for key, data in log
+                                if key[0] == _CSUM_OBJECTID and key[1] == _EXTENT_CSUM)
         self.sectorsize = sectorsize
+        self.csum_size = csum_size
         self.no_holes = no_holes
         self.transid = transid
         self.objs: dict[int, dict[Key, bytes]] = {}
+        self.committed: dict[int, dict[Key, bytes]] = {}
+        self.shared_extents: dict[int, set[int]] = {}
+        self.csums: list[tuple[int, bytes]] = []
         self.dirty: set[int] = set()
         self.fixup: set[int] = set()
         self.from_log: set[int] = set()
@@ -186,9 +234,28 @@ class _Replay:
         """All items of objectid ``oid``: the committed ones on first use."""
         found = self.objs.get(oid)
         if found is None:
-            found = dict(iter_items(self.reader, self.sub.root, (oid, 0, 0), (oid, 255, _MAX)))
+            found = self.committed_items(oid)
+            self.committed[oid] = dict(found)
             self.objs[oid] = found
         return found
+
+    def committed_items(self, oid: int) -> dict[Key, bytes]:
+        """The committed items of ``oid``; the extents referenced by the leaves holding them (or where they
+        would go) go to ``shared_extents[oid]`` when a snapshot may share the leaf (btrfs_block_can_be_shared:
+        not the root, generation <= last_snapshot)."""
+        low, high = (oid, 0, 0), (oid, 255, _MAX)
+        root = self.sub.root
+        out: dict[Key, bytes] = {}
+        shared_extents = self.shared_extents.setdefault(oid, set())
+        for leaf in iter_leaves(self.reader, root, low, high):
+            keys = leaf.keys()
+            shared = leaf.bytenr != root.bytenr and leaf.generation <= self.sub.root_item.last_snapshot
+            for slot, key in enumerate(keys):
+                if low <= key <= high:
+                    out[key] = leaf.item_data(slot)
+                if shared and key[1] == _EXTENT_DATA and (bytenr := li.data_extent(leaf.item_data(slot))):
+                    shared_extents.add(bytenr)
+        return out
 
     def put(self, key: Key, data: bytes | None) -> None:
         items = self.obj(key[0])
@@ -427,7 +494,29 @@ class _Replay:
         self.drop_extents(ino, offset, li.extent_end(data, offset, self.sectorsize))
         if inline or li.extent(data).disk_bytenr or not self.no_holes:
             self.put(key, data)
+        if li.data_extent(data):
+            self.take_csums(*li.csum_range(data))
         self.dirty.add(ino)
+
+    def take_csums(self, start: int, end: int) -> None:
+        """The log's checksums of logical [start, end): they replace the committed ones there."""
+        sector, size = self.sectorsize, self.csum_size
+        for first, data in self.log_csums:
+            last = first + len(data) // size * sector
+            lo, hi = max(first, start), min(last, end)
+            if lo < hi:
+                self.csums.append((lo, data[(lo - first) // sector * size:(hi - first) // sector * size]))
+
+    def extent_ref_changes(self) -> dict[int, int]:
+        """Per data extent, file extent items referencing it after the replay minus before, over the changed
+        objects (an unshared tree holds one reference per item)."""
+        change: Counter[int] = Counter()
+        for oid in self.dirty:
+            for items, sign in ((self.committed.get(oid, {}), -1), (self.objs.get(oid, {}), 1)):
+                for key, data in items.items():
+                    if key[1] == _EXTENT_DATA and (bytenr := li.data_extent(data)):
+                        change[bytenr] += sign
+        return {bytenr: n for bytenr, n in change.items() if n}
 
     # --- stage 4: link counts ----------------------------------------------------------
 
@@ -468,7 +557,6 @@ class _Replay:
     # --- the whole replay --------------------------------------------------------------
 
     def run(self, warnings: Warnings) -> ReplayedItems:
-        csums = 0
         for key, data in self.log:
             if key[1] == _INODE:
                 self.replay_inode(key, data)
@@ -478,7 +566,7 @@ class _Replay:
         for key, data in self.log:
             oid, item_type = key[0], key[1]
             if oid == _CSUM_OBJECTID and item_type == _EXTENT_CSUM:
-                csums += 1
+                continue  # taken with the extents that reference them
             elif item_type not in _HANDLED:
                 warnings.add(f"{self.where}: item {key} ({ItemType.describe(item_type)}) is not replayed",
                              f"subvolume {self.sub.id}", tree=self.sub.id)
@@ -493,7 +581,9 @@ class _Replay:
         self.fix_links()
         self.finish_sizes()
         objects = {oid: sorted(self.objs[oid].items()) for oid in sorted(self.dirty)}
-        return ReplayedItems(objects, set(self.from_log), csums)
+        shared = set().union(*(self.shared_extents.get(oid, ()) for oid in self.dirty
+                               if self.objs[oid] != self.committed.get(oid, {})))
+        return ReplayedItems(objects, set(self.from_log), self.extent_ref_changes(), self.csums, shared)
 
 
 def replay_log(reader: TreeReader, subvolumes: SubvolumeSet, warnings: Warnings) -> LogReplay:
@@ -506,7 +596,7 @@ def replay_log(reader: TreeReader, subvolumes: SubvolumeSet, warnings: Warnings)
             warnings.add(f"log tree of subvolume {subvol}, which is not a live subvolume, is not replayed",
                          f"log root tree at {sb.log_root}", tree=subvol)
             continue
-        replay = _Replay(reader, sub, log, sectorsize=sb.sectorsize,
+        replay = _Replay(reader, sub, log, sectorsize=sb.sectorsize, csum_size=sb.csum.size,
                          no_holes=bool(sb.incompat_flags & IncompatFlag.NO_HOLES), transid=sb.generation + 1)
         try:
             replayed = replay.run(warnings)

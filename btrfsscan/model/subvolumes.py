@@ -22,7 +22,7 @@ from ..tree.walk import TreeRoot, iter_located_items
 if TYPE_CHECKING:
     from .log_replay import ReplayedItems
 
-__all__ = ["ZERO_UUID", "Subvolume", "SubvolumeSet", "read_subvolumes"]
+__all__ = ["ZERO_UUID", "Subvolume", "SubvolumeSet", "assign_paths", "read_subvolumes"]
 
 
 @dataclass
@@ -144,12 +144,13 @@ def read_subvolumes(reader: TreeReader, root_tree: TreeRoot, warnings: Warnings,
             if parent_id in subvols:
                 subvols[parent_id].children.append(sub_id)
     result = SubvolumeSet(subvols, default_id)
-    _assign_paths(result, warnings, dir_path)
+    assign_paths(result, warnings, dir_path)
     return result
 
 
-def _assign_paths(subvols: SubvolumeSet, warnings: Warnings, dir_path) -> None:
-    """Full path from the top level for every subvolume reachable from it."""
+def assign_paths(subvols: SubvolumeSet, warnings: Warnings, dir_path) -> None:
+    """Full path from the top level for every subvolume reachable from it (again after a log replay renamed
+    directories)."""
     if ObjectId.FS_TREE not in subvols.by_id:
         warnings.add("the top-level subvolume (tree 5) has no ROOT_ITEM", "root tree", tree=ObjectId.ROOT_TREE)
         return
