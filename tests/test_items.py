@@ -20,6 +20,7 @@ from btrfsscan.format.items import (
     UnknownItem,
     parse_item,
 )
+from btrfsscan.format.plausibility import Limits
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.tree.roots import chunk_root
 from btrfsscan.tree.walk import iter_items
@@ -143,8 +144,9 @@ def test_extent_csum_items_come_through_the_table():
     key = (ObjectId.EXTENT_CSUM, ItemType.EXTENT_CSUM, 3 * 4096)
     item = parse_item(key, bytes(range(12)), "here")
     assert item.logical == 3 * 4096
-    assert item.checksums(4, 4096, "here") == [bytes(range(0, 4)), bytes(range(4, 8)), bytes(range(8, 12))]
-    with pytest.raises(CorruptionError, match="not a whole number of 8-byte checksums"):
-        item.checksums(8, 4096, "here")
-    with pytest.raises(CorruptionError, match="does not start at a 4096-byte sector"):
-        parse_item((ObjectId.EXTENT_CSUM, ItemType.EXTENT_CSUM, 100), bytes(4), "here").checksums(4, 4096, "here")
+    crc32c, xxhash = Limits(4096, 1 << 30, 10, 4), Limits(4096, 1 << 30, 10, 8)
+    assert item.checksums(crc32c, "here") == [bytes(range(0, 4)), bytes(range(4, 8)), bytes(range(8, 12))]
+    with pytest.raises(CorruptionError, match="12 bytes, not a whole number of 8-byte checksums"):
+        item.checksums(xxhash, "here")
+    with pytest.raises(CorruptionError, match="logical start 100 not aligned to sectorsize 4096"):
+        parse_item((ObjectId.EXTENT_CSUM, ItemType.EXTENT_CSUM, 100), bytes(4), "here").checksums(crc32c, "here")

@@ -40,7 +40,7 @@ from .constants import (
     Profile,
 )
 from .fastparse import StructLayout
-from .plausibility import block_group_problem, dir_item_problem
+from .plausibility import Limits, block_group_problem, dir_item_problem, item_problem
 
 Key = tuple[int, int, int]
 ZERO_UUID = b"\0" * 16  # a uuid field never set
@@ -668,7 +668,7 @@ class CsumItem:
     Their size is the superblock's ``csum_type`` (crc32c 4 bytes, xxhash64 8,
     sha256 and blake2b 32), not stored in the item: ``checksums`` splits the
     payload once it is known. The bulk reader (``model.csums``) checks whole
-    leaves at once with ``problem``.
+    leaves at once with the same rules (``plausibility.CSUM_RULES``).
     """
 
     LAYOUT: ClassVar[None] = None  # a run of checksums, no fixed part
@@ -676,27 +676,19 @@ class CsumItem:
     logical: int
     data: bytes
 
-    @staticmethod
-    def problem(logical: int, size: int, csum_size: int, sectorsize: int) -> str | None:
-        """Why an item at ``logical`` of ``size`` payload bytes is unusable, or None."""
-        if size == 0 or size % csum_size:
-            return (f"EXTENT_CSUM item at logical {logical} of {size} bytes is not a whole number of "
-                    f"{csum_size}-byte checksums")
-        if logical % sectorsize:
-            return f"EXTENT_CSUM item at logical {logical} does not start at a {sectorsize}-byte sector"
-        return None
-
     @classmethod
     def parse(cls, key: Key, data: bytes, where: str) -> CsumItem:
         if key[0] != ObjectId.EXTENT_CSUM:
             raise CorruptionError(f"EXTENT_CSUM item with objectid {key[0]}, not EXTENT_CSUM_OBJECTID ({where})")
         return cls(key[2], bytes(data))
 
-    def checksums(self, csum_size: int, sectorsize: int, where: str) -> list[bytes]:
-        """The checksum of each sector, in address order."""
-        if (what := self.problem(self.logical, len(self.data), csum_size, sectorsize)) is not None:
-            raise CorruptionError(f"{what} ({where})")
-        return [self.data[i:i + csum_size] for i in range(0, len(self.data), csum_size)]
+    def checksums(self, limits: Limits, where: str) -> list[bytes]:
+        """The checksum of each sector, in address order (the item checked alone: ``plausibility.CSUM_RULES``)."""
+        key = (int(ObjectId.EXTENT_CSUM), int(ItemType.EXTENT_CSUM), self.logical)
+        if (what := item_problem(key, self.data, limits)) is not None:
+            raise CorruptionError(f"EXTENT_CSUM item at logical {self.logical} implausible: {what} ({where})")
+        size = limits.csum_size
+        return [self.data[i:i + size] for i in range(0, len(self.data), size)]
 
 
 # --- the table ----------------------------------------------------------------------------

@@ -3,14 +3,15 @@
 A checksum only says a block is as it was written; a block written by a
 buggy tool, or a mutated image with its checksums recomputed, can hold values
 no kernel would accept. The kernel rejects such items when it reads them
-(``check_extent_data_item``, ``check_inode_item``,
+(``check_extent_data_item``, ``check_inode_item``, ``check_csum_item``,
 ``check_block_group_item``, ``check_dir_item``, ``check_root_item``); here
 every violation is a damage finding: the reader skips the item and warns
 naming the tree, block and slot, so an implausible value never becomes a
 figure. Rules btrfsscan adds to the kernel's say so in their text.
 
-Each rule is stated once: the fs-tree rules as masks over numpy columns
-(a whole batch of leaves at a time), the others over one item's fields.
+Each rule is stated once: the fs-tree and checksum-tree rules as masks over
+numpy columns (a whole batch of leaves at a time; ``item_problem`` applies
+the same masks to one item read alone), the others over one item's fields.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..format.constants import (
+from . import fastparse
+from .constants import (
     BLOCK_GROUP_PROFILE_MASK,
     BLOCK_GROUP_TYPE_MASK,
     BTRFS_FIRST_CHUNK_TREE_OBJECTID,
@@ -30,6 +32,8 @@ from ..format.constants import (
     Compression,
     FileExtentType,
     FileType,
+    ItemType,
+    ObjectId,
 )
 
 #: Linux's MAX_LFS_FILESIZE on 64-bit machines: no inode can be larger.
@@ -55,10 +59,12 @@ class Limits:
     sectorsize: int
     total_bytes: int
     generation: int
+    csum_size: int
 
     @classmethod
     def of(cls, superblock) -> Limits:
-        return cls(int(superblock.sectorsize), int(superblock.total_bytes), int(superblock.generation))
+        return cls(int(superblock.sectorsize), int(superblock.total_bytes), int(superblock.generation),
+                   superblock.csum.size)
 
 
 #: A column rule: (name, mask of the rows that break it, what to say about one such row).
@@ -128,6 +134,34 @@ INODE_RULES: tuple[ColumnRule, ...] = (
 )
 
 
+# --- EXTENT_CSUM (check_csum_item) -------------------------------------------------
+
+#: The columns the checksum rules read: the key's objectid, the item's size, and where the checksums of the
+#: leaf's previous item end when it is an EXTENT_CSUM item too (0 otherwise); the key offset is the start.
+CSUM_COLUMNS = np.dtype([("objectid", "<u8"), ("size", "<u8"), ("prev_end", "<u8")])
+_CSUM_OBJECTID = np.uint64(ObjectId.EXTENT_CSUM)
+
+CSUM_RULES: tuple[ColumnRule, ...] = (
+    ("objectid", lambda f, k, lim: f["objectid"] != _CSUM_OBJECTID,
+     lambda f, k, lim: f"objectid {int(f['objectid'])}, expected EXTENT_CSUM ({int(_CSUM_OBJECTID)})"),
+    ("offset", lambda f, k, lim: _unaligned(k, lim.sectorsize),
+     lambda f, k, lim: f"logical start {int(k)} not aligned to sectorsize {lim.sectorsize}"),
+    ("size", lambda f, k, lim: f["size"] % np.uint64(lim.csum_size) != 0,
+     lambda f, k, lim: f"{int(f['size'])} bytes, not a whole number of {lim.csum_size}-byte checksums"),
+    ("empty", lambda f, k, lim: f["size"] == 0,
+     lambda f, k, lim: "no checksums (btrfsscan's rule)"),
+    ("overlap", lambda f, k, lim: f["prev_end"] > k,
+     lambda f, k, lim: f"the previous item's checksums run to logical {int(f['prev_end'])}, past this item's "
+                       f"start {int(k)}"),
+)
+
+
+def csum_end(start: np.ndarray, size: np.ndarray, limits: Limits) -> np.ndarray:
+    """Where the checksums of items at ``start`` of ``size`` bytes end (the largest address on overflow)."""
+    covered = (size // np.uint64(limits.csum_size)) * np.uint64(limits.sectorsize)
+    return np.where(start > _U64_MAX - covered, _U64_MAX, start + covered)
+
+
 def column_violations(rules: tuple[ColumnRule, ...], fields: np.ndarray, key_offset: np.ndarray,
                       limits: Limits) -> tuple[np.ndarray, dict[int, str]]:
     """Rows of ``fields`` that break any of ``rules``: the mask, and per bad row what the first rule broken says."""
@@ -181,3 +215,40 @@ def root_item_problem(bytenr: int, level: int, generation: int, limits: Limits) 
     if generation > limits.generation + 1:
         return f"generation {generation} is newer than the superblock's {limits.generation} + 1"
     return None
+
+
+_SINGLE = {int(ItemType.INODE_ITEM): (INODE_RULES, fastparse.INODE_ITEM.dtype),
+           int(ItemType.EXTENT_DATA): (EXTENT_DATA_RULES, fastparse.FILE_EXTENT.dtype)}
+
+
+def item_problem(key: tuple[int, int, int], data: bytes, limits: Limits,
+                 previous: tuple[tuple[int, int, int], int] | None = None) -> str | None:
+    """The column rules of INODE_ITEM, EXTENT_DATA and EXTENT_CSUM items applied to one item read alone (other
+    types: None): what the first rule it breaks says, or None. ``previous``: the key and size of the item
+    before it in its leaf, for the checksum overlap rule."""
+    offset = np.array([key[2]], np.uint64)
+    if key[1] == ItemType.EXTENT_CSUM:
+        fields = np.zeros(1, CSUM_COLUMNS)
+        fields["objectid"], fields["size"] = key[0], len(data)
+        if previous is not None and previous[0][1] == ItemType.EXTENT_CSUM:
+            fields["prev_end"] = csum_end(np.array([previous[0][2]], np.uint64),
+                                          np.array([previous[1]], np.uint64), limits)
+        rules = CSUM_RULES
+    elif key[1] in _SINGLE:
+        rules, dtype = _SINGLE[key[1]]
+        fields = np.frombuffer(bytes(data[:dtype.itemsize]).ljust(dtype.itemsize, b"\0"), dtype)
+    else:
+        return None
+    _, said = column_violations(rules, fields, offset, limits)
+    return said.get(0)
+
+
+def finding(key: tuple[int, int, int], what: str, slot: int | None) -> str:
+    """The damage finding of an INODE_ITEM, EXTENT_DATA or EXTENT_CSUM item skipped for breaking a rule (what
+    ``item_problem`` or the column rules said), in the words every reader uses."""
+    at = f"slot {slot}" if slot is not None else "replayed from the log"
+    if key[1] == ItemType.INODE_ITEM:
+        return f"INODE_ITEM of inode {key[0]} implausible: {what}, skipped ({at})"
+    if key[1] == ItemType.EXTENT_DATA:
+        return f"EXTENT_DATA implausible: {what}, skipped (inode {key[0]} offset {key[2]}, {at})"
+    return f"EXTENT_CSUM item at logical {key[2]} implausible: {what}, skipped ({at})"

@@ -20,15 +20,13 @@ from ..arrays import I64, prefix, ranges
 from ..errors import CorruptionError, Warnings
 from ..format import checksum
 from ..format.constants import CsumType, ItemType, ObjectId
-from ..format.items import ITEM_TYPES
+from ..format.plausibility import CSUM_COLUMNS, CSUM_RULES, Limits, column_violations, csum_end, finding
 from ..tree.block import HEADER_SIZE, LeafBatch
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
 from ..tree.walk import TreeRoot
 
-_CSUM_OBJECTID = np.uint64(ObjectId.EXTENT_CSUM)
 _EXTENT_CSUM = int(ItemType.EXTENT_CSUM)
-_CSUM_ITEM = ITEM_TYPES[ItemType.EXTENT_CSUM]
 
 
 @dataclass(frozen=True)
@@ -40,26 +38,29 @@ class CsumItems:
     csums: np.ndarray  # uint8, ``csum size`` bytes per sector, item after item
 
 
-def parse_csum_leaves(batch: LeafBatch, csum_size: int, sectorsize: int) -> tuple[list[CsumItems], list[tuple[int, str]]]:
-    """Per leaf its EXTENT_CSUM items (other items ignored), and (leaf, what) for each item skipped.
-
-    The bulk form of ``format.items.CsumItem``: the checks of its ``problem``
-    over whole leaves at once, its words for each item skipped.
-    """
+def parse_csum_leaves(batch: LeafBatch, limits: Limits) -> tuple[list[CsumItems], list[tuple[int, str]]]:
+    """Per leaf its EXTENT_CSUM items, and (leaf, what) for each item skipped: those breaking a rule of the
+    kernel's check_csum_item (``plausibility.CSUM_RULES``, each item against the one before it in its leaf)."""
     items = batch.items
-    rows = np.flatnonzero((items["key.type"] == _EXTENT_CSUM) & (items["key.objectid"] == _CSUM_OBJECTID))
-    size = items["size"][rows].astype(I64)
-    start = items["key.offset"][rows]
-    bad = (size % csum_size != 0) | (size == 0) | (start % np.uint64(sectorsize) != 0)
-    skipped = [(int(batch.leaf[row]), _CSUM_ITEM.problem(int(items["key.offset"][row]), int(items["size"][row]),
-                                                         csum_size, sectorsize) + ", skipped")
-               for row in rows[bad].tolist()]
-    rows, size, start = rows[~bad], size[~bad], start[~bad]
+    rows = np.flatnonzero(items["key.type"] == _EXTENT_CSUM)
+    start, size = items["key.offset"][rows], items["size"][rows].astype(np.uint64)
+    fields = np.zeros(len(rows), CSUM_COLUMNS)
+    fields["objectid"], fields["size"] = items["key.objectid"][rows], size
+    prev = rows - 1
+    has_prev = (rows > 0) & (batch.leaf[np.maximum(prev, 0)] == batch.leaf[rows])
+    has_prev &= items["key.type"][np.maximum(prev, 0)] == _EXTENT_CSUM
+    prev, at = prev[has_prev], np.flatnonzero(has_prev)
+    fields["prev_end"][at] = csum_end(items["key.offset"][prev], items["size"][prev].astype(np.uint64), limits)
+    bad, said = column_violations(CSUM_RULES, fields, start, limits)
+    skipped = [(int(batch.leaf[rows[i]]), finding((int(fields["objectid"][i]), _EXTENT_CSUM, int(start[i])), what,
+                                                  batch.slot(int(rows[i])))) for i, what in said.items()]
+    rows, size, start = rows[~bad], size[~bad].astype(I64), start[~bad]
     leaf = batch.leaf[rows]
     payload = batch.start[leaf] + HEADER_SIZE + items["offset"][rows].astype(I64)
     raw = batch.raw[ranges(payload, payload + size)]
     counts = np.bincount(leaf, minlength=len(batch))
     row_at, byte_at = prefix(counts), prefix(np.bincount(leaf, size, minlength=len(batch)).astype(I64))
+    csum_size = limits.csum_size
     out = [CsumItems(start[row_at[i]:row_at[i + 1]], size[row_at[i]:row_at[i + 1]] // csum_size,
                      raw[byte_at[i]:byte_at[i + 1]]) for i in range(len(batch))]
     return out, skipped
@@ -145,7 +146,8 @@ def read_csum_tree(reader: TreeReader, root: TreeRoot, csum_type: CsumType, sect
                    warnings: Warnings) -> CsumTable:
     """Every EXTENT_CSUM item of the checksum tree at ``root``; damaged parts are skipped with a warning."""
     leaves: dict[int, CsumItems] = {}
-    bulk = BulkReader(reader, lambda batch: parse_csum_leaves(batch, csum_type.size, sectorsize), leaves, {}, warnings)
+    limits = Limits.of(reader.volume.superblock)
+    bulk = BulkReader(reader, lambda batch: parse_csum_leaves(batch, limits), leaves, {}, warnings)
 
     def unreadable(_: int, exc: CorruptionError) -> None:
         warnings.add(f"checksum tree unreadable, no data checksums: {exc}", "checksum tree", tree=root.tree_id)

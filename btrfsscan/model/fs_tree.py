@@ -30,7 +30,7 @@ from ..tree.block import HEADER_SIZE, LeafBatch, TreeBlock
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
 from ..tree.walk import Visit, walk_tree, warn_item
-from ..format.plausibility import EXTENT_DATA_RULES, INODE_RULES, Limits, column_violations
+from ..format.plausibility import EXTENT_DATA_RULES, INODE_RULES, Limits, column_violations, finding
 from .content_hash import inline_hash
 from .links import LinkTable, parse_links
 from .log_overlay import LeafOverlay
@@ -95,6 +95,10 @@ def _inline_hashes(batch: LeafBatch, rows: np.ndarray, fields: np.ndarray, sizes
     return out
 
 
+def _key(items: np.ndarray, row: int) -> tuple[int, int, int]:
+    return int(items["key.objectid"][row]), int(items["key.type"][row]), int(items["key.offset"][row])
+
+
 def parse_leaves(batch: LeafBatch, limits: Limits, decompress_inline: bool = False,
                  links: bool = False) -> tuple[ParsedLeaves, list[tuple[int, str]]]:
     """INODE_ITEM and EXTENT_DATA rows of each fs-tree leaf (``subvol`` left 0), and the items skipped.
@@ -124,8 +128,7 @@ def parse_leaves(batch: LeafBatch, limits: Limits, decompress_inline: bool = Fal
     implausible, said = column_violations(INODE_RULES, fields, items["key.offset"][rows], limits)
     for i, what in said.items():
         row = int(rows[i])
-        skipped.append((row, f"INODE_ITEM of inode {int(items['key.objectid'][row])} implausible: {what}, skipped "
-                        f"(slot {_slot(batch, row)})"))
+        skipped.append((row, finding(_key(items, row), what, batch.slot(row))))
     rows, fields = rows[~implausible], fields[~implausible]
     inodes = np.zeros(len(rows), INODE_DTYPE)
     inodes["ino"] = items["key.objectid"][rows]
@@ -147,8 +150,7 @@ def parse_leaves(batch: LeafBatch, limits: Limits, decompress_inline: bool = Fal
     for i, what in said.items():
         if valid[i]:
             row = int(rows[i])
-            skipped.append((row, f"EXTENT_DATA implausible: {what}, skipped (inode {int(items['key.objectid'][row])} "
-                            f"offset {int(items['key.offset'][row])}, slot {_slot(batch, row)})"))
+            skipped.append((row, finding(_key(items, row), what, batch.slot(row))))
     valid &= ~implausible
     for i in np.flatnonzero(~valid).tolist():
         row = int(rows[i])
@@ -173,11 +175,6 @@ def parse_leaves(batch: LeafBatch, limits: Limits, decompress_inline: bool = Fal
     problems = [(int(batch.leaf[row]), what) for row, what in sorted(skipped)]
     return ParsedLeaves(inodes, extents, inode_counts, np.bincount(batch.leaf[rows], minlength=len(batch)),
                         link_table), problems
-
-
-def _slot(batch: LeafBatch, row: int) -> int:
-    """The slot of item ``row`` of ``batch`` in its leaf (among the items the leaf's checks kept)."""
-    return row - int(np.searchsorted(batch.leaf, batch.leaf[row]))
 
 
 def _move_rows(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:

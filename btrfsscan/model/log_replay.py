@@ -57,8 +57,9 @@ from ..errors import CorruptionError, Warnings
 from ..format.checksum import name_hash
 from ..format.constants import IncompatFlag, ItemType, ObjectId
 from ..format.items import DirItem, DirLogItem, InodeRef, Key, RootItem, parse_item
+from ..format.plausibility import Limits, finding, item_problem
 from ..tree.reader import TreeReader
-from ..tree.walk import TreeRoot, iter_items, iter_leaves
+from ..tree.walk import TreeRoot, iter_items, iter_leaves, iter_located_items
 from . import log_items as li
 from .subvolumes import Subvolume, SubvolumeSet
 
@@ -166,11 +167,30 @@ def _copy_warnings(source: Warnings, dest: Warnings, prefix: str) -> None:
         dest.add(f"{prefix}: {w.what}", w.where, tree=w.tree, bytenr=w.bytenr)
 
 
+def _plausible_items(reader: TreeReader, root: TreeRoot, limits: Limits, warnings: Warnings,
+                     tree: str) -> list[tuple[Key, bytes]]:
+    """Every item of a log tree but those breaking a plausibility rule (``plausibility.item_problem``, each item
+    against the one before it in its leaf), which are skipped with a damage finding as the bulk readers do."""
+    out = []
+    previous: tuple[int, tuple[Key, int]] | None = None
+    for leaf, slot, key, data in iter_located_items(reader, root):
+        before = previous[1] if previous is not None and previous[0] == leaf else None
+        previous = (leaf, (key, len(data)))
+        what = item_problem(key, data, limits, before)
+        if what is None:
+            out.append((key, data))
+        else:
+            warnings.add(f"{tree}: {finding(key, what, slot)}", f"log tree leaf {leaf}", tree=int(ObjectId.TREE_LOG),
+                         bytenr=leaf)
+    return out
+
+
 def read_log_trees(reader: TreeReader, warnings: Warnings) -> dict[int, list[tuple[Key, bytes]]]:
     """Every item of every subvolume's log tree, by subvolume id; a log tree with a damaged block is left
     out with a warning (its subvolume then shows the last commit)."""
     sb = reader.volume.superblock
     generation = sb.generation + 1
+    limits = Limits.of(sb)
     problems = Warnings()
     log = _log_reader(reader, problems)
     top = TreeRoot(ObjectId.TREE_LOG, sb.log_root, sb.log_root_level, generation)
@@ -190,7 +210,8 @@ def read_log_trees(reader: TreeReader, warnings: Warnings) -> dict[int, list[tup
         log = _log_reader(reader, problems)
         try:
             root: RootItem = parse_item(key, data, f"log root of subvolume {subvol}")
-            items = list(iter_items(log, TreeRoot(ObjectId.TREE_LOG, root.bytenr, root.level, root.generation)))
+            items = _plausible_items(log, TreeRoot(ObjectId.TREE_LOG, root.bytenr, root.level, root.generation),
+                                     limits, warnings, f"log tree of subvolume {subvol}")
         except CorruptionError as exc:
             warnings.add(f"log tree of subvolume {subvol} not replayed, its last committed transaction is shown: "
                          f"{exc}", f"log root tree at {sb.log_root}", tree=subvol)

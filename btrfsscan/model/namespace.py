@@ -15,8 +15,9 @@ from ..errors import BtrfsScanError, CorruptionError
 from ..format.checksum import name_hash
 from ..format.constants import FileType, ItemType, ObjectId
 from ..format.items import DirItem, InodeItem, parse_item
+from ..format.plausibility import Limits, finding, item_problem
 from ..tree.reader import TreeReader
-from ..tree.walk import iter_items
+from ..tree.walk import iter_items, iter_located_items, warn_item
 from .subvolumes import Subvolume, SubvolumeSet
 
 ROOT_DIR_INO = ObjectId.FIRST_FREE  # inode 256 is every subvolume's root directory
@@ -87,11 +88,30 @@ class Namespace:
     def __init__(self, reader: TreeReader, subvols: SubvolumeSet) -> None:
         self.reader = reader
         self.subvols = subvols
+        self.limits = Limits.of(reader.volume.superblock)
 
     def inode(self, sub: Subvolume, ino: int) -> InodeItem | None:
-        for key, data in _items(self.reader, sub, ino, ItemType.INODE_ITEM):
+        """The inode's INODE_ITEM; None when it has none, or (a damage finding) one the bulk scan would skip."""
+        for key, data in self._plausible(sub, ino, ItemType.INODE_ITEM):
             return parse_item(key, data, f"subvolume {sub.id} inode {ino}")
         return None
+
+    def _plausible(self, sub: Subvolume, objectid: int, item_type: int):
+        """Items of one objectid and type read alone, skipping those that break a plausibility rule with the
+        same finding as the bulk scan (``plausibility.item_problem``)."""
+        low, high = (objectid, item_type, 0), (objectid, item_type, 2**64 - 1)
+        if sub.replayed is not None and sub.replayed.covers(objectid):
+            located = ((None, None, key, data) for key, data in sub.replayed.items(low, high))
+        else:
+            located = iter_located_items(self.reader, sub.root, low, high)
+        for leaf, slot, key, data in located:
+            what = item_problem(key, data, self.limits)
+            if what is None:
+                yield key, data
+            elif leaf is None:
+                self.reader.warnings.add(finding(key, what, None), f"subvolume {sub.id}", tree=sub.id)
+            else:
+                warn_item(self.reader.warnings, sub.id, leaf, finding(key, what, slot))
 
     def xattr_names(self, sub: Subvolume, ino: int) -> list[str]:
         """Names of the extended attributes of ``ino`` (its XATTR_ITEMs), sorted."""

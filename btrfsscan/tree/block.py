@@ -348,6 +348,10 @@ class LeafBatch:
     def __len__(self) -> int:
         return len(self.start)
 
+    def slot(self, row: int) -> int:
+        """The slot of item ``row`` in its leaf (among the items the leaf's checks kept), for warnings."""
+        return row - int(np.searchsorted(self.leaf, self.leaf[row]))
+
     @classmethod
     def of_blocks(cls, blocks: list[TreeBlock]) -> LeafBatch:
         """The checked leaves ``blocks`` (their dropped items left out)."""
