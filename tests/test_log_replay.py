@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -333,3 +334,57 @@ def test_report_by_dir_matches_the_kernel_listing(image, view):
     assert got == want
     if view == "replayed":  # the log adds a directory and files in it
         assert want != _by_dir_brute_force("committed", 3)
+
+
+# --- implausible log items: the bulk readers' rules and findings ----------------------------------
+
+
+def _log_item(block: bytearray, slot: int) -> tuple[int, int, int]:
+    """(offset of btrfs_item ``slot``, offset of its payload, its size) in a leaf."""
+    from btrfsscan.format import fastparse
+
+    at = fastparse.HEADER.size + slot * fastparse.ITEM.size
+    offset, size = struct.unpack_from("<II", block, at + 17)
+    return at, fastparse.HEADER.size + offset, size
+
+
+def test_implausible_logged_inode_is_a_finding_and_its_subvolume_committed(mutable):
+    """Subvolume 256's logged INODE_ITEM of s2 (slot 3) with mode 0: the finding the fs-tree scan gives, naming
+    the log leaf and slot; the log's ref of s2 then names no inode, so that subvolume shows its last commit."""
+    from test_damage import _offsets
+
+    from btrfsscan.format import fastparse
+
+    mode_at = _offsets(fastparse.INODE_ITEM)["mode"]
+    leaf = _log_leaf(256)
+    _rewrite_block(mutable, leaf, lambda b: struct.pack_into("<I", b, _log_item(b, 3)[1] + mode_at, 0))
+    entries, res = _listing(mutable)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert (f"warning: log tree of subvolume 256: INODE_ITEM of inode 258 implausible: mode 0 names no file type, "
+            f"skipped (slot 3) (log tree leaf {leaf})") in res.stderr
+    assert "log tree of subvolume 256 not replayed" in res.stderr
+    ours = _our_rows(entries)
+    assert [r for r in ours if r[1] == 256] == [r for r in _kernel_rows("committed") if r[1] == 256]
+    assert _subvol_rows(ours, 5) == _subvol_rows(_kernel_rows("replayed"), 5)
+
+
+def test_implausible_logged_csum_item_is_skipped(mutable, image):
+    """Subvolume 256's last log item (EXTENT_CSUM of s1's appended sector) shortened to 3 bytes: a finding, and
+    that sector's content is unknown to the content designs instead of keyed by a partial checksum."""
+    leaf = _log_leaf(256)
+
+    def shorten(block: bytearray) -> None:
+        at, _, size = _log_item(block, 7)
+        assert size == 4
+        struct.pack_into("<I", block, at + 21, 3)
+
+    _rewrite_block(mutable, leaf, shorten)
+    before = json.loads(_cli("report", "--json", str(image)).stdout.splitlines()[0])
+    res = _cli("report", "--json", str(mutable))
+    assert res.returncode == 1
+    doc = json.loads(res.stdout.splitlines()[0])
+    assert any(w.startswith("log tree of subvolume 256: EXTENT_CSUM item at logical 14127104 implausible: 3 bytes, "
+                            "not a whole number of 4-byte checksums, skipped (slot 7)") for w in doc["warnings"])
+    for name, model in doc["totals"]["models"].items():
+        if model["content_source"] == "csum_tree":
+            assert before["totals"]["models"][name]["unknown_pages"] == 0 and model["unknown_pages"] == 1, name

@@ -13,7 +13,7 @@ import struct
 
 import pytest
 from support import run
-from test_damage import SB, _offsets, model, payload_at, pristine, put, victim  # noqa: F401 - fixtures
+from test_damage import SB, _offsets, item_at, model, payload_at, pristine, put, victim  # noqa: F401 - fixtures
 
 from btrfsscan.format import fastparse
 from btrfsscan.format.constants import ItemType, ObjectId
@@ -195,3 +195,78 @@ def test_mounted_filesystem_restarts_from_a_fresh_superblock_then_gives_a_partia
                f"the mounted filesystem was written while it was read, {RACE_ATTEMPTS} fresh starts did not get past "
                "this block" in w for w in warnings), warnings
     assert any("is attached to /dev/loop9, a device of a mounted filesystem on /mnt/test" in w for w in warnings)
+
+
+# --- EXTENT_CSUM (check_csum_item) and single-item reads --------------------------------------------
+
+
+def _csum_leaf(v):
+    root = v.root(ObjectId.CSUM_TREE)
+    (leaf,) = v.leaves(ObjectId.CSUM_TREE)  # the fixture's checksum tree is one leaf of several items
+    assert leaf.bytenr == root.bytenr and leaf.nritems >= 4
+    return leaf
+
+
+def _content_unknown(doc: dict) -> dict[str, int]:
+    return {name: m["unknown_pages"] for name, m in doc["totals"]["models"].items()
+            if m["content_source"] == "csum_tree"}
+
+
+@pytest.mark.parametrize("slot, field, fmt, value, said", [
+    (3, "objectid", "Q", 2**64 - 9, f"objectid {2**64 - 9}, expected EXTENT_CSUM ({2**64 - 10})"),
+    (1, "offset", "Q", "+1", "logical start {offset} not aligned to sectorsize 4096"),
+    (3, "size", "I", "-1", "{size} bytes, not a whole number of 4-byte checksums"),
+    (3, "size", "I", 0, "no checksums (btrfsscan's rule)"),
+    (1, "offset", "Q", "overlap", "the previous item's checksums run to logical {prev_end}, past this item's start "
+                                  "{offset}"),
+])
+def test_implausible_csum_item_is_skipped(victim, slot, field, fmt, value, said):
+    """A checksum-tree item breaking a rule of the kernel's check_csum_item: a finding naming tree, leaf and slot,
+    the item skipped (its sectors' content unknown to the content designs), a partial result."""
+    v = victim()
+    leaf = _csum_leaf(v)
+    before = json.loads(run("report", "--json", *v.paths).stdout)
+    assert before["partial"] is False and not any(_content_unknown(before).values())
+    keys, sizes = leaf.keys(), [int(s) for s in leaf.items["size"]]
+    at = {"objectid": item_at(slot), "offset": item_at(slot) + 9, "size": item_at(slot) + 21}[field]
+    if value == "+1":
+        value = keys[slot][2] + 1
+    elif value == "-1":
+        value = sizes[slot] - 1
+    elif value == "overlap":  # one sector into the range of the item before
+        value = keys[slot - 1][2] + 4096
+    put_value = value
+    v.edit_block(leaf.bytenr, lambda b: put(b, at, fmt, put_value))
+    offset = value if field == "offset" else keys[slot][2]
+    size = value if field == "size" else sizes[slot]
+    prev_end = keys[slot - 1][2] + sizes[slot - 1] // 4 * 4096
+    result = run("report", "--json", *v.paths)
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    want = (f"EXTENT_CSUM item at logical {offset} implausible: "
+            f"{said.format(offset=offset, size=size, prev_end=prev_end)}, skipped (slot {slot}) "
+            f"(tree {int(ObjectId.CSUM_TREE)} leaf {leaf.bytenr})")
+    assert want in out["warnings"], out["warnings"]
+    assert out["partial"] is True
+    assert all(n > 0 for n in _content_unknown(out).values())  # the item's sectors: no checksum, not a figure
+
+
+def test_single_inode_read_applies_the_bulk_rules(victim):
+    """``Namespace.inode`` (map, ls of one file, workloads) skips an INODE_ITEM the bulk scan skips, with the same
+    finding, instead of handing its i_size on."""
+    from btrfsscan.model.filesystem import open_filesystem
+
+    v = victim()
+    ino = v.fs.namespace.lookup("big/a.bin", v.fs.subvolumes.get(5)).ino
+    leaf, slot = v.find_item(ObjectId.FS_TREE, lambda k, d: k == (ino, ItemType.INODE_ITEM, 0))
+    v.edit_block(leaf.bytenr, lambda b: put(b, payload_at(leaf, slot) + INODE["size"], "Q", 2**63))
+    want = (f"INODE_ITEM of inode {ino} implausible: i_size {2**63} exceeds the largest file Linux allows "
+            f"({2**63 - 1}), skipped (slot {slot}) (tree 5 leaf {leaf.bytenr})")
+    fs = open_filesystem(v.paths)
+    try:
+        assert fs.namespace.inode(fs.subvolumes.get(5), ino) is None
+        assert [str(w) for w in fs.warnings] == [want]
+    finally:
+        fs.close()
+    result = run("map", "--json", *v.paths, "big/a.bin")
+    assert result.exit_code == 2 and str(2**63) not in result.stdout
