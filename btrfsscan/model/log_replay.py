@@ -135,12 +135,14 @@ class LogReplay:
         """The extent reference counts after the replay, from the extent tree's (``committed``) for ``bytenrs``:
         an extent left with none has no extent item and is left out, as in ``committed``."""
         out = dict(committed)
-        for bytenr in {int(b) for b in bytenrs if b}:
+        wanted = sorted({int(b) for b in bytenrs if b})
+        uncertain = [b for b in wanted if any(b in r.shared_extents for r in self.subvolumes.values())]
+        if uncertain:
+            warnings.add(f"reference counts of {len(uncertain)} extent(s) (the first at {uncertain[0]}) may differ "
+                         "from the kernel's after log replay: the log changes leaves a snapshot shares, which the "
+                         "kernel copies (not modelled)", where, tree=int(ObjectId.EXTENT_TREE))
+        for bytenr in wanted:
             change = sum(r.extent_refs.get(bytenr, 0) for r in self.subvolumes.values())
-            if any(bytenr in r.shared_extents for r in self.subvolumes.values()):
-                warnings.add(f"reference count of extent {bytenr} may differ from the kernel's after log replay: "
-                             "the log changes a leaf a snapshot shares (not modelled)", where,
-                             tree=int(ObjectId.EXTENT_TREE))
             if not change:
                 continue
             refs = out.get(bytenr, 0) + change
