@@ -220,8 +220,8 @@ class Base:
 
     def _semantic_targets(self) -> dict[str, list[tuple[int, int, int, int]]]:
         """(leaf, slot, payload offset in the block, payload size) of the items semantic mutations edit, by kind:
-        fs-tree items of live subvolumes (which the scan reads), ROOT_ITEMs of subvolumes, BLOCK_GROUP_ITEMs
-        and CHUNK_ITEMs."""
+        fs-tree items of live subvolumes (which the scan reads), ROOT_ITEMs of subvolumes, BLOCK_GROUP_ITEMs,
+        CHUNK_ITEMs, and EXTENT_CSUM items (their btrfs_item, not their payload)."""
         from btrfsscan.format.constants import is_fs_tree
         from btrfsscan.tree.walk import iter_leaves
 
@@ -229,10 +229,11 @@ class Base:
         out: dict[str, list[tuple[int, int, int, int]]] = {kind: [] for kind in SEMANTIC_KINDS}
         try:
             trees = [sub.root for sub in fs.subvolumes.live()] + [fs.root_tree, chunk_root(fs.superblock)]
-            try:
-                trees.append(fs.tree_root(ObjectId.EXTENT_TREE))
-            except BtrfsScanError:
-                pass
+            for tree_id in (ObjectId.EXTENT_TREE, ObjectId.CSUM_TREE):
+                try:
+                    trees.append(fs.tree_root(tree_id))
+                except BtrfsScanError:
+                    pass
             seen: set[int] = set()
             for root in trees:
                 for leaf in iter_leaves(fs.reader, root):
@@ -256,6 +257,8 @@ class Base:
                             kind = "BLOCK_GROUP_ITEM"
                         elif root.tree_id == ObjectId.CHUNK_TREE and typ == ItemType.CHUNK_ITEM:
                             kind = "CHUNK_ITEM"
+                        elif root.tree_id == ObjectId.CSUM_TREE and typ == ItemType.EXTENT_CSUM:
+                            kind, at = "EXTENT_CSUM", HEADER_SIZE + slot * ITEM_SIZE  # its key and size are edited
                         if kind:
                             out[kind].append((leaf.bytenr, slot, at, size))
         finally:
@@ -523,6 +526,28 @@ FE_SIZE = fastparse.FILE_EXTENT.size
 _FE, _INODE = _layout_offsets(fastparse.FILE_EXTENT), _layout_offsets(fastparse.INODE_ITEM)
 _BG, _DIR = _layout_offsets(fastparse.BLOCK_GROUP_ITEM), _layout_offsets(fastparse.DIR_ITEM)
 _ROOT, _CHUNK_SIZE = _layout_offsets(fastparse.ROOT_ITEM_V1), fastparse.CHUNK.size
+_KEY_OFFSET, _ITEM_SIZE_AT = 9, 17 + 4  # btrfs_disk_key.offset and btrfs_item.size in a btrfs_item
+#: Stand-ins for values computed from the item edited (negative: no field holds them as they are).
+CSUM_PLUS_ONE, CSUM_MINUS_ONE, CSUM_OVERLAP = -1, -2, -3
+
+
+def _csum_value(base: Base, buf: bytes, slot: int, at: int, offset: int, width: int, value: int) -> int | None:
+    """The value a relative EXTENT_CSUM edit writes; None when it does not apply to this item."""
+    current = int.from_bytes(buf[at + offset:at + offset + width], "little")
+    if value == CSUM_PLUS_ONE:
+        return current + 1 if current + 1 < 2**64 else None
+    if value == CSUM_MINUS_ONE:
+        return current - 1 if current > 0 else None
+    if value == CSUM_OVERLAP:  # one sector into the previous item's range, which must cover two sectors or more
+        prev = at - ITEM_SIZE
+        if slot == 0 or buf[prev + 8] != ItemType.EXTENT_CSUM:
+            return None
+        start = int.from_bytes(buf[prev + _KEY_OFFSET:prev + _KEY_OFFSET + 8], "little")
+        sectors = int.from_bytes(buf[prev + _ITEM_SIZE_AT:prev + _ITEM_SIZE_AT + 4], "little") // base.csum.size
+        return start + base.sectorsize if sectors >= 2 else None
+    return value
+
+
 #: kind -> (payload offset, width, values the plausibility rules refuse, whether the pipeline surely reads the
 #: item: then exit 0 with no warning is a failure). DIR_ITEMs are read only where the listing goes.
 SEMANTIC: dict[str, list[tuple[int, int, tuple[int, ...], bool]]] = {
@@ -538,6 +563,10 @@ SEMANTIC: dict[str, list[tuple[int, int, tuple[int, ...], bool]]] = {
     "BLOCK_GROUP_ITEM": [(_BG["used"], 8, (2**64 - 1, 10979547469688594398), True),
                          (_BG["chunk_objectid"], 8, (0, 257), True)],
     "CHUNK_ITEM": [(_CHUNK_SIZE, 8, (99, 2**64 - 1), True)],  # the first stripe's devid
+    # offsets into the btrfs_item (the report's content designs read every checksum item); values relative to
+    # what is there (``_csum_value``): start +1, size -1 or 0, start inside the previous item's range, objectid
+    "EXTENT_CSUM": [(_KEY_OFFSET, 8, (CSUM_PLUS_ONE, CSUM_OVERLAP), True), (_ITEM_SIZE_AT, 4, (CSUM_MINUS_ONE, 0), True),
+                    (0, 8, (2**64 - 9,), True)],
 }
 SEMANTIC_KINDS = tuple(SEMANTIC)
 
@@ -556,6 +585,10 @@ def m_semantic(base: Base, c: Chooser, m: Mutation) -> None:
         return m_payload(base, c, m)
     if kind == "BLOCK_GROUP_ITEM" and offset == _BG["used"] and value < 2**63:
         value = 10979547469688594398
+    if kind == "EXTENT_CSUM":
+        value = _csum_value(base, base.read_block(bytenr, min(base.pieces[bytenr])), slot, at, offset, width, value)
+        if value is None:
+            return m_payload(base, c, m)
     for mirror in sorted(base.pieces[bytenr]):
         buf = bytearray(base.read_block(bytenr, mirror))
         _put(buf, at + offset, width, value)
