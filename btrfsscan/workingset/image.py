@@ -10,13 +10,17 @@ as the image-wide models decide it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..arrays import I64, ranges
 from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
+from ..cache.runs import KeyRuns
 from ..errors import Warnings
 from ..live.residency import Residency
 from .backing import Backing, Category, clip, segments_of
+from .pages import overlaps, union
 
 _LUT = np.zeros(max(SEG_INLINE, SEG_COMPRESSED, SEG_DATA, SEG_PREALLOC, SEG_HOLE) + 1, np.uint8)
 for _seg, _category in ((SEG_INLINE, Category.INLINE), (SEG_COMPRESSED, Category.COMPRESSED),
@@ -66,8 +70,38 @@ def restrict(res: Residency, keep: np.ndarray) -> Residency:
     )
 
 
-def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple[Residency, Backing]:
-    """The residency's files the image holds unchanged, and their backing from the layout's segments."""
+@dataclass
+class ImageWorkingSet:
+    """A working set placed on an image's layout: ``version[i]`` is the inode version of residency row ``i``.
+
+    The models keyed by more than a logical address (compressed extents,
+    cache units of whole files, content ids) state their keys as
+    ``cache.runs.KeyRuns`` over the layout's pages, for every file read
+    once; ``saved_by`` restricts such keys to the resident pages.
+    """
+
+    layout: PageLayout
+    residency: Residency
+    version: np.ndarray
+
+    def saved_by(self, runs: KeyRuns) -> int:
+        """Resident pages that ``runs`` key, less the distinct keys they map: what caching each key once
+        saves over the working set (a layout page resident in several files counts in each)."""
+        layout, res = self.layout, self.residency
+        order = np.argsort(layout.base[runs.inode] + runs.page0, kind="stable")
+        alo = (layout.base[runs.inode] + runs.page0)[order]
+        key0 = runs.key0[order]
+        blo = layout.base[self.version[res.run_file]] + res.run_page
+        i, _, lo, hi = overlaps(alo, alo + runs.count[order], blo, blo + res.run_count)
+        klo = key0[i] + (lo - alo[i])
+        by_key = np.argsort(klo, kind="stable")
+        ulo, uhi = union(klo[by_key], (klo + hi - lo)[by_key])
+        return int((hi - lo).sum() - (uhi - ulo).sum())
+
+
+def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple[Residency, Backing, ImageWorkingSet]:
+    """The residency's files the image holds unchanged, their backing from the layout's segments, and the
+    kept files placed on the layout."""
     if layout.page_size != res.page_size:
         raise ValueError(f"layout page size {layout.page_size} != residency page size {res.page_size}")
     version = version_of(res, layout)
@@ -90,4 +124,4 @@ def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple
     addr = np.where((kind == SEG_DATA) & layout.seg_valid[segs], layout.seg_addr[segs], -1)
     backing = clip(layout.page_size, layout.sectorsize, kept, rows, layout.seg_start[segs], layout.seg_end[segs],
                    category, addr)
-    return kept, backing
+    return kept, backing, ImageWorkingSet(layout, kept, version[keep])
