@@ -75,6 +75,9 @@ def test_live_cli_equals_fincore_and_report_resident(name, fixture_images, tmp_p
         assert live["totals"]["per_inode"]["pages"] == fincore_total == sum(sum(v) for v in snap.values()) > 0
         assert live["totals"]["models"]["per_inode"]["pages"] == fincore_total
         assert live["totals"]["models"]["shared_extent"]["pages"] == expected_shared
+        # one device, SINGLE data, page size = sector size (BTRFS_IOC_FS_INFO, SPACE_INFO): the RFC's keys
+        assert live["totals"]["models"]["rfc_as_posted"]["pages"] == expected_shared
+        assert live["filesystem"]["profiles"]["data"] == ["SINGLE"] and live["filesystem"]["num_devices"] == 1
         assert live["workload"]["kind"] == "resident" and live["workload"]["files"] == len(files)
         assert live["workload"]["files_with_pages"] == sum(1 for v in snap.values() if any(v))
         assert live["workload"]["unreadable"] == 0 and not live["partial"]
