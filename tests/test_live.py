@@ -250,7 +250,7 @@ def test_live_btrfs(name, fixture_images, tmp_path):
             loaded = load_residency(saved, fsid=fsid, page_size=PAGE)
             assert residency_rows(loaded) == residency_rows(res)
             warnings = Warnings()
-            kept, backing = wi.from_layout(loaded, image_layout(fs, PAGE), warnings)
+            kept, backing, _ = wi.from_layout(loaded, image_layout(fs, PAGE), warnings)
         finally:
             fs.close()
         assert not warnings, warnings.messages()
@@ -278,7 +278,7 @@ def test_every_page_resident_equals_the_models(name, page_size, fixture_images):
         res = builder.build(kind="workload", captured_at="", page_size=page_size, filesystem=None, roots=(),
                             subvolumes=(), files=len(builder.subvol))
         warnings = Warnings()
-        kept, backing = wi.from_layout(res, layout, warnings)
+        kept, backing, _ = wi.from_layout(res, layout, warnings)
         expected = analyze(v, page_size, filesystem_facts(fs))
     finally:
         fs.close()

@@ -75,6 +75,9 @@ def test_live_cli_equals_fincore_and_report_resident(name, fixture_images, tmp_p
         assert live["totals"]["per_inode"]["pages"] == fincore_total == sum(sum(v) for v in snap.values()) > 0
         assert live["totals"]["models"]["per_inode"]["pages"] == fincore_total
         assert live["totals"]["models"]["shared_extent"]["pages"] == expected_shared
+        # one device, SINGLE data, page size = sector size (BTRFS_IOC_FS_INFO, SPACE_INFO): the RFC's keys
+        assert live["totals"]["models"]["rfc_as_posted"]["pages"] == expected_shared
+        assert live["filesystem"]["profiles"]["data"] == ["SINGLE"] and live["filesystem"]["num_devices"] == 1
         assert live["workload"]["kind"] == "resident" and live["workload"]["files"] == len(files)
         assert live["workload"]["files_with_pages"] == sum(1 for v in snap.values() if any(v))
         assert live["workload"]["unreadable"] == 0 and not live["partial"]
@@ -82,6 +85,12 @@ def test_live_cli_equals_fincore_and_report_resident(name, fixture_images, tmp_p
 
         report = run_json("report", img, "--resident", save, "--json", "--page-size", PAGE)
     jsonschema.Draft202012Validator(schema("report")).validate(report)
+    # without --device, live computes the models FIEMAP suffices for; report --resident computes them all
+    not_live = {n for n, m in live["totals"]["models"].items() if not m["applicable"]}
+    assert not_live == {"shared_extent_compressed", "overlay_copy_up", "file_fingerprint", "content_dedupe"}
+    assert all(report["totals"]["models"][n]["applicable"] for n in not_live)
+    for n in not_live:
+        report["totals"]["models"][n] = live["totals"]["models"][n]
     for key in SAME:
         assert report[key] == live[key], key
     live_kinds = dict(live["by_kind"])
@@ -202,20 +211,26 @@ def test_models_over_resident_pages_come_from_the_registry(tmp_path):
     """Every registered model is listed; one needing an input a live run lacks says it needs the image."""
     from types import SimpleNamespace
 
-    from btrfsscan.cache.registry import MODELS, CacheModel, evaluate_resident
+    from btrfsscan.cache.registry import MODELS, CacheModel, ResidentInputs, evaluate_resident
 
     ws = SimpleNamespace(page_size=4096)
     content = CacheModel("content_x", "content", "a content cache", "keyed by content", pages=lambda i: 0, order=99,
-                         requires={"csums": "the checksum tree"}, resident=lambda w: 1)
-    result = evaluate_resident(content, ws, facts(), {}, "which only an image gives")
+                         requires={"csums": "the checksum tree"}, resident=lambda w: 1,
+                         resident_requires={"extent_items": "the extent items"})
+    result = evaluate_resident(content, ResidentInputs(ws, facts(), {}, "which only an image gives"))
     assert (result.pages, result.applicable) == (None, False)
-    assert result.reason == "needs the checksum tree, which only an image gives"
-    assert evaluate_resident(content, ws, facts(), {"csums": object()}).pages == 1
+    assert result.reason == "needs the checksum tree and the extent items, which only an image gives"
+    assert evaluate_resident(content, ResidentInputs(ws, facts(), {"csums": 1})).reason == \
+        "needs the extent items, which this run has not"
+    assert evaluate_resident(content, ResidentInputs(ws, facts(), {"csums": 1, "extent_items": 2})).pages == 1
     unported = CacheModel("x", "x", "x", "x", pages=lambda i: 0, order=99)
-    assert evaluate_resident(unported, ws, facts(), {}).reason == "not computed over resident pages"
+    assert evaluate_resident(unported, ResidentInputs(ws, facts())).reason == "not computed over resident pages"
     (tmp_path / "f").write_bytes(b"z" * 9000)
     doc = run_json("live", tmp_path, "--json")
     assert list(doc["totals"]["models"]) == [m.name for m in MODELS]
     for m in MODELS:
         figures = doc["totals"]["models"][m.name]
-        assert figures["applicable"] == (m.resident is not None), m.name
+        needs_image = bool(m.requires or m.resident_requires)
+        assert figures["applicable"] == (not needs_image), m.name
+        if needs_image:
+            assert figures["reason"].endswith("(report IMAGE --resident, or live --device DEV)"), m.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..cache.facts import DeviceInfo, FilesystemFacts, SubvolumeInfo
-from ..format.constants import CompatRoFlag, IncompatFlag, flag_names
+from ..format.constants import BlockGroupFlag, CompatRoFlag, IncompatFlag, Profile, flag_names
 from ..model.subvolumes import ZERO_UUID
 from ..volumes.chunks import Chunk
 from ..volumes.superblock import format_uuid
@@ -16,12 +16,23 @@ if TYPE_CHECKING:
     from ..volumes.volume import Volume
 
 
-def profile_name(chunk: Chunk) -> str:
-    """``SINGLE``, ``DUP``, ``RAID1``...; ``unknown(0x...)`` when several profile bits are set."""
+def profile_of_type(flags: int) -> str:
+    """The profile of block group type ``flags``: ``SINGLE``, ``DUP``, ``RAID1``...; ``unknown(0x...)``
+    when several profile bits are set."""
     try:
-        return chunk.profile.name
+        return Profile.from_type(flags).name
     except ValueError:
-        return f"unknown(0x{chunk.type:x})"
+        return f"unknown(0x{flags:x})"
+
+
+def profile_name(chunk: Chunk) -> str:
+    """The profile of a chunk (``profile_of_type`` of its type)."""
+    return profile_of_type(chunk.type)
+
+
+def profiles_by_type(types: list[int], type_bit: BlockGroupFlag) -> tuple[str, ...]:
+    """The profiles of the block group types ``types`` that have ``type_bit`` (DATA, METADATA, SYSTEM)."""
+    return tuple(sorted({profile_of_type(t) for t in types if t & type_bit}))
 
 
 def uuid_or_none(raw: bytes) -> str | None:
@@ -37,8 +48,8 @@ def device_infos(volume: Volume) -> tuple[DeviceInfo, ...]:
     )
 
 
-def _profiles(volume: Volume, type_name: str) -> tuple[str, ...]:
-    return tuple(sorted({profile_name(c) for c in volume.chunk_map if type_name in c.type_names}))
+def _profiles(volume: Volume, type_bit: BlockGroupFlag) -> tuple[str, ...]:
+    return profiles_by_type([c.type for c in volume.chunk_map], type_bit)
 
 
 def filesystem_facts(fs: Filesystem) -> FilesystemFacts:
@@ -46,8 +57,9 @@ def filesystem_facts(fs: Filesystem) -> FilesystemFacts:
     sb = fs.superblock
     return FilesystemFacts(
         fsid=sb.fsid_str, label=sb.label_str, devices=device_infos(fs.volume), num_devices=sb.num_devices,
-        data_profiles=_profiles(fs.volume, "DATA"), metadata_profiles=_profiles(fs.volume, "METADATA"),
-        system_profiles=_profiles(fs.volume, "SYSTEM"), nodesize=sb.nodesize, sectorsize=sb.sectorsize,
+        data_profiles=_profiles(fs.volume, BlockGroupFlag.DATA),
+        metadata_profiles=_profiles(fs.volume, BlockGroupFlag.METADATA),
+        system_profiles=_profiles(fs.volume, BlockGroupFlag.SYSTEM), nodesize=sb.nodesize, sectorsize=sb.sectorsize,
         generation=sb.generation, incompat_features=tuple(flag_names(IncompatFlag, sb.incompat_flags)),
         compat_ro_features=tuple(flag_names(CompatRoFlag, sb.compat_ro_flags)), inline_data=not fs.is_metadump,
     )

@@ -20,10 +20,15 @@ saying what is missing, and is never computed.
 per-subvolume figures and top files beside the total; ``ModelResult.figures``
 carries them to the report.
 
-A model may also give ``resident(ws) -> int``: the same design over a
-working set (``workingset.pages.WorkingSetPages``: only the pages resident
-now, from ``live`` or ``report --resident``); ``evaluate_resident`` runs it.
-A model without one is listed as not computed over resident pages.
+A model may also give ``resident(inputs: ResidentInputs) -> int``: the same
+design over a working set (only the pages resident now, from ``live`` or
+``report --resident``); ``evaluate_resident`` runs it. Its inputs are the
+working set's pages (``workingset.pages.WorkingSetPages``, from FIEMAP or an
+image) and, in ``sources``, what only an image (or ``live --device``) gives:
+``extent_items`` (``workingset.image.ImageWorkingSet``, the files placed on
+the image's layout) and ``content``. ``resident_requires`` names the inputs
+the working-set computation reads beyond ``requires``. A model without one
+is listed as not computed over resident pages.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from .top import extent_starts
 from .units import UnitFigures
 
 if TYPE_CHECKING:
+    from ..workingset.image import ImageWorkingSet
+    from ..workingset.pages import WorkingSetPages
     from .content import PageContent
 
 #: The model every saving is measured against (Linux today).
@@ -74,7 +81,8 @@ class CacheModel:
     costing each ``1/c``, so they sum (weighted) to ``pages``; the figures by
     directory come from it, and a model without it has none there (null).
     ``resident`` is its computation over a working set's resident pages
-    (None: it has none).
+    (None: it has none), ``resident_requires`` what that reads beyond
+    ``requires`` (the working set's pages themselves are always there).
     ``bound`` marks an ideal no design reaches (never named the best design
     that applies).
     """
@@ -89,7 +97,8 @@ class CacheModel:
     applies: Callable[[FilesystemFacts, int], Applicability] = always
     requires: Mapping[str, str] = field(default_factory=dict)
     per_version: Callable[[ModelInputs], np.ndarray] | None = None
-    resident: Callable[[Any], int] | None = None
+    resident: Callable[[ResidentInputs], int] | None = None
+    resident_requires: Mapping[str, str] = field(default_factory=dict)
     bound: bool = False
 
 
@@ -163,9 +172,43 @@ class ModelInputs:
         return self._version_pages[name]
 
 
-def _lacking(definition: CacheModel, sources: Mapping[str, Any], why: str) -> ModelResult | None:
+@dataclass
+class ResidentInputs:
+    """What a model's working-set computation receives: the resident pages (``working_set``), the facts,
+    and the sources of the run (``extent_items``, ``content``); shared parts computed once."""
+
+    working_set: WorkingSetPages
+    facts: FilesystemFacts
+    sources: Mapping[str, Any] = field(default_factory=dict)
+    lacking: str = "which this run has not"
+    _results: dict[str, ModelResult] = field(default_factory=dict, repr=False)
+
+    @property
+    def page_size(self) -> int:
+        return self.working_set.page_size
+
+    @property
+    def image(self) -> ImageWorkingSet:
+        """The working set on the image's layout (``sources["extent_items"]``)."""
+        return self.sources["extent_items"]
+
+    @cached_property
+    def content(self) -> PageContent:
+        """A content id per page of the image's layout (computed once, for every page of every file)."""
+        return self.sources["content"].page_content(self.image.layout)
+
+    def result(self, name: str) -> ModelResult:
+        """Model ``name`` over the same working set (once)."""
+        if name not in self._results:
+            self._results[name] = evaluate_resident(model(name), self)
+        return self._results[name]
+
+
+def _lacking(definition: CacheModel, sources: Mapping[str, Any], why: str,
+             extra: Mapping[str, str] | None = None) -> ModelResult | None:
     """The "does not apply" result of a model whose required inputs are not all in ``sources`` (None: all are)."""
-    missing = [what for name, what in definition.requires.items() if name not in sources]
+    wanted = {**definition.requires, **(extra or {})}
+    missing = [what for name, what in wanted.items() if name not in sources]
     if not missing:
         return None
     return ModelResult(definition.name, None, False, "needs " + " and ".join(missing) + ", " + why)
@@ -185,18 +228,18 @@ def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:
     return ModelResult(definition.name, int(value), True, None)
 
 
-def evaluate_resident(definition: CacheModel, working_set: Any, facts: FilesystemFacts,
-                      sources: Mapping[str, Any], lacking: str = "which this run has not") -> ModelResult:
-    """``definition`` over a working set's resident pages (``working_set``: ``WorkingSetPages``);
-    ``lacking`` says why a required input is missing (a live filesystem: only an image has it)."""
+def evaluate_resident(definition: CacheModel, inputs: ResidentInputs) -> ModelResult:
+    """``definition`` over a working set's resident pages; ``inputs.lacking`` says why a required input is
+    missing (a live filesystem without ``--device``: only an image has it)."""
     if definition.resident is None:  # first: an image would not change that
         return ModelResult(definition.name, None, False, "not computed over resident pages")
-    if (missing := _lacking(definition, sources, lacking)) is not None:
+    missing = _lacking(definition, inputs.sources, inputs.lacking, definition.resident_requires)
+    if missing is not None:
         return missing
-    ok, reason = definition.applies(facts, working_set.page_size)
+    ok, reason = definition.applies(inputs.facts, inputs.page_size)
     if not ok:
         return ModelResult(definition.name, None, False, reason)
-    return ModelResult(definition.name, int(definition.resident(working_set)), True, None)
+    return ModelResult(definition.name, int(definition.resident(inputs)), True, None)
 
 
 def _discover() -> tuple[CacheModel, ...]:

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import I64, group_ids, group_sum
+from ..arrays import I64, group_ids, group_sum, prefix
 from .content import PageContent
 from .layout import PageLayout
+from .runs import KeyRuns
 
 
 @dataclass
@@ -176,3 +177,10 @@ def file_units(layout: PageLayout, key_starts: np.ndarray, key_values: np.ndarra
     size[unit.reshape(-1)] = layout.npages[versions]
     alone = np.where(shareable, 0, layout.npages)
     return CacheUnits(versions, unit.reshape(-1), layout.npages[versions], size, alone)
+
+
+def file_unit_runs(units: CacheUnits) -> KeyRuns:
+    """The pages of ``file_units``: page ``k`` of a version keyed by page ``k`` of its unit (for a working
+    set, where only some pages of a unit are resident)."""
+    first = prefix(units.size)[:-1]
+    return KeyRuns(units.version, np.zeros(len(units.version), I64), first[units.unit], units.count)

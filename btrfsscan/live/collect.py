@@ -31,6 +31,7 @@ from ..arrays import I64
 from ..errors import LiveError, Warnings
 from ..format.constants import FiemapFlag, FsMagic, ObjectId
 from . import kernel_api as k
+from .devices import LiveFilesystem, describe
 from .mounts import mount_of, mounted_children, read_mounts
 from .residency import FilesystemIdentity, Residency, ResidencyBuilder, SubvolumeEntry
 
@@ -65,10 +66,12 @@ class LiveExtents:
 
 @dataclass
 class LiveCapture:
-    """What ``collect`` saw: the residency, each listed file's extents, and what it skipped."""
+    """What ``collect`` saw: the residency, each listed file's extents, the filesystem's devices and
+    profiles, and what it skipped."""
 
     residency: Residency
     extents: LiveExtents
+    filesystem: LiveFilesystem
     warnings: Warnings
     directories: int
     skipped_mounts: int
@@ -104,9 +107,9 @@ class _Dir:
 class _Walk:
     """One ``collect`` run: the state the per-file loop updates."""
 
-    def __init__(self, progress: Callable[[LiveProgress], None] | None) -> None:
+    def __init__(self, progress: Callable[[LiveProgress], None] | None, warnings: Warnings) -> None:
         self.progress = progress
-        self.warnings = Warnings()
+        self.warnings = warnings
         self.builder = ResidencyBuilder()
         self.ext_ends = array("q")
         self.ext = array("Q")  # logical, physical, length, flags per extent
@@ -314,12 +317,10 @@ def _canonical(root: str | bytes | os.PathLike) -> bytes:
     return os.path.realpath(raw)
 
 
-def collect(roots: Sequence[str | bytes | os.PathLike], *,
-            progress: Callable[[LiveProgress], None] | None = None) -> LiveCapture:
-    """Resident pages and extents of every regular file below ``roots`` (directories of one filesystem).
+def identify(roots: Sequence[str | bytes | os.PathLike]) -> tuple[list[bytes], FilesystemIdentity, bool]:
+    """The canonical roots, the identity of their one filesystem, and whether it is btrfs.
 
-    Raises ``LiveError`` when a root is not a directory or the roots lie on
-    different filesystems; everything skipped on the way is in ``warnings``.
+    Raises ``LiveError`` when a root is not a directory or the roots lie on different filesystems.
     """
     if not roots:
         raise LiveError("no directory given")
@@ -335,10 +336,26 @@ def collect(roots: Sequence[str | bytes | os.PathLike], *,
     if len(others) > 1:
         raise LiveError(f"the directories lie on {len(others)} filesystems ({', '.join(sorted(others))}); "
                         "give directories of one filesystem")
+    return canonical, identity, btrfs
+
+
+def collect(roots: Sequence[str | bytes | os.PathLike], *,
+            progress: Callable[[LiveProgress], None] | None = None) -> LiveCapture:
+    """Resident pages and extents of every regular file below ``roots`` (directories of one filesystem).
+
+    Raises ``LiveError`` as ``identify``; everything skipped on the way is in ``warnings``.
+    """
+    canonical, identity, btrfs = identify(roots)
+    warnings = Warnings()
+    fd = os.open(canonical[0], _DIR_FLAGS)
+    try:
+        described = describe(fd, canonical[0], btrfs, warnings)
+    finally:
+        os.close(fd)
     captured_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     mounts = read_mounts()
     mounted = mounted_children(canonical, mounts)
-    run = _Walk(progress)
+    run = _Walk(progress, warnings)
     for raw in canonical:
         facts = k.statx_ids(_AT_FDCWD, raw)
         root_mnt = facts.mnt_id if facts is not None and facts.mnt_id is not None else None
@@ -361,4 +378,4 @@ def collect(roots: Sequence[str | bytes | os.PathLike], *,
         logical=ext[:, 0].copy(), physical=ext[:, 1].copy(), length=ext[:, 2].copy(),
         flags=ext[:, 3].astype(np.uint32),
     )
-    return LiveCapture(residency, extents, run.warnings, run.directories, run.skipped_mounts)
+    return LiveCapture(residency, extents, described, run.warnings, run.directories, run.skipped_mounts)

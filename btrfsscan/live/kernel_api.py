@@ -2,8 +2,9 @@
 
 None of them reads file data or changes the page cache: ``mincore`` over a
 read-only mapping that is never touched, ``cachestat`` (Linux 6.5+), FIEMAP
-without ``FIEMAP_FLAG_SYNC`` (which would start writeback), ``statx``, and the
-btrfs ioctls ``FS_INFO`` and ``INO_LOOKUP``. Where the kernel lacks a call,
+without ``FIEMAP_FLAG_SYNC`` (which would start writeback), ``statx``, the
+btrfs ioctls ``FS_INFO``, ``INO_LOOKUP``, ``DEV_INFO``, ``SPACE_INFO`` and
+``GET_FEATURES``, and the filesystem label. Where the kernel lacks a call,
 the function says so by returning None and the caller takes the slower or
 coarser way. Struct layouts are those of the x86_64/aarch64 uapi headers.
 """
@@ -97,16 +98,19 @@ def statx_ids(dir_fd: int, name: bytes) -> StatxFacts | None:
 class StatfsFacts:
     f_type: int
     f_bsize: int
+    f_blocks: int
+    f_bfree: int
     f_fsid: bytes
 
 
 def fstatfs(fd: int) -> StatfsFacts:
-    """``f_type``, ``f_bsize`` and ``f_fsid`` of the filesystem holding ``fd`` (64-bit struct statfs)."""
+    """``f_type``, ``f_bsize``, ``f_blocks``, ``f_bfree`` and ``f_fsid`` of the filesystem holding ``fd``
+    (64-bit struct statfs)."""
     buf = ctypes.create_string_buffer(120)
     if _libc.fstatfs(fd, buf) != 0:
         raise _oserror("fstatfs")
-    f_type, f_bsize = struct.unpack_from("=qq", buf, 0)
-    return StatfsFacts(f_type & 0xFFFFFFFF, f_bsize, bytes(buf.raw[56:64]))
+    f_type, f_bsize, f_blocks, f_bfree = struct.unpack_from("=qqQQ", buf, 0)
+    return StatfsFacts(f_type & 0xFFFFFFFF, f_bsize, f_blocks, f_bfree, bytes(buf.raw[56:64]))
 
 
 # --- cachestat -----------------------------------------------------------------------
@@ -220,17 +224,18 @@ class BtrfsInfo:
     nodesize: int
     sectorsize: int
     num_devices: int
+    max_id: int  # the highest devid
 
 
 def btrfs_fs_info(fd: int) -> BtrfsInfo:
     buf = bytearray(1024)
     struct.pack_into("=Q", buf, 48, _BTRFS_FS_INFO_FLAG_GENERATION)  # flags in: ask for the generation
     fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf, True)
-    _max_id, num_devices = struct.unpack_from("=QQ", buf, 0)
+    max_id, num_devices = struct.unpack_from("=QQ", buf, 0)
     nodesize, sectorsize = struct.unpack_from("=II", buf, 32)
     flags, generation = struct.unpack_from("=QQ", buf, 48)
     return BtrfsInfo(bytes(buf[16:32]), generation if flags & _BTRFS_FS_INFO_FLAG_GENERATION else None,
-                     nodesize, sectorsize, num_devices)
+                     nodesize, sectorsize, num_devices, max_id)
 
 
 def btrfs_ino_lookup(fd: int, objectid: int) -> tuple[int, bytes]:
@@ -267,3 +272,69 @@ def fs_uuid(fd: int) -> bytes | None:
     except OSError:
         return None
     return bytes(geom[64:80])
+
+
+# --- devices, space and labels -------------------------------------------------------------
+
+BTRFS_IOC_DEV_INFO = 0xD000941E  # _IOWR(0x94, 30, struct btrfs_ioctl_dev_info_args), 4096 bytes
+BTRFS_IOC_SPACE_INFO = 0xC0109414  # _IOWR(0x94, 20, struct btrfs_ioctl_space_args), 16 bytes + the slots
+BTRFS_IOC_GET_FEATURES = 0x80189439  # _IOR(0x94, 57, struct btrfs_ioctl_feature_flags), 24 bytes
+FS_IOC_GETFSLABEL = 0x81009431  # _IOR(0x94, 49, char[256]): BTRFS_IOC_GET_FSLABEL, generic since Linux 4.18
+_SPACE_SLOT = struct.Struct("=QQQ")  # flags total_bytes used_bytes
+_DEV_PATH_AT = 3072
+
+
+@dataclass(frozen=True)
+class BtrfsDevice:
+    """One device from BTRFS_IOC_DEV_INFO (``path`` as the kernel opened it)."""
+
+    devid: int
+    uuid: bytes
+    bytes_used: int
+    total_bytes: int
+    path: bytes
+
+
+def btrfs_dev_info(fd: int, devid: int) -> BtrfsDevice | None:
+    """Device ``devid`` of the filesystem of ``fd`` (None: no such devid, ENODEV)."""
+    buf = bytearray(4096)
+    struct.pack_into("=Q", buf, 0, devid)
+    try:
+        fcntl.ioctl(fd, BTRFS_IOC_DEV_INFO, buf, True)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
+    got, = struct.unpack_from("=Q", buf, 0)
+    bytes_used, total_bytes = struct.unpack_from("=QQ", buf, 24)
+    return BtrfsDevice(got, bytes(buf[8:24]), bytes_used, total_bytes, bytes(buf[_DEV_PATH_AT:]).split(b"\0", 1)[0])
+
+
+def btrfs_space_info(fd: int) -> list[tuple[int, int, int]]:
+    """``(flags, total_bytes, used_bytes)`` of every space (block group type and profile, and the global
+    reserve), as ``btrfs filesystem df`` lists them: asked once for the count, then for the slots."""
+    head = bytearray(16)
+    fcntl.ioctl(fd, BTRFS_IOC_SPACE_INFO, head, True)
+    slots = struct.unpack_from("=Q", head, 8)[0]
+    buf = bytearray(16 + slots * _SPACE_SLOT.size)
+    struct.pack_into("=Q", buf, 0, slots)
+    fcntl.ioctl(fd, BTRFS_IOC_SPACE_INFO, buf, True)
+    total = min(struct.unpack_from("=Q", buf, 8)[0], slots)
+    return [_SPACE_SLOT.unpack_from(buf, 16 + i * _SPACE_SLOT.size) for i in range(total)]
+
+
+def btrfs_features(fd: int) -> tuple[int, int, int]:
+    """The superblock's ``(compat, compat_ro, incompat)`` feature flags."""
+    buf = bytearray(24)
+    fcntl.ioctl(fd, BTRFS_IOC_GET_FEATURES, buf, True)
+    return struct.unpack_from("=QQQ", buf, 0)
+
+
+def fs_label(fd: int) -> bytes | None:
+    """The filesystem label (FS_IOC_GETFSLABEL), or None where the filesystem gives none."""
+    buf = bytearray(256)
+    try:
+        fcntl.ioctl(fd, FS_IOC_GETFSLABEL, buf, True)
+    except OSError:
+        return None
+    return bytes(buf).split(b"\0", 1)[0]

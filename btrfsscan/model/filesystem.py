@@ -103,6 +103,7 @@ def open_filesystems(paths: Iterable[str | os.PathLike], super_copy: int | None 
 
 
 def open_filesystem(paths: Iterable[str | os.PathLike], super_copy: int | None = None, *,
-                    log_replay: bool = True) -> Filesystem:
-    """The one filesystem ``paths`` belong to; an error if they span several."""
-    return Filesystem(open_volume(paths, super_copy), log_replay=log_replay)
+                    log_replay: bool = True, mounted_ok: bool = False) -> Filesystem:
+    """The one filesystem ``paths`` belong to; an error if they span several (``mounted_ok``: a device of a
+    mounted filesystem is expected, see ``volumes.volume.find_device_sets``)."""
+    return Filesystem(open_volume(paths, super_copy, mounted_ok=mounted_ok), log_replay=log_replay)

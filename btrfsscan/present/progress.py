@@ -40,6 +40,8 @@ class ProgressBar:
         self._progress.__exit__(*exc)
 
     def start(self, description: str, total: int | None, unit: str) -> None:
+        """A new task, in place of the one shown (``live --device``: the walk, then the device's scan)."""
+        self.done()
         self._task = self._progress.add_task(description, total=total, unit=unit)
 
     def advance(self) -> None:

@@ -88,14 +88,15 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
         filesystems = open_filesystems(inputs(stack, images, sample), super_copy, log_replay=log_replay)
         for fs in filesystems:
             stack.callback(fs.close)
+        progress = _progress(quiet)
         if resident or workload:
             from ..analysis.live import resident_report
 
-            reports = [resident_report(fs, page_size=int(page_size), top=top, resident=resident,
-                                       workload=workload).report for fs in filesystems]
+            with progress or ExitStack():
+                reports = [resident_report(fs, page_size=int(page_size), top=top, resident=resident,
+                                           workload=workload, progress=progress).report for fs in filesystems]
             lead, title = WORKING_SET, "Page cache of the working set"
         else:
-            progress = _progress(quiet)
             with progress or ExitStack():
                 reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir,
                                        read_data=read_data)

@@ -135,9 +135,10 @@ def open_volumes(paths: Iterable[str | os.PathLike], super_copy: int | None = No
 
 
 def open_volume(paths: Iterable[str | os.PathLike], super_copy: int | None = None, *,
-                partial: bool = False) -> Volume:
-    """The volume of inputs that must all belong to one filesystem (``partial``: see ``assemble_volume``)."""
-    device_sets = find_device_sets(paths, super_copy)
+                partial: bool = False, mounted_ok: bool = False) -> Volume:
+    """The volume of inputs that must all belong to one filesystem (``partial``: see ``assemble_volume``;
+    ``mounted_ok``: see ``find_device_sets``)."""
+    device_sets = find_device_sets(paths, super_copy, mounted_ok=mounted_ok)
     try:
         if len(device_sets) > 1:
             first, other = device_sets[0], device_sets[1]

@@ -211,10 +211,13 @@ class DeviceSet:
         close_devices(self.devices)
 
 
-def find_device_sets(paths: Iterable[str | os.PathLike], super_copy: int | None = None) -> list[DeviceSet]:
+def find_device_sets(paths: Iterable[str | os.PathLike], super_copy: int | None = None, *,
+                     mounted_ok: bool = False) -> list[DeviceSet]:
     """Open every input, read and check its superblocks, group the inputs by fsid.
 
     ``super_copy``: read superblock copy N of every device (btrfs-progs' ``-s N``) instead of the primary.
+    ``mounted_ok``: a device of a mounted filesystem is expected (``live --device``, which compares
+    generations itself): recorded in ``in_use``, not warned about.
     """
     groups: dict[bytes, list[tuple[RawImage, sbmod.SuperblockCopy, list[sbmod.SuperblockCopy], MetadumpImage | None]]] = {}
     opened: list[RawImage] = []
@@ -230,14 +233,14 @@ def find_device_sets(paths: Iterable[str | os.PathLike], super_copy: int | None 
             chosen = sbmod.choose(copies, image.name, super_copy)
             sbmod.refuse_unsupported(chosen.superblock, image.name)
             groups.setdefault(chosen.superblock.fields.fsid, []).append((image, chosen, copies, dump))
-        return [_device_set(members, super_copy is not None) for members in groups.values()]
+        return [_device_set(members, super_copy is not None, mounted_ok) for members in groups.values()]
     except BaseException:
         for image in opened:  # an error leaves no image open (RawImage holds a raw fd)
             image.close()
         raise
 
 
-def _device_set(members, requested: bool) -> DeviceSet:
+def _device_set(members, requested: bool, mounted_ok: bool) -> DeviceSet:
     warnings = Warnings()
     newest = max(members, key=lambda m: m[1].generation)[1].superblock
     devices: dict[int, Device] = {}
@@ -260,7 +263,8 @@ def _device_set(members, requested: bool) -> DeviceSet:
             warnings.add(short, f"devid {sb.devid}")
         use = None if member_dump else in_use(image.path, newest.fsid_str)
         if use:
-            warnings.add(use.describe(image.name), f"devid {sb.devid}")
+            if not mounted_ok:
+                warnings.add(use.describe(image.name), f"devid {sb.devid}")
             used.append(use)
     return DeviceSet(newest, devices, warnings, dump, tuple(used))
 

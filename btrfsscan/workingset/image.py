@@ -10,43 +10,56 @@ as the image-wide models decide it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..arrays import I64, ranges
 from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
+from ..cache.runs import KeyRuns
 from ..errors import Warnings
 from ..live.residency import Residency
 from .backing import Backing, Category, clip, segments_of
+from .pages import overlaps, union
 
 _LUT = np.zeros(max(SEG_INLINE, SEG_COMPRESSED, SEG_DATA, SEG_PREALLOC, SEG_HOLE) + 1, np.uint8)
 for _seg, _category in ((SEG_INLINE, Category.INLINE), (SEG_COMPRESSED, Category.COMPRESSED),
                         (SEG_DATA, Category.DATA), (SEG_PREALLOC, Category.PREALLOC)):
     _LUT[_seg] = _category
 
-_PAIR = np.dtype([("subvol", np.uint64), ("ino", np.uint64)])
-
-
-def _pairs(subvol: np.ndarray, ino: np.ndarray) -> np.ndarray:
-    out = np.empty(len(subvol), _PAIR)
-    out["subvol"], out["ino"] = subvol, ino
-    return out
-
 
 def version_of(res: Residency, layout: PageLayout) -> np.ndarray:
-    """The inode version of every residency row (-1: no regular inode (subvol, ino) in the image)."""
+    """The inode version of every residency row (-1: no regular inode (subvol, ino) in the image).
+
+    The (subvolume, inode) pairs of the layout are sorted by the dense subvolume index, then inode
+    (lexsort of plain integer columns: a structured sort costs seconds on a large image); each
+    subvolume's rows of the residency are then looked up in its block."""
     v = layout.versions
-    nv = v.n_versions
     sizes = v.set_sizes[v.version_set]
-    members = v.set_members[ranges(v.set_start[v.version_set], v.set_start[v.version_set] + sizes)]
-    version = np.repeat(np.arange(nv, dtype=I64), sizes)
-    table = _pairs(v.subvol_ids[members], np.repeat(layout.ino, sizes))
-    order = np.argsort(table, order=("subvol", "ino"), kind="stable")
-    table, version = table[order], version[order]
-    want = _pairs(res.subvol, res.ino)
-    at = np.searchsorted(table, want)
-    at_c = np.minimum(at, max(len(table) - 1, 0))
-    found = (at < len(table)) & (table[at_c] == want) if len(table) else np.zeros(len(want), bool)
-    return np.where(found, version[at_c], -1)
+    sv = v.set_members[ranges(v.set_start[v.version_set], v.set_start[v.version_set] + sizes)].astype(I64)
+    ino = np.repeat(layout.ino, sizes).astype(np.uint64)
+    version = np.repeat(np.arange(v.n_versions, dtype=I64), sizes)
+    order = np.lexsort((ino, sv))
+    sv, ino, version = sv[order], ino[order], version[order]
+    ids = np.asarray(v.subvol_ids).astype(np.uint64)
+    by_id = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[by_id], res.subvol), max(len(ids) - 1, 0))
+    want = np.where((len(ids) > 0) & (ids[by_id][pos] == res.subvol), by_id[pos], -1) if len(ids) else \
+        np.full(len(res), -1, I64)
+    block = np.searchsorted(sv, np.arange(len(ids) + 1))
+    out = np.full(len(res), -1, I64)
+    rows = np.argsort(want, kind="stable")
+    cuts = np.searchsorted(want[rows], np.arange(len(ids) + 1))
+    for s in range(len(ids)):
+        mine = rows[cuts[s]:cuts[s + 1]]
+        lo, hi = block[s], block[s + 1]
+        if not len(mine) or hi == lo:
+            continue
+        wanted = res.ino[mine].astype(np.uint64)
+        at = np.minimum(np.searchsorted(ino[lo:hi], wanted), hi - lo - 1)
+        found = ino[lo + at] == wanted
+        out[mine[found]] = version[lo + at[found]]
+    return out
 
 
 def restrict(res: Residency, keep: np.ndarray) -> Residency:
@@ -66,8 +79,38 @@ def restrict(res: Residency, keep: np.ndarray) -> Residency:
     )
 
 
-def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple[Residency, Backing]:
-    """The residency's files the image holds unchanged, and their backing from the layout's segments."""
+@dataclass
+class ImageWorkingSet:
+    """A working set placed on an image's layout: ``version[i]`` is the inode version of residency row ``i``.
+
+    The models keyed by more than a logical address (compressed extents,
+    cache units of whole files, content ids) state their keys as
+    ``cache.runs.KeyRuns`` over the layout's pages, for every file read
+    once; ``saved_by`` restricts such keys to the resident pages.
+    """
+
+    layout: PageLayout
+    residency: Residency
+    version: np.ndarray
+
+    def saved_by(self, runs: KeyRuns) -> int:
+        """Resident pages that ``runs`` key, less the distinct keys they map: what caching each key once
+        saves over the working set (a layout page resident in several files counts in each)."""
+        layout, res = self.layout, self.residency
+        order = np.argsort(layout.base[runs.inode] + runs.page0, kind="stable")
+        alo = (layout.base[runs.inode] + runs.page0)[order]
+        key0 = runs.key0[order]
+        blo = layout.base[self.version[res.run_file]] + res.run_page
+        i, _, lo, hi = overlaps(alo, alo + runs.count[order], blo, blo + res.run_count)
+        klo = key0[i] + (lo - alo[i])
+        by_key = np.argsort(klo, kind="stable")
+        ulo, uhi = union(klo[by_key], (klo + hi - lo)[by_key])
+        return int((hi - lo).sum() - (uhi - ulo).sum())
+
+
+def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple[Residency, Backing, ImageWorkingSet]:
+    """The residency's files the image holds unchanged, their backing from the layout's segments, and the
+    kept files placed on the layout."""
     if layout.page_size != res.page_size:
         raise ValueError(f"layout page size {layout.page_size} != residency page size {res.page_size}")
     version = version_of(res, layout)
@@ -90,4 +133,4 @@ def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple
     addr = np.where((kind == SEG_DATA) & layout.seg_valid[segs], layout.seg_addr[segs], -1)
     backing = clip(layout.page_size, layout.sectorsize, kept, rows, layout.seg_start[segs], layout.seg_end[segs],
                    category, addr)
-    return kept, backing
+    return kept, backing, ImageWorkingSet(layout, kept, version[keep])

@@ -35,7 +35,7 @@ from .backing import Backing, Category, content_end
 KINDS = ("regular_shared", "regular_exclusive", "compressed", "inline", "unknown", "prealloc", "hole", "unaligned")
 
 
-def _overlaps(alo, ahi, blo, bhi) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def overlaps(alo, ahi, blo, bhi) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Non-empty intersections of two sorted lists of disjoint intervals: (i, j, lo, hi)."""
     first = np.searchsorted(ahi, blo, side="right")
     last = np.searchsorted(alo, bhi, side="left")
@@ -47,7 +47,7 @@ def _overlaps(alo, ahi, blo, bhi) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return i[keep], j[keep], lo[keep], hi[keep]
 
 
-def _union(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def union(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The union of intervals sorted by start, as sorted disjoint intervals."""
     if not len(lo):
         return lo, hi
@@ -137,7 +137,7 @@ def analyze(res: Residency, backing: Backing) -> WorkingSetPages:
     # eligible pieces: resident runs intersected with eligible ranges
     ef, ek0, ekey, ecount = eligible_runs(backing, npages, content_end(res.size, P, backing.sectorsize))
     elo = base[ef] + ek0
-    _, j, lo, hi = _overlaps(rlo, rhi, elo, elo + ecount)
+    _, j, lo, hi = overlaps(rlo, rhi, elo, elo + ecount)
     keys = ResidentKeys(ef[j], lo - base[ef[j]], ekey[j] + (lo - elo[j]), hi - lo)
     eligible = group_sum(keys.file, keys.count, n)
 
@@ -147,7 +147,7 @@ def analyze(res: Residency, backing: Backing) -> WorkingSetPages:
 
     def touched(last: Category) -> np.ndarray:
         m = backing.category <= last
-        ulo, uhi = _union(seg_lo[m], seg_hi[m])
+        ulo, uhi = union(seg_lo[m], seg_hi[m])
         return group_sum(run_file, _covered(ulo, uhi, rlo, rhi), n)
 
     t_inline, t_comp, t_unknown, t_data, t_prealloc = (touched(c) for c in Category)

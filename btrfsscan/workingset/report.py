@@ -1,7 +1,7 @@
 """A working set's figures as a ``PageCacheReport``: the same document as ``report``, over resident pages.
 
-The models come from the registry (``evaluate_resident``: each model's
-``resident`` computation, or why it has none); per subvolume, top files and
+The models come from the registry (``ResidentInputs.result``: each model's
+``resident`` computation, or why it has none or lacks an input); per subvolume, top files and
 by kind from :mod:`.pages`. Top extents are the logical ranges resident
 eligible pages map (``pages.top_ranges``): FIEMAP merges adjacent extents and
 an image does not, so ranges cut from the keys alone are what a live capture
@@ -18,7 +18,7 @@ import numpy as np
 
 from ..cache.facts import FilesystemFacts, SubvolumeInfo
 from ..cache.layout import PAGE_SIZES
-from ..cache.registry import BASELINE, MODELS, evaluate_resident
+from ..cache.registry import BASELINE, MODELS, ResidentInputs
 from ..cache.report import (
     ExtentFigures,
     FileFigures,
@@ -47,13 +47,15 @@ def working_set_report(
     lacking: str = "which this run has not",
 ) -> PageCacheReport:
     """The report of the resident pages of ``ws``; ``kinds`` lists the by-kind rows shown (an image has no
-    ``unknown`` pages: ``report --resident`` shows the report's kinds); ``lacking`` says why a model's
-    required input is missing."""
+    ``unknown`` pages: ``report --resident`` shows the report's kinds); ``sources`` are the models' inputs
+    beyond the resident pages (``extent_items``, ``content``: see ``cache.registry``); ``lacking`` says why
+    a model's required input is missing."""
     P = ws.page_size
     if P not in PAGE_SIZES:
         raise ValueError(f"page size {P} is not one of {', '.join(map(str, PAGE_SIZES))}")
     res = ws.residency
-    results = {m.name: evaluate_resident(m, ws, facts, sources or {}, lacking) for m in MODELS}
+    inputs = ResidentInputs(ws, facts, sources or {}, lacking)
+    results = {m.name: inputs.result(m.name) for m in MODELS}
     baseline = results[BASELINE].pages
     totals = Totals(files=res.files_with_pages, inodes=res.files_with_pages, per_inode_pages=baseline,
                     per_inode_bytes=pages_to_bytes(baseline, P),

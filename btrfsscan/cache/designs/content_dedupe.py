@@ -11,7 +11,8 @@ import numpy as np
 from ...arrays import I64, group_sum
 from ..content import UNKNOWN, PageContent
 from ..layout import PageLayout
-from ..registry import CacheModel, ModelInputs
+from ..registry import CacheModel, ModelInputs, ResidentInputs
+from ..runs import KeyRuns
 from ..units import CacheUnits, UnitFigures, unit_figures
 
 
@@ -33,6 +34,16 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
     return figures(inputs.layout, inputs.content, inputs.top)
 
 
+def _resident(inputs: ResidentInputs) -> int:
+    """Resident pages of known content once per content id; unknown ones each alone."""
+    layout = inputs.image.layout
+    ids = inputs.content.page_id
+    known = np.flatnonzero(ids != UNKNOWN)
+    version = np.repeat(np.arange(layout.n_inodes), layout.npages)[known]
+    runs = KeyRuns(version, known - layout.base[version], ids[known], np.ones(len(known), I64))
+    return inputs.result("per_inode").pages - inputs.image.saved_by(runs)
+
+
 MODEL = CacheModel(
     name="content_dedupe",
     title="page-content dedupe",
@@ -43,4 +54,6 @@ MODEL = CacheModel(
     order=60,
     bound=True,
     requires={"content": "content ids per page"},
+    resident=_resident,
+    resident_requires={"extent_items": "the files' extent items"},
 )

@@ -12,12 +12,12 @@ import numpy as np
 from ...arrays import I64, group_sum, prefix
 from ..content import UNKNOWN, PageContent
 from ..layout import PageLayout
-from ..registry import CacheModel, ModelInputs
-from ..units import UnitFigures, file_units, unit_figures
+from ..registry import CacheModel, ModelInputs, ResidentInputs
+from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_figures
 
 
-def figures(layout: PageLayout, content: PageContent, top: int = 10) -> UnitFigures:
-    """EROFS fingerprints: one unit per (i_size, content of every page); files with an unknown page alone."""
+def fingerprint_units(layout: PageLayout, content: PageContent) -> CacheUnits:
+    """One unit per (i_size, content of every page); files with an unknown page alone."""
     ids = content.page_id
     n = layout.n_inodes
     page_version = np.repeat(np.arange(n), layout.npages)
@@ -28,12 +28,21 @@ def figures(layout: PageLayout, content: PageContent, top: int = 10) -> UnitFigu
     body = np.ones(len(values), bool)
     body[starts[:-1]] = False
     values[body] = ids
-    units = file_units(layout, starts, values, known)
-    return unit_figures("file_fingerprint", layout, units, top, content)
+    return file_units(layout, starts, values, known)
+
+
+def figures(layout: PageLayout, content: PageContent, top: int = 10) -> UnitFigures:
+    """EROFS fingerprints: the figures of ``fingerprint_units``."""
+    return unit_figures("file_fingerprint", layout, fingerprint_units(layout, content), top, content)
 
 
 def _figures(inputs: ModelInputs) -> UnitFigures:
     return figures(inputs.layout, inputs.content, inputs.top)
+
+
+def _resident(inputs: ResidentInputs) -> int:
+    units = fingerprint_units(inputs.image.layout, inputs.content)
+    return inputs.result("per_inode").pages - inputs.image.saved_by(file_unit_runs(units))
 
 
 MODEL = CacheModel(
@@ -43,6 +52,8 @@ MODEL = CacheModel(
     design="files with identical content (same size, same bytes) share their page cache, whatever their inodes",
     needs="read-only EROFS images, fingerprint xattrs, Linux 7.0+",
     pages=_figures,
+    resident=_resident,
     order=50,
     requires={"content": "content ids per page"},
+    resident_requires={"extent_items": "the files' extent items"},
 )

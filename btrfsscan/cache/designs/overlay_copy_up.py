@@ -15,8 +15,8 @@ import numpy as np
 
 from ...arrays import I64, prefix
 from ..layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
-from ..registry import CacheModel, ModelInputs
-from ..units import UnitFigures, file_units, unit_figures
+from ..registry import CacheModel, ModelInputs, ResidentInputs
+from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_figures
 
 
 def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -57,16 +57,25 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
     return starts, values
 
 
-def figures(layout: PageLayout, top: int = 10, inline_data: bool = True) -> UnitFigures:
-    """overlayfs copy-up: one unit per (ino, i_size, mapping); needs no content source. ``inline_data=False``
-    where inline bytes are not in the input (a btrfs-image dump)."""
+def overlay_units(layout: PageLayout, inline_data: bool = True) -> CacheUnits:
+    """One unit per (ino, i_size, mapping). ``inline_data=False`` where inline bytes are not in the input
+    (a btrfs-image dump)."""
     starts, values = overlay_mapping(layout, inline_data)
-    units = file_units(layout, starts, values, np.ones(layout.n_inodes, bool))
-    return unit_figures("overlay_copy_up", layout, units, top, None)
+    return file_units(layout, starts, values, np.ones(layout.n_inodes, bool))
+
+
+def figures(layout: PageLayout, top: int = 10, inline_data: bool = True) -> UnitFigures:
+    """overlayfs copy-up: the figures of ``overlay_units``; needs no content source."""
+    return unit_figures("overlay_copy_up", layout, overlay_units(layout, inline_data), top, None)
 
 
 def _figures(inputs: ModelInputs) -> UnitFigures:
     return figures(inputs.layout, inputs.top, inputs.facts.inline_data)
+
+
+def _resident(inputs: ResidentInputs) -> int:
+    units = overlay_units(inputs.image.layout, inputs.facts.inline_data)
+    return inputs.result("per_inode").pages - inputs.image.saved_by(file_unit_runs(units))
 
 
 MODEL = CacheModel(
@@ -77,5 +86,8 @@ MODEL = CacheModel(
            "changed in any data byte is copied up and cached on its own; different inodes never share",
     needs="image layers, copy-up on write",
     pages=_figures,
+    resident=_resident,
+    resident_requires={"extent_items": "the files' extent items (FIEMAP gives no inline data, and only the start "
+                                       "of a compressed extent)"},
     order=40,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..facts import FilesystemFacts
-from ..registry import Applicability, CacheModel, ModelInputs
+from ..registry import Applicability, CacheModel, ModelInputs, ResidentInputs
 
 
 def applies(facts: FilesystemFacts, page_size: int) -> Applicability:
@@ -34,6 +34,10 @@ def _pages(inputs: ModelInputs) -> int:
     return inputs.result("shared_extent").pages
 
 
+def _resident(inputs: ResidentInputs) -> int:
+    return inputs.result("shared_extent").pages
+
+
 def _per_version(inputs: ModelInputs) -> np.ndarray | None:
     return inputs.version_pages("shared_extent")
 
@@ -46,6 +50,7 @@ MODEL = CacheModel(
     needs="one device, SINGLE data, page size = sector size",
     applies=applies,
     pages=_pages,
+    resident=_resident,
     order=30,
     per_version=_per_version,
 )

@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ...workingset.pages import shared_extent_pages
-from ..registry import CacheModel, ModelInputs
+from ..registry import CacheModel, ModelInputs, ResidentInputs
 
 
 def _pages(inputs: ModelInputs) -> int:
     """``per_inode - eligible file pages + distinct keys`` (see :mod:`..layout` for eligible and keys)."""
     return inputs.per_inode_pages - inputs.data_sharing.saved_pages
+
+
+def _resident(inputs: ResidentInputs) -> int:
+    return shared_extent_pages(inputs.working_set)
 
 
 def _per_version(inputs: ModelInputs) -> np.ndarray:
@@ -24,7 +28,7 @@ MODEL = CacheModel(
     subject="a shared-extent cache",
     design="pages of written, uncompressed extents are keyed by logical address and cached once",
     pages=_pages,
-    resident=shared_extent_pages,
+    resident=_resident,
     order=10,
     per_version=_per_version,
 )

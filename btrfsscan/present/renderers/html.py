@@ -111,7 +111,9 @@ def _headline(page: _Page, doc: Mapping[str, Any]) -> None:
     if totals["inodes"] == 0:
         text = "No regular files: nothing would be cached."
     else:
-        text = (f"Reading every file once caches {human_bytes(today)} today; a shared-extent cache would need "
+        lead = (f"The page cache holds {human_bytes(today)} of these files now" if _is_live(doc)
+                else f"Reading every file once caches {human_bytes(today)} today")
+        text = (f"{lead}; a shared-extent cache would need "
                 f"{human_bytes(se.get('bytes'))} — {human_bytes(se.get('saved_bytes'))} "
                 f"({human_pct(se.get('saved_pct'))}) saved.")
     page.add(f'<p class="headline" id="headline">{_e(text)}</p>')
@@ -266,13 +268,19 @@ def _tables(page: _Page, doc: Mapping[str, Any]) -> None:
                               for k, v in workload.items()], (False, False))
 
 
+def _is_live(doc: Mapping[str, Any]) -> bool:
+    """A ``live`` document (its ``workload``): the figures are of the pages resident now."""
+    return isinstance(doc.get("workload"), Mapping)
+
+
 def _section(page: _Page, doc: Mapping[str, Any]) -> None:
     fs = doc["filesystem"]
     name = fs.get("label") or fs["fsid"]
+    what = ("what the page cache holds now, and each design over the same pages" if _is_live(doc)
+            else "what the page cache holds after every regular file is read once")
     page.add(f'<section><h1>Page cache of {_e(name)}</h1>'
              f'<p class="muted">fsid {_e(fs["fsid"])} · {_e(", ".join(fs["profiles"]["data"]) or "-")} data · '
-             f'{human_count(fs["num_devices"])} device(s) · what the page cache holds after every regular file is '
-             "read once</p>")
+             f'{human_count(fs["num_devices"])} device(s) · {_e(what)}</p>')
     _headline(page, doc)
     _models_chart(page, doc)
     _matrix_chart(page, doc)
