@@ -85,6 +85,7 @@ def test_live_cli_equals_fincore_and_report_resident(name, fixture_images, tmp_p
 
         report = run_json("report", img, "--resident", save, "--json", "--page-size", PAGE)
     jsonschema.Draft202012Validator(schema("report")).validate(report)
+    assert report["workload"] == live["workload"]  # the same working set, said so in both
     # without --device, live computes the models FIEMAP suffices for; report --resident computes them all
     not_live = {n for n, m in live["totals"]["models"].items() if not m["applicable"]}
     assert not_live == {"shared_extent_compressed", "overlay_copy_up", "file_fingerprint", "content_dedupe"}
@@ -168,6 +169,10 @@ def test_report_workload_matches_a_brute_force_page_count(fixture_images, tmp_pa
     doc = run_json("report", image, "--workload", workload, "--json", expect_exit=1)
     assert doc["totals"]["per_inode"]["pages"] == expected
     assert any("/no/such/file" in w for w in doc["warnings"])
+    distinct = len({first["path"], second["path"]})
+    assert doc["workload"]["kind"] == "workload"
+    assert doc["workload"]["files"] == doc["workload"]["files_with_pages"] == distinct
+    assert "workload" not in run_json("report", image, "--json")  # every file read once: no working set
 
 
 def test_live_on_a_non_directory_is_one_line(tmp_path):

@@ -146,7 +146,7 @@ def test_live_html_renders_offline_with_the_resident_figures(tmp_path):
     dom, console, requested = chromium(page, tmp_path, "--dump-dom")
     assert console == [] and requested == []
     headline = dom.split('id="headline">', 1)[1].split("</p>", 1)[0]
-    assert headline.startswith(f"The page cache holds {human_bytes(fincore_total * PAGE)} of these files now")
+    assert headline.startswith(f"The page cache held {human_bytes(fincore_total * PAGE)} of these files at ")
     assert f"a shared-extent cache would need {human_bytes(expected_shared * PAGE)}" in headline
     assert "<h2>Workload</h2>" in dom and dom.count('<svg class="main-svg"') >= 2  # designs and kinds drawn
 

@@ -22,9 +22,9 @@ from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
 from .command import finish, images_argument, inputs, log_replay_option, options, output_alias, output_options, sample_option
 from .document import CommandOutput
-from .views.report import EVERY_FILE_ONCE, MODELS_TITLE, report_document
+from .views.live import working_set_document
+from .views.report import report_document
 
-WORKING_SET = "The working set caches {size} of these files"
 
 REPORT_HELP = """Page cache per inode vs. a shared-extent cache, for each filesystem in IMAGE...
 
@@ -93,14 +93,14 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
             from ..analysis.live import resident_report
 
             with progress or ExitStack():
-                reports = [resident_report(fs, page_size=int(page_size), top=top, resident=resident,
-                                           workload=workload, progress=progress).report for fs in filesystems]
-            lead, title = WORKING_SET, "Page cache of the working set"
+                results = [resident_report(fs, page_size=int(page_size), top=top, resident=resident,
+                                           workload=workload, progress=progress) for fs in filesystems]
+            reports = [r.report for r in results]
+            documents = tuple(working_set_document(r, raw=raw) for r in results)
         else:
             with progress or ExitStack():
                 reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir,
                                        read_data=read_data)
                            for fs in filesystems]
-            lead, title = EVERY_FILE_ONCE, MODELS_TITLE
-    finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead, models_title=title) for r in reports),
-                         tuple(w for r in reports for w in r.warnings), stream=True))
+            documents = tuple(report_document(r, raw=raw) for r in reports)
+    finish(CommandOutput("report", documents, tuple(w for r in reports for w in r.warnings), stream=True))

@@ -111,8 +111,7 @@ def _headline(page: _Page, doc: Mapping[str, Any]) -> None:
     if totals["inodes"] == 0:
         text = "No regular files: nothing would be cached."
     else:
-        lead = (f"The page cache holds {human_bytes(today)} of these files now" if _is_live(doc)
-                else f"Reading every file once caches {human_bytes(today)} today")
+        lead = _lead(doc).format(size=human_bytes(today))
         text = (f"{lead}; a shared-extent cache would need "
                 f"{human_bytes(se.get('bytes'))} — {human_bytes(se.get('saved_bytes'))} "
                 f"({human_pct(se.get('saved_pct'))}) saved.")
@@ -268,16 +267,31 @@ def _tables(page: _Page, doc: Mapping[str, Any]) -> None:
                               for k, v in workload.items()], (False, False))
 
 
-def _is_live(doc: Mapping[str, Any]) -> bool:
-    """A ``live`` document (its ``workload``): the figures are of the pages resident now."""
-    return isinstance(doc.get("workload"), Mapping)
+def _lead(doc: Mapping[str, Any]) -> str:
+    """The headline's baseline (``{size}``: the per-inode cache): every file read once, or the working set
+    ``workload`` names (captured by ``live``, or modelled reads)."""
+    workload = doc.get("workload")
+    if not isinstance(workload, Mapping):
+        return "Reading every file once caches {size} today"
+    if workload.get("kind") == "workload":
+        return "The given reads bring {size} of these files into the page cache"
+    return f"The page cache held {{size}} of these files at {workload.get('captured_at')}"
+
+
+def _baseline(doc: Mapping[str, Any]) -> str:
+    """What the figures are of, under the section's title."""
+    workload = doc.get("workload")
+    if not isinstance(workload, Mapping):
+        return "what the page cache holds after every regular file is read once"
+    if workload.get("kind") == "workload":
+        return "what the given reads bring into the page cache (readahead ignored), and each design over those pages"
+    return f"what the page cache held at {workload.get('captured_at')}, and each design over the same pages"
 
 
 def _section(page: _Page, doc: Mapping[str, Any]) -> None:
     fs = doc["filesystem"]
     name = fs.get("label") or fs["fsid"]
-    what = ("what the page cache holds now, and each design over the same pages" if _is_live(doc)
-            else "what the page cache holds after every regular file is read once")
+    what = _baseline(doc)
     page.add(f'<section><h1>Page cache of {_e(name)}</h1>'
              f'<p class="muted">fsid {_e(fs["fsid"])} · {_e(", ".join(fs["profiles"]["data"]) or "-")} data · '
              f'{human_count(fs["num_devices"])} device(s) · {_e(what)}</p>')

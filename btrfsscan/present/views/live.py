@@ -19,6 +19,7 @@ from ..units import human_count, printable
 from . import report as report_view
 
 RESIDENT_NOW = "The page cache holds {size} of these files now"
+WORKING_SET = "The working set caches {size} of these files"
 
 
 def workload_fields(raw: bool) -> tuple[Field, ...]:
@@ -34,22 +35,29 @@ def workload_fields(raw: bool) -> tuple[Field, ...]:
     )
 
 
-def live_document(result: WorkingSetResult, *, raw: bool = False) -> Document:
+def working_set_document(result: WorkingSetResult, *, raw: bool = False, kind: str = "report",
+                         lead: str = WORKING_SET, models_title: str = "Page cache of the working set") -> Document:
+    """The report's document of a working set, with ``workload`` saying which one (``report --resident``)."""
     fields = workload_fields(raw)
     workload = Field("workload", None, lambda r: result.workload, fields=fields)
     return report_view.report_document(
-        result.report, raw=raw, kind="live", extra=(workload,),
+        result.report, raw=raw, kind=kind, extra=(workload,),
         extra_sections=(section("workload", "Working set", fields, [result.workload], many=False, layout="fields",
                                 json=False),),
-        models_title="Page cache of the resident pages", lead=RESIDENT_NOW)
+        models_title=models_title, lead=lead)
+
+
+def live_document(result: WorkingSetResult, *, raw: bool = False) -> Document:
+    return working_set_document(result, raw=raw, kind="live", lead=RESIDENT_NOW,
+                                models_title="Page cache of the resident pages")
 
 
 def complete_schema(extra: dict[str, Any]) -> dict[str, Any]:
-    """The JSON Schema of ``live --json``: the report's, with the additions of the shipped ``live.schema.json``."""
+    """The JSON Schema of ``live --json``: the report's with ``workload`` required, and the additions of the
+    shipped ``live.schema.json``."""
     doc = copy.deepcopy(schema("report"))
     for key in ("$id", "title", "description"):
         doc[key] = extra[key]
-    doc["properties"].update(extra["properties"])
     doc["required"].insert(doc["required"].index("partial"), "workload")
     by_kind = doc["properties"]["by_kind"]
     for kind, extra_kind in extra["by_kind"].items():
