@@ -638,3 +638,31 @@ def test_map_xattr_names_match_dump_tree(fixture_images, dump_tree):
             assert file_map.xattrs == sorted(expected.get(ino, [])), ino
     finally:
         fs.close()
+
+
+def test_map_marks_copies_on_a_missing_device(fixture_images):
+    """raid1-files given without its second image: every copy on that device (its devid from dump-super
+    of that image) is listed and marked missing, in JSON and in the table; the others are not."""
+    from support import run
+
+    images = fixture_images("files", "raid1-files")
+    dump = (FILES / "raid1-files" / "expected" / "dump-super.dev1.txt").read_text()
+    missing_devid = int(re.search(r"^dev_item\.devid\s+(\d+)", dump, re.M).group(1))
+    fiemap = load_expected(FILES / "raid1-files", "fiemap.json")
+    paths = [p for p, records in fiemap.items() if any("DATA_INLINE" not in r["flags"] for r in records)]
+    assert paths
+    marked = 0
+    for path in paths[:6]:
+        result = run("map", "--json", images[0], path)
+        assert result.exit_code == 1, result.stderr  # degraded: partial, with the warning
+        doc = json.loads(result.stdout)
+        for e in doc["extents"]:
+            for r in e["device_ranges"]:
+                assert r["missing"] == (r["devid"] == missing_devid), (path, r)
+                marked += r["missing"]
+            if e["type"] == "regular":
+                assert {r["devid"] for r in e["device_ranges"]} == {1, 2}, (path, e)  # RAID1: both copies listed
+        table = run("map", "--wide", images[0], path)
+        copies = re.findall(r"devid (\d+) @ \d+( <missing>)?", table.stdout)
+        assert copies and all(bool(mark) == (int(devid) == missing_devid) for devid, mark in copies), table.stdout
+    assert marked > 0

@@ -26,11 +26,14 @@ EXTENT_KIND = {FileExtentType.INLINE: "inline", FileExtentType.REG: "regular", F
 
 @dataclass(frozen=True)
 class DeviceRange:
+    """One device copy of a piece of an extent; ``missing``: its device is not among the inputs."""
+
     file_offset: int
     length: int
     mirror: int
     devid: int
     physical: int
+    missing: bool = False
 
 
 @dataclass
@@ -143,5 +146,6 @@ def _extent(fs: Filesystem, r, counts: dict[int, int], refs: dict[int, int], pat
             fs.warnings.add(f"{where}: {problem}, not listed")
             continue
         file_offset = ext.file_offset + (piece.logical - logical) if ext.compression == "none" else ext.file_offset
-        ext.device_ranges.append(DeviceRange(file_offset, piece.length, piece.mirror, piece.devid, piece.physical))
+        ext.device_ranges.append(DeviceRange(file_offset, piece.length, piece.mirror, piece.devid, piece.physical,
+                                             not fs.volume.has_device(piece.devid)))
     return ext

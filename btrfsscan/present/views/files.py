@@ -32,7 +32,7 @@ def _logical_text(e: FileExtent) -> str:
 
 def _device_ranges_raw(e: FileExtent) -> list[dict[str, int]]:
     return [{"file_offset": r.file_offset, "length": r.length, "mirror": r.mirror, "devid": r.devid,
-             "physical": r.physical} for r in e.device_ranges]
+             "physical": r.physical, "missing": r.missing} for r in e.device_ranges]
 
 
 def _device_ranges_text(e: FileExtent) -> str:
@@ -42,7 +42,7 @@ def _device_ranges_text(e: FileExtent) -> str:
     lines = []
     for r in e.device_ranges:
         where = f"{r.file_offset}+{r.length} " if split else ""
-        lines.append(f"{where}#{r.mirror} devid {r.devid} @ {r.physical}")
+        lines.append(f"{where}#{r.mirror} devid {r.devid} @ {r.physical}" + (" <missing>" if r.missing else ""))
     return "\n".join(lines)
 
 
