@@ -198,6 +198,7 @@ class PageCacheReport:
     sharing_matrix: SharingMatrix | None = None  # None for a working set (live, --resident): not computed
     by_dir: ByDir | None = None
     scan: ScanTiming | None = None  # when the scan ran and how long it took (set by the analysis layer)
+    paths: tuple[str, ...] | None = None  # only the files under these (``report --path``); None: every file
 
     def model(self, name: str) -> ModelFigures:
         return self.totals.models[name]

@@ -411,7 +411,7 @@ def summary(report: PageCacheReport, raw: bool = False, lead: str = EVERY_FILE_O
 
     head = report.model(HEADLINE)
     others = [m for m in MODELS if m.name not in (BASELINE, HEADLINE)]
-    lines = []
+    lines = _selection(report)
     if report.totals.inodes == 0:
         lines.append("No regular files: nothing would be cached.")
     else:
@@ -450,6 +450,18 @@ def summary(report: PageCacheReport, raw: bool = False, lead: str = EVERY_FILE_O
 
 
 # --- the document -----------------------------------------------------------------
+
+
+#: ``report``'s own top-level JSON field: the paths ``--path`` limited the report to (null: every file).
+PATHS_FIELD = Field("paths", None, lambda r: r.paths, encode=lambda p: None if p is None else [name_text(x) for x in p])
+
+
+def _selection(report: PageCacheReport) -> list[str]:
+    """The sentence saying which files the figures cover, when ``--path`` chose them."""
+    if report.paths is None:
+        return []
+    return ["Only the files under " + ", ".join(printable(p) for p in report.paths)
+            + " (every model below counts just them and what they share among themselves)."]
 
 
 def _file_label(f: FileFigures | ModelFile) -> str:
