@@ -8,8 +8,8 @@ same inode in a snapshot, or another position of the same file (a reflink
 within it). The two ends of an extent whose middle was overwritten map
 disjoint bytes and share none, though the kernel holds one backref for both.
 
-All references are counted at once: each data extent's byte range is laid
-end to end with the others, the coverage of every elementary segment between
+All references are counted at once: the byte ranges of the extents
+referenced more than once are laid end to end, the coverage of every elementary segment between
 reference ends is a running sum, and a reference's shared bytes are the
 segments under it that more than one reference covers.
 """
@@ -27,25 +27,30 @@ MAX_REFERENCED_END = 1 << 31
 
 def shared_bytes(extents: np.ndarray) -> np.ndarray:
     """Per row of ``extents`` (``tables.EXTENT_DTYPE``): the bytes it maps that another row also maps
-    (0 for holes and inline extents)."""
+    (0 for holes and inline extents, and for the only reference to an extent)."""
     out = np.zeros(len(extents), np.uint64)
     rows = np.flatnonzero((extents["type"] != FileExtentType.INLINE) & (extents["disk_bytenr"] != 0))
+    order = np.argsort(extents["disk_bytenr"][rows], kind="stable")
+    rows = rows[order]
+    bytenr = extents["disk_bytenr"][rows]
+    first_of = np.flatnonzero(np.concatenate(([True], bytenr[1:] != bytenr[:-1]))) if len(rows) else rows
+    refs = np.diff(np.append(first_of, len(rows)))
+    several = refs > 1  # an extent referenced once shares nothing
+    rows = rows[np.repeat(several, refs)]
     if len(rows) == 0:
         return out
+    refs = refs[several]
     picked = extents[rows]
     start = np.minimum(picked["offset"], MAX_REFERENCED_END).astype(np.int64)
     end = np.minimum(start + np.minimum(picked["num_bytes"], MAX_REFERENCED_END).astype(np.int64),
                      MAX_REFERENCED_END)
-    _, extent_of = np.unique(picked["disk_bytenr"], return_inverse=True)
-    span = np.zeros(extent_of.max() + 1, np.int64)
-    np.maximum.at(span, extent_of, end)
-    base = np.concatenate(([0], np.cumsum(span)[:-1]))[extent_of]
+    group_first = np.concatenate(([0], np.cumsum(refs)[:-1]))
+    span = np.maximum.reduceat(end, group_first)
+    base = np.repeat(np.concatenate(([0], np.cumsum(span)[:-1])), refs)
     start, end = base + start, base + end
     points = np.unique(np.concatenate((start, end)))
     first, last = np.searchsorted(points, start), np.searchsorted(points, end)
-    change = np.zeros(len(points), np.int64)
-    np.add.at(change, first, 1)
-    np.add.at(change, last, -1)
+    change = np.bincount(first, minlength=len(points)) - np.bincount(last, minlength=len(points))
     covered_twice = np.cumsum(change)[:-1] >= 2
     running = np.concatenate(([0], np.cumsum(np.where(covered_twice, np.diff(points), 0))))
     out[rows] = (running[last] - running[first]).astype(np.uint64)
