@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING
 from ..errors import CorruptionError
 from ..format.constants import FileExtentType, ItemType, ObjectId
 from ..format.items import Backref, FileExtentItem, parse_item
+from ..tree.block import Key, TreeBlock
 from ..tree.roots import find_root
 from ..tree.walk import TreeRoot, Visit, walk_tree
-from .extent_tree import lookup_extent
+from .extent_tree import ExtentRecord, lookup_extent
 
 if TYPE_CHECKING:
     from .filesystem import Filesystem
@@ -75,7 +76,7 @@ def committed_items(fs: Filesystem, subvol: int, ino: int) -> list[CommittedItem
     return out
 
 
-def _leaf_items(block, path: tuple[int, ...], low, high) -> Iterable[CommittedItem]:
+def _leaf_items(block: TreeBlock, path: tuple[int, ...], low: Key, high: Key) -> Iterable[CommittedItem]:
     for slot, key in enumerate(block.keys()):
         if not low <= key <= high:
             continue
@@ -95,7 +96,9 @@ class SharedCheck:
         self.fs, self.subvol, self.ino = fs, subvol, ino
         sub = fs.subvolumes.get(subvol)
         self.last_snapshot = sub.root_item.last_snapshot if sub is not None else 0
-        self.items = committed_items(fs, subvol, ino)
+        self._items: dict[int, list[CommittedItem]] = {}
+        for item in committed_items(fs, subvol, ino):
+            self._items.setdefault(item.disk_bytenr, []).append(item)
         self._extent_root: TreeRoot | None = None
         self._blocks: dict[int, bool] = {}
         self._decided: dict[int, bool] = {}
@@ -110,21 +113,23 @@ class SharedCheck:
         verdict, single = _by_backrefs(backrefs, self.ino)
         if verdict is not None:
             return verdict
-        item = next((i for i in self.items if i.file_offset == file_offset and i.disk_bytenr == disk_bytenr), None)
+        items = self._items.get(disk_bytenr, [])
+        item = next((i for i in items if i.file_offset == file_offset), None)
         generation = item.generation if item is not None else _MAX_OFFSET
-        answer = generation <= self.last_snapshot and self._through_snapshot(single)
+        answer = generation <= self.last_snapshot and self._through_snapshot(single, items)
         if single.type == ItemType.EXTENT_DATA_REF and single.root == self.subvol and single.count > 1:
             self._decided[disk_bytenr] = answer  # the kernel's prev_extents_cache
         return answer
 
-    def _through_snapshot(self, ref: Backref) -> bool:
-        """Step 3: the one backref is another tree's, or a block above its leaves is shared."""
+    def _through_snapshot(self, ref: Backref, items: list[CommittedItem]) -> bool:
+        """Step 3: the one backref is another tree's, or a block above the leaves of ``items`` (the inode's
+        references to the extent) that it stands for is shared."""
         if ref.type == ItemType.EXTENT_DATA_REF:
             if ref.root != self.subvol:
                 return True
-            leaves = [i.path for i in self.items if i.backref_offset == ref.offset and i.leaf_owner == self.subvol]
+            leaves = [i.path for i in items if i.backref_offset == ref.offset and i.leaf_owner == self.subvol]
         else:
-            leaves = [i.path for i in self.items if i.path[-1] == ref.parent]
+            leaves = [i.path for i in items if i.path[-1] == ref.parent]
         return any(self._block_shared(bytenr) for path in set(leaves) for bytenr in reversed(path))
 
     def _block_shared(self, bytenr: int) -> bool:
@@ -138,7 +143,7 @@ class SharedCheck:
         record = self._lookup(disk_bytenr)
         return None if record is None else record.backrefs
 
-    def _lookup(self, bytenr: int):
+    def _lookup(self, bytenr: int) -> ExtentRecord | None:
         try:
             if self._extent_root is None:
                 self._extent_root = find_root(self.fs.reader, ObjectId.EXTENT_TREE)
