@@ -99,7 +99,7 @@ class SharedCheck:
         self._items: dict[int, list[CommittedItem]] = {}
         for item in committed_items(fs, subvol, ino):
             self._items.setdefault(item.disk_bytenr, []).append(item)
-        self._extent_root: TreeRoot | None = None
+        self._extent_root: TreeRoot | CorruptionError | None = None
         self._blocks: dict[int, bool] = {}
         self._decided: dict[int, bool] = {}
 
@@ -144,9 +144,17 @@ class SharedCheck:
         return None if record is None else record.backrefs
 
     def _lookup(self, bytenr: int) -> ExtentRecord | None:
-        try:
-            if self._extent_root is None:
+        """The extent item at ``bytenr`` with its backrefs; None (and one warning) when it cannot be read."""
+        if self._extent_root is None:
+            try:
                 self._extent_root = find_root(self.fs.reader, ObjectId.EXTENT_TREE)
+            except CorruptionError as exc:
+                self._extent_root = exc
+        if isinstance(self._extent_root, CorruptionError):
+            self.fs.warnings.add(f"SHARED flags not known: {self._extent_root}", "extent tree",
+                                 tree=ObjectId.EXTENT_TREE)
+            return None
+        try:
             return lookup_extent(self.fs.reader, self._extent_root, bytenr)
         except CorruptionError as exc:
             self.fs.warnings.add(f"SHARED flag not known: {exc}", f"extent {bytenr}", tree=ObjectId.EXTENT_TREE)

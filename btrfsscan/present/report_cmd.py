@@ -23,7 +23,7 @@ from ..model.filesystem import open_filesystems
 from .command import finish, images_argument, inputs, log_replay_option, options, output_alias, output_options, sample_option
 from .document import CommandOutput
 from .units import printable
-from .views.report import EVERY_FILE_ONCE, MODELS_TITLE, PATHS_FIELD, report_document
+from .views.report import EVERY_FILE_ONCE, MODELS_TITLE, report_document
 
 WORKING_SET = "The working set caches {size} of these files"
 
@@ -111,6 +111,5 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
             lead, title = EVERY_FILE_ONCE, MODELS_TITLE
             if paths:
                 title += " — only the files under " + ", ".join(printable(p) for p in paths)
-    finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead, models_title=title, extra=(PATHS_FIELD,))
-                                         for r in reports),
+    finish(CommandOutput("report", tuple(report_document(r, raw=raw, lead=lead, models_title=title) for r in reports),
                          tuple(w for r in reports for w in r.warnings), stream=True))

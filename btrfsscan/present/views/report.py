@@ -489,9 +489,9 @@ def report_document(report: PageCacheReport, *, raw: bool = False, kind: str = "
 
     A command reporting the same figures of another source (``live``) names
     its ``kind``, adds its top-level JSON fields (``extra``, before
-    ``partial``) and tables (``extra_sections``, first), and says what its
+    ``partial``, where ``report`` has its ``paths``) and tables (``extra_sections``, first), and says what its
     baseline is (``models_title``, ``lead``)."""
-    specs = _Specs(report.page_size, raw, extra)
+    specs = _Specs(report.page_size, raw, (PATHS_FIELD, *extra) if kind == "report" else extra)
     warning = (Field("warning", "warning", lambda w: w, show=printable),)
     return Document(kind, (
         section(None, kind, specs.document, [report], many=False, table=False),
