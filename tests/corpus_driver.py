@@ -129,7 +129,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
         return value
 
     def listing(tables):
-        lister = Lister(fs, InodeSummary(fs, tables))
+        lister = Lister(fs, InodeSummary(tables))
         for _listed, _ in zip(lister.iter_listing(), range(limits["entries"])):
             pass
 

@@ -20,17 +20,13 @@ How btrfsscan's ``map`` is compared with FIEMAP (``fiemap_view``):
   they are contiguous both in the file and in the logical address space and
   have equal flags.
 
-SHARED: the kernel sets it (``btrfs_is_data_extent_shared``) when the data
-extent has more than one *distinct backref*: its extent-tree references are
-keyed (root, inode, file offset - extent offset), and references through a
-snapshot's shared tree blocks count per root. A file that references one
-extent twice at the same key (the two ends of an extent whose middle was
-overwritten, a "bookend") has one backref with count 2: not SHARED. So
-FIEMAP's SHARED is compared with ``kernel_shared``: more than one distinct
-(subvolume, inode, file_offset - offset) among the references of the live
-fs trees. btrfsscan's own ``shared`` is ``refs > 1 or mappings > 1`` (any
-second reference, the bookend included): it is checked to be exactly that,
-and to be set wherever FIEMAP says SHARED.
+SHARED: btrfsscan's ``shared`` must be exactly FIEMAP's SHARED (the kernel's
+``btrfs_is_data_extent_shared``: a bookend is one backref with count 2, not
+shared; snapshot sharing is seen through the tree blocks). ``shared_bytes``
+(map, per extent; ls, per file) is checked against a brute force over the
+FIEMAP records of every file: the bytes of a file's logical ranges that
+another (file, position) also maps (``fiemap_shared_bytes``; files with an
+encoded extent are left out, FIEMAP gives no offset into those).
 
 Device ranges are checked against an independent implementation of the
 stripe arithmetic (``map_logical``, written from the kernel's
@@ -139,20 +135,25 @@ def kernel_fiemap(records: list[dict]) -> list[FeExtent]:
             for r in records]
 
 
-class BackrefKeys:
-    """Distinct (subvolume, inode, file_offset - offset) references per data extent, over live fs trees."""
-
-    def __init__(self, tables: FileTables) -> None:
-        ext = tables.extents
-        data = (ext["type"] != FileExtentType.INLINE) & (ext["disk_bytenr"] != 0)
-        rows = ext[data]
-        self.keys: dict[int, set] = defaultdict(set)
-        for b, s, i, fo, off in zip(rows["disk_bytenr"].tolist(), rows["subvol"].tolist(), rows["ino"].tolist(),
-                                     rows["file_offset"].tolist(), rows["offset"].tolist()):
-            self.keys[b].add((s, i, fo - off))
-
-    def kernel_shared(self, extent: dict) -> bool:
-        return len(self.keys.get(extent["disk_bytenr"], ())) > 1
+def fiemap_shared_bytes(fiemaps: dict[tuple[int, int], list[dict]], sectorsize: int) -> dict[tuple[int, int], int]:
+    """Brute force, per (subvolume, inode) without encoded extents: the bytes of its FIEMAP logical ranges
+    that another (file, file position) also maps, sector by sector."""
+    owners: dict[int, set] = defaultdict(set)  # logical byte (by sector) -> {(file, position)}
+    plain = {}
+    for file, records in fiemaps.items():
+        data = [r for r in records if not {"DATA_INLINE", "ENCODED", "DELALLOC"} & set(r["flags"])]
+        plain[file] = not any("ENCODED" in r["flags"] for r in records)
+        for r in data:
+            assert r["fe_length"] % sectorsize == 0 and r["fe_physical"] % sectorsize == 0, (file, r)
+            for at in range(0, r["fe_length"], sectorsize):
+                owners[r["fe_physical"] + at].add((file, r["fe_logical"] + at))
+    out = {}
+    for file, records in fiemaps.items():
+        if not plain[file]:
+            continue
+        out[file] = sum(sectorsize for r in records if not {"DATA_INLINE", "DELALLOC"} & set(r["flags"])
+                        for at in range(0, r["fe_length"], sectorsize) if len(owners[r["fe_physical"] + at]) > 1)
+    return out
 
 
 def check_tiling(doc: dict) -> None:
@@ -168,26 +169,24 @@ def check_tiling(doc: dict) -> None:
         assert e["disk_bytenr"] == 0 and not e["device_ranges"] and not e["shared"], (doc["path"], e)
 
 
-def check_against_fiemap(doc: dict, records: list[dict], backrefs: BackrefKeys, sectorsize: int) -> None:
+def check_against_fiemap(doc: dict, records: list[dict], sectorsize: int, shared: int | None = None) -> None:
+    """``map --json`` against FIEMAP, SHARED flags included; ``shared``: the brute-force shared bytes."""
     path = doc["path"]
     check_tiling(doc)
     for e in doc["extents"]:
-        data = e["type"] in ("regular", "prealloc")
-        assert e["shared"] == (data and (e["refs"] > 1 or e["mappings"] > 1)), (path, e)
-        if data:
+        if e["type"] in ("regular", "prealloc"):
             assert e["mappings"] >= 1 and e["refs"] >= 1, (path, e)
+            assert 0 <= e["shared_bytes"] <= e["length"], (path, e)
+        else:
+            assert not e["shared"] and e["shared_bytes"] == 0, (path, e)
+    if shared is not None:
+        assert sum(e["shared_bytes"] for e in doc["extents"]) == shared, (path, doc["extents"])
     if records:
         assert "LAST" in records[-1]["flags"], (path, records)
         assert all("LAST" not in r["flags"] for r in records[:-1]), (path, records)
     want = [x.key() for x in kernel_fiemap(records)]
-    got = [x.key() for x in fiemap_view(doc["extents"], backrefs.kernel_shared, sectorsize)]
+    got = [x.key() for x in fiemap_view(doc["extents"], lambda e: e["shared"], sectorsize)]
     assert got == want, f"{path}: btrfsscan {got} != FIEMAP {want}"
-    # btrfsscan's own `shared` is set wherever FIEMAP says SHARED
-    shared_ranges = [x for x in kernel_fiemap(records) if "SHARED" in x.flags]
-    for x in shared_ranges:
-        covering = [e for e in doc["extents"] if e["type"] != "hole"
-                    and e["file_offset"] < x.logical + x.length and x.logical < e["file_offset"] + e["length"]]
-        assert covering and all(e["shared"] for e in covering), (path, x, covering)
 
 
 # --- independent stripe arithmetic --------------------------------------------------
@@ -339,7 +338,6 @@ class Opened:
     images: list[Path]
     fs: Filesystem
     tables: FileTables
-    backrefs: BackrefKeys
     fiemap: dict
     listing: list
     subvolumes: list
@@ -380,7 +378,7 @@ def fx(request) -> Opened:
     fs = open_filesystem(images)
     tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
     dump = directory / "expected" / "dump-tree.txt"
-    opened = Opened(request.param, directory, images, fs, tables, BackrefKeys(tables),
+    opened = Opened(request.param, directory, images, fs, tables,
                     load_expected(directory, "fiemap.json"), load_expected(directory, "listing.json"),
                     load_expected(directory, "subvolumes.json"), dump.read_text() if dump.exists() else None)
     yield opened
@@ -399,11 +397,12 @@ def test_map_matches_fiemap(fx: Opened):
     where = {r["path"]: (r["subvol"], r["st_ino"]) for r in fx.listing}
     ls = {e["path"]: e for e in fx.ls_entries()}
     docs = fx.map_docs()
+    shared = fiemap_shared_bytes({where[path]: records for path, records in fx.fiemap.items()}, fx.sectorsize)
     for path, records in fx.fiemap.items():
         subvol, ino = where[path]
         doc = docs[path]
         assert (doc["path"], doc["subvolume"], doc["inode"]) == (path, subvol, ino)
-        check_against_fiemap(doc, records, fx.backrefs, fx.sectorsize)
+        check_against_fiemap(doc, records, fx.sectorsize, shared.get((subvol, ino)))
         check_ls_against_map(ls[path], doc)
     assert not fx.fs.warnings, fx.fs.warnings.messages()
 
@@ -467,7 +466,7 @@ def check_ls_against_map(entry: dict, doc: dict) -> None:
     """ls's extent count and shared bytes are what map shows for the same file."""
     data = [e for e in doc["extents"] if e["type"] != "hole"]
     assert entry["extents"] == len(data), (entry, doc)
-    assert entry["shared_bytes"] == sum(e["length"] for e in data if e["shared"]), (entry, doc)
+    assert entry["shared_bytes"] == sum(e["shared_bytes"] for e in data), (entry, doc)
     assert (entry["size"], entry["subvolume"], entry["inode"]) == (doc["size"], doc["subvolume"], doc["inode"])
 
 
@@ -638,3 +637,31 @@ def test_map_xattr_names_match_dump_tree(fixture_images, dump_tree):
             assert file_map.xattrs == sorted(expected.get(ino, [])), ino
     finally:
         fs.close()
+
+
+def test_map_marks_copies_on_a_missing_device(fixture_images):
+    """raid1-files given without its second image: every copy on that device (its devid from dump-super
+    of that image) is listed and marked missing, in JSON and in the table; the others are not."""
+    from support import run
+
+    images = fixture_images("files", "raid1-files")
+    dump = (FILES / "raid1-files" / "expected" / "dump-super.dev1.txt").read_text()
+    missing_devid = int(re.search(r"^dev_item\.devid\s+(\d+)", dump, re.M).group(1))
+    fiemap = load_expected(FILES / "raid1-files", "fiemap.json")
+    paths = [p for p, records in fiemap.items() if any("DATA_INLINE" not in r["flags"] for r in records)]
+    assert paths
+    marked = 0
+    for path in paths[:6]:
+        result = run("map", "--json", images[0], path)
+        assert result.exit_code == 1, result.stderr  # degraded: partial, with the warning
+        doc = json.loads(result.stdout)
+        for e in doc["extents"]:
+            for r in e["device_ranges"]:
+                assert r["missing"] == (r["devid"] == missing_devid), (path, r)
+                marked += r["missing"]
+            if e["type"] == "regular":
+                assert {r["devid"] for r in e["device_ranges"]} == {1, 2}, (path, e)  # RAID1: both copies listed
+        table = run("map", "--wide", images[0], path)
+        copies = re.findall(r"devid (\d+) @ \d+( <missing>)?", table.stdout)
+        assert copies and all(bool(mark) == (int(devid) == missing_devid) for devid, mark in copies), table.stdout
+    assert marked > 0

@@ -14,8 +14,8 @@ of snapshots), new subvolumes, a changing default subvolume, periodic syncs, and
 the subvolume list, and the files' contents are read; after unmounting,
 btrfsscan reads the image and every file is compared as in ``test_files``:
 
-* ``map --json`` merged like FIEMAP equals FIEMAP (flags, SHARED by the
-  kernel's distinct-backref rule, holes as gaps);
+* ``map --json`` merged like FIEMAP equals FIEMAP (flags, SHARED as the
+  kernel sets it, holes as gaps), and its shared bytes a brute force over FIEMAP;
 * every device range follows the chunk items ``btrfs inspect-internal
   dump-tree -t chunk`` prints, and the bytes at the device ranges of every
   uncompressed regular extent are the file's bytes (as read through the mount);
@@ -39,12 +39,12 @@ from pathlib import Path
 
 import pytest
 from test_files import (
-    BackrefKeys,
     check_against_fiemap,
     check_device_ranges,
     check_listing,
     check_ls_against_map,
     check_subvolumes,
+    fiemap_shared_bytes,
     chunks_from_btrfsscan,
     chunks_from_dump_tree,
 )
@@ -406,7 +406,6 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
     fs = open_filesystem([img])
     try:
         tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
-        backrefs = BackrefKeys(tables)
         chunks = chunks_from_dump_tree(chunk_dump)
         assert chunks == chunks_from_btrfsscan(fs)
         entries = ls_document(listing(fs, ".", recursive=True, tables=tables)).json()["entries"]
@@ -415,11 +414,12 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
         ls = {e["path"]: e for e in entries}
         where = {r["path"]: (r["subvol"], r["st_ino"]) for r in expected_listing}
         sectorsize = fs.superblock.sectorsize
+        shared = fiemap_shared_bytes({where[path]: records for path, records in fiemaps.items()}, sectorsize)
         kinds = set()
         for path, records in fiemaps.items():
             subvol, ino = where[path]
             doc = map_document(build_file_map(fs, subvol, ino, path, tables)).json()
-            check_against_fiemap(doc, records, backrefs, sectorsize)
+            check_against_fiemap(doc, records, sectorsize, shared.get((subvol, ino)))
             check_device_ranges(doc, chunks, fs)
             check_ls_against_map(ls[path], doc)
             _check_data(fs, doc, contents[(subvol, ino)])

@@ -136,8 +136,8 @@ def test_json_validates_against_schema():
         doc = report_json(make_report(page_size))
         jsonschema.Draft202012Validator(schema("report")).validate(doc)
         assert list(doc) == ["schema_version", "page_size", "filesystem", "totals", "by_kind", "subvolumes",
-                             "top_extents", "top_files", "partial", "warnings", "sharing_matrix", "by_dir"]
-        assert doc["by_dir"] is None  # only with --by-dir
+                             "top_extents", "top_files", "paths", "partial", "warnings", "sharing_matrix", "by_dir"]
+        assert doc["by_dir"] is None and doc["paths"] is None  # only with --by-dir, --path
         json.dumps(doc)  # serialisable as is
     doc = report_json(make_report(16384))
     assert doc["totals"]["models"]["rfc_as_posted"] == {

@@ -103,7 +103,7 @@ def listing(fs: Filesystem, path: str | None = None, *, recursive: bool = False,
     only = None
     if not recursive:
         only = {(start.subvol, start.ino)} | {(c.subvol, c.ino) for c in probe.children(start)}
-    lister = Lister(fs, InodeSummary(fs, tables, only=only))
+    lister = Lister(fs, InodeSummary(tables, only=only))
     first = lister.describe(start, rel)
     if first.type != "dir":
         return Listing(rel, recursive, (first,))

@@ -1,9 +1,10 @@
-"""The ``report`` command's computation: scan every live subvolume, run the cache models."""
+"""The ``report`` command's computation: scan every live subvolume, run the cache models (over every file, or
+those under ``--path``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -13,7 +14,7 @@ from ..cache.analyze import CacheAnalysis, analyze
 from ..cache.by_dir import by_directory
 from ..cache.content import ContentSource, CsumTreeContent, DataContent, PageRequests
 from ..cache.report import EXAMPLE_PATHS, PageCacheReport, ScanTiming, build_report
-from ..errors import CorruptionError
+from ..errors import BtrfsScanError, CorruptionError
 from ..format.constants import ObjectId
 from ..model.csums import CsumTable, csum_table, read_csum_tree, with_replaced
 from ..model.directories import directory_tree
@@ -21,9 +22,14 @@ from ..model.file_data import check_has_data, hash_pages
 from ..model.fs_tree import FileScanner
 from ..model.versions import inode_versions
 from .facts import filesystem_facts, subvolume_info
+from .selection import select_paths
 
 if TYPE_CHECKING:
     from ..model.filesystem import Filesystem
+
+
+#: Why ``paths`` and ``by_dir`` do not go together (the directory figures need the whole filesystem's links).
+PATHS_AND_BY_DIR = "the report by directory covers the whole filesystem: give --by-dir or --path, not both"
 
 
 class ScanProgress(Protocol):
@@ -104,7 +110,8 @@ def content_source(fs: Filesystem, *, page_size: int, read_data: bool,
 
 
 def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgress | None = None,
-                memoize: bool = True, by_dir: int | None = None, read_data: bool = False) -> PageCacheReport:
+                memoize: bool = True, by_dir: int | None = None, read_data: bool = False,
+                paths: Sequence[str] = ()) -> PageCacheReport:
     """Scan every live subvolume of ``fs`` and build its page-cache report.
 
     The content models key pages by the checksum tree, or with ``read_data``
@@ -112,11 +119,15 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
     ``memoize=False`` parses every tree block of every subvolume again (the
     check that sharing work between snapshots changes no figure). ``by_dir``:
     the report by directory down to that many levels below each subvolume
-    (``top`` children per directory).
+    (``top`` children per directory). ``paths``: only the files under them
+    (``selection``; not with ``by_dir``), looked up before the scan.
     """
     started_at, clock = time.time(), time.monotonic()
     if read_data:
         check_has_data(fs.volume)
+    if paths and by_dir is not None:
+        raise BtrfsScanError(PATHS_AND_BY_DIR)
+    selection = select_paths(fs, paths) if paths else None
     subvols = fs.subvolumes.live()
     if progress:
         progress.start(f"scanning {fs.volume.fsid}", len(subvols), "subvolumes")
@@ -124,6 +135,9 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
                           decompress_inline=read_data)
     advance = (lambda sub: progress.advance()) if progress else None
     leaves = scanner.scan_leaves(subvols, progress=advance)
+    if selection is not None:
+        leaves = selection.restrict(leaves)
+        subvols = [s for s in subvols if s.id in selection.inodes]
     versions = inode_versions(leaves, fs.warnings)
     directories = directory_tree(leaves, versions, by_dir) if by_dir is not None else None
     del leaves
@@ -139,4 +153,5 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
                           source_notes=fs.notes)
     if progress:
         progress.done()
-    return replace(report, scan=ScanTiming(started_at, time.monotonic() - clock))
+    return replace(report, scan=ScanTiming(started_at, time.monotonic() - clock),
+                   paths=selection.paths if selection is not None else None)

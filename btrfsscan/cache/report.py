@@ -70,7 +70,7 @@ class ModelSubvolume:
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A file and its fair share of what a model saves."""
+    """A file and its fair share of what a model saves; ``snapshot_copies`` more subvolumes hold it unchanged."""
 
     subvol: int
     ino: int
@@ -79,6 +79,7 @@ class ModelFile:
     pages: int
     saved_pages: float
     saved_bytes: int
+    snapshot_copies: int
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ class PageCacheReport:
     sharing_matrix: SharingMatrix | None = None  # None for a working set (live, --resident): not computed
     by_dir: ByDir | None = None
     scan: ScanTiming | None = None  # when the scan ran and how long it took (set by the analysis layer)
+    paths: tuple[str, ...] | None = None  # only the files under these (``report --path``); None: every file
 
     def model(self, name: str) -> ModelFigures:
         return self.totals.models[name]
@@ -222,7 +224,8 @@ def model_figures(result: ModelResult, baseline: int, page_size: int,
                                             int(sv.exclusive_pages[n]), int(sv.shared_pages[n]))
                              for n, sid in enumerate(sv.ids.tolist())),
             top_files=tuple(ModelFile(t.subvol, t.ino, paths.get((t.subvol, t.ino)), t.size, t.pages, t.saved_pages,
-                                      pages_to_bytes(t.saved_pages, page_size)) for t in f.top_files),
+                                      pages_to_bytes(t.saved_pages, page_size), t.snapshot_copies)
+                            for t in f.top_files),
         )
     return ModelFigures(result.name, result.pages, pages_to_bytes(result.pages, page_size), saved,
                         pages_to_bytes(saved, page_size), pct, result.applicable, result.reason, **extra)

@@ -35,7 +35,11 @@ class TopExtent:
 
 @dataclass(frozen=True)
 class TopFile:
-    """A regular inode and what shared_extent saves on it (``saved_pages`` is its fair share)."""
+    """A regular inode and what shared_extent saves on it (``saved_pages`` is its fair share).
+
+    One row stands for one distinct inode version: ``snapshot_copies`` more
+    subvolumes hold the same inode with the same data (``distinct_copies``).
+    """
 
     subvol: int
     ino: int
@@ -45,6 +49,7 @@ class TopFile:
     eligible_pages: int
     shared_pages: int
     saved_pages: float
+    snapshot_copies: int
 
 
 def extent_starts(layout: PageLayout) -> tuple[np.ndarray, np.ndarray]:
@@ -116,34 +121,58 @@ def _instances(layout: PageLayout, versions: np.ndarray) -> list[tuple[int, int]
     return sorted(out)
 
 
-def top_files(layout: PageLayout, shared: Sharing, top: int) -> list[TopFile]:
-    """The ``top`` regular inodes by fair-share saved pages (only those saving something).
+def distinct_copies(layout: PageLayout, saved: np.ndarray, top: int) -> list[tuple[float, int, list[tuple[int, int]]]]:
+    """The ``top`` distinct inode versions by fair-share ``saved`` (only those saving something), then by
+    (subvol, ino): (saved, a version, the (subvol, ino) pairs holding that inode with that data, sorted).
 
-    A version stands for several (subvol, inode) pairs with equal figures:
-    versions are taken in order of saving until they stand for ``top`` pairs
-    (with every version tied with the last one), then ranked pair by pair.
+    Versions are the inode as leaves hold it; a snapshot whose leaf changed
+    elsewhere holds an equal inode in a version of its own. Versions of one
+    inode number with the same size and extent items are one row here.
+    Candidates are taken in order of saving, every version tied with the
+    last one included, until they make ``top`` rows.
     """
-    saved = shared.inode_saved
     candidates = np.flatnonzero(saved > 1e-9)
     if top <= 0 or not len(candidates):
         return []
-    candidates = candidates[np.argsort(-saved[candidates], kind="stable")]
-    reach = np.cumsum(layout.weight[candidates])
-    last = candidates[min(int(np.searchsorted(reach, top)), len(candidates) - 1)]
-    chosen = candidates[saved[candidates] >= saved[last]]
-    ranked = sorted((-float(saved[i]), sv, ino, int(i)) for i in chosen.tolist()
-                    for sv, ino in _instances(layout, np.array([i])))
+    candidates = candidates[np.lexsort((layout.ino[candidates], -saved[candidates]))]
+    taken = min(top, len(candidates))
+    while True:
+        end = int(np.searchsorted(-saved[candidates], -saved[candidates[taken - 1]], side="right"))
+        groups = _same_data(layout, candidates[:end])
+        if len(groups) >= top or end >= len(candidates):
+            break
+        taken = min(end + top, len(candidates))
+    rows = sorted((-float(saved[first]), pairs[0], first, pairs) for first, pairs in groups)
+    return [(-neg, first, pairs) for neg, _, first, pairs in rows[:top]]
+
+
+def _same_data(layout: PageLayout, versions: np.ndarray) -> list[tuple[int, list[tuple[int, int]]]]:
+    """``versions`` grouped by inode number, size and extent items: (first version, sorted (subvol, ino))."""
+    v = layout.versions
+    rows = np.flatnonzero(np.isin(v.extent_version, versions))
+    items: dict[int, list[bytes]] = {}
+    for version, row in zip(v.extent_version[rows].tolist(), v.extents[rows]):
+        items.setdefault(version, []).append(row.tobytes())
+    groups: dict[tuple, list[int]] = {}
+    for version in versions.tolist():
+        key = (int(layout.ino[version]), int(layout.size[version]), tuple(items.get(version, ())))
+        groups.setdefault(key, []).append(version)
+    return [(members[0], _instances(layout, np.array(members))) for members in groups.values()]
+
+
+def top_files(layout: PageLayout, shared: Sharing, top: int) -> list[TopFile]:
+    """The ``top`` distinct inode versions by fair-share saved pages (only those saving something)."""
     return [
         TopFile(
-            subvol=sv,
-            ino=ino,
+            subvol=pairs[0][0],
+            ino=pairs[0][1],
             size=int(layout.size[i]),
             nlink=int(layout.nlink[i]),
             pages=int(layout.npages[i]),
             eligible_pages=int(shared.inode_eligible[i]),
             shared_pages=int(shared.inode_shared[i]),
-            saved_pages=-neg_saved,
+            saved_pages=saved,
+            snapshot_copies=len(pairs) - 1,
         )
-        for neg_saved, sv, ino, i in ranked[:top]
+        for saved, i, pairs in distinct_copies(layout, shared.inode_saved, top)
     ]
-

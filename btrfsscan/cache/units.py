@@ -25,6 +25,7 @@ from ..arrays import I64, group_ids, group_sum, prefix
 from .content import PageContent
 from .layout import PageLayout
 from .runs import KeyRuns
+from .top import distinct_copies
 
 
 @dataclass
@@ -36,6 +37,7 @@ class DesignTopFile:
     size: int
     pages: int
     saved_pages: float
+    snapshot_copies: int  # more subvolumes holding the same inode with the same data
 
 
 @dataclass
@@ -148,22 +150,9 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
 
 
 def _top(layout: PageLayout, saved: np.ndarray, top: int) -> list[DesignTopFile]:
-    """The ``top`` (subvolume, inode) pairs by fair-share saving, then (subvol, ino); only those saving something."""
-    if top <= 0:
-        return []
-    versions = layout.versions
-    order = np.lexsort((layout.ino, -saved))
-    order = order[saved[order] > 1e-9]
-    reach = np.cumsum(layout.weight[order])
-    cut = int(np.searchsorted(reach, top)) + 1
-    if cut < len(order):  # keep every version tied with the last one taken
-        cut = int(np.searchsorted(-saved[order], -saved[order[cut - 1]], side="right"))
-    rows = []
-    for v in order[:cut].tolist():
-        for member in versions.members(int(versions.version_set[v])).tolist():
-            rows.append((-float(saved[v]), int(versions.subvol_ids[member]), int(layout.ino[v]), v))
-    rows = sorted(set(rows))[:top]
-    return [DesignTopFile(sv, ino, int(layout.size[v]), int(layout.npages[v]), -neg) for neg, sv, ino, v in rows]
+    """The ``top`` distinct inode versions by fair-share saving (``top.distinct_copies``)."""
+    return [DesignTopFile(pairs[0][0], pairs[0][1], int(layout.size[v]), int(layout.npages[v]), value, len(pairs) - 1)
+            for value, v, pairs in distinct_copies(layout, saved, top)]
 
 
 

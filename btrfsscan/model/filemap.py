@@ -3,7 +3,10 @@
 The map lists every EXTENT_DATA item of the inode in file order, makes the
 implicit holes of NO_HOLES filesystems explicit up to i_size, and maps the
 referenced part of each uncompressed extent (the whole on-disk extent for a
-compressed one) to every device copy, split at stripe boundaries.
+compressed one) to every device copy, split at stripe boundaries. Each data
+extent says whether FIEMAP flags it SHARED (the kernel's rule,
+``fiemap_shared``) and how many of its bytes another reference also maps
+(``byte_sharing``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 
 from ..errors import BtrfsScanError, ReadError
 from ..format.constants import Compression, FileExtentType
+from .byte_sharing import shared_bytes
+from .fiemap_shared import SharedCheck
 from .tables import FileTables
 
 if TYPE_CHECKING:
@@ -25,11 +30,14 @@ EXTENT_KIND = {FileExtentType.INLINE: "inline", FileExtentType.REG: "regular", F
 
 @dataclass(frozen=True)
 class DeviceRange:
+    """One device copy of a piece of an extent; ``missing``: its device is not among the inputs."""
+
     file_offset: int
     length: int
     mirror: int
     devid: int
     physical: int
+    missing: bool = False
 
 
 @dataclass
@@ -47,11 +55,9 @@ class FileExtent:
     ram_bytes: int = 0
     refs: int = 0
     mappings: int = 0
+    shared: bool = False  # FIEMAP's SHARED (``fiemap_shared``)
+    shared_bytes: int = 0  # of ``length``, also mapped by another reference (``byte_sharing``)
     device_ranges: list[DeviceRange] = field(default_factory=list)
-
-    @property
-    def shared(self) -> bool:
-        return self.type in ("regular", "prealloc") and (self.refs > 1 or self.mappings > 1)
 
 
 @dataclass
@@ -64,13 +70,22 @@ class FileMap:
     xattrs: list[str] = field(default_factory=list)
 
 
-def _mapping_counts(tables: FileTables, bytenrs: list[int]) -> dict[int, int]:
-    """How many (subvolume, inode, file offset) references each data extent has."""
+def _related(tables: FileTables, bytenrs: list[int]) -> np.ndarray:
+    """Every reference, in any subvolume and inode, to the data extents at ``bytenrs``."""
     column = tables.extents["disk_bytenr"]
-    wanted = np.array(bytenrs, dtype=np.uint64)
-    hits = column[np.isin(column, wanted)]
-    values, counts = np.unique(hits, return_counts=True)
+    return tables.extents[np.isin(column, np.array(bytenrs, dtype=np.uint64))]
+
+
+def _mapping_counts(related: np.ndarray) -> dict[int, int]:
+    """How many (subvolume, inode, file offset) references each data extent has."""
+    values, counts = np.unique(related["disk_bytenr"], return_counts=True)
     return dict(zip(values.tolist(), counts.tolist()))
+
+
+def _own_shared_bytes(related: np.ndarray, subvol: int, ino: int) -> dict[int, int]:
+    """File offset -> shared bytes (``byte_sharing``) of the inode's own references among ``related``."""
+    own = (related["subvol"] == subvol) & (related["ino"] == ino)
+    return dict(zip(related["file_offset"][own].tolist(), shared_bytes(related)[own].tolist()))
 
 
 def build_file_map(fs: Filesystem, subvol: int, ino: int, path: str, tables: FileTables) -> FileMap:
@@ -82,15 +97,22 @@ def build_file_map(fs: Filesystem, subvol: int, ino: int, path: str, tables: Fil
     size = int(row["size"][0])
     rows = tables.extents[(tables.extents["subvol"] == subvol) & (tables.extents["ino"] == ino)]
     data_bytenrs = [int(b) for b, t in zip(rows["disk_bytenr"], rows["type"]) if b and t != FileExtentType.INLINE]
-    counts = _mapping_counts(tables, data_bytenrs)
+    related = _related(tables, data_bytenrs)
+    counts = _mapping_counts(related)
+    byte_shares = _own_shared_bytes(related, subvol, ino)
     refs = fs.data_extent_refs(data_bytenrs, where=path)  # damage: refs left 0, the device map needs none
+    check = SharedCheck(fs, subvol, ino)
     extents: list[FileExtent] = []
     pos = 0
     for r in rows:
         start = int(r["file_offset"])
         if start > pos:
             extents.append(FileExtent(pos, start - pos, "hole", "none"))
-        extents.append(_extent(fs, r, counts, refs, path))
+        extent = _extent(fs, r, counts, refs, path)
+        if extent.type in ("regular", "prealloc"):
+            extent.shared = check.shared(extent.file_offset, extent.disk_bytenr)
+            extent.shared_bytes = byte_shares.get(extent.file_offset, 0)
+        extents.append(extent)
         pos = max(pos, start + int(r["num_bytes"]))
     if pos < size:
         extents.append(FileExtent(pos, size - pos, "hole", "none"))
@@ -142,5 +164,6 @@ def _extent(fs: Filesystem, r, counts: dict[int, int], refs: dict[int, int], pat
             fs.warnings.add(f"{where}: {problem}, not listed")
             continue
         file_offset = ext.file_offset + (piece.logical - logical) if ext.compression == "none" else ext.file_offset
-        ext.device_ranges.append(DeviceRange(file_offset, piece.length, piece.mirror, piece.devid, piece.physical))
+        ext.device_ranges.append(DeviceRange(file_offset, piece.length, piece.mirror, piece.devid, piece.physical,
+                                             not fs.volume.has_device(piece.devid)))
     return ext

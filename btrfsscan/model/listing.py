@@ -14,14 +14,12 @@ two numbers from the file extents (``InodeSummary``):
   and preallocated extents with a disk address, and inline extents; holes
   (explicit ones, and the implicit ones of NO_HOLES filesystems) are not
   counted.
-* ``shared_bytes``: the bytes (``num_bytes``) of the inode's regular and
-  preallocated extent references whose data extent is referenced more than
-  once: by more than one (subvolume, inode, file offset) of the live fs trees
-  (``mappings`` > 1: reflinks, snapshots, the same extent twice in one file)
-  or by more than one reference in the extent tree (``refs`` > 1, which also
-  counts references held by deleted subvolumes not cleaned up yet). It is
-  the sum of ``length`` over the extents ``filemap.build_file_map`` marks
-  ``shared``.
+* ``shared_bytes``: the bytes of the inode's regular and preallocated extent
+  references that another reference of the live fs trees also maps: another
+  file, the same inode in a snapshot, another position of the same file
+  (``byte_sharing``). The two ends of an overwritten extent (bookends) map
+  disjoint bytes: not shared. It is the sum of ``shared_bytes`` over the
+  extents ``filemap.build_file_map`` lists.
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ import numpy as np
 
 from ..errors import CorruptionError
 from ..format.constants import FileExtentType, FileType, ObjectId
+from .byte_sharing import shared_bytes
 from .namespace import EMPTY_SUBVOL_DIR_INO, ROOT_DIR_INO, Entry
 from .tables import FileTables
 
@@ -81,11 +80,11 @@ class Listed:
 class InodeSummary:
     """Per-inode facts of every inode in ``tables``: mode, links, size, extent count, shared bytes."""
 
-    def __init__(self, fs: Filesystem, tables: FileTables, only: Iterable[tuple[int, int]] | None = None) -> None:
+    def __init__(self, tables: FileTables, only: Iterable[tuple[int, int]] | None = None) -> None:
         """``only``: the (subvolume, inode) pairs that will be asked about (default: every inode).
 
-        Mapping counts always cover every fs tree in ``tables``; ``only``
-        just limits the extent-tree lookups and the per-inode sums.
+        Shared bytes always count the references of every fs tree in
+        ``tables``; ``only`` just limits the per-inode sums.
         """
         self.tables = tables
         inodes = tables.inodes
@@ -97,29 +96,24 @@ class InodeSummary:
             if wanted is None or (s, i) in wanted
         }
         all_ext = tables.extents
-        all_data = (all_ext["type"] != FileExtentType.INLINE) & (all_ext["disk_bytenr"] != 0)
-        values, counts = np.unique(all_ext["disk_bytenr"][all_data], return_counts=True)
+        shared = shared_bytes(all_ext)
         ext = all_ext
         if wanted is not None:
-            rows = [(s, i) in wanted for s, i in zip(all_ext["subvol"].tolist(), all_ext["ino"].tolist())]
-            ext = all_ext[np.array(rows, dtype=bool)] if rows else all_ext
+            rows = np.array([(s, i) in wanted for s, i in zip(all_ext["subvol"].tolist(), all_ext["ino"].tolist())],
+                            dtype=bool)
+            ext, shared = (all_ext[rows], shared[rows]) if len(rows) else (all_ext, shared)
         inline = ext["type"] == FileExtentType.INLINE
         data = ~inline & (ext["disk_bytenr"] != 0)
-        once = np.intersect1d(values[counts == 1], ext["disk_bytenr"][data])
-        refs = fs.data_extent_refs(once.tolist())
-        shared_values = np.concatenate([
-            values[counts > 1], np.array([b for b, r in refs.items() if r > 1], dtype=np.uint64)])
-        shared = data & np.isin(ext["disk_bytenr"], shared_values)
         keys = np.empty(len(ext), dtype=[("s", "<u8"), ("i", "<u8")])
         keys["s"], keys["i"] = ext["subvol"], ext["ino"]
         groups, inverse = np.unique(keys, return_inverse=True)
         n_extents = np.zeros(len(groups), np.int64)
         np.add.at(n_extents, inverse, (inline | data).astype(np.int64))
-        shared_bytes = np.zeros(len(groups), np.uint64)
-        np.add.at(shared_bytes, inverse, np.where(shared, ext["num_bytes"], 0).astype(np.uint64))
+        per_inode_shared = np.zeros(len(groups), np.uint64)
+        np.add.at(per_inode_shared, inverse, shared)
         self._extents = {
             (s, i): (n, b)
-            for s, i, n, b in zip(groups["s"].tolist(), groups["i"].tolist(), n_extents.tolist(), shared_bytes.tolist())
+            for s, i, n, b in zip(groups["s"].tolist(), groups["i"].tolist(), n_extents.tolist(), per_inode_shared.tolist())
         }
 
     def inode(self, subvol: int, ino: int) -> tuple[int, int, int] | None:

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 
 import click
 
-from ..analysis.report import scan_report
+from ..analysis.report import PATHS_AND_BY_DIR, scan_report
 from ..cache.layout import PAGE_SIZES
 from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
@@ -68,6 +68,9 @@ def _progress(quiet: bool):
 @click.option("--read-data", is_flag=True,
               help="Key the content models by hashing the file data (exact; reads every distinct extent once) "
                    "instead of by the checksum tree. Not on btrfs-image metadata dumps.")
+@click.option("--path", "paths", multiple=True, metavar="PATH",
+              help="Model only the files under PATH (from the top-level subvolume, e.g. @base/usr; repeatable), "
+                   "as `btrfs filesystem du` or compsize count them.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--resident", type=click.Path(dir_okay=False), default=None,
               help="Model only the working set of this residency file (`live --save`) on the image.")
@@ -76,13 +79,17 @@ def _progress(quiet: bool):
                    "(paths from the top-level subvolume; readahead ignored).")
 @log_replay_option
 @output_options("report")
-def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file, quiet, resident, workload, log_replay,
-               super_copy):
+def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file, paths, quiet, resident, workload,
+               log_replay, super_copy):
     if resident and workload:
         raise click.UsageError("give either --resident or --workload, not both")
+    if paths and (resident or workload):
+        raise click.UsageError("--path models files read once; a working set (--resident, --workload) has its own")
+    if paths and by_dir is not None:
+        raise click.UsageError(PATHS_AND_BY_DIR)
     if html_file is not None:
         output_alias("--html", "html", html_file)
-    if options().fmt == "html" and by_dir is None:
+    if options().fmt == "html" and by_dir is None and not paths:
         by_dir = DEFAULT_HTML_DEPTH
     with ExitStack() as stack:
         filesystems = open_filesystems(inputs(stack, images, sample), super_copy, log_replay=log_replay)
@@ -100,7 +107,7 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
         else:
             with progress or ExitStack():
                 reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir,
-                                       read_data=read_data)
+                                       read_data=read_data, paths=paths)
                            for fs in filesystems]
             documents = tuple(report_document(r, raw=raw) for r in reports)
     finish(CommandOutput("report", documents, tuple(w for r in reports for w in r.warnings), stream=True))

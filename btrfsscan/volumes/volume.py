@@ -108,7 +108,7 @@ class Volume:
         """
         spans = []
         for start, end, copies in ([] if self.metadump else self.chunk_map.mirrored_spans()):
-            present = [(devid, physical) for devid, physical in copies if self._present(devid)]
+            present = [(devid, physical) for devid, physical in copies if self.has_device(devid)]
             if present and max(start, present[0][1]) <= _INT64_MAX:  # a damaged chunk may reach past 2**63
                 spans.append((start, min(end, _INT64_MAX), *present[0]))
         if not spans:
@@ -127,7 +127,8 @@ class Volume:
         """The image of a present device ``locate_first_copies`` placed blocks on (to read it mapped)."""
         return self.devices[devid].image
 
-    def _present(self, devid: int) -> bool:
+    def has_device(self, devid: int) -> bool:
+        """Whether device ``devid`` is among the inputs (a degraded volume lacks some)."""
         device = self.devices.get(devid)
         return device is not None and device.image is not None
 

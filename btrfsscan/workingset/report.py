@@ -85,7 +85,7 @@ def working_set_report(
     )
     top_rows = tuple(
         FileFigures(subvol=f.subvol, ino=f.ino, size=f.size, nlink=1, pages=f.pages, eligible_pages=f.eligible_pages,
-                    shared_pages=f.shared_pages, saved_pages=f.saved_pages,
+                    shared_pages=f.shared_pages, saved_pages=f.saved_pages, snapshot_copies=0,
                     path=_text(f.path), saved_bytes=pages_to_bytes(f.saved_pages, P))
         for f in files
     )

@@ -32,7 +32,7 @@ def _logical_text(e: FileExtent) -> str:
 
 def _device_ranges_raw(e: FileExtent) -> list[dict[str, int]]:
     return [{"file_offset": r.file_offset, "length": r.length, "mirror": r.mirror, "devid": r.devid,
-             "physical": r.physical} for r in e.device_ranges]
+             "physical": r.physical, "missing": r.missing} for r in e.device_ranges]
 
 
 def _device_ranges_text(e: FileExtent) -> str:
@@ -42,7 +42,7 @@ def _device_ranges_text(e: FileExtent) -> str:
     lines = []
     for r in e.device_ranges:
         where = f"{r.file_offset}+{r.length} " if split else ""
-        lines.append(f"{where}#{r.mirror} devid {r.devid} @ {r.physical}")
+        lines.append(f"{where}#{r.mirror} devid {r.devid} @ {r.physical}" + (" <missing>" if r.missing else ""))
     return "\n".join(lines)
 
 
@@ -80,11 +80,13 @@ MAP_EXTENT_FIELDS: tuple[Field, ...] = (
     _if_data("refs", drop=5),
     _if_data("mappings", drop=6),
     _if_data("shared", drop=2),
+    Field("shared_bytes", "shared bytes", lambda e: e.shared_bytes,
+          text=lambda e: plain(e.shared_bytes if _data(e) else None), drop=4),
     Field("device_ranges", "device copies (#mirror devid @ physical)", _device_ranges_raw, text=_device_ranges_text,
           drop=1),
 )
 MAP_TABLE_COLUMNS = ("file_range", "length", "type", "compression", "logical", "device_ranges", "refs", "mappings",
-                     "shared")
+                     "shared", "shared_bytes")
 
 
 def map_document(file_map: FileMap) -> Document:

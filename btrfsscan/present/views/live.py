@@ -58,6 +58,8 @@ def complete_schema(extra: dict[str, Any]) -> dict[str, Any]:
     doc = copy.deepcopy(schema("report"))
     for key in ("$id", "title", "description"):
         doc[key] = extra[key]
+    del doc["properties"]["paths"]  # report --path only
+    doc["required"].remove("paths")
     doc["required"].insert(doc["required"].index("partial"), "workload")
     by_kind = doc["properties"]["by_kind"]
     for kind, extra_kind in extra["by_kind"].items():

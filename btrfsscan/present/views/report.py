@@ -18,7 +18,7 @@ from typing import Any
 
 from ...cache.by_dir import SAVING_MODEL, DirEntry
 from ...cache.registry import BASELINE, HEADLINE, MODELS, model
-from ...cache.report import PageCacheReport, SubvolumeFigures, pages_to_bytes
+from ...cache.report import FileFigures, ModelFile, PageCacheReport, SubvolumeFigures, pages_to_bytes
 from ...format.constants import ObjectId
 from ...names import name_base64, name_text
 from ..document import KEYED, LIST, MIDDLE, WRAP, Document, Field, Section, name_fields, section
@@ -159,6 +159,7 @@ class _Specs:
                 Field("pages", None, lambda f: f.pages),
                 Field("saved_pages", None, lambda f: f.saved_pages, encode=_round(3)),
                 Field("saved_bytes", None, lambda f: f.saved_bytes),
+                Field("snapshot_copies", None, lambda f: f.snapshot_copies),
             )),
         )
         self.model_subvolumes = (
@@ -172,8 +173,7 @@ class _Specs:
         )
         self.model_files = (
             Field("model", "design", lambda r: model(r[0]).title, show=printable, fit=WRAP),
-            Field("path", "path", lambda r: r[1].path, text=lambda r: printable(
-                r[1].path if r[1].path is not None else f"<subvol {r[1].subvol} ino {r[1].ino}>"), fit=MIDDLE),
+            Field("path", "path", lambda r: r[1].path, text=lambda r: _file_label(r[1]), fit=MIDDLE),
             Field("subvol", "subvol", lambda r: r[1].subvol, show=plain, drop=2),
             Field("size", "size", lambda r: r[1].size, show=size, drop=1),
             Field("saved_bytes", "saved (share)", lambda r: r[1].saved_bytes, show=size),
@@ -223,9 +223,7 @@ class _Specs:
         self.files = (
             Field("subvol", "subvol", lambda f: f.subvol, show=plain, drop=2),
             Field("ino", None, lambda f: f.ino),
-            *name_fields("path", "path", lambda f: f.path,
-                         text=lambda f: printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>"),
-                         fit=MIDDLE),
+            *name_fields("path", "path", lambda f: f.path, text=_file_label, fit=MIDDLE),
             Field("size", "size", lambda f: f.size, show=size, drop=3),
             Field("nlink", "links", lambda f: f.nlink, show=count, drop=5),
             Field("pages", "pages", lambda f: f.pages, show=count, drop=4),
@@ -233,6 +231,7 @@ class _Specs:
             Field("shared_pages", "shared pages", lambda f: f.shared_pages, show=count, drop=1),
             Field("saved_pages", None, lambda f: f.saved_pages, encode=_round(3)),
             Field("saved_bytes", "saved (share)", lambda f: f.saved_bytes, show=size),
+            Field("snapshot_copies", None, lambda f: f.snapshot_copies),
         )
         self.file_columns = ("path", "subvol", "size", "nlink", "pages", "shared_pages", "saved_bytes")
         joined = lambda names: printable(", ".join(names) or None)  # noqa: E731
@@ -412,7 +411,7 @@ def summary(report: PageCacheReport, raw: bool = False, lead: str = EVERY_FILE_O
 
     head = report.model(HEADLINE)
     others = [m for m in MODELS if m.name not in (BASELINE, HEADLINE)]
-    lines = []
+    lines = _selection(report)
     if report.totals.inodes == 0:
         lines.append("No regular files: nothing would be cached.")
     else:
@@ -453,6 +452,25 @@ def summary(report: PageCacheReport, raw: bool = False, lead: str = EVERY_FILE_O
 # --- the document -----------------------------------------------------------------
 
 
+#: ``report``'s own top-level JSON field: the paths ``--path`` limited the report to (null: every file).
+PATHS_FIELD = Field("paths", None, lambda r: r.paths, encode=lambda p: None if p is None else [name_text(x) for x in p])
+
+
+def _selection(report: PageCacheReport) -> list[str]:
+    """The sentence saying which files the figures cover, when ``--path`` chose them."""
+    if report.paths is None:
+        return []
+    return ["Only the files under " + ", ".join(printable(p) for p in report.paths)
+            + " (every model below counts just them and what they share among themselves)."]
+
+
+def _file_label(f: FileFigures | ModelFile) -> str:
+    """A top file's path (or where it is when unnamed) and how many more subvolumes hold it unchanged."""
+    name = printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>")
+    copies = f.snapshot_copies
+    return name if not copies else f"{name} + {copies} snapshot cop{'y' if copies == 1 else 'ies'}"
+
+
 def _model_rows(report: PageCacheReport, what: str) -> list[tuple]:
     """(model, item, subvolume path) rows of every model's ``subvolumes`` or ``top_files``, in registry order."""
     paths = {s.id: s.path for s in report.subvolumes}
@@ -471,9 +489,11 @@ def report_document(report: PageCacheReport, *, raw: bool = False, kind: str = "
 
     A command reporting the same figures of another source (``live``) names
     its ``kind``, adds its top-level JSON fields (``extra``, before
-    ``partial``) and tables (``extra_sections``, first), and says what its
+    ``partial``, where ``report`` has its ``paths``) and tables (``extra_sections``, first), and says what its
     baseline is (``models_title``, ``lead``)."""
-    specs = _Specs(report.page_size, raw, extra)
+    specs = _Specs(report.page_size, raw, (PATHS_FIELD, *extra) if kind == "report" else extra)
+    if report.paths:
+        models_title += " — only the files under " + ", ".join(printable(p) for p in report.paths)
     warning = (Field("warning", "warning", lambda w: w, show=printable),)
     return Document(kind, (
         section(None, kind, specs.document, [report], many=False, table=False),

@@ -1,0 +1,63 @@
+"""``report --path``: only the files under some paths, as ``btrfs filesystem du DIR`` and compsize count them.
+
+A path is looked up from the top-level subvolume before anything is
+scanned (a missing one is the run's one error). Everything below it counts,
+nested subvolumes included, each inode once however many of its links lie
+there. The scan still reads every subvolume; its rows are then cut down to
+the inodes found, so the models see only those files (and what they share
+among themselves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..model.listing import Lister, normalize_path
+from ..model.tables import FileTables, LeafTables
+from .files import lookup
+from .refs import top_level
+
+if TYPE_CHECKING:
+    from ..model.filesystem import Filesystem
+
+
+@dataclass(frozen=True)
+class PathSelection:
+    """The paths asked for (from the top level) and the inodes under them, by subvolume."""
+
+    paths: tuple[str, ...]
+    inodes: dict[int, np.ndarray]  # subvolume id -> sorted inode numbers
+
+    def restrict(self, leaves: LeafTables) -> LeafTables:
+        """The rows of ``leaves`` of the selected inodes, one leaf per subvolume (links are not kept)."""
+        tables = leaves.expand()
+        return FileTables(tables.inodes[self._selected(tables.inodes)],
+                          tables.extents[self._selected(tables.extents)]).as_leaves()
+
+    def _selected(self, rows: np.ndarray) -> np.ndarray:
+        keep = np.zeros(len(rows), bool)
+        for subvol, inos in self.inodes.items():
+            keep |= (rows["subvol"] == subvol) & np.isin(rows["ino"], inos)
+        return keep
+
+
+def select_paths(fs: Filesystem, paths: Sequence[str]) -> PathSelection:
+    """Every inode under ``paths`` (``PathNotFound`` for one that does not exist)."""
+    lister = Lister(fs)
+    top = top_level(fs)
+    found: dict[int, set[int]] = {}
+    seen: set[tuple[int, int]] = set()
+    names = tuple(dict.fromkeys(normalize_path(p) for p in paths))
+    for path in names:
+        stack = [lookup(fs, path, top) if path != "." else lister.root_entry()]
+        while stack:
+            entry = stack.pop()
+            found.setdefault(entry.subvol, set()).add(entry.ino)
+            if entry.is_dir and (entry.subvol, entry.ino) not in seen:
+                seen.add((entry.subvol, entry.ino))
+                stack.extend(lister.children(entry))
+    return PathSelection(names, {s: np.array(sorted(inos), np.uint64) for s, inos in found.items()})

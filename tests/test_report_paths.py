@@ -1,0 +1,84 @@
+"""``report --path``: only the files under some paths, against a brute force on a kernel-made image.
+
+On the image of ``sharing_image.py`` (``@base`` and its snapshots). The
+expected figures come from what the kernel said on the mounted filesystem,
+as in ``test_by_dir``: the files are the distinct (subvolume, st_ino) of the
+``lstat`` listing under the paths; per_inode caches ceil(size / 4096) pages
+of each; a page is shareable when a FIEMAP extent without DATA_INLINE,
+ENCODED, UNWRITTEN or NOT_ALIGNED covers it, keyed by its logical address;
+shared_extent caches each such key once among the chosen files (a page whose
+key ``c`` of their pages map costs ``1/c``). Needs root, loop devices, the
+btrfs module, btrfs-progs and xfs_io.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from sharing_image import SharingImage, build_sharing_image
+from support import kernel_unavailable, run, run_json
+
+WHY_NOT = kernel_unavailable(("losetup", "mkfs.btrfs", "btrfs", "xfs_io"))
+pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
+P = 4096
+UNSHAREABLE = {"DATA_INLINE", "ENCODED", "UNWRITTEN", "NOT_ALIGNED", "DELALLOC", "DATA_ENCRYPTED", "UNKNOWN"}
+
+
+@pytest.fixture(scope="module")
+def sharing(tmp_path_factory) -> SharingImage:
+    return build_sharing_image(tmp_path_factory.mktemp("report-paths"))
+
+
+def brute_force(sharing: SharingImage, paths: list[str]) -> tuple[int, int, float]:
+    """(regular inodes, per_inode pages, shared_extent pages) of the files under ``paths``."""
+    chosen = {}
+    for r in sharing.listing:
+        if r["type"] == "file" and any(r["path"] == p or r["path"].startswith(p + "/") for p in paths):
+            chosen.setdefault((r["subvol"], r["st_ino"]), r)
+    keys_of = {}
+    for key, r in chosen.items():
+        npages = -(-r["size"] // P)
+        keys_of[key] = (npages, [e["fe_physical"] // P + (off - e["fe_logical"]) // P
+                                 for e in sharing.fiemap[r["path"]] if not UNSHAREABLE & set(e["flags"])
+                                 for off in range(e["fe_logical"], e["fe_logical"] + e["fe_length"], P)
+                                 if off // P < npages])
+    c = Counter(k for _, keys in keys_of.values() for k in keys)
+    per_inode = sum(n for n, _ in keys_of.values())
+    shared = sum(n - sum(1 - 1 / c[k] for k in keys) for n, keys in keys_of.values())
+    return len(chosen), per_inode, shared
+
+
+@pytest.mark.parametrize("paths", [["@base/usr"], ["@base/usr", "@snap1/usr/lib"], ["@snap2"], ["cross/b"],
+                                   ["@base/usr/bin/", "@base/usr/bin/tool"]])
+def test_report_path_matches_brute_force(sharing, paths):
+    args = [a for p in paths for a in ("--path", p)]
+    doc = run_json("report", "--json", *args, sharing.image)
+    inodes, per_inode, shared = brute_force(sharing, [p.rstrip("/") for p in paths])
+    assert inodes > 0
+    assert doc["paths"] == list(dict.fromkeys(p.rstrip("/") for p in paths))
+    assert doc["totals"]["inodes"] == inodes
+    models = doc["totals"]["models"]
+    assert models["per_inode"]["pages"] == per_inode
+    assert models["shared_extent"]["pages"] == round(shared)
+    whole = run_json("report", "--json", sharing.image)
+    assert whole["paths"] is None and whole["totals"]["inodes"] > inodes
+    text = run("report", "--wide", *args, sharing.image).stdout
+    said = f"Only the files under {', '.join(doc['paths'])} "
+    assert said in text and "— only the files under" in text
+
+
+def test_report_path_errors(sharing):
+    result = run("report", "--path", "@base/nope", sharing.image)
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "@base/nope" in lines[0], result.stderr
+    result = run("report", "--path", "@base", "--by-dir", "1", sharing.image)  # a usage error, before any read
+    assert result.exit_code == 2 and "give --by-dir or --path, not both" in result.stderr
+
+
+def test_report_path_json_is_valid(sharing):
+    result = run("report", "--json", "--path", "@base/etc", sharing.image)  # validated by support.run
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["totals"]["inodes"] == 1
