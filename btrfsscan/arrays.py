@@ -82,7 +82,7 @@ def take_fields(table: np.ndarray, index: np.ndarray, names: tuple[str, ...]) ->
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer: a well-spread 64-bit hash of each value (wrapping arithmetic)."""
-    x = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    x = x.astype(np.uint64, copy=False) + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
@@ -116,7 +116,8 @@ def group_ids(starts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nd
     sizes = np.diff(starts)
     values = np.asarray(values, I64)
     position = np.arange(len(values), dtype=I64) - np.repeat(starts[:-1], sizes)
-    h = _mix(_mix(values) ^ _mix(position + (1 << 40)))
+    # one mix per element: the result is checked element by element below, the hash only has to spread
+    h = _mix(values.view(np.uint64) ^ (position.view(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))
     group_hash = np.add.reduceat(h, starts[:-1]) if len(h) else np.zeros(n, np.uint64)
     _, first, ids = np.unique(_mix(group_hash ^ _mix(sizes)), return_index=True, return_inverse=True)
     ids = ids.reshape(-1).astype(I64)

@@ -254,7 +254,7 @@ def _figures(img: Path, subvol_ids: set[int], P: int, read_data: bool, inline_da
             requests = C.page_requests(layout)
             hashes, known = hash_pages(fs.volume, requests.extents, requests.pieces, requests.n_outputs, P,
                                        fs.warnings)
-            content = C.content_from_hashes(layout, requests, hashes, known)
+            content = C.content_from_hashes(requests, hashes, known)
         else:
             table = read_csum_tree(fs.reader, fs.tree_root(ObjectId.CSUM_TREE), fs.superblock.csum,
                                    fs.superblock.sectorsize, fs.warnings)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...arrays import I64, prefix
+from ...arrays import I64, group_ids, prefix
 from ..layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
 from ..registry import CacheModel, ModelInputs
 from ..units import UnitFigures, file_units, unit_figures
@@ -60,8 +60,8 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
 def figures(layout: PageLayout, top: int = 10, inline_data: bool = True) -> UnitFigures:
     """overlayfs copy-up: one unit per (ino, i_size, mapping); needs no content source. ``inline_data=False``
     where inline bytes are not in the input (a btrfs-image dump)."""
-    starts, values = overlay_mapping(layout, inline_data)
-    units = file_units(layout, starts, values, np.ones(layout.n_inodes, bool))
+    ids, _ = group_ids(*overlay_mapping(layout, inline_data))
+    units = file_units(layout, ids, np.ones(layout.n_inodes, bool))
     return unit_figures("overlay_copy_up", layout, units, top, None)
 
 
