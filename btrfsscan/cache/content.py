@@ -196,10 +196,12 @@ def _whole_pages(layout: PageLayout, sel: np.ndarray, s: np.ndarray, e: np.ndarr
     logical = a[runs] + k0[runs] * P - s[runs]
     count = (k1 - k0)[runs]
     # distinct runs first (snapshots' versions repeat them), then distinct logical pages among their pages
-    key = np.stack((logical, count), axis=1)
-    uniq, run_of = np.unique(key, axis=0, return_inverse=True) if len(runs) else (np.zeros((0, 2), I64),
-                                                                                 np.zeros(0, I64))
-    run_of = run_of.reshape(-1)
+    order = np.lexsort((count, logical))
+    new = np.ones(len(order), bool)
+    new[1:] = (logical[order[1:]] != logical[order[:-1]]) | (count[order[1:]] != count[order[:-1]])
+    run_of = np.empty(len(order), I64)
+    run_of[order] = np.cumsum(new) - 1
+    uniq = np.stack((logical[order[new]], count[order[new]]), axis=1).reshape(-1, 2)
     run_pages = ranges(np.zeros(len(uniq), I64), uniq[:, 1]) * P + np.repeat(uniq[:, 0], uniq[:, 1])
     distinct_pages, of_run_page = np.unique(run_pages, return_inverse=True)
     run_start = prefix(uniq[:, 1])[:-1][run_of]
