@@ -3,7 +3,10 @@
 The content models (``designs``) need, for every page of every inode
 version (``PageLayout``), a *content id*: equal ids for pages the page cache
 would hold with equal bytes: 0 is the zero page, -1 unknown (cached per
-inode), 1.. the rest (bounded by the checksums and pages, not dense).
+inode), 1.. the rest (bounded by the checksums and pages, not dense). They
+are computed once per distinct mapping (``mappings.distinct_mappings``:
+versions with the same size and segments hold the same bytes), so the cost
+follows the distinct mappings, not the versions or the snapshots.
 
 From the checksum tree (``content_source = "csum_tree"``; works on
 btrfs-image dumps, which keep the tree) a page is the sequence of its
