@@ -82,10 +82,18 @@ def take_fields(table: np.ndarray, index: np.ndarray, names: tuple[str, ...]) ->
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer: a well-spread 64-bit hash of each value (wrapping arithmetic)."""
-    x = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    return _mix_in_place(x.astype(np.uint64))
+
+
+def _mix_in_place(x: np.ndarray) -> np.ndarray:
+    """``_mix`` of a uint64 array, computed in it (one temporary at a time)."""
+    x += np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
 
 
 def take_groups(starts: np.ndarray, values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,14 +123,22 @@ def group_ids(starts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nd
         return np.zeros(0, I64), np.zeros(0, I64)
     sizes = np.diff(starts)
     values = np.asarray(values, I64)
-    position = np.arange(len(values), dtype=I64) - np.repeat(starts[:-1], sizes)
-    h = _mix(_mix(values) ^ _mix(position + (1 << 40)))
-    group_hash = np.add.reduceat(h, starts[:-1]) if len(h) else np.zeros(n, np.uint64)
+    # one mix per element, of (value, position in its group), computed in place to keep memory low: the
+    # result is checked element by element below, the hash only has to spread
+    h = np.repeat(-starts[:-1], sizes).view(np.uint64)
+    h += np.arange(len(values), dtype=np.uint64)
+    h *= np.uint64(0xD6E8FEB86659FD93)
+    h ^= values.view(np.uint64)
+    group_hash = np.add.reduceat(_mix_in_place(h), starts[:-1]) if len(h) else np.zeros(n, np.uint64)
+    del h
     _, first, ids = np.unique(_mix(group_hash ^ _mix(sizes)), return_index=True, return_inverse=True)
     ids = ids.reshape(-1).astype(I64)
     rep = first[ids]
-    if (sizes[rep] == sizes).all() and (values == values[np.repeat(starts[rep], sizes) + position]).all():
-        return ids, first.astype(I64)
+    if (sizes[rep] == sizes).all():
+        same = np.repeat(starts[rep] - starts[:-1], sizes)
+        same += np.arange(len(values), dtype=I64)  # each element's counterpart in its representative
+        if (values == values[same]).all():
+            return ids, first.astype(I64)
     table: dict[bytes, int] = {}
     out = np.empty(n, I64)
     firsts: list[int] = []

@@ -254,7 +254,7 @@ def _figures(img: Path, subvol_ids: set[int], P: int, read_data: bool, inline_da
             requests = C.page_requests(layout)
             hashes, known = hash_pages(fs.volume, requests.extents, requests.pieces, requests.n_outputs, P,
                                        fs.warnings)
-            content = C.content_from_hashes(layout, requests, hashes, known)
+            content = C.content_from_hashes(requests, hashes, known)
         else:
             table = read_csum_tree(fs.reader, fs.tree_root(ObjectId.CSUM_TREE), fs.superblock.csum,
                                    fs.superblock.sectorsize, fs.warnings)
@@ -298,6 +298,47 @@ def test_read_data_equals_the_kernel_counts(designs_image, P):
         want = truth[scope]["pages"][str(P)]
         assert {k: got[k] for k in _DESIGNS} == {k: want[k] for k in _DESIGNS}, scope
         assert got["unknown"] == 0 and got["source"] == "data"
+
+
+@pytest.mark.parametrize("P", (16384, 65536))
+def test_read_data_exact_with_tiny_read_and_assembly_buffers(designs_image, P, monkeypatch):
+    """Pages larger than a sector straddle extents: assembled one page at a time, every read a sector or
+    two and never merged across a gap, the counts stay the kernel's."""
+    from btrfsscan.model import file_data
+
+    name, img, truth = designs_image
+    monkeypatch.setattr(file_data, "ASSEMBLY_BYTES", 1)
+    monkeypatch.setattr(file_data, "READ_BYTES", 4096)
+    monkeypatch.setattr(file_data, "MERGE_GAP", 0)
+    got = _figures(img, set(truth["all"]["subvolumes"].values()), P, read_data=True)
+    want = truth["all"]["pages"][str(P)]
+    assert {k: got[k] for k in _DESIGNS} == {k: want[k] for k in _DESIGNS}
+
+
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_distinct_mappings_change_no_figure(designs_image, P, monkeypatch):
+    """Content computed once per distinct mapping gives the figures of content computed per version."""
+    from btrfsscan.cache import content, mappings
+
+    name, img, truth = designs_image
+    ids = set(truth["all"]["subvolumes"].values())
+    sizes = []
+
+    def recorded(layout):
+        found = mappings.distinct_mappings(layout)
+        sizes.append((found.layout.n_inodes, layout.n_inodes))
+        return found
+
+    monkeypatch.setattr(content, "distinct_mappings", recorded)
+    grouped = _figures(img, ids, P, read_data=False)
+    assert sizes and all(groups < versions for groups, versions in sizes)  # the snapshots' files did group
+
+    def one_per_version(layout):
+        n = layout.n_inodes
+        return mappings.DistinctMappings(np.arange(n), mappings._subset(layout, np.arange(n), np.arange(n)))
+
+    monkeypatch.setattr(content, "distinct_mappings", one_per_version)
+    assert _figures(img, ids, P, read_data=False) == grouped
 
 
 @pytest.mark.parametrize("P", PAGE_SIZES)

@@ -3,7 +3,10 @@
 The content models (``designs``) need, for every page of every inode
 version (``PageLayout``), a *content id*: equal ids for pages the page cache
 would hold with equal bytes: 0 is the zero page, -1 unknown (cached per
-inode), 1.. the rest (bounded by the checksums and pages, not dense).
+inode), 1.. the rest (bounded by the checksums and pages, not dense). They
+are computed once per distinct mapping (``mappings.distinct_mappings``:
+versions with the same size and segments hold the same bytes), so the cost
+follows the distinct mappings, not the versions or the snapshots.
 
 From the checksum tree (``content_source = "csum_tree"``; works on
 btrfs-image dumps, which keep the tree) a page is the sequence of its
@@ -47,6 +50,7 @@ from ..model.content_hash import UNKNOWN_HASH, ZERO_PAGE_HASH
 from ..model.csums import CsumTable
 from ..model.file_data import PIECE_DTYPE, READ_EXTENT_DTYPE
 from .layout import SEG_COMPRESSED, SEG_DATA, SEG_INLINE, PageLayout
+from .mappings import DistinctMappings, distinct_mappings
 
 UNKNOWN = -1
 ZERO = 0
@@ -56,13 +60,15 @@ DATA = "data"
 
 @dataclass
 class PageContent:
-    """A content id for every page of every inode version of ``layout`` (index ``layout.base[v] + k``).
+    """A content id for every page of the distinct mappings of a layout (``mappings.layout``, index
+    ``mappings.layout.base[g] + k``); version v's pages are those of ``mappings.of_version[v]``.
 
     Ids are bounded by the checksums and pages, not necessarily dense."""
 
     source: str
     page_size: int
     page_id: np.ndarray  # int64: ZERO, UNKNOWN or 1..
+    mappings: DistinctMappings
     expected_false_merges: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -193,10 +199,12 @@ def _whole_pages(layout: PageLayout, sel: np.ndarray, s: np.ndarray, e: np.ndarr
     logical = a[runs] + k0[runs] * P - s[runs]
     count = (k1 - k0)[runs]
     # distinct runs first (snapshots' versions repeat them), then distinct logical pages among their pages
-    key = np.stack((logical, count), axis=1)
-    uniq, run_of = np.unique(key, axis=0, return_inverse=True) if len(runs) else (np.zeros((0, 2), I64),
-                                                                                 np.zeros(0, I64))
-    run_of = run_of.reshape(-1)
+    order = np.lexsort((count, logical))
+    new = np.ones(len(order), bool)
+    new[1:] = (logical[order[1:]] != logical[order[:-1]]) | (count[order[1:]] != count[order[:-1]])
+    run_of = np.empty(len(order), I64)
+    run_of[order] = np.cumsum(new) - 1
+    uniq = np.stack((logical[order[new]], count[order[new]]), axis=1).reshape(-1, 2)
     run_pages = ranges(np.zeros(len(uniq), I64), uniq[:, 1]) * P + np.repeat(uniq[:, 0], uniq[:, 1])
     distinct_pages, of_run_page = np.unique(run_pages, return_inverse=True)
     run_start = prefix(uniq[:, 1])[:-1][run_of]
@@ -242,17 +250,20 @@ def _compressed_extent_ids(layout: PageLayout, table: CsumTable, segs: np.ndarra
 
 
 def content_from_csums(layout: PageLayout, table: CsumTable, inline_data: bool = True) -> PageContent:
-    """Content ids of every page from the checksum tree (see the module docstring).
+    """Content ids of every page from the checksum tree (see the module docstring), computed once per
+    distinct mapping.
 
     ``inline_data=False`` where the inline extents' bytes are not the file's
     (a btrfs-image dump zeroes them): inline pages are unknown then.
     """
+    mappings = distinct_mappings(layout)
+    layout = mappings.layout
     P, S = layout.page_size, layout.sectorsize
     notes: list[str] = []
     page_version, n_pages = _page_of(layout)
     if P % S or table.sectorsize != S:
         notes.append(f"page size {P} is not a multiple of the sector size {S}: every page's content is unknown")
-        return PageContent(CSUM_TREE, P, np.full(n_pages, UNKNOWN, I64), 0.0, notes)
+        return PageContent(CSUM_TREE, P, np.full(n_pages, UNKNOWN, I64), mappings, 0.0, notes)
     per_page = P // S
     slots = np.zeros(n_pages * per_page, I64)  # ZERO: holes, prealloc, gaps, past EOF
     unknown_page = np.zeros(n_pages, bool)
@@ -334,7 +345,7 @@ def content_from_csums(layout: PageLayout, table: CsumTable, inline_data: bool =
     page_id[inline_page[good_inline]] = np.where(inline_ids > 0, inline_ids + n_keyed, inline_ids)
     page_id[unknown_page] = UNKNOWN
     merges = _false_merges(table.csum_type, keys, seq_ids, n_data)
-    return PageContent(CSUM_TREE, P, page_id, merges, notes)
+    return PageContent(CSUM_TREE, P, page_id, mappings, merges, notes)
 
 
 def _valid_kinds(layout: PageLayout, n_pages: int) -> np.ndarray:
@@ -376,11 +387,13 @@ class PageRequests:
     """What ``model.file_data.hash_pages`` must read and hash for a layout, and how to map the result back.
 
     Output page ``o`` is a distinct window of bytes; ``page_output[g]`` the
-    output page of version page ``g`` (-1: no bytes to read: zero or inline),
-    ``unknown[g]`` pages whose content cannot be known (misaligned or
-    overflowing items, an inline page holding more than its inline data).
+    output page of page ``g`` of ``mappings.layout`` (-1: no bytes to read:
+    zero or inline), ``unknown[g]`` pages whose content cannot be known
+    (misaligned or overflowing items, an inline page holding more than its
+    inline data).
     """
 
+    mappings: DistinctMappings
     extents: np.ndarray  # READ_EXTENT_DTYPE
     pieces: np.ndarray  # PIECE_DTYPE
     n_outputs: int
@@ -393,8 +406,10 @@ def page_requests(layout: PageLayout) -> PageRequests:
 
     A page's content is its file bytes inside EOF (``i_size``, not rounded),
     zero-filled: each data or compressed segment contributes the part of it
-    inside the page and inside EOF.
+    inside the page and inside EOF. Pages are those of the distinct mappings.
     """
+    mappings = distinct_mappings(layout)
+    layout = mappings.layout
     P = layout.page_size
     page_version, n_pages = _page_of(layout)
     ext = layout.versions.extents
@@ -480,13 +495,14 @@ def page_requests(layout: PageLayout) -> PageRequests:
     logical["src"] = whole.distinct - extents["disk_bytenr"][of_logical].astype(I64)
     logical["length"] = P
     page_output[whole_page] = n_out + whole.distinct_of_pages()
-    return PageRequests(extents, np.concatenate((pieces[keep], logical)), n_out + len(whole.distinct),
+    return PageRequests(mappings, extents, np.concatenate((pieces[keep], logical)), n_out + len(whole.distinct),
                         page_output, unknown)
 
 
-def content_from_hashes(layout: PageLayout, requests: PageRequests, hashes: np.ndarray, known: np.ndarray) -> PageContent:
+def content_from_hashes(requests: PageRequests, hashes: np.ndarray, known: np.ndarray) -> PageContent:
     """Content ids of every page from the hashes ``hash_pages`` returned for ``requests``; inline pages from
     their ``inline_hash`` (exact when the fs trees were scanned with ``decompress_inline``)."""
+    layout = requests.mappings.layout
     _, n_pages = _page_of(layout)
     page_hashes = np.zeros(n_pages, "V16")
     page_hashes[:] = ZERO_PAGE_HASH
@@ -498,7 +514,7 @@ def content_from_hashes(layout: PageLayout, requests: PageRequests, hashes: np.n
     unknown = requests.unknown.copy()
     unknown[read] |= ~known[out[read]]
     page_hashes[unknown] = UNKNOWN_HASH
-    return PageContent(DATA, layout.page_size, _ids_of_hashes(page_hashes))
+    return PageContent(DATA, layout.page_size, _ids_of_hashes(page_hashes), requests.mappings)
 
 
 # --- the sources a run passes to the models (``sources={"content": ...}``) ---------------------
@@ -535,4 +551,4 @@ class DataContent:
     def page_content(self, layout: PageLayout) -> PageContent:
         requests = page_requests(layout)
         hashes, known = self.hash_requests(requests)
-        return content_from_hashes(layout, requests, hashes, known)
+        return content_from_hashes(requests, hashes, known)

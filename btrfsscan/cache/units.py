@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import I64, group_ids, group_sum, prefix
+from ..arrays import I64, prefix
 from .content import PageContent
 from .layout import PageLayout
 from .runs import KeyRuns
@@ -74,37 +74,43 @@ class UnitFigures:
 
 @dataclass
 class CacheUnits:
-    """File pages in cache units: version ``version[i]`` maps ``count[i]`` pages of unit ``unit[i]``
-    (units ``0..len(size)-1`` of ``size`` pages); ``alone[v]`` pages of version v are cached per inode."""
+    """File pages in cache units, by *holder*: a version, or a group of versions with one mapping
+    (``holder_of_version[v]``). Holder ``holder[i]`` maps ``count[i]`` pages of unit ``unit[i]`` (units
+    ``0..len(size)-1`` of ``size`` pages); ``alone[h]`` pages of each of holder h's versions are cached per
+    inode."""
 
-    version: np.ndarray
+    holder: np.ndarray
     unit: np.ndarray
     count: np.ndarray
     size: np.ndarray
     alone: np.ndarray
+    holder_of_version: np.ndarray
 
 
 def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, content: PageContent | None) -> UnitFigures:
-    weight = layout.weight
     versions = layout.versions
-    mapped = np.bincount(units.unit, weight[units.version] * units.count, len(units.size))
+    of = units.holder_of_version
+    n_holders = len(units.alone)
+    holder_weight = np.bincount(of, layout.weight, n_holders)
+    mapped = np.bincount(units.unit, holder_weight[units.holder] * units.count, len(units.size))
     used = mapped > 0
-    pages = int(units.size[used].sum()) + layout.total(units.alone)
+    alone = units.alone[of]
+    pages = int(units.size[used].sum()) + layout.total(alone)
     copies = mapped / np.maximum(units.size, 1)  # file pages per cached page of each unit
     with np.errstate(divide="ignore", invalid="ignore"):
         fair = np.where(copies > 0, 1.0 - 1.0 / copies, 0.0)
-    version_saved = np.bincount(units.version, units.count * fair[units.unit], layout.n_inodes)
+    version_saved = np.bincount(units.holder, units.count * fair[units.unit], n_holders)[of]
     exclusive, shared = _holders(layout, units)
     subvolumes = DesignSubvolumes(
         ids=versions.subvol_ids,
         per_inode_pages=versions.per_subvolume(layout.npages),
         saved_pages=versions.per_subvolume(version_saved, np.float64),
-        exclusive_pages=exclusive + versions.per_subvolume(units.alone),
+        exclusive_pages=exclusive + versions.per_subvolume(alone),
         shared_pages=shared,
     )
     return UnitFigures(
         name=name, page_size=layout.page_size, per_inode_pages=layout.total(layout.npages), pages=pages,
-        unknown_pages=_unknown_pages(layout, content) if content is not None else 0,
+        unknown_pages=_unknown_pages(content) if content is not None else 0,
         content_source=content.source if content is not None else None,
         expected_false_merges=content.expected_false_merges if content is not None else None,
         version_saved=version_saved, subvolumes=subvolumes, top_files=_top(layout, version_saved, top),
@@ -112,40 +118,58 @@ def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, con
     )
 
 
-def _unknown_pages(layout: PageLayout, content: PageContent) -> int:
+def _unknown_pages(content: PageContent) -> int:
     """Pages (every (subvolume, inode) pair) whose content is unknown."""
-    page_version = np.repeat(np.arange(layout.n_inodes), layout.npages)
-    return layout.total(group_sum(page_version, ~content.known, layout.n_inodes))
+    distinct = content.mappings.layout
+    unknown = np.bincount(np.repeat(np.arange(distinct.n_inodes), distinct.npages)[~content.known],
+                          minlength=distinct.n_inodes)
+    return distinct.total(unknown)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (SWAR)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return ((x * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(I64)
 
 
 def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndarray]:
     """Per subvolume: pages of units only it maps, and of units it maps with another subvolume.
 
-    One pass per subvolume marks the units its versions map (no sorting);
-    a second attributes each unit's pages by its number of holders.
+    Each holder's subvolumes as a bit mask (64 subvolumes a word), OR-ed
+    into the mask of every unit it maps; a unit's holders are its mask's
+    bits.
     """
     versions = layout.versions
     nsv = len(versions.subvol_ids)
-    n_units = len(units.size)
+    n_words = max(1, -(-nsv // 64))
     live = units.count > 0
-    unit, version_set = units.unit[live], versions.version_set[units.version[live]]
-    set_of_member = np.repeat(np.arange(len(versions.set_start) - 1), versions.set_sizes)
-
-    def held_by(sv: int) -> np.ndarray:
-        in_set = np.zeros(len(versions.set_start) - 1, bool)
-        in_set[set_of_member[versions.set_members == sv]] = True
-        held = np.zeros(n_units, bool)
-        held[unit[in_set[version_set]]] = True
-        return held
-
-    holders = np.zeros(n_units, I64)
-    for sv in range(nsv):
-        holders += held_by(sv)
+    unit, holder = units.unit[live], units.holder[live]
+    member_set = np.repeat(np.arange(len(versions.set_start) - 1), versions.set_sizes)
+    members = versions.set_members
+    masks = []
+    for w in range(n_words):
+        set_mask = np.zeros(len(versions.set_start) - 1, np.uint64)
+        mine = members // 64 == w
+        np.bitwise_or.at(set_mask, member_set[mine], np.uint64(1) << (members[mine] % 64).astype(np.uint64))
+        holder_mask = np.zeros(len(units.alone), np.uint64)
+        np.bitwise_or.at(holder_mask, units.holder_of_version, set_mask[versions.version_set])
+        unit_mask = np.zeros(len(units.size), np.uint64)
+        np.bitwise_or.at(unit_mask, unit, holder_mask[holder])
+        masks.append(unit_mask)
+    holders = sum(_popcount(m) for m in masks)
     exclusive, shared = np.zeros(nsv, I64), np.zeros(nsv, I64)
-    for sv in range(nsv):
-        held = held_by(sv)
-        exclusive[sv] = int(units.size[held & (holders == 1)].sum())
-        shared[sv] = int(units.size[held & (holders >= 2)].sum())
+    alone, many = np.flatnonzero(holders == 1), np.flatnonzero(holders >= 2)
+    for w, mask in enumerate(masks):
+        bits = mask[alone]
+        mine = bits != 0
+        # a power of two converts to float64 exactly
+        sv = w * 64 + np.log2(bits[mine].astype(np.float64)).astype(I64)
+        exclusive += np.bincount(sv, units.size[alone[mine]], nsv).astype(I64)
+        bits, size = mask[many], units.size[many]
+        for i in range(w * 64, min(nsv, w * 64 + 64)):
+            shared[i] = int(size[(bits >> np.uint64(i - w * 64)) & np.uint64(1) != 0].sum())
     return exclusive, shared
 
 
@@ -155,21 +179,19 @@ def _top(layout: PageLayout, saved: np.ndarray, top: int) -> list[DesignTopFile]
             for value, v, pairs in distinct_copies(layout, saved, top)]
 
 
-
-def file_units(layout: PageLayout, key_starts: np.ndarray, key_values: np.ndarray, shareable: np.ndarray) -> CacheUnits:
-    """Units of whole files: versions of ``shareable`` with equal key sequences share one unit of their pages."""
-    ids, _ = group_ids(key_starts, key_values)
+def file_units(layout: PageLayout, ids: np.ndarray, shareable: np.ndarray) -> CacheUnits:
+    """Units of whole files: versions of ``shareable`` with equal ``ids`` share one unit of their pages."""
     versions = np.flatnonzero(shareable & (layout.npages > 0))
-    unit = ids[versions]
-    units, unit = np.unique(unit, return_inverse=True)
+    units, unit = np.unique(ids[versions], return_inverse=True)
+    unit = unit.reshape(-1)
     size = np.zeros(len(units), I64)
-    size[unit.reshape(-1)] = layout.npages[versions]
+    size[unit] = layout.npages[versions]
     alone = np.where(shareable, 0, layout.npages)
-    return CacheUnits(versions, unit.reshape(-1), layout.npages[versions], size, alone)
+    return CacheUnits(versions, unit, layout.npages[versions], size, alone, np.arange(layout.n_inodes))
 
 
 def file_unit_runs(units: CacheUnits) -> KeyRuns:
-    """The pages of ``file_units``: page ``k`` of a version keyed by page ``k`` of its unit (for a working
-    set, where only some pages of a unit are resident)."""
+    """The pages of ``file_units`` (holders are versions): page ``k`` of a version keyed by page ``k`` of its
+    unit (for a working set, where only some pages of a unit are resident)."""
     first = prefix(units.size)[:-1]
-    return KeyRuns(units.version, np.zeros(len(units.version), I64), first[units.unit], units.count)
+    return KeyRuns(units.holder, np.zeros(len(units.holder), I64), first[units.unit], units.count)

@@ -109,7 +109,7 @@ class CsumTable:
         if not n:
             return np.zeros(0, I64)
         words = np.ascontiguousarray(np.pad(self.csums, ((0, 0), (0, -width % 8)))).view("<u8")
-        order = np.lexsort(words.T[::-1])
+        order = np.argsort(words[:, 0]) if words.shape[1] == 1 else np.lexsort(words.T[::-1])
         ordered = words[order]
         new = np.ones(n, bool)
         new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)

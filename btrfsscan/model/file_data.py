@@ -4,12 +4,25 @@ The caller (the content layer) says which pages it wants and where their
 bytes are: ``extents`` (distinct data extents, each read once, however many
 files and snapshots reference it) and ``pieces`` (a range of one extent's
 bytes -- logical, or decompressed for a compressed extent -- placed in one
-output page). Extents are read in logical order through the volume's logical
-reads (any RAID profile, every mirror tried), compressed ones decompressed;
-each output page is hashed (``content_hash.page_hash``) once all its pieces
-are in, and only its 16-byte hash is kept. Uncompressed extents are read in
-slices of ``READ_BYTES``, so memory stays bounded whatever an extent's size.
-A btrfs-image metadata dump holds no file data: refused with one clear error.
+output page). Only each output page's 16-byte hash is kept
+(``content_hash.page_hash``).
+
+* A page that is one piece at offset 0 (nearly all: a page inside one
+  extent) is hashed straight from the read buffer. Uncompressed extents are
+  read in logical order, neighbours merged into reads of up to
+  ``READ_BYTES`` (gaps of up to ``MERGE_GAP`` read through), large extents
+  in slices of that size.
+* A compressed extent is read whole and decompressed once.
+* A page of several pieces (it straddles extents, or starts inside one:
+  pages larger than a sector) is assembled in a buffer of at most
+  ``ASSEMBLY_BYTES``: such pages are taken in batches, each batch's pieces
+  read in logical order (merged like the rest), then hashed.
+
+So memory stays bounded whatever the extents' sizes and layout. Reads go
+through the volume's logical reads (any RAID profile, every mirror tried);
+a merged read that fails is retried extent by extent, so one bad extent
+costs only its own pages. A btrfs-image metadata dump holds no file data:
+refused with one clear error.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import xxhash
 
 from ..errors import BtrfsScanError, Warnings
 from ..format.compression import DecompressionError, decompress
@@ -30,8 +44,14 @@ READ_EXTENT_DTYPE = np.dtype([("disk_bytenr", "<u8"), ("disk_num_bytes", "<u8"),
 #: ``length`` bytes from ``src`` of extent ``extent`` (from its start; decompressed bytes if compressed),
 #: placed at ``dst`` of output page ``page``.
 PIECE_DTYPE = np.dtype([("page", "<i8"), ("extent", "<i8"), ("src", "<i8"), ("dst", "<i4"), ("length", "<i4")])
-#: Uncompressed extents are read this much at a time.
-READ_BYTES = 8 << 20
+#: The most bytes read at once (one buffer).
+READ_BYTES = 4 << 20
+#: Unneeded bytes between two needed ranges that are read through rather than starting a new read.
+MERGE_GAP = 256 << 10
+#: The most bytes of pages of several pieces assembled at once.
+ASSEMBLY_BYTES = 32 << 20
+
+_I64 = np.int64
 
 
 class NoFileDataError(BtrfsScanError):
@@ -46,107 +66,200 @@ def check_has_data(volume: Volume) -> None:
             "--read-data cannot hash pages; the checksum-tree figures (the default) work on dumps")
 
 
-class _Pending:
-    """Output pages of several pieces, assembled until their last piece arrives."""
+def _hash_all(buffer: memoryview, raw: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """``page_hash`` of ``buffer[start:start + length]`` for each (one tight loop: a call per page costs more
+    than the hash), as ``V16``."""
+    out = np.empty(len(start), "V16")
+    end = start + length
+    full = (length > 0) & (raw[np.maximum(end - 1, 0)] != 0)
+    digest = xxhash.xxh3_128_digest
+    out[full] = np.frombuffer(b"".join([digest(buffer[a:b]) for a, b in zip(start[full].tolist(), end[full].tolist())]),
+                              "V16")
+    rest = ~full
+    out[rest] = np.frombuffer(b"".join([page_hash(buffer[a:b]) for a, b in zip(start[rest].tolist(),
+                                                                                 end[rest].tolist())]), "V16")
+    return out
 
-    def __init__(self, page_size: int, expected: np.ndarray) -> None:
-        self.page_size = page_size
-        self.expected = expected  # pieces per page
-        self.buffers: dict[int, tuple[bytearray, int]] = {}
 
-    def add(self, page: int, dst: int, data: bytes | memoryview) -> bytearray | None:
-        """Place a piece; the page's bytes once it is complete, else None."""
-        buf, got = self.buffers.pop(page, None) or (bytearray(self.page_size), 0)
-        buf[dst:dst + len(data)] = data
-        got += 1
-        if got == self.expected[page]:
-            return buf
-        self.buffers[page] = (buf, got)
-        return None
+def _reads(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Read numbers for needed ranges ``[lo, hi)`` sorted by ``lo``: a new read where the gap to everything
+    before exceeds ``MERGE_GAP`` or the read would pass ``READ_BYTES``."""
+    if not len(lo):
+        return np.zeros(0, _I64)
+    reach = np.maximum.accumulate(hi)
+    gap = np.ones(len(lo), bool)
+    gap[1:] = lo[1:] > reach[:-1] + MERGE_GAP
+    run = np.cumsum(gap) - 1
+    run_lo = lo[gap][run]
+    # within a run of close ranges, one read per READ_BYTES of it
+    slice_of = (lo - run_lo) // READ_BYTES
+    new = gap.copy()
+    new[1:] |= slice_of[1:] != slice_of[:-1]
+    return np.cumsum(new) - 1
 
-    def drop(self, page: int) -> None:
-        self.buffers.pop(page, None)
+
+class _Reader:
+    """Logical reads with the fallbacks and the warnings of ``hash_pages``."""
+
+    def __init__(self, volume: Volume, sectorsize: int, warnings: Warnings,
+                 progress: Callable[[int], None] | None) -> None:
+        self.volume, self.sectorsize, self.warnings, self.progress = volume, sectorsize, warnings, progress
+        self.done = 0
+        self.bad: set[int] = set()
+
+    def read(self, logical: int, length: int) -> bytes:
+        data = _read(self.volume, logical, length)
+        self.done += length
+        if self.progress:
+            self.progress(self.done)
+        return data
+
+    def fail(self, logical: int, exc: Exception) -> None:
+        if logical not in self.bad:
+            self.bad.add(logical)
+            self.warnings.add(f"data extent unreadable, its pages are counted as unknown: {exc}",
+                              f"data extent at logical {logical}")
+
+    def spans(self, lo: np.ndarray, hi: np.ndarray, extent_start: np.ndarray):
+        """For ranges ``[lo, hi)`` (logical, sorted by ``lo``) of extents starting at ``extent_start``: yields
+        (indices, buffer or None, its logical start) per read; a failed read is retried per extent, and an
+        extent that cannot be read yields None for its ranges (warned once)."""
+        S = self.sectorsize
+        read_of = _reads(lo, hi)
+        bounds = np.flatnonzero(np.diff(read_of, prepend=-1, append=read_of[-1] + 1 if len(read_of) else 0))
+        for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            at = int(lo[r0]) // S * S
+            end = -(-int(hi[r0:r1].max()) // S) * S
+            try:
+                yield np.arange(r0, r1), self.read(at, end - at), at
+                continue
+            except BtrfsScanError:
+                pass
+            for x in np.unique(extent_start[r0:r1]).tolist():  # one extent at a time
+                mine = r0 + np.flatnonzero(extent_start[r0:r1] == x)
+                at = int(lo[mine].min()) // S * S
+                end = -(-int(hi[mine].max()) // S) * S
+                try:
+                    yield mine, self.read(at, end - at), at
+                except BtrfsScanError as exc:
+                    self.fail(x, exc)
+                    yield mine, None, at
 
 
 def hash_pages(volume: Volume, extents: np.ndarray, pieces: np.ndarray, n_pages: int, page_size: int,
                warnings: Warnings, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per output page: its hash (``V16``) and whether it is known.
+    """Per output page: its hash (``V16``) and whether it is known (see the module docstring).
 
     Pages no piece names hash as the zero page. A page with a piece from an
     extent that cannot be read or decompressed is unknown, with one warning
     per such extent. ``progress(n)`` is called with the bytes read so far.
     """
     check_has_data(volume)
-    sectorsize = volume.superblock.sectorsize
+    reader = _Reader(volume, volume.superblock.sectorsize, warnings, progress)
     hashes = np.zeros(n_pages, "V16")
     hashes[:] = page_hash(b"")
     known = np.ones(n_pages, bool)
-    order = np.lexsort((pieces["src"], pieces["extent"]))
-    pieces = pieces[order]
     counts = np.bincount(pieces["page"], minlength=n_pages)
-    pending = _Pending(page_size, counts)
-    bounds = np.searchsorted(pieces["extent"], np.arange(len(extents) + 1)).tolist()
-    # the pieces as Python lists, once: the loop below touches each piece once, without numpy per extent
-    page_l, src_l, dst_l, len_l = (pieces[f].tolist() for f in ("page", "src", "dst", "length"))
-    alone_l = ((counts[pieces["page"]] == 1) & (pieces["dst"] == 0)).tolist()
-    done = 0
-    for x in np.argsort(extents["disk_bytenr"], kind="stable").tolist():
-        b0, b1 = bounds[x], bounds[x + 1]
-        if b0 == b1:
-            continue
-        ext = extents[x]
-        mine = pieces[b0:b1]
-        i = b0
-        for base, limit, data in _extent_bytes(volume, ext, mine, sectorsize, warnings):
-            if data is None:
-                known[mine["page"]] = False
-                for page in mine["page"].tolist():
-                    pending.drop(page)
-                break
-            done += len(data) if ext["compression"] == Compression.NONE else int(ext["disk_num_bytes"])
-            view = memoryview(data)
-            while i < b1 and src_l[i] < limit:  # pieces are in src order: those of this slice come next
-                page, src, length = page_l[i], src_l[i] - base, len_l[i]
-                if alone_l[i]:
-                    hashes[page] = page_hash(view[src:src + length])
-                else:
-                    whole = pending.add(page, dst_l[i], view[src:src + length])
-                    if whole is not None:
-                        hashes[page] = page_hash(whole)
-                i += 1
-            if progress:
-                progress(done)
+    alone = (counts[pieces["page"]] == 1) & (pieces["dst"] == 0)
+    compressed = extents["compression"][pieces["extent"]] != Compression.NONE
+    _plain_pages(reader, extents, pieces[alone & ~compressed], hashes, known)
+    _compressed_pages(reader, extents, pieces[alone & compressed], hashes, known)
+    _assembled_pages(reader, extents, pieces[~alone], page_size, hashes, known)
     return hashes, known
 
 
-def _extent_bytes(volume: Volume, ext: np.void, pieces: np.ndarray, sectorsize: int, warnings: Warnings):
-    """(offset, limit, bytes) slices of one extent: the pieces starting in [offset, limit) lie inside the
-    slice, and every piece starts in one slice; (0, 0, None) once when the extent cannot be read or
-    decompressed."""
+def _plain_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, hashes: np.ndarray,
+                 known: np.ndarray) -> None:
+    """Pages of one piece of an uncompressed extent, hashed from merged reads."""
+    extent_start = extents["disk_bytenr"][pieces["extent"]].astype(_I64)
+    lo = extent_start + pieces["src"]
+    order = np.argsort(lo, kind="stable")
+    pieces, lo, extent_start = pieces[order], lo[order], extent_start[order]
+    length = pieces["length"].astype(_I64)
+    for idx, data, at in reader.spans(lo, lo + length, extent_start):
+        page = pieces["page"][idx]
+        if data is None:
+            known[page] = False
+            continue
+        hashes[page] = _hash_all(memoryview(data), np.frombuffer(data, np.uint8), lo[idx] - at, length[idx])
+
+
+def _decompressed(reader: _Reader, ext: np.void) -> bytes | None:
+    """A compressed extent's data, None (warned once) where it cannot be read or decompressed."""
     start = int(ext["disk_bytenr"])
-    compression = int(ext["compression"])
     try:
-        if compression != Compression.NONE:
-            stored = _read(volume, start, int(ext["disk_num_bytes"]))
-            yield 0, 1 << 62, decompress(compression, stored, int(ext["ram_bytes"]), sectorsize)
-            return
-        ends = pieces["src"] + pieces["length"]
-        at = int(pieces["src"].min()) // sectorsize * sectorsize
-        last = int(ends.max())
-        while at < last:
-            # a slice reaches past READ_BYTES to the end of every piece starting inside it
-            inside = (pieces["src"] >= at) & (pieces["src"] < at + READ_BYTES)
-            stop = max(at + READ_BYTES, int(ends[inside].max()) if inside.any() else 0)
-            stop = min(-(-stop // sectorsize) * sectorsize, -(-last // sectorsize) * sectorsize)
-            yield at, at + READ_BYTES, _read(volume, start + at, stop - at)
-            later = pieces["src"] >= at + READ_BYTES
-            if not later.any():
-                return
-            at = int(pieces["src"][later].min()) // sectorsize * sectorsize
+        stored = reader.read(start, int(ext["disk_num_bytes"]))
+        return decompress(int(ext["compression"]), stored, int(ext["ram_bytes"]), reader.sectorsize)
     except (BtrfsScanError, DecompressionError) as exc:
-        warnings.add(f"data extent unreadable, its pages are counted as unknown: {exc}",
-                     f"data extent at logical {start}")
-        yield 0, 0, None
+        reader.fail(start, exc)
+        return None
+
+
+def _compressed_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, hashes: np.ndarray,
+                      known: np.ndarray) -> None:
+    """Pages of one piece of a compressed extent: each extent read and decompressed once, in logical order."""
+    pieces = pieces[np.lexsort((pieces["src"], extents["disk_bytenr"][pieces["extent"]]))]
+    bounds = np.flatnonzero(np.diff(pieces["extent"], prepend=-1, append=-1) != 0)
+    for b0, b1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        mine = pieces[b0:b1]
+        data = _decompressed(reader, extents[int(mine["extent"][0])])
+        if data is None:
+            known[mine["page"]] = False
+            continue
+        hashes[mine["page"]] = _hash_all(memoryview(data), np.frombuffer(data, np.uint8), mine["src"].astype(_I64),
+                                         mine["length"].astype(_I64))
+
+
+def _assembled_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, page_size: int,
+                     hashes: np.ndarray, known: np.ndarray) -> None:
+    """Pages of several pieces, assembled ``ASSEMBLY_BYTES`` at a time (see the module docstring)."""
+    if not len(pieces):
+        return
+    pieces = pieces[np.argsort(pieces["page"], kind="stable")]
+    pages, slot = np.unique(pieces["page"], return_inverse=True)
+    per_batch = max(1, ASSEMBLY_BYTES // page_size)
+    batch_of = slot.reshape(-1) // per_batch
+    bounds = np.flatnonzero(np.diff(batch_of, prepend=-1, append=-1) != 0)
+    for b0, b1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        mine = pieces[b0:b1]
+        first = int(batch_of[b0]) * per_batch
+        batch_pages = pages[first:first + per_batch]
+        buffer = bytearray(len(batch_pages) * page_size)
+        at = (slot.reshape(-1)[b0:b1] - first) * page_size + mine["dst"]
+        bad = np.zeros(len(mine), bool)
+        plain = extents["compression"][mine["extent"]] == Compression.NONE
+        _assemble_plain(reader, extents, mine, at, plain, buffer, bad)
+        for x in np.unique(mine["extent"][~plain]).tolist():
+            of = np.flatnonzero(~plain & (mine["extent"] == x))
+            data = _decompressed(reader, extents[x])
+            if data is None:
+                bad[of] = True
+                continue
+            for i in of.tolist():
+                src, n = int(mine["src"][i]), int(mine["length"][i])
+                buffer[int(at[i]):int(at[i]) + n] = data[src:src + n]
+        view = memoryview(buffer)
+        starts = np.arange(len(batch_pages), dtype=_I64) * page_size
+        hashes[batch_pages] = _hash_all(view, np.frombuffer(buffer, np.uint8), starts,
+                                        np.full(len(batch_pages), page_size, _I64))
+        known[mine["page"][bad]] = False
+
+
+def _assemble_plain(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, at: np.ndarray, plain: np.ndarray,
+                    buffer: bytearray, bad: np.ndarray) -> None:
+    """Copy the uncompressed pieces ``plain`` into ``buffer`` at ``at``, read in logical order, merged."""
+    sel = np.flatnonzero(plain)
+    extent_start = extents["disk_bytenr"][pieces["extent"][sel]].astype(_I64)
+    lo = extent_start + pieces["src"][sel]
+    order = np.argsort(lo, kind="stable")
+    sel, lo, extent_start = sel[order], lo[order], extent_start[order]
+    length = pieces["length"][sel].astype(_I64)
+    for idx, data, start in reader.spans(lo, lo + length, extent_start):
+        if data is None:
+            bad[sel[idx]] = True
+            continue
+        for i, src, n in zip(sel[idx].tolist(), (lo[idx] - start).tolist(), length[idx].tolist()):
+            buffer[int(at[i]):int(at[i]) + n] = data[src:src + n]
 
 
 def _read(volume: Volume, logical: int, length: int) -> bytes:

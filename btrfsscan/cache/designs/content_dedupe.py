@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...arrays import I64, group_sum
+from ...arrays import I64
 from ..content import UNKNOWN, PageContent
 from ..layout import PageLayout
 from ..registry import CacheModel, ModelInputs, ResidentInputs
@@ -17,17 +17,18 @@ from ..units import CacheUnits, UnitFigures, unit_figures
 
 
 def figures(layout: PageLayout, content: PageContent, top: int = 10) -> UnitFigures:
-    """Page-content dedupe: one unit per content id (the zero page included); unknown pages alone."""
+    """Page-content dedupe: one unit per content id (the zero page included); unknown pages alone.
+    Holders are the distinct mappings the content ids were computed for."""
     ids = content.page_id
-    n = layout.n_inodes
-    page_version = np.repeat(np.arange(n), layout.npages)
+    distinct = content.mappings.layout
+    page_holder = np.repeat(np.arange(distinct.n_inodes), distinct.npages)
     known = ids != UNKNOWN
-    # ids are dense: a version maps unit ``id`` once per page, duplicates summed by the bincounts downstream
-    alone = group_sum(page_version[~known], np.ones(int((~known).sum()), I64), n)
-    version = page_version[known]
+    # a holder maps unit ``id`` once per page, duplicates summed by the bincounts downstream
+    alone = np.bincount(page_holder[~known], minlength=distinct.n_inodes)
     unit = ids[known]
-    return unit_figures("content_dedupe", layout, CacheUnits(version, unit, np.ones(len(unit), I64),
-                                                      np.ones(int(ids.max(initial=0)) + 1, I64), alone), top, content)
+    units = CacheUnits(page_holder[known], unit, np.ones(len(unit), I64), np.ones(int(ids.max(initial=0)) + 1, I64),
+                       alone, content.mappings.of_version)
+    return unit_figures("content_dedupe", layout, units, top, content)
 
 
 def _figures(inputs: ModelInputs) -> UnitFigures:
@@ -35,12 +36,14 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
 
 
 def _resident(inputs: ResidentInputs) -> int:
-    """Resident pages of known content once per content id; unknown ones each alone."""
-    layout = inputs.image.layout
-    ids = inputs.content.page_id
-    known = np.flatnonzero(ids != UNKNOWN)
-    version = np.repeat(np.arange(layout.n_inodes), layout.npages)[known]
-    runs = KeyRuns(version, known - layout.base[version], ids[known], np.ones(len(known), I64))
+    """Resident pages of known content once per content id; unknown ones each alone. Content ids are of
+    the distinct mappings (``PageContent``): each version's pages are its mapping's."""
+    layout, content = inputs.image.layout, inputs.content
+    version = np.repeat(np.arange(layout.n_inodes), layout.npages)
+    page = np.arange(len(version), dtype=I64) - layout.base[version]
+    ids = content.page_id[content.mappings.layout.base[content.mappings.of_version[version]] + page]
+    known = ids != UNKNOWN
+    runs = KeyRuns(version[known], page[known], ids[known], np.ones(int(known.sum()), I64))
     return inputs.result("per_inode").pages - inputs.image.saved_by(runs)
 
 

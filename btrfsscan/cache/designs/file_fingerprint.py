@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...arrays import I64, group_sum, prefix
+from ...arrays import I64, group_ids, prefix
 from ..content import UNKNOWN, PageContent
 from ..layout import PageLayout
 from ..registry import CacheModel, ModelInputs, ResidentInputs
@@ -17,18 +17,21 @@ from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_fi
 
 
 def fingerprint_units(layout: PageLayout, content: PageContent) -> CacheUnits:
-    """One unit per (i_size, content of every page); files with an unknown page alone."""
+    """One unit per (i_size, content of every page); files with an unknown page alone. Fingerprints are
+    compared once per distinct mapping."""
     ids = content.page_id
-    n = layout.n_inodes
-    page_version = np.repeat(np.arange(n), layout.npages)
-    known = group_sum(page_version, ids == UNKNOWN, n) == 0
-    starts = prefix(layout.npages + 1)
+    distinct = content.mappings.layout
+    n = distinct.n_inodes
+    known = np.bincount(np.repeat(np.arange(n), distinct.npages), ids == UNKNOWN, n) == 0
+    starts = prefix(distinct.npages + 1)
     values = np.empty(int(starts[-1]), I64)
-    values[starts[:-1]] = layout.size
+    values[starts[:-1]] = distinct.size
     body = np.ones(len(values), bool)
     body[starts[:-1]] = False
     values[body] = ids
-    return file_units(layout, starts, values, known)
+    fingerprint, _ = group_ids(starts, values)
+    of = content.mappings.of_version
+    return file_units(layout, fingerprint[of], known[of])
 
 
 def figures(layout: PageLayout, content: PageContent, top: int = 10) -> UnitFigures:

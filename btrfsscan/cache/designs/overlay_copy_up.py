@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...arrays import I64, prefix
+from ...arrays import I64, group_ids, prefix
 from ..layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
 from ..registry import CacheModel, ModelInputs, ResidentInputs
 from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_figures
@@ -60,8 +60,8 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
 def overlay_units(layout: PageLayout, inline_data: bool = True) -> CacheUnits:
     """One unit per (ino, i_size, mapping). ``inline_data=False`` where inline bytes are not in the input
     (a btrfs-image dump)."""
-    starts, values = overlay_mapping(layout, inline_data)
-    return file_units(layout, starts, values, np.ones(layout.n_inodes, bool))
+    ids, _ = group_ids(*overlay_mapping(layout, inline_data))
+    return file_units(layout, ids, np.ones(layout.n_inodes, bool))
 
 
 def figures(layout: PageLayout, top: int = 10, inline_data: bool = True) -> UnitFigures:
