@@ -11,7 +11,6 @@ or the Prometheus text format, or one self-contained HTML page (``--format html`
 
 from __future__ import annotations
 
-import sys
 from contextlib import ExitStack
 
 import click
@@ -20,7 +19,8 @@ from ..analysis.report import scan_report
 from ..cache.layout import PAGE_SIZES
 from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
-from .command import finish, images_argument, inputs, log_replay_option, options, output_alias, output_options, sample_option
+from .command import (finish, images_argument, inputs, log_replay_option, options, output_alias, output_options,
+                      progress_bar, sample_option)
 from .document import CommandOutput
 from .views.report import EVERY_FILE_ONCE, MODELS_TITLE, report_document
 
@@ -41,15 +41,6 @@ one self-contained page of charts (no network request when opened).
 
 #: ``--format html`` without ``--by-dir``: the treemap's depth.
 DEFAULT_HTML_DEPTH = 3
-
-
-def _progress(quiet: bool):
-    """The progress bar on stderr, only when that is a terminal (rich is imported only then)."""
-    if quiet or not sys.stderr.isatty():
-        return None
-    from .progress import ProgressBar
-
-    return ProgressBar()
 
 
 @click.command("report", help=REPORT_HELP)
@@ -95,7 +86,7 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
                                        workload=workload).report for fs in filesystems]
             lead, title = WORKING_SET, "Page cache of the working set"
         else:
-            progress = _progress(quiet)
+            progress = progress_bar(quiet)
             with progress or ExitStack():
                 reports = [scan_report(fs, page_size=int(page_size), top=top, progress=progress, by_dir=by_dir,
                                        read_data=read_data)
