@@ -59,7 +59,7 @@ from btrfsscan.model.filemap import build_file_map
 from btrfsscan.model.filesystem import Filesystem, open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.tables import FileTables
-from btrfsscan.analysis.files import file_map_of, listing, subvolume_list
+from btrfsscan.analysis.files import ListingTables, file_map_of, listing, scan_listing, subvolume_list
 from btrfsscan.present.views.files import ls_document, map_document, subvolumes_document
 
 HERE = Path(__file__).resolve().parent
@@ -339,6 +339,7 @@ class Opened:
     images: list[Path]
     fs: Filesystem
     tables: FileTables
+    listing_tables: ListingTables
     backrefs: BackrefKeys
     fiemap: dict
     listing: list
@@ -353,7 +354,7 @@ class Opened:
 
     def ls_entries(self) -> list[dict]:
         if self._ls is None:
-            self._ls = ls_document(listing(self.fs, ".", recursive=True, tables=self.tables)).json()["entries"]
+            self._ls = ls_document(listing(self.fs, ".", recursive=True, tables=self.listing_tables)).json()["entries"]
         return self._ls
 
     def map_docs(self) -> dict[str, dict]:
@@ -380,7 +381,7 @@ def fx(request) -> Opened:
     fs = open_filesystem(images)
     tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
     dump = directory / "expected" / "dump-tree.txt"
-    opened = Opened(request.param, directory, images, fs, tables, BackrefKeys(tables),
+    opened = Opened(request.param, directory, images, fs, tables, scan_listing(fs), BackrefKeys(tables),
                     load_expected(directory, "fiemap.json"), load_expected(directory, "listing.json"),
                     load_expected(directory, "subvolumes.json"), dump.read_text() if dump.exists() else None)
     yield opened
@@ -485,12 +486,12 @@ def test_ls_directory_and_file(fx: Opened):
         by_parent[parent].append(r["path"])
     dirs = [r["path"] for r in fx.listing if r["type"] == "dir"][:40]
     for d in dirs:
-        entries = listing(fx.fs, d, recursive=False, tables=fx.tables).entries
+        entries = listing(fx.fs, d, recursive=False, tables=fx.listing_tables).entries
         assert [e.path for e in entries] == by_parent.get(d, []), d
     files = [r for r in fx.listing if r["type"] != "dir"][:20]
     ls = {e["path"]: e for e in fx.ls_entries()}
     for r in files:
-        (entry,) = listing(fx.fs, r["path"], recursive=False, tables=fx.tables).entries
+        (entry,) = listing(fx.fs, r["path"], recursive=False, tables=fx.listing_tables).entries
         assert (entry.path, entry.inode, entry.extents, entry.shared_bytes) == (
             r["path"], r["st_ino"], ls[r["path"]]["extents"], ls[r["path"]]["shared_bytes"])
 

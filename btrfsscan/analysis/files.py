@@ -131,7 +131,7 @@ class Listing:
         return chain.from_iterable(self.batches)
 
 
-class _Walk:
+class _Rewalk:
     """An iterable that walks the listing each time it is iterated."""
 
     def __init__(self, walk: Callable[[], Iterator[list[Listed]]]) -> None:
@@ -182,7 +182,7 @@ def listing(fs: Filesystem, path: str | None = None, *, recursive: bool = False,
     first = lister.describe(start, rel)
     if first.type != "dir":
         return Listing(rel, recursive, ([first],), 1, _largest(fs, tables.leaves))
-    return Listing(rel, recursive, _Walk(walk), expected, _largest(fs, tables.leaves))
+    return Listing(rel, recursive, _Rewalk(walk), expected, _largest(fs, tables.leaves))
 
 
 @dataclass(frozen=True)

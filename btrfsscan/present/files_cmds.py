@@ -22,15 +22,15 @@ from .views.files import ls_document, map_document, subvolumes_document
 
 MAP_HELP = """Show the extent map of a regular file: where every byte lives.
 
-PATH is from the top-level subvolume (or from --subvol) and is always the
-last argument (with --sample, the only one; after `--`, the one argument
-there); --inode SUBVOL:INO names the file by inode instead (then give no
-PATH). One row per EXTENT_DATA
-item in file order, holes included (implicit NO_HOLES holes up to i_size
-too): file offset range, type (regular, inline, prealloc, hole),
-compression, the logical range it reads (for a compressed extent: the whole
-on-disk extent), and every device copy (#mirror, devid and physical
-offset), split at stripe boundaries.
+PATH is from the top-level subvolume (or from --subvol); --inode
+SUBVOL:INO names the file by inode instead (then every argument is an
+image). One row per EXTENT_DATA item in file order, holes included
+(implicit NO_HOLES holes up to i_size too): file offset range, type
+(regular, inline, prealloc, hole), compression, the logical range it reads
+(for a compressed extent: the whole on-disk extent), and every device copy
+(#mirror, devid and physical offset), split at stripe boundaries.
+
+""" + PATH_RULE + """
 
 \b
 refs      the data extent's reference count in the extent tree
@@ -88,8 +88,7 @@ as an empty directory, inode 2). Entries are written as they are listed
 (with --json still one document), with a progress bar on stderr when that
 is a terminal and the entries go elsewhere.
 
-\b
-""" + PATH_RULE.replace("\n", " ") + """
+""" + PATH_RULE + """
 
 \b
 inode, mode, links, size  from the INODE_ITEM (as stat shows them; a
