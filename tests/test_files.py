@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import run, validate_documents
 
 from btrfsscan.format.constants import FileExtentType
 from btrfsscan.model.filemap import build_file_map
@@ -476,6 +477,20 @@ def test_ls_matches_listing(fx: Opened):
     """ls -R --json lists exactly the entries find/lstat saw, in the same order."""
     check_listing(fx.ls_entries(), fx.listing)
     assert not fx.fs.warnings, fx.fs.warnings.messages()
+
+
+def test_cli_ls_streams_the_kernels_listing(fx: Opened):
+    """``ls -R --json`` through the CLI (entries written as they are listed): the entries find/lstat saw, in
+    order; the text form ends with their count."""
+    result = run("ls", "-R", "--json", *fx.images, "--")
+    assert result.exit_code == 0, result.stderr
+    (doc,) = validate_documents("ls", result.stdout)
+    check_listing(doc["entries"], fx.listing)
+    assert result.stdout.count("\n") == len(fx.listing) + 7  # one entry a line inside the indented document
+    text = run("ls", "-R", "--wide", *fx.images, "--")
+    assert text.exit_code == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[-1] == f"({len(fx.listing)} entries)" and len(lines) == len(fx.listing) + 6
 
 
 def test_ls_directory_and_file(fx: Opened):
