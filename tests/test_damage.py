@@ -217,7 +217,8 @@ def cli(paths: list[str], expect: str | None = None, *, commands=CLI_COMMANDS, e
     for args in commands:
         if args[0] not in main.commands:
             continue
-        result = runner.invoke(main, [*args, *paths], catch_exceptions=True)
+        ends = ["--"] if args[0] in ("ls", "map") else []  # several images: `--` ends them (no PATH)
+        result = runner.invoke(main, [*args, *paths, *ends], catch_exceptions=True)
         stderr = result.stderr.splitlines()
         name = " ".join(args)
         assert result.exception is None or isinstance(result.exception, SystemExit), (

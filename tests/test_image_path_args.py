@@ -115,6 +115,14 @@ def test_from_the_root_a_local_path_is_looked_up_in_the_image(subvols, monkeypat
     assert "not a btrfs" not in result.stderr
 
 
+def test_two_devices_without_dashes_read_the_last_as_the_path_and_say_so(raid1):
+    """``ls DEV1 DEV2``: DEV2 is the PATH (the rule has no exception for files that exist); the error recalls
+    the rule and ``--``."""
+    result = run("ls", *raid1)
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert "no such file or directory" in result.stderr and "end the images with --" in result.stderr
+
+
 def test_a_single_argument_is_the_image(subvols):
     assert _paths(subvols) == _children(_expected("subvols"), ".")
 

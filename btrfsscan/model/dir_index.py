@@ -26,6 +26,7 @@ from ..arrays import prefix, ranges
 from ..errors import CorruptionError, Warnings
 from ..format import fastparse
 from ..format.constants import ItemType
+from ..format.plausibility import dir_item_problem
 from ..tree.block import HEADER_SIZE, LeafBatch
 from ..tree.bulk import BulkReader
 from ..tree.reader import TreeReader
@@ -85,12 +86,24 @@ def parse_entries(batch: LeafBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     size = items["size"].astype(np.int64)
     rows = np.flatnonzero(items["key.type"] == _DIR_INDEX)
     head = batch.gather(rows, _DIR_ITEM.dtype)
-    name_len = head["name_len"].astype(np.int64)
-    bad = (size[rows] < _DIR_ITEM.size) | (name_len == 0) | (
-        name_len + head["data_len"].astype(np.int64) > size[rows] - _DIR_ITEM.size)
-    problems = [(int(batch.leaf[row]), f"DIR_INDEX {int(items['key.offset'][row])} of directory "
-                 f"{int(items['key.objectid'][row])}: its name does not fit the item, skipped")
-                for row in rows[bad].tolist()]
+    name_len, data_len = head["name_len"].astype(np.int64), head["data_len"].astype(np.int64)
+    room = size[rows] - _DIR_ITEM.size
+    past = (room < 0) | (name_len + data_len > room)
+    # ``plausibility.dir_item_problem`` once per distinct (name length, data length, type): few of them
+    combos, inverse = np.unique(np.stack((name_len, data_len, head["type"].astype(np.int64)), axis=1), axis=0,
+                                return_inverse=True)
+    said = [dir_item_problem(*combo) for combo in combos.tolist()]
+    suspect = ~past & np.array([s is not None for s in said], bool)[inverse.reshape(-1)] if len(rows) \
+        else np.zeros(0, bool)
+    problems = []
+    for n in np.flatnonzero(past | suspect).tolist():
+        row = int(rows[n])
+        where = f"directory {int(items['key.objectid'][row])} index {int(items['key.offset'][row])}"
+        what = (f"DIR_ITEM name ({int(name_len[n])} bytes) and data ({int(data_len[n])} bytes) run past its "
+                f"{int(size[row])}-byte item" if past[n]
+                else f"DIR_ITEM implausible: {said[int(inverse.reshape(-1)[n])]}")
+        problems.append((int(batch.leaf[row]), f"{what} ({where}), skipped"))
+    bad = past | suspect
     rows, head, name_len = rows[~bad], head[~bad], name_len[~bad]
     leaf = batch.leaf[rows]
     first = batch.start[leaf] + HEADER_SIZE + items["offset"][rows].astype(np.int64) + _DIR_ITEM.size

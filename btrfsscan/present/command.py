@@ -158,6 +158,15 @@ def images_and_path(args: tuple[str, ...], sample: bool, path: str) -> tuple[tup
     return images, found
 
 
+def path_hint(error: BtrfsScanError) -> BtrfsScanError:
+    """``error`` (a PATH not found in the image) with the rule recalled when the PATH was the last of several
+    arguments, not given after ``--``: the user may have meant it as one more image."""
+    if click.get_current_context().meta.get(_AFTER_DASHES) is not None:
+        return error
+    return type(error)(f"{error}; with several arguments the last is the PATH in the image: end the images "
+                       "with -- to give none")
+
+
 #: ``--sample``: the bundled sample image instead of IMAGE arguments.
 sample_option = click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
 

@@ -14,9 +14,10 @@ import click
 from ..analysis.files import file_map_of, listing, subvolume_list
 from ..analysis.refs import parse_inode_ref
 from ..model.listing import normalize_path
+from ..model.namespace import PathNotFound
 from ..names import argument_name
 from .command import (NO_PATH, PATH_OPTIONAL, PATH_REQUIRED, PATH_RULE, ImagesThenPath, finish, images_and_path, images_argument, inputs, log_replay_option,
-                      opened, output_options, progress_bar, sample_option)
+                      opened, output_options, path_hint, progress_bar, sample_option)
 from .document import CommandOutput
 from .views.files import ls_document, map_document, subvolumes_document
 
@@ -118,7 +119,10 @@ def ls_cmd(args, recursive, quiet, sample, log_replay, super_copy):
         progress = progress_bar(quiet, streamed=True)
         if progress is not None:
             stack.enter_context(progress)
-        result = listing(fs, normalize_path(argument_name(path or ".")), recursive=recursive, progress=progress)
+        try:
+            result = listing(fs, normalize_path(argument_name(path or ".")), recursive=recursive, progress=progress)
+        except PathNotFound as exc:
+            raise (path_hint(exc) if images and path is not None else exc) from None
         finish(CommandOutput("ls", (ls_document(result),), notes=tuple(fs.notes), late_warnings=fs.warnings.messages))
 
 
