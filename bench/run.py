@@ -1184,8 +1184,8 @@ def bench_ls(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
     js, text = results[labels["json"]], results[labels["text"]]
     if not js.get("failed"):
         lines += ["", f"ls -R --json: {js['median_s']:.2f} s (goal <= {LS_GOAL_S:.0f} s: "
-                      f"{verdict(js['median_s'] <= LS_GOAL_S, labels['json'])}), peak RSS {js['peak_rss_mib']:.0f} MiB "
-                      f"(goal <= {LS_GOAL_MIB:.0f} MiB: {verdict(js['peak_rss_mib'] <= LS_GOAL_MIB, labels['json'])})"]
+                      f"{'PASS' if js['median_s'] <= LS_GOAL_S else 'FAIL'}), peak RSS {js['peak_rss_mib']:.0f} MiB "
+                      f"(goal <= {LS_GOAL_MIB:.0f} MiB: {'PASS' if js['peak_rss_mib'] <= LS_GOAL_MIB else 'FAIL'})"]
         for key in ("dump", "find"):
             other = results.get(labels[key])
             if other and not other.get("failed"):
@@ -1194,7 +1194,7 @@ def bench_ls(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
         if not text.get("failed"):
             ratios["text_over_json"] = text["median_s"] / js["median_s"]
             lines.append(f"ls -R / ls -R --json: {ratios['text_over_json']:.2f} (goal <= {LS_TEXT_GOAL}: "
-                         f"{verdict(ratios['text_over_json'] <= LS_TEXT_GOAL, labels['text'])})")
+                         f"{'PASS' if ratios['text_over_json'] <= LS_TEXT_GOAL else 'FAIL'})")
         empty_run = results.get(labels["base"])
         if empty_run and not empty_run.get("failed"):
             above = (js["peak_rss_mib"] - empty_run["peak_rss_mib"]) * M
