@@ -68,7 +68,6 @@ _DIR_TYPE_MODES = {
     FileType.BLKDEV: stat.S_IFBLK, FileType.FIFO: stat.S_IFIFO, FileType.SOCK: stat.S_IFSOCK,
     FileType.SYMLINK: stat.S_IFLNK,
 }
-_S_IFMT = 0o170000
 #: Entries handed on together (``Lister.iter_batches``).
 BATCH = 4096
 #: Entry rows turned into Python values together, and how many such chunks a subvolume keeps: a bound on

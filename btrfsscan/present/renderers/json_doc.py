@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from json.encoder import py_encode_basestring
+from json.encoder import encode_basestring
 from typing import IO, Any
 
 from ..document import CommandOutput, Field, Section, json_record
 
 _INDENT = "    "
 
-try:  # the C escaper (what json.dumps(ensure_ascii=False) uses), else the pure-Python one
-    from _json import encode_basestring as _quote
-except ImportError:  # pragma: no cover - CPython always has it
-    _quote = py_encode_basestring
+#: A string as JSON text, non-ASCII kept (what ``json.dumps(ensure_ascii=False)`` does to a string; C).
+_quote = encode_basestring
 
 
 def valid_utf8(text: str) -> str:
