@@ -324,12 +324,13 @@ def opened(paths: list[str], super_copy: int | None = None, *, log_replay: bool 
 
 
 def _strict_error(messages: list[str]) -> StrictError:
+    """The warnings on stderr, and the error ``--strict`` ends with."""
     for message in messages:
         warn(message)
     return StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
 
 
-def _write(fmt: str, output: CommandOutput, target: str | None, write: Callable[[IO[str]], None]) -> None:
+def _write(target: str | None, write: Callable[[IO[str]], None]) -> None:
     """``write(stream)`` to the ``-o`` target (replaced only once complete) or to stdout."""
     if target:
         with open_output(target) as stream:
@@ -361,11 +362,11 @@ def finish(output: CommandOutput) -> NoReturn:
             if messages:
                 raise _strict_error(messages)
             spool.seek(0)
-            _write(opts.fmt, output, opts.target, lambda stream: shutil.copyfileobj(spool, stream))
+            _write(opts.target, lambda stream: shutil.copyfileobj(spool, stream))
     else:
         if opts.strict and output.warnings:
             raise _strict_error(list(output.warnings))
-        _write(opts.fmt, output, opts.target, lambda stream: render(opts.fmt, output, stream))
+        _write(opts.target, lambda stream: render(opts.fmt, output, stream))
         messages = list(output.all_warnings())
     for message in output.notes:
         note(message)
