@@ -217,7 +217,7 @@ def cli(paths: list[str], expect: str | None = None, *, commands=CLI_COMMANDS, e
     for args in commands:
         if args[0] not in main.commands:
             continue
-        ends = ["--"] if args[0] in ("ls", "map") else []  # several images: `--` ends them (no PATH)
+        ends = ["--"] if args[0] == "ls" else []  # several images and no PATH: `--` ends them
         result = runner.invoke(main, [*args, *paths, *ends], catch_exceptions=True)
         stderr = result.stderr.splitlines()
         name = " ".join(args)
