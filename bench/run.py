@@ -30,6 +30,7 @@ it; peak RSS and CPU time come from ``wait4`` in a tiny launcher (GNU
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import inspect
@@ -49,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -1068,45 +1070,48 @@ print(n)
 BASE_IMPORT_CODE = "import numpy, btrfsscan.analysis.live"
 
 
-def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
-    """``live`` (bench/live_probe.py: the collector and the working-set figures) against
-    ``find MNT -type f -print0 | xargs -0 fincore`` on the image mounted read-only, partly warm.
-
-    The image is attached read-only through a hard link outside the cache directory:
-    every bench run starts with ``cleanup_stale(cache)``, which would detach a loop device
-    backed by a file inside it while this one is timing.
-    """
-    work, facts = ensure_built(recipe, args.cache, args.rebuild)
-    image = work / facts["image"]
-    for dev in kernel.block_devices_with_fsid(facts["fsid"]):
-        raise SystemExit(f"{dev} already carries fsid {facts['fsid']}: not mounting a second copy")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-live-", dir="/var/tmp"))
+@contextlib.contextmanager
+def mounted_read_only(image: Path, fsid: str) -> Iterator[Path]:
+    """The image mounted ``ro,subvolid=5`` through a read-only loop device attached to a hard link outside
+    the cache directory: every bench run starts with ``cleanup_stale(cache)``, which would detach a loop
+    device backed by a file inside it while this one is timing. Unmounted and detached at the end."""
+    for dev in kernel.block_devices_with_fsid(fsid):
+        raise SystemExit(f"{dev} already carries fsid {fsid}: not mounting a second copy")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mount-", dir="/var/tmp"))
     link = tmp / "image.img"
     os.link(image, link)
     try:
         loop = kernel.capture(["losetup", "-r", "-f", "--show", os.fspath(link)]).strip()
         try:
             with kernel.mounted(loop, "ro,subvolid=5") as mnt:
-                log(f"warming every {args.live_warm_every}th file of {mnt}")
-                warm = subprocess.run([sys.executable, "-c", LIVE_WARM_CODE, os.fspath(mnt),
-                                       str(args.live_warm_every)], capture_output=True, text=True, check=True)
-                probe = [sys.executable, os.fspath(HERE / "live_probe.py"), os.fspath(mnt)]
-                figures = json.loads(subprocess.run(probe, capture_output=True, text=True, check=True,
-                                                    env={**CHILD_ENV, "PYTHONPATH": os.fspath(REPO)}).stdout)
-                commands = [
-                    ("find MNT -type f -print0 | xargs -0 fincore", ["sh", "-c", f"find {shlex.quote(os.fspath(mnt))} "
-                     "-type f -print0 | xargs -0 fincore > /dev/null"], {0}),
-                    ("live (collect + working-set figures)", probe, {0}),
-                    ("python + numpy + live imports (the fixed base)", [sys.executable, "-c", BASE_IMPORT_CODE], {0}),
-                ]
-                log(f"timing live on {mnt}: median of {args.repeat}")
-                CHILD_ENV["PYTHONPATH"] = os.fspath(REPO)
-                results = time_commands(commands, args.repeat, args.timeout)
+                yield mnt
         finally:
             kernel.run(["losetup", "-d", loop], check=False)
     finally:
         link.unlink()
         tmp.rmdir()
+
+
+def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
+    """``live`` (bench/live_probe.py: the collector and the working-set figures) against
+    ``find MNT -type f -print0 | xargs -0 fincore`` on the image mounted read-only, partly warm."""
+    work, facts = ensure_built(recipe, args.cache, args.rebuild)
+    with mounted_read_only(work / facts["image"], facts["fsid"]) as mnt:
+        log(f"warming every {args.live_warm_every}th file of {mnt}")
+        warm = subprocess.run([sys.executable, "-c", LIVE_WARM_CODE, os.fspath(mnt),
+                               str(args.live_warm_every)], capture_output=True, text=True, check=True)
+        probe = [sys.executable, os.fspath(HERE / "live_probe.py"), os.fspath(mnt)]
+        figures = json.loads(subprocess.run(probe, capture_output=True, text=True, check=True,
+                                            env={**CHILD_ENV, "PYTHONPATH": os.fspath(REPO)}).stdout)
+        commands = [
+            ("find MNT -type f -print0 | xargs -0 fincore", ["sh", "-c", f"find {shlex.quote(os.fspath(mnt))} "
+             "-type f -print0 | xargs -0 fincore > /dev/null"], {0}),
+            ("live (collect + working-set figures)", probe, {0}),
+            ("python + numpy + live imports (the fixed base)", [sys.executable, "-c", BASE_IMPORT_CODE], {0}),
+        ]
+        log(f"timing live on {mnt}: median of {args.repeat}")
+        CHILD_ENV["PYTHONPATH"] = os.fspath(REPO)
+        results = time_commands(commands, args.repeat, args.timeout)
     rows = []
     for label, _argv, _acc in commands:
         r = results[label]
@@ -1130,6 +1135,78 @@ def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
                   f"live (peak RSS - base) / file: {ratios['live_rss_bytes_per_file_above_base']:.0f} bytes "
                   f"(goal <= 200: {'PASS' if ratios['live_rss_bytes_per_file_above_base'] <= 200 else 'FAIL'})"]
     return {"size": recipe.name, "figures": figures, "results": results, "ratios": ratios}, lines
+#: ``ls``'s goals on large (issue 13): ``ls -R --json`` at most this long and this large, the text form at
+#: most this many times the JSON form's time.
+LS_GOAL_S, LS_GOAL_MIB, LS_TEXT_GOAL = 20.0, 600.0, 1.5
+
+
+def bench_ls(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
+    """``ls -R --json`` and ``ls -R`` (every entry of every subvolume, streamed) against ``find`` on the image
+    mounted read-only (lstat of every entry, printing what ``ls -li`` shows) and ``dump-tree``; peak RSS per
+    entry and against the metadata, and on an empty filesystem (the fixed base)."""
+    work, facts = ensure_built(recipe, args.cache, args.rebuild)
+    image = os.fspath(work / facts["image"])
+    base, _ = btrfsscan_prefix(None, ("ls",))
+    if not base:
+        raise SystemExit("btrfsscan ls is not available")
+    base = base[:-2]  # without the fallback's -R --json
+    empty = empty_image(args.cache)
+    labels = {"json": "btrfsscan ls -R --json", "text": "btrfsscan ls -R", "base": "ls -R --json on an empty "
+              "filesystem (the fixed base)", "find": "find MNT -printf '%i %M %n %s %p' (mounted, ro)",
+              "dump": "btrfs inspect-internal dump-tree"}
+    commands = [(labels["json"], base + ["-R", "--json", image], {0, 1}),
+                (labels["text"], base + ["-R", image], {0, 1})]
+    if empty is not None:
+        commands.append((labels["base"], base + ["-R", "--json", os.fspath(empty)], {0, 1}))
+    commands.append((labels["dump"], ["btrfs", "inspect-internal", "dump-tree", image], {0}))
+    with contextlib.ExitStack() as stack:
+        entries = None
+        if os.geteuid() == 0:
+            mnt = os.fspath(stack.enter_context(mounted_read_only(Path(image), facts["fsid"])))
+            found = subprocess.run(["find", mnt, "-printf", "x"], capture_output=True, check=True).stdout
+            entries = len(found)
+            commands.append((labels["find"], ["sh", "-c", f"find {shlex.quote(mnt)} -printf '%i %M %n %s %p\\n' "
+                                                          "> /dev/null"], {0}))
+        else:
+            log("not root: find on the mounted image is left out")
+        log(f"timing ls on {image}: median of {args.repeat}, warm page cache")
+        results = time_commands(commands, args.repeat, args.timeout)
+    rows = [[label, f"{r['median_s']:.2f}", f"{r['min_s']:.2f} / {r['max_s']:.2f}", f"{r['cpu_median_s']:.2f}",
+             f"{r['peak_rss_mib']:.1f}"] if not r.get("failed") else [label, "FAILED", f"exit {r['exit_code']}", "", ""]
+            for label, r in ((label, results[label]) for label, _, _ in commands)]
+    meta = facts["df"]["Metadata"]["used"]
+    lines = [f"== ls on {recipe.name}: {image}",
+             f"entries: {fmt_int(entries) if entries else '?'} (find on the mounted image); metadata "
+             f"{fmt_mib(meta)} used", *machine_lines(mi), ""]
+    lines += table([f"command (median of {args.repeat})", "median s", "min / max s", "cpu s", "peak RSS MiB"],
+                   rows, {1, 2, 3, 4})
+    ratios: dict = {}
+    js, text = results[labels["json"]], results[labels["text"]]
+    if not js.get("failed"):
+        lines += ["", f"ls -R --json: {js['median_s']:.2f} s (goal <= {LS_GOAL_S:.0f} s: "
+                      f"{'PASS' if js['median_s'] <= LS_GOAL_S else 'FAIL'}), peak RSS {js['peak_rss_mib']:.0f} MiB "
+                      f"(goal <= {LS_GOAL_MIB:.0f} MiB: {'PASS' if js['peak_rss_mib'] <= LS_GOAL_MIB else 'FAIL'})"]
+        for key in ("dump", "find"):
+            other = results.get(labels[key])
+            if other and not other.get("failed"):
+                ratios[f"json_over_{key}"] = js["median_s"] / other["median_s"]
+                lines.append(f"ls -R --json / {labels[key].split(' (')[0]}: {ratios[f'json_over_{key}']:.2f}")
+        if not text.get("failed"):
+            ratios["text_over_json"] = text["median_s"] / js["median_s"]
+            lines.append(f"ls -R / ls -R --json: {ratios['text_over_json']:.2f} (goal <= {LS_TEXT_GOAL}: "
+                         f"{'PASS' if ratios['text_over_json'] <= LS_TEXT_GOAL else 'FAIL'})")
+        empty_run = results.get(labels["base"])
+        if empty_run and not empty_run.get("failed"):
+            above = (js["peak_rss_mib"] - empty_run["peak_rss_mib"]) * M
+            ratios["rss_above_base_over_metadata"] = above / meta
+            lines.append(f"(peak RSS - base {empty_run['peak_rss_mib']:.0f} MiB) / metadata used: "
+                         f"{ratios['rss_above_base_over_metadata']:.2f}")
+            if entries:
+                ratios["rss_bytes_per_entry_above_base"] = above / entries
+                lines.append(f"(peak RSS - base) / entry: {ratios['rss_bytes_per_entry_above_base']:.0f} bytes")
+    return {"size": recipe.name, "entries": entries, "results": results, "ratios": ratios}, lines
+
+
 DD_CODE = r"""
 import subprocess, sys
 image = sys.argv[1]
@@ -1262,6 +1339,9 @@ def main(argv: list[str] | None = None) -> int:
                          "--size image mounted read-only (needs root)")
     ap.add_argument("--live-warm-every", type=int, default=10, metavar="N",
                     help="with --live, read every Nth file first: a partly warm cache (default 10)")
+    ap.add_argument("--ls", action="store_true",
+                    help="instead of report: time `ls -R --json` and `ls -R` on each --size image against find on "
+                         "it mounted read-only (needs root for find) and dump-tree")
     ap.add_argument("--designs", action="store_true",
                     help="with --size: also time the content designs (checksum tree, --read-data) and dd")
     args = ap.parse_args(argv)
@@ -1291,6 +1371,9 @@ def main(argv: list[str] | None = None) -> int:
             out["series"] = res
         elif args.live:
             res, lines = bench_live(r, args, mi)
+            out["sizes"][r.name] = res
+        elif args.ls:
+            res, lines = bench_ls(r, args, mi)
             out["sizes"][r.name] = res
         else:
             res, lines = bench_size(r, args, mi)

@@ -19,15 +19,31 @@ def raw_name(name: str | bytes) -> bytes:
 
 def name_text(name: str | bytes | None) -> str | None:
     """``name`` as valid UTF-8 text, bytes that are not UTF-8 as U+FFFD."""
+    if isinstance(name, str) and name.isascii():  # the common case, millions of times in a listing
+        return name
     return None if name is None else raw_name(name).decode("utf-8", "replace")
 
 
 def name_base64(name: str | bytes | None) -> str | None:
     """The raw bytes of ``name`` in base64 when :func:`name_text` is not exactly them, else None."""
-    if name is None:
+    if name is None or isinstance(name, str) and name.isascii():
         return None
     raw = raw_name(name)
     return None if name_text(raw).encode("utf-8") == raw else base64.b64encode(raw).decode("ascii")
+
+
+def name_texts(names: list[str | bytes | None]) -> list[str | None]:
+    """:func:`name_text` of each of ``names`` (at once when they are all ASCII text, as most are)."""
+    if set(map(type, names)) <= {str} and "".join(names).isascii():
+        return names
+    return list(map(name_text, names))
+
+
+def names_base64(names: list[str | bytes | None]) -> list[str | None]:
+    """:func:`name_base64` of each of ``names`` (at once when they are all ASCII text, as most are)."""
+    if set(map(type, names)) <= {str} and "".join(names).isascii():
+        return [None] * len(names)
+    return list(map(name_base64, names))
 
 
 def name_fields(name: str | bytes, key: str = "path") -> dict[str, str]:

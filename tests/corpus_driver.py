@@ -93,7 +93,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
 
     Opens the filesystem (chunk tree), reads the subvolumes, scans every live fs
     tree into FileTables (``FileScanner``), lists the namespace recursively from
-    the top level (``Lister.iter_listing``, what ``ls -R`` runs), builds the
+    the top level (``analysis.files.listing``, what ``ls -R`` runs), builds the
     file maps of the first regular inodes (``map``), parses the extent tree and
     builds the page-cache report (``analysis.report.scan_report``: the cache models
     and ``cache.report``).  A step that raises ``BtrfsScanError`` ends the steps
@@ -107,7 +107,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
     from btrfsscan.model.filemap import build_file_map
     from btrfsscan.model.filesystem import open_filesystem
     from btrfsscan.model.fs_tree import FileScanner
-    from btrfsscan.model.listing import InodeSummary, Lister
+    from btrfsscan.analysis.files import listing as list_entries
     from btrfsscan.tree.walk import iter_items
 
     limits = {**PIPELINE_LIMITS, **(limits or {})}
@@ -128,9 +128,8 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
         steps[name] = "partial" if len(fs.warnings.items) + fs.warnings.dropped > before else "ok"
         return value
 
-    def listing(tables):
-        lister = Lister(fs, InodeSummary(tables))
-        for _listed, _ in zip(lister.iter_listing(), range(limits["entries"])):
+    def listing():
+        for _listed, _ in zip(list_entries(fs, ".", recursive=True).entries, range(limits["entries"])):
             pass
 
     def file_maps(tables):
@@ -153,7 +152,7 @@ def model_pipeline(paths: list[str], limits: dict | None = None) -> dict:
         if subvols is not None:
             tables = step("scan", lambda: FileScanner(fs.reader, fs.warnings).scan(subvols.live()))
             if tables is not None:
-                step("ls", lambda: listing(tables))
+                step("ls", listing)
                 step("filemap", lambda: file_maps(tables))
         step("extents", extent_tree)
         if subvols is not None:

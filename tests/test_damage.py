@@ -217,7 +217,8 @@ def cli(paths: list[str], expect: str | None = None, *, commands=CLI_COMMANDS, e
     for args in commands:
         if args[0] not in main.commands:
             continue
-        result = runner.invoke(main, [*args, *paths], catch_exceptions=True)
+        ends = ["--"] if args[0] == "ls" else []  # several images and no PATH: `--` ends them
+        result = runner.invoke(main, [*args, *paths, *ends], catch_exceptions=True)
         stderr = result.stderr.splitlines()
         name = " ".join(args)
         assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -257,6 +258,27 @@ def test_checksum_mismatch_on_every_copy_of_a_leaf_is_partial(victim):
     assert any(f"tree block {leaf.bytenr}: copy 1: checksum mismatch; copy 2: checksum mismatch" in w
                and "subtree skipped" in w for w in result["warnings"]), result["warnings"]
     cli(v.paths, f"tree block {leaf.bytenr}", commands=[["ls", "-R", "--json"], ["report", "--json"]], exits=(1,))
+
+
+def test_streamed_ls_with_warnings_ends_partial_and_strict_writes_nothing(victim, tmp_path):
+    """``ls -R`` writes its entries while it finds the damage: the JSON still ends with the warnings (partial);
+    with --strict nothing reaches stdout or the -o file."""
+    from support import run, validate_documents
+
+    v = victim()
+    leaf = v.leaves(ObjectId.FS_TREE)[3]
+    v.edit_block(leaf.bytenr, lambda b: b.__setitem__(200, b[200] ^ 0xFF), recsum=False)
+    result = run("ls", "-R", "--json", *v.paths, "--")
+    assert result.exit_code == 1
+    (doc,) = validate_documents("ls", result.stdout)
+    assert doc["partial"] is True and any(f"tree block {leaf.bytenr}" in w for w in doc["warnings"])
+    assert doc["entries"] and doc["entries"][0]["path"] == "."
+    strict = run("ls", "-R", "--json", "--strict", *v.paths, "--")
+    assert strict.exit_code == 2 and strict.stdout == "" and "--strict" in strict.stderr.splitlines()[-1]
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "listing.txt"
+    strict = run("ls", "-R", "--strict", "-o", target, *v.paths, "--")
+    assert strict.exit_code == 2 and list(target.parent.iterdir()) == []  # no temporary file left either
 
 
 def test_checksum_mismatch_on_every_copy_of_the_root_tree_is_an_error(victim):

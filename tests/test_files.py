@@ -49,13 +49,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import run, validate_documents
 
 from btrfsscan.format.constants import FileExtentType
 from btrfsscan.model.filemap import build_file_map
 from btrfsscan.model.filesystem import Filesystem, open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.tables import FileTables
-from btrfsscan.analysis.files import file_map_of, listing, subvolume_list
+from btrfsscan.analysis.files import ListingTables, file_map_of, listing, scan_listing, subvolume_list
 from btrfsscan.present.views.files import ls_document, map_document, subvolumes_document
 
 HERE = Path(__file__).resolve().parent
@@ -338,6 +339,7 @@ class Opened:
     images: list[Path]
     fs: Filesystem
     tables: FileTables
+    listing_tables: ListingTables
     fiemap: dict
     listing: list
     subvolumes: list
@@ -351,7 +353,7 @@ class Opened:
 
     def ls_entries(self) -> list[dict]:
         if self._ls is None:
-            self._ls = ls_document(listing(self.fs, ".", recursive=True, tables=self.tables)).json()["entries"]
+            self._ls = ls_document(listing(self.fs, ".", recursive=True, tables=self.listing_tables)).json()["entries"]
         return self._ls
 
     def map_docs(self) -> dict[str, dict]:
@@ -378,7 +380,7 @@ def fx(request) -> Opened:
     fs = open_filesystem(images)
     tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
     dump = directory / "expected" / "dump-tree.txt"
-    opened = Opened(request.param, directory, images, fs, tables,
+    opened = Opened(request.param, directory, images, fs, tables, scan_listing(fs),
                     load_expected(directory, "fiemap.json"), load_expected(directory, "listing.json"),
                     load_expected(directory, "subvolumes.json"), dump.read_text() if dump.exists() else None)
     yield opened
@@ -476,6 +478,20 @@ def test_ls_matches_listing(fx: Opened):
     assert not fx.fs.warnings, fx.fs.warnings.messages()
 
 
+def test_cli_ls_streams_the_kernels_listing(fx: Opened):
+    """``ls -R --json`` through the CLI (entries written as they are listed): the entries find/lstat saw, in
+    order; the text form ends with their count."""
+    result = run("ls", "-R", "--json", *fx.images, "--")
+    assert result.exit_code == 0, result.stderr
+    (doc,) = validate_documents("ls", result.stdout)
+    check_listing(doc["entries"], fx.listing)
+    assert result.stdout.count("\n") == len(fx.listing) + 7  # one entry a line inside the indented document
+    text = run("ls", "-R", "--wide", *fx.images, "--")
+    assert text.exit_code == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[-1] == f"({len(fx.listing)} entries)" and len(lines) == len(fx.listing) + 6
+
+
 def test_ls_directory_and_file(fx: Opened):
     """ls PATH (no -R): a directory's entries, or the file itself."""
     by_parent = defaultdict(list)
@@ -484,12 +500,12 @@ def test_ls_directory_and_file(fx: Opened):
         by_parent[parent].append(r["path"])
     dirs = [r["path"] for r in fx.listing if r["type"] == "dir"][:40]
     for d in dirs:
-        entries = listing(fx.fs, d, recursive=False, tables=fx.tables).entries
+        entries = listing(fx.fs, d, recursive=False, tables=fx.listing_tables).entries
         assert [e.path for e in entries] == by_parent.get(d, []), d
     files = [r for r in fx.listing if r["type"] != "dir"][:20]
     ls = {e["path"]: e for e in fx.ls_entries()}
     for r in files:
-        (entry,) = listing(fx.fs, r["path"], recursive=False, tables=fx.tables).entries
+        (entry,) = listing(fx.fs, r["path"], recursive=False, tables=fx.listing_tables).entries
         assert (entry.path, entry.inode, entry.extents, entry.shared_bytes) == (
             r["path"], r["st_ino"], ls[r["path"]]["extents"], ls[r["path"]]["shared_bytes"])
 

@@ -25,17 +25,20 @@ from ..format.constants import FileExtentType
 MAX_REFERENCED_END = 1 << 31
 
 
-def shared_bytes(extents: np.ndarray) -> np.ndarray:
+def shared_bytes(extents: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
     """Per row of ``extents`` (``tables.EXTENT_DTYPE``): the bytes it maps that another row also maps
-    (0 for holes and inline extents, and for the only reference to an extent)."""
+    (0 for holes and inline extents, and for the only reference to an extent). ``weight``: how many
+    references each row stands for (a row of a leaf several subvolumes hold; default 1): a row standing for
+    two or more shares all its bytes."""
     out = np.zeros(len(extents), np.uint64)
+    weight = np.ones(len(extents), np.int64) if weight is None else np.asarray(weight, np.int64)
     rows = np.flatnonzero((extents["type"] != FileExtentType.INLINE) & (extents["disk_bytenr"] != 0))
     order = np.argsort(extents["disk_bytenr"][rows], kind="stable")
     rows = rows[order]
     bytenr = extents["disk_bytenr"][rows]
     first_of = np.flatnonzero(np.concatenate(([True], bytenr[1:] != bytenr[:-1]))) if len(rows) else rows
     refs = np.diff(np.append(first_of, len(rows)))
-    several = refs > 1  # an extent referenced once shares nothing
+    several = (np.add.reduceat(weight[rows], first_of) > 1) if len(rows) else refs > 1  # once: shares nothing
     rows = rows[np.repeat(several, refs)]
     if len(rows) == 0:
         return out
@@ -50,7 +53,8 @@ def shared_bytes(extents: np.ndarray) -> np.ndarray:
     start, end = base + start, base + end
     points = np.unique(np.concatenate((start, end)))
     first, last = np.searchsorted(points, start), np.searchsorted(points, end)
-    change = np.bincount(first, minlength=len(points)) - np.bincount(last, minlength=len(points))
+    w = weight[rows]
+    change = np.bincount(first, w, minlength=len(points)) - np.bincount(last, w, minlength=len(points))
     covered_twice = np.cumsum(change)[:-1] >= 2
     running = np.concatenate(([0], np.cumsum(np.where(covered_twice, np.diff(points), 0))))
     out[rows] = (running[last] - running[first]).astype(np.uint64)

@@ -141,8 +141,12 @@ class Namespace:
         return entries
 
     def _entry(self, sub: Subvolume, dir_ino: int, item: DirItem) -> Entry:
-        name = item.name.decode("utf-8", "surrogateescape")
         oid, ktype, _ = item.location
+        return self.resolve(sub, dir_ino, item.name.decode("utf-8", "surrogateescape"), oid, ktype, item.type)
+
+    def resolve(self, sub: Subvolume, dir_ino: int, name: str, oid: int, ktype: int, ftype: int) -> Entry:
+        """The entry ``name`` of directory ``dir_ino`` whose location key is (``oid``, ``ktype``): a ROOT_ITEM
+        leads into subvolume ``oid`` only when its ROOT_BACKREF links it exactly there."""
         if ktype == ItemType.ROOT_ITEM:
             child = self.subvols.get(oid)
             linked = (
@@ -150,10 +154,10 @@ class Namespace:
                 and child.dirid == dir_ino and child.name == name
             )
             if linked:
-                return Entry(oid, ROOT_DIR_INO, name, FileType.DIR, subvol_link=oid)
+                return Entry(oid, int(ROOT_DIR_INO), name, FileType.DIR, subvol_link=oid)
             # A nested subvolume a snapshot did not take: an empty directory placeholder.
             return Entry(sub.id, EMPTY_SUBVOL_DIR_INO, name, FileType.DIR)
-        return Entry(sub.id, oid, name, item.type)
+        return Entry(sub.id, oid, name, ftype)
 
     def child(self, sub: Subvolume, dir_ino: int, name: str) -> Entry | None:
         """The entry ``name`` of a directory, found by its DIR_ITEM name hash."""

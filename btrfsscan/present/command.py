@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -41,6 +43,7 @@ from .units import one_line
 
 if TYPE_CHECKING:
     from ..model.filesystem import Filesystem
+    from .progress import ProgressBar
 
 SAMPLE_IMAGE = "sample.img.xz"
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -100,6 +103,69 @@ NUMBER = NumberType()
 #: IMAGE... arguments: plain strings; opening them reports a directory or a
 #: missing file as one error line, not a usage message.
 images_argument = click.argument("images", nargs=-1, metavar="IMAGE...")
+
+_AFTER_DASHES = "btrfsscan.after_dashes"
+
+#: How ``ls`` and ``map`` read IMAGE... [PATH], for their help: a rule on the command line alone.
+PATH_RULE = """The meaning of the arguments never depends on which files exist on this
+machine: with two or more arguments the last is the PATH in the image
+(with --sample, the only argument is); `--` ends the images explicitly, so
+`IMAGE... -- PATH` names the path and `IMAGE... --` gives none (a
+filesystem of several devices: `ls DEV1 DEV2 --`, or `/` as PATH)."""
+
+
+class ImagesThenPath(click.Command):
+    """A command taking ``IMAGE... [PATH]``: it remembers how many arguments followed ``--`` (click drops the
+    ``--`` itself), for ``images_and_path``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {name for p in self.params if isinstance(p, click.Option) and not p.is_flag and not p.count
+                       for name in p.opts + p.secondary_opts}
+        marker = next((n for n, a in enumerate(args) if a == "--" and (n == 0 or args[n - 1] not in takes_value)),
+                      None)
+        if marker is not None:
+            ctx.meta[_AFTER_DASHES] = len(args) - marker - 1
+        return super().parse_args(ctx, args)
+
+
+#: Whether a command's IMAGE... arguments end with a PATH (``images_and_path``).
+PATH_REQUIRED, PATH_OPTIONAL, NO_PATH = "required", "optional", "none"
+
+
+def images_and_path(args: tuple[str, ...], sample: bool, path: str) -> tuple[tuple[str, ...], str | None]:
+    """Split ``IMAGE... [PATH]`` by ``PATH_RULE`` (``path``: ``PATH_REQUIRED``, ``PATH_OPTIONAL`` or
+    ``NO_PATH``, when every argument is an image): the images and the PATH in the image (None: none)."""
+    after = click.get_current_context().meta.get(_AFTER_DASHES)
+    if after is not None:
+        images, rest = args[:len(args) - after], args[len(args) - after:]
+        if len(rest) > (0 if path == NO_PATH else 1):
+            raise click.UsageError(f"give at most one PATH after --, not {len(rest)}" if path != NO_PATH
+                                   else "give no PATH with --inode")
+        found = rest[0] if rest else None
+    elif path == NO_PATH:
+        images, found = args, None
+    elif sample:
+        if len(args) > 1:
+            raise click.UsageError("with --sample give at most one argument, the PATH")
+        images, found = (), (args[0] if args else None)
+    elif len(args) >= 2:
+        images, found = args[:-1], args[-1]
+    else:
+        images, found = args, None
+    if found is None and path == PATH_REQUIRED:
+        raise click.UsageError("give IMAGE... PATH: the last argument is the file's path in the image "
+                               "(or --inode SUBVOL:INO instead of PATH)")
+    return images, found
+
+
+def path_hint(error: BtrfsScanError) -> BtrfsScanError:
+    """``error`` (a PATH not found in the image) with the rule recalled when the PATH was the last of several
+    arguments, not given after ``--``: the user may have meant it as one more image."""
+    if click.get_current_context().meta.get(_AFTER_DASHES) is not None:
+        return error
+    return type(error)(f"{error}; with several arguments the last is the PATH in the image: end the images "
+                       "with -- to give none")
+
 
 #: ``--sample``: the bundled sample image instead of IMAGE arguments.
 sample_option = click.option("--sample", is_flag=True, help="Use the bundled sample image instead of IMAGE arguments.")
@@ -198,6 +264,16 @@ def output_alias(option: str, fmt: str, target: str) -> None:
     ctx.meta[_OPTIONS] = OutputOptions(fmt, target, opts.strict, True)
 
 
+def progress_bar(quiet: bool, *, streamed: bool = False) -> ProgressBar | None:
+    """The progress bar on stderr, only when that is a terminal (rich is imported only then); ``streamed``: the
+    result is written while the bar would run, so not when it goes to a terminal too."""
+    if quiet or not sys.stderr.isatty() or (streamed and not options().target and sys.stdout.isatty()):
+        return None
+    from .progress import ProgressBar
+
+    return ProgressBar()
+
+
 # --- inputs -------------------------------------------------------------------------
 
 
@@ -247,27 +323,51 @@ def opened(paths: list[str], super_copy: int | None = None, *, log_replay: bool 
 # --- the output pipeline --------------------------------------------------------------
 
 
+def _strict_error(messages: list[str]) -> StrictError:
+    """The warnings on stderr, and the error ``--strict`` ends with."""
+    for message in messages:
+        warn(message)
+    return StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
+
+
+def _write(target: str | None, write: Callable[[IO[str]], None]) -> None:
+    """``write(stream)`` to the ``-o`` target (replaced only once complete) or to stdout."""
+    if target:
+        with open_output(target) as stream:
+            write(stream)
+        return
+    try:
+        write(sys.stdout)
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, inside the CLI's handlers
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        silence_stdout()
+        raise OutputError(f"cannot write the result to stdout: {exc.strerror or exc}") from None
+
+
 def finish(output: CommandOutput) -> NoReturn:
-    """Write ``output`` as the options say (or raise the strict error) and leave with the exit code."""
+    """Write ``output`` as the options say (or raise the strict error) and leave with the exit code.
+
+    A streamed output (``CommandOutput.streamed``) is written as it is made;
+    with ``--strict`` it is made into a temporary file first and copied to
+    its target only when no warning came, so nothing is written then either.
+    """
     opts = options()
     output = replace(output, wide=opts.wide)
-    messages = list(output.warnings)
-    if opts.strict and messages:
-        for message in messages:
-            warn(message)
-        raise StrictError(f"{len(messages)} warning(s) and --strict was given; no result written")
-    if opts.target:
-        with open_output(opts.target) as stream:
-            render(opts.fmt, output, stream)
+    if opts.strict and output.streamed:
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+            render(opts.fmt, output, spool)
+            messages = list(output.all_warnings())
+            if messages:
+                raise _strict_error(messages)
+            spool.seek(0)
+            _write(opts.target, lambda stream: shutil.copyfileobj(spool, stream))
     else:
-        try:
-            render(opts.fmt, output, sys.stdout)
-            sys.stdout.flush()  # a closed pipe or a full disk shows here, inside the CLI's handlers
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            silence_stdout()
-            raise OutputError(f"cannot write the result to stdout: {exc.strerror or exc}") from None
+        if opts.strict and output.warnings:
+            raise _strict_error(list(output.warnings))
+        _write(opts.target, lambda stream: render(opts.fmt, output, stream))
+        messages = list(output.all_warnings())
     for message in output.notes:
         note(message)
     for message in messages:

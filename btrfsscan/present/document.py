@@ -15,11 +15,11 @@ apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..names import name_base64, name_text
+from ..names import name_base64, name_text, name_texts, names_base64
 from .contract import schema_version
 from .units import plain, printable
 
@@ -50,6 +50,7 @@ class Field:
     fit: str = KEEP
     drop: int = 0  # tables: 0 always shown; else left out when the table is too wide, the highest first
     optional: bool = False  # JSON: the key is left out when its value is None
+    encode_all: Callable[[list[Any]], list[Any]] | None = None  # ``encode`` of many values at once (streams)
 
     def cell(self, obj: Any) -> Cell:
         raw = self.get(obj)
@@ -85,8 +86,8 @@ def _json_object(values: Iterable[tuple[Field, Any]]) -> dict[str, Any]:
 def name_fields(key: str, label: str | None, get: Callable[[Any], Any], **table: Any) -> tuple[Field, Field]:
     """A name or path (bytes on disk): valid UTF-8 text in JSON (U+FFFD for bytes that are not UTF-8) with the
     exact bytes in ``{key}_bytes`` (base64) whenever the text is not exactly them; escaped in tables."""
-    return (Field(key, label, get, show=printable, encode=name_text, **table),
-            Field(f"{key}_bytes", None, get, encode=name_base64, optional=True))
+    return (Field(key, label, get, show=printable, encode=name_text, encode_all=name_texts, **table),
+            Field(f"{key}_bytes", None, get, encode=name_base64, encode_all=names_base64, optional=True))
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,14 @@ class Section:
     ``parent`` field indexes, None: a top node; records depth first).
     ``json=False`` keeps it out of the JSON document, ``table=False`` out of
     the tables.
+
+    A *streamed* section (``streamed_section``) has no ``records`` but a
+    ``stream`` of lists of objects described by ``fields``, made while they
+    are written (a listing of millions of entries is never held): a JSON list
+    written one object a line, a table whose column widths (``widths``, by
+    field key: the widest text each column can have; the last column needs
+    none) are known before its first row, ended by the line ``tally`` makes of
+    the number of records.
     """
 
     key: str | None
@@ -140,8 +149,13 @@ class Section:
     columns: tuple[str, ...] | None = None
     json: bool = True
     table: bool = True
+    stream: Iterable[Any] | None = None
+    widths: Mapping[str, int] | None = None
+    tally: Callable[[int], str] | None = None
 
     def json_value(self) -> Any:
+        if self.stream is not None:
+            return [json_record(self.fields, obj) for batch in self.stream for obj in batch]
         if self.many:
             return [record.json() for record in self.records]
         return self.records[0].json() if self.records else None
@@ -164,6 +178,15 @@ def section(key: str | None, title: str, fields: Sequence[Field], objects: Itera
                    tuple(columns) if columns is not None else None, json, table)
 
 
+def streamed_section(key: str, title: str, fields: Sequence[Field], batches: Iterable[list[Any]], *,
+                     widths: Mapping[str, int], tally: Callable[[int], str],
+                     columns: Sequence[str] | None = None) -> Section:
+    """A section of the objects of ``batches`` under ``fields``, written as they are made (``Section``:
+    streamed)."""
+    return Section(key, title, selected(fields), (), columns=tuple(columns) if columns is not None else None,
+                   stream=batches, widths=dict(widths), tally=tally)
+
+
 @dataclass(frozen=True)
 class Document:
     """What one command shows about one thing: sentences, then sections in display order.
@@ -177,18 +200,23 @@ class Document:
     summary: tuple[str, ...] = ()
     subject: Any = None
 
-    def json(self) -> dict[str, Any]:
-        """The JSON document: ``schema_version`` first (from ``contract.CONTRACTS``), then the sections."""
-        out: dict[str, Any] = {"schema_version": schema_version(self.kind)}
+    def json_parts(self) -> list[tuple[str, Any]]:
+        """The JSON document's keys and values in order: ``schema_version`` first (from
+        ``contract.CONTRACTS``), then the sections; a streamed section stands as itself (written as made)."""
+        out: list[tuple[str, Any]] = [("schema_version", schema_version(self.kind))]
         for sec in self.sections:
             if not sec.json:
                 continue
             if sec.key is None:
                 if sec.records:
-                    out.update(sec.records[0].json())
+                    out.extend(sec.records[0].json().items())
             else:
-                out[sec.key] = sec.json_value()
+                out.append((sec.key, sec if sec.stream is not None else sec.json_value()))
         return out
+
+    def json(self) -> dict[str, Any]:
+        """The JSON document (a streamed section's records all made and held: for small outputs and tests)."""
+        return {key: value.json_value() if isinstance(value, Section) else value for key, value in self.json_parts()}
 
 
 @dataclass(frozen=True)
@@ -201,6 +229,9 @@ class CommandOutput:
     ``stream``: the command reports several things (one filesystem each);
     JSON is then one compact document per line. ``wide``: tables at their
     full width, whatever the output's (``--wide``; ``finish`` sets it).
+    ``late_warnings``: for documents with a streamed section, the run's
+    warnings, complete only once its records have been made
+    (``all_warnings``).
     """
 
     kind: str
@@ -209,3 +240,13 @@ class CommandOutput:
     stream: bool = False
     notes: tuple[str, ...] = ()
     wide: bool = False
+    late_warnings: Callable[[], Sequence[str]] | None = None
+
+    @property
+    def streamed(self) -> bool:
+        """Some section is made while it is written (its warnings are known only after)."""
+        return any(sec.stream is not None for doc in self.documents for sec in doc.sections)
+
+    def all_warnings(self) -> tuple[str, ...]:
+        """The run's warnings: for a streamed output, ask once it has been written."""
+        return tuple(self.warnings) + (tuple(self.late_warnings()) if self.late_warnings else ())

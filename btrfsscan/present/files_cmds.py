@@ -7,7 +7,6 @@ only when one of these commands runs.
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 
 import click
@@ -15,21 +14,24 @@ import click
 from ..analysis.files import file_map_of, listing, subvolume_list
 from ..analysis.refs import parse_inode_ref
 from ..model.listing import normalize_path
+from ..model.namespace import PathNotFound
 from ..names import argument_name
-from .command import finish, images_argument, inputs, log_replay_option, opened, output_options, sample_option
+from .command import (NO_PATH, PATH_OPTIONAL, PATH_REQUIRED, PATH_RULE, ImagesThenPath, finish, images_and_path, images_argument, inputs, log_replay_option,
+                      opened, output_options, path_hint, progress_bar, sample_option)
 from .document import CommandOutput
 from .views.files import ls_document, map_document, subvolumes_document
 
 MAP_HELP = """Show the extent map of a regular file: where every byte lives.
 
-PATH is from the top-level subvolume (or from --subvol) and is always the
-last argument (with --sample, the only one); --inode SUBVOL:INO names the
-file by inode instead (then give no PATH). One row per EXTENT_DATA
-item in file order, holes included (implicit NO_HOLES holes up to i_size
-too): file offset range, type (regular, inline, prealloc, hole),
-compression, the logical range it reads (for a compressed extent: the whole
-on-disk extent), and every device copy (#mirror, devid and physical
-offset), split at stripe boundaries.
+PATH is from the top-level subvolume (or from --subvol); --inode
+SUBVOL:INO names the file by inode instead (then every argument is an
+image). One row per EXTENT_DATA item in file order, holes included
+(implicit NO_HOLES holes up to i_size too): file offset range, type
+(regular, inline, prealloc, hole), compression, the logical range it reads
+(for a compressed extent: the whole on-disk extent), and every device copy
+(#mirror, devid and physical offset), split at stripe boundaries.
+
+""" + PATH_RULE + """
 
 \b
 refs      the data extent's reference count in the extent tree
@@ -47,7 +49,7 @@ its on-disk start (without the offset into it) and inline extents at 0.
 """
 
 
-@click.command("map", help=MAP_HELP)
+@click.command("map", cls=ImagesThenPath, help=MAP_HELP)
 @click.argument("args", nargs=-1, metavar="IMAGE... PATH")
 @click.option("--subvol", "subvol", metavar="ID|PATH", default=None,
               help="Resolve PATH from this subvolume (its id, or its path from the top level).")
@@ -65,12 +67,10 @@ def map_cmd(args, subvol, inode, sample, log_replay, super_copy):
             raise click.BadParameter(str(exc), param_hint="--inode") from None
         if subvol is not None:
             raise click.UsageError("give either --inode or --subvol, not both")
-        images, path = tuple(args), None
+        images, path = images_and_path(tuple(args), sample, NO_PATH)
     else:
-        if len(args) < (1 if sample else 2):
-            raise click.UsageError("give IMAGE... PATH: the last argument is the file's path in the image "
-                                   "(or --inode SUBVOL:INO instead of PATH)")
-        images, path = tuple(args[:-1]), argument_name(args[-1])
+        images, path = images_and_path(tuple(args), sample, PATH_REQUIRED)
+        path = argument_name(path)
         if path.endswith("/") and path.strip("/"):
             raise click.BadParameter(f"{path!r} ends with /, which names a directory; map shows the extents of "
                                      "a regular file", param_hint="PATH")
@@ -82,11 +82,14 @@ def map_cmd(args, subvol, inode, sample, log_replay, super_copy):
 
 LS_HELP = """List files like `ls -li`, with extent counts and shared bytes.
 
-PATH is from the top-level subvolume (default: its root directory); it is
-the last argument when that argument does not name a file on this machine
-(with --sample, the only argument). -R lists everything below PATH, parents
-before children, crossing into subvolumes and snapshots (a nested
-subvolume a snapshot did not take shows as an empty directory, inode 2).
+PATH is from the top-level subvolume (default: its root directory). -R
+lists everything below PATH, parents before children, crossing into
+subvolumes and snapshots (a nested subvolume a snapshot did not take shows
+as an empty directory, inode 2). Entries are written as they are listed
+(with --json still one document), with a progress bar on stderr when that
+is a terminal and the entries go elsewhere.
+
+""" + PATH_RULE + """
 
 \b
 inode, mode, links, size  from the INODE_ITEM (as stat shows them; a
@@ -102,31 +105,25 @@ shared    shared bytes: the sum of num_bytes over the file's regular and
 """
 
 
-def _is_host_file(arg: str) -> bool:
-    return os.path.exists(arg) and not os.path.isdir(arg)
-
-
-@click.command("ls", help=LS_HELP)
+@click.command("ls", cls=ImagesThenPath, help=LS_HELP)
 @click.argument("args", nargs=-1, metavar="IMAGE... [PATH]")
 @click.option("-R", "--recursive", is_flag=True, help="List everything below PATH, across subvolumes and snapshots.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @sample_option
 @log_replay_option
 @output_options("ls")
-def ls_cmd(args, recursive, sample, log_replay, super_copy):
-    args = tuple(args)
-    path = None
-    if sample:
-        if len(args) > 1:
-            raise click.UsageError("with --sample give at most one argument, the PATH")
-        images, path = (), (args[0] if args else None)
-    elif len(args) >= 2 and not _is_host_file(args[-1]):
-        images, path = args[:-1], args[-1]
-    else:
-        images = args
+def ls_cmd(args, recursive, quiet, sample, log_replay, super_copy):
+    images, path = images_and_path(tuple(args), sample, PATH_OPTIONAL)
     with ExitStack() as stack:
         fs = stack.enter_context(opened(inputs(stack, images, sample), super_copy, log_replay=log_replay))
-        document = ls_document(listing(fs, normalize_path(argument_name(path or ".")), recursive=recursive))
-        finish(CommandOutput("ls", (document,), tuple(fs.warnings.messages()), notes=tuple(fs.notes)))
+        progress = progress_bar(quiet, streamed=True)
+        if progress is not None:
+            stack.enter_context(progress)
+        try:
+            result = listing(fs, normalize_path(argument_name(path or ".")), recursive=recursive, progress=progress)
+        except PathNotFound as exc:
+            raise (path_hint(exc) if images and path is not None else exc) from None
+        finish(CommandOutput("ls", (ls_document(result),), notes=tuple(fs.notes), late_warnings=fs.warnings.messages))
 
 
 @click.command("subvolumes")

@@ -1,4 +1,4 @@
-"""The progress bar ``report`` and ``live`` show on stderr when that is a terminal.
+"""The progress bar ``report``, ``ls`` and ``live`` show on stderr when that is a terminal.
 
 A module of its own so that rich is imported only when the bar is shown. It
 is the CLI's ``analysis.report.ScanProgress``.
@@ -17,8 +17,10 @@ class _CountColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         unit = task.fields.get("unit", "")
-        if task.total is None or not unit:
+        if not unit:
             return Text("")
+        if task.total is None:  # counting with no end known (a listing below a path)
+            return Text(f"{int(task.completed)} {unit}", style="progress.download")
         if unit == "bytes":
             return Text(f"{decimal(int(task.completed))}/{decimal(int(task.total))} read", style="progress.download")
         return Text(f"{int(task.completed)}/{int(task.total)} {unit}", style="progress.download")

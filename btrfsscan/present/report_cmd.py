@@ -11,7 +11,6 @@ or the Prometheus text format, or one self-contained HTML page (``--format html`
 
 from __future__ import annotations
 
-import sys
 from contextlib import ExitStack
 
 import click
@@ -20,7 +19,8 @@ from ..analysis.report import PATHS_AND_BY_DIR, scan_report
 from ..cache.layout import PAGE_SIZES
 from ..cache.registry import MODELS
 from ..model.filesystem import open_filesystems
-from .command import finish, images_argument, inputs, log_replay_option, options, output_alias, output_options, sample_option
+from .command import (finish, images_argument, inputs, log_replay_option, options, output_alias, output_options,
+                      progress_bar, sample_option)
 from .document import CommandOutput
 from .views.live import working_set_document
 from .views.report import report_document
@@ -41,15 +41,6 @@ one self-contained page of charts (no network request when opened).
 
 #: ``--format html`` without ``--by-dir``: the treemap's depth.
 DEFAULT_HTML_DEPTH = 3
-
-
-def _progress(quiet: bool):
-    """The progress bar on stderr, only when that is a terminal (rich is imported only then)."""
-    if quiet or not sys.stderr.isatty():
-        return None
-    from .progress import ProgressBar
-
-    return ProgressBar()
 
 
 @click.command("report", help=REPORT_HELP)
@@ -95,7 +86,7 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
         filesystems = open_filesystems(inputs(stack, images, sample), super_copy, log_replay=log_replay)
         for fs in filesystems:
             stack.callback(fs.close)
-        progress = _progress(quiet)
+        progress = progress_bar(quiet)
         if resident or workload:
             from ..analysis.live import resident_report
 

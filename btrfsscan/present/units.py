@@ -65,8 +65,8 @@ def printable(text: Any) -> str:
     if text is None:
         return "-"
     text = str(text)
-    shown = "".join(_escaped(ch) for ch in text) if any(ch in _NAMED_ESCAPES or not ch.isprintable() for ch in text) \
-        else text
+    # the one printable character escaped is the backslash: text without it that is all printable is as is
+    shown = text if text.isprintable() and "\\" not in text else "".join(_escaped(ch) for ch in text)
     if text != text.strip():
         return "'" + shown.replace("'", "\\'") + "'"
     return shown

@@ -274,6 +274,58 @@ def render_section(section: Section, width: int | None = None) -> list[Any]:
     return [_rows_table(section, width)]
 
 
+def _column_texts(field: Field, batch: list[Any]) -> list[Any]:
+    """A column of a streamed table: each record's text, or its raw value where the text is ``str`` of it
+    (the row's ``%s`` makes it)."""
+    if field.text is not None:
+        return list(map(field.text, batch))
+    if field.show is str:
+        return list(map(field.get, batch))
+    return list(map(field.show, map(field.get, batch)))
+
+
+def _stream_table(section: Section, stream: IO[str], width: int | None) -> None:
+    """A streamed section as plain text rows, a batch at a time, laid out before the first row.
+
+    Every column but the last is as wide as ``section.widths`` says its
+    text can be (or its header); the last takes what is left of ``width``,
+    shortened in the middle when it is a ``MIDDLE`` column (unlimited: as
+    is). Columns give way as in ``fit_columns``; numbers are right-aligned.
+    """
+    fields = section.table_fields()
+    batches = iter(section.stream)
+    batch = next(batches, [])
+    widths = section.widths or {}
+    columns = [_Column(f, max(cell_len(f.label or ""), widths.get(f.key, 0) if n < len(fields) - 1 else UNLIMITED))
+               for n, f in enumerate(fields)]
+    chosen = fit_columns(columns, width)
+    kept = [fields[n] for n in chosen]
+    sizes = list(chosen.values())
+    right = [bool(batch) and _is_number(f.get(batch[0])) for f in kept]
+    last = kept[-1] if kept else None
+    limit = sizes[-1] if width is not None and kept else None
+    pieces = [f"%{'' if r else '-'}{w}s" for r, w in zip(right[:-1], sizes[:-1])] + (["%s"] if kept else [])
+    line = "  " + "   ".join(pieces)
+    header = [Text(f.label).plain for f in kept]
+    heads = [h.rjust(w) if r else h.ljust(w) for h, r, w in zip(header[:-1], right, sizes)] + header[-1:]
+    stream.write(_title(section.title, width).plain + "\n\n")
+    stream.write(("  " + "   ".join(heads)).rstrip() + "\n")
+    rule = sum(sizes[:-1]) + 3 * len(sizes[:-1]) + (limit if limit is not None else cell_len(header[-1]) if kept else 0)
+    stream.write(" " + "─" * (rule + 2) + "\n")
+    count = 0
+    while True:
+        if batch:
+            cells = [_column_texts(f, batch) for f in kept]
+            if last is not None and limit is not None and last.fit == MIDDLE:
+                cells[-1] = [t if len(t) <= limit and t.isascii() else shorten_middle(t, limit) for t in cells[-1]]
+            stream.write("\n".join(map(line.__mod__, zip(*cells))) + "\n")
+            count += len(batch)
+        batch = next(batches, None)
+        if batch is None:
+            break
+    stream.write("\n" + (section.tally(count) + "\n" if section.tally else ""))
+
+
 def render(output: CommandOutput, stream: IO[str], width: int | None | str = AUTO) -> None:
     """Every document of ``output`` as tables fitting ``width`` (``AUTO``: the output's, see ``output_width``)."""
     if width == AUTO:
@@ -285,12 +337,17 @@ def render(output: CommandOutput, stream: IO[str], width: int | None | str = AUT
         if document.summary:
             blocks.append(Text("\n".join(document.summary)))
         for section in document.sections:
-            if section.table and not (section.layout == "lines" and not section.records):
-                blocks.extend(render_section(section, width))
+            if not section.table or (section.layout == "lines" and not section.records and section.stream is None):
+                continue
+            blocks.append(section if section.stream is not None else None)
+            if section.stream is None:
+                blocks[-1:] = render_section(section, width)
         for n, block in enumerate(blocks):
             if n:
                 stream.write("\n")
-            if plain:  # rich pads lines to the table's width: strip the blanks a file or pipe would keep
+            if isinstance(block, Section):
+                _stream_table(block, stream, width)
+            elif plain:  # rich pads lines to the table's width: strip the blanks a file or pipe would keep
                 with console.capture() as captured:
                     console.print(block)
                 stream.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))

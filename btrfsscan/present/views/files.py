@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import stat
+from operator import attrgetter
 
 from ...analysis.facts import uuid_or_none
 from ...analysis.files import Listing, SubvolumeList
 from ...format.constants import ObjectId
 from ...model.filemap import FileExtent, FileMap
 from ...model.subvolumes import Subvolume
-from ..document import MIDDLE, WRAP, Document, Field, name_fields, section
+from ..document import MIDDLE, WRAP, Document, Field, name_fields, section, streamed_section
 from ..units import human_bytes, plain, printable
 
 # --- map --------------------------------------------------------------------------
@@ -102,21 +104,25 @@ def map_document(file_map: FileMap) -> Document:
 # --- ls ---------------------------------------------------------------------------
 
 
+#: ``stat.filemode`` (pure Python) once per distinct mode: a listing shows few.
+_filemode = functools.lru_cache(maxsize=None)(stat.filemode)
+
+
 def ls_fields(full_paths: bool) -> tuple[Field, ...]:
     """One entry of ``ls``; the table names an entry by its path (``full_paths``) or its name."""
-    name = (Field("name", "path", lambda r: r.path, show=printable, json=False, fit=MIDDLE) if full_paths
+    name = (Field("name", "path", attrgetter("path"), show=printable, json=False, fit=MIDDLE) if full_paths
             else Field("name", "name", lambda r: r.name + ("/" if r.type == "dir" else ""), show=printable, json=False,
                        fit=MIDDLE))
     return (
-        *name_fields("path", None, lambda r: r.path),
-        Field("subvolume", "subvol", lambda r: r.subvolume, drop=3),
-        Field("inode", "inode", lambda r: r.inode),
-        Field("type", None, lambda r: r.type),
-        Field("mode", "mode", lambda r: r.mode, show=stat.filemode, drop=1),
-        Field("nlink", "links", lambda r: r.nlink, drop=5),
-        Field("size", "size", lambda r: r.size),
-        Field("extents", "extents", lambda r: r.extents, drop=4),
-        Field("shared_bytes", "shared", lambda r: r.shared_bytes, drop=2),
+        *name_fields("path", None, attrgetter("path")),
+        Field("subvolume", "subvol", attrgetter("subvolume"), show=str, drop=3),
+        Field("inode", "inode", attrgetter("inode"), show=str),
+        Field("type", None, attrgetter("type")),
+        Field("mode", "mode", attrgetter("mode"), show=_filemode, drop=1),
+        Field("nlink", "links", attrgetter("nlink"), show=str, drop=5),
+        Field("size", "size", attrgetter("size"), show=str),
+        Field("extents", "extents", attrgetter("extents"), show=str, drop=4),
+        Field("shared_bytes", "shared", attrgetter("shared_bytes"), show=str, drop=2),
         name,
     )
 
@@ -125,9 +131,14 @@ LS_TABLE_COLUMNS = ("inode", "mode", "nlink", "size", "extents", "shared_bytes",
 
 
 def ls_document(result: Listing) -> Document:
-    title = f"{printable(result.path)} ({len(result.entries)} entries)" if result.recursive else printable(result.path)
+    """The ``ls`` command's document: its entries streamed as the listing makes them, columns as wide as the
+    largest numbers of any entry (``Listing.largest``)."""
+    fields = ls_fields(result.recursive)
+    widths = {f.key: len(f.show(result.largest[f.key])) for f in fields if f.key in result.largest}
+    widths["mode"] = len(_filemode(stat.S_IFDIR))
     return Document("ls", (
-        section("entries", title, ls_fields(result.recursive), result.entries, columns=LS_TABLE_COLUMNS),
+        streamed_section("entries", printable(result.path), fields, result.batches, widths=widths,
+                         tally=lambda n: f"({n} {'entry' if n == 1 else 'entries'})", columns=LS_TABLE_COLUMNS),
     ), subject=result)
 
 
