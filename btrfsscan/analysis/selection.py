@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..model.listing import Lister, normalize_path
+from ..model.listing import normalize_path
 from ..model.tables import FileTables, LeafTables
-from .files import lookup
+from .files import listing, lookup, scan_listing
 from .refs import top_level
 
 if TYPE_CHECKING:
@@ -46,18 +46,17 @@ class PathSelection:
 
 
 def select_paths(fs: Filesystem, paths: Sequence[str]) -> PathSelection:
-    """Every inode under ``paths`` (``PathNotFound`` for one that does not exist)."""
-    lister = Lister(fs)
+    """Every inode under ``paths`` (``PathNotFound`` for one that does not exist, before anything is scanned);
+    the inodes are those ``ls -R PATH`` lists."""
     top = top_level(fs)
-    found: dict[int, set[int]] = {}
-    seen: set[tuple[int, int]] = set()
     names = tuple(dict.fromkeys(normalize_path(p) for p in paths))
     for path in names:
-        stack = [lookup(fs, path, top) if path != "." else lister.root_entry()]
-        while stack:
-            entry = stack.pop()
-            found.setdefault(entry.subvol, set()).add(entry.ino)
-            if entry.is_dir and (entry.subvol, entry.ino) not in seen:
-                seen.add((entry.subvol, entry.ino))
-                stack.extend(lister.children(entry))
+        if path != ".":
+            lookup(fs, path, top)
+    tables = scan_listing(fs)
+    found: dict[int, set[int]] = {}
+    for path in names:
+        for batch in listing(fs, path, recursive=True, tables=tables).batches:
+            for entry in batch:
+                found.setdefault(entry.subvolume, set()).add(entry.inode)
     return PathSelection(names, {s: np.array(sorted(inos), np.uint64) for s, inos in found.items()})
