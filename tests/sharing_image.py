@@ -33,6 +33,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 K = 1024
 IMAGE_SIZE = 512 * K * K
+#: Page size of the brute-force counts.
+P = 4096
+#: FIEMAP flags of ranges a shared-extent cache does not key by address.
+UNSHAREABLE = {"DATA_INLINE", "ENCODED", "UNWRITTEN", "NOT_ALIGNED", "DELALLOC", "DATA_ENCRYPTED", "UNKNOWN"}
 
 
 def load_fixture_module(name: str):
@@ -53,6 +57,13 @@ class SharingImage:
     def inode_of(self, path: str) -> tuple[int, int]:
         row = next(r for r in self.listing if r["path"] == path)
         return row["subvol"], row["st_ino"]
+
+    def page_keys(self, row: dict) -> list[int]:
+        """The device pages (FIEMAP, in P units) a shared-extent cache keys the pages of file ``row`` by."""
+        npages = -(-row["size"] // P)
+        return [e["fe_physical"] // P + (off - e["fe_logical"]) // P
+                for e in self.fiemap[row["path"]] if not UNSHAREABLE & set(e["flags"])
+                for off in range(e["fe_logical"], e["fe_logical"] + e["fe_length"], P) if off // P < npages]
 
 
 class _Builder:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from support import kernel_unavailable
+from support import kernel_unavailable, run
 
 from btrfsscan.analysis.facts import filesystem_facts
 from btrfsscan.analysis.live import image_layout
@@ -169,6 +169,19 @@ def seeded_workload(files: dict, seed: str) -> None:
             with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
                 for _ in range(3):
                     m[rng.randrange(0, size)]
+
+
+def stable_run(files: dict, *args):
+    """`btrfsscan *args` inside a window where the page cache stayed still (mincore and fincore equal before
+    and after): (result, mincore snapshot, fincore pages)."""
+    for _ in range(ATTEMPTS):
+        before, fincore_before = snapshot(files), fincore_pages(files)
+        result = run(*args)
+        fincore_after, after = fincore_pages(files), snapshot(files)
+        if before == after and fincore_before == fincore_after:
+            assert result.exit_code == 0, result.stderr
+            return result, before, fincore_before
+    pytest.fail(f"the page cache never stayed still for {ATTEMPTS} attempts")
 
 
 def stable_capture(root: Path, files: dict, runs: int = 1):

@@ -173,6 +173,11 @@ def test_report_workload_matches_a_brute_force_page_count(fixture_images, tmp_pa
     assert doc["workload"]["kind"] == "workload"
     assert doc["workload"]["files"] == doc["workload"]["files_with_pages"] == distinct
     assert "workload" not in run_json("report", image, "--json")  # every file read once: no working set
+    pytest.importorskip("plotly", reason="plotly (btrfsscan[html]) is not installed")
+    page = tmp_path / "workload.html"
+    assert run("report", image, "--workload", workload, "--format", "html", "-o", page).exit_code == 1
+    html = page.read_text()
+    assert "The given reads bring " in html and "readahead ignored" in html and "every file read once" not in html
 
 
 def test_live_on_a_non_directory_is_one_line(tmp_path):

@@ -26,16 +26,14 @@ from pathlib import Path
 import pytest
 from support import kernel_unavailable, run, run_json
 from test_live import (
-    ATTEMPTS,
     PAGE,
     brute_force_shared_extent,
     capture,
-    fincore_pages,
     fresh_fsid_copy,
     kernel,
     regular_files,
     seeded_workload,
-    snapshot,
+    stable_run,
 )
 
 import design_truth  # noqa: E402  (tests/fixtures, on the path through test_live)
@@ -44,18 +42,6 @@ needs_kernel = pytest.mark.skipif(kernel_unavailable() is not None or shutil.whi
                                   reason=kernel_unavailable() or "needs btrfstune (btrfs-progs)")
 MODELS = ("per_inode", "shared_extent", "shared_extent_compressed", "rfc_as_posted", "overlay_copy_up",
           "file_fingerprint", "content_dedupe")
-
-
-def stable_json(files: dict, *args) -> tuple[dict, dict, int]:
-    """`btrfsscan *args` (a JSON document) inside a window where the page cache stayed still."""
-    for _ in range(ATTEMPTS):
-        before, fincore_before = snapshot(files), fincore_pages(files)
-        result = run(*args)
-        fincore_after, after = fincore_pages(files), snapshot(files)
-        if before == after and fincore_before == fincore_after:
-            assert result.exit_code == 0, result.stderr
-            return json.loads(result.stdout), before, fincore_before
-    pytest.fail(f"the page cache never stayed still for {ATTEMPTS} attempts")
 
 
 # --- the test's own counts ---------------------------------------------------------------------
@@ -146,8 +132,9 @@ def test_live_device_equals_brute_force_and_report_resident(name, fixture_images
             capture.drop_caches()
             chosen = {k: p for k, p in files.items() if dirs is None or p.relative_to(mnt).parts[0] in dirs}
             seeded_workload(chosen, f"live-device/{name}")
-            live, snap, fincore_total = stable_json(files, "live", mnt, "--device", devices[0], "--json",
-                                                    "--save", save)
+            result, snap, fincore_total = stable_run(files, "live", mnt, "--device", devices[0], "--json",
+                                                     "--save", save)
+            live = json.loads(result.stdout)
             expected = {"per_inode": fincore_total, "shared_extent": brute_force_shared_extent(files, snap)}
             expected["rfc_as_posted"] = expected["shared_extent"]  # one device, SINGLE data, P = sector size
             expected["shared_extent_compressed"] = (expected["shared_extent"]

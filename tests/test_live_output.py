@@ -27,18 +27,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import run
 from test_live import (
-    ATTEMPTS,
     PAGE,
     _xfs_unavailable,
     brute_force_shared_extent,
     capture,
-    fincore_pages,
     kernel,
     regular_files,
     seeded_workload,
-    snapshot,
+    stable_run,
     xfs_mounted,
 )
 from test_live_cli import _fsid, _residency
@@ -47,18 +44,6 @@ from btrfsscan.present.units import human_bytes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def stable(files: dict, *args):
-    """`btrfsscan *args` inside a window where the page cache stayed still: (result, snapshot, fincore)."""
-    for _ in range(ATTEMPTS):
-        before, fincore_before = snapshot(files), fincore_pages(files)
-        result = run(*args)
-        fincore_after, after = fincore_pages(files), snapshot(files)
-        if before == after and fincore_before == fincore_after:
-            assert result.exit_code == 0, result.stderr
-            return result, before, fincore_before
-    pytest.fail(f"the page cache never stayed still for {ATTEMPTS} attempts")
 
 
 def _make_xfs(tmp_path: Path) -> Path:
@@ -93,10 +78,10 @@ def test_live_cli_on_xfs_with_reflinks(tmp_path):
         seeded_workload(files, "xfs-cli")
         capture.read_all(mnt / "top" / "src")
         capture.read_all(mnt / "other" / "clone")
-        result, snap, fincore_total = stable(files, "live", mnt, "--json")
+        result, snap, fincore_total = stable_run(files, "live", mnt, "--json")
         doc = json.loads(result.stdout)
         expected_shared = brute_force_shared_extent(files, snap)
-        prom, prom_snap, prom_fincore = stable(files, "live", mnt, "--format", "prometheus")
+        prom, prom_snap, prom_fincore = stable_run(files, "live", mnt, "--format", "prometheus")
         prom_shared = brute_force_shared_extent(files, prom_snap)
         source = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mnt)], capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -141,7 +126,7 @@ def test_live_html_renders_offline_with_the_resident_figures(tmp_path):
     (data / "f1").read_bytes()
     files = regular_files(data)
     page = tmp_path / "live.html"
-    _, snap, fincore_total = stable(files, "live", data, "--format", "html", "-o", page)
+    _, snap, fincore_total = stable_run(files, "live", data, "--format", "html", "-o", page)
     expected_shared = brute_force_shared_extent(files, snap)
     dom, console, requested = chromium(page, tmp_path, "--dump-dom")
     assert console == [] and requested == []

@@ -17,13 +17,11 @@ import json
 from collections import Counter
 
 import pytest
-from sharing_image import SharingImage, build_sharing_image
+from sharing_image import P, SharingImage, build_sharing_image
 from support import kernel_unavailable, run, run_json
 
 WHY_NOT = kernel_unavailable(("losetup", "mkfs.btrfs", "btrfs", "xfs_io"))
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
-P = 4096
-UNSHAREABLE = {"DATA_INLINE", "ENCODED", "UNWRITTEN", "NOT_ALIGNED", "DELALLOC", "DATA_ENCRYPTED", "UNKNOWN"}
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +35,7 @@ def brute_force(sharing: SharingImage, paths: list[str]) -> tuple[int, int, floa
     for r in sharing.listing:
         if r["type"] == "file" and any(r["path"] == p or r["path"].startswith(p + "/") for p in paths):
             chosen.setdefault((r["subvol"], r["st_ino"]), r)
-    keys_of = {}
-    for key, r in chosen.items():
-        npages = -(-r["size"] // P)
-        keys_of[key] = (npages, [e["fe_physical"] // P + (off - e["fe_logical"]) // P
-                                 for e in sharing.fiemap[r["path"]] if not UNSHAREABLE & set(e["flags"])
-                                 for off in range(e["fe_logical"], e["fe_logical"] + e["fe_length"], P)
-                                 if off // P < npages])
+    keys_of = {key: (-(-r["size"] // P), sharing.page_keys(r)) for key, r in chosen.items()}
     c = Counter(k for _, keys in keys_of.values() for k in keys)
     per_inode = sum(n for n, _ in keys_of.values())
     shared = sum(n - sum(1 - 1 / c[k] for k in keys) for n, keys in keys_of.values())

@@ -39,7 +39,7 @@ def scanned(sharing):
     tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
     docs = {path: map_document(build_file_map(fs, *sharing.inode_of(path), path, tables)).json()
             for path in sharing.fiemap}
-    entries = {e["path"]: e for e in ls_document(listing(fs, ".", recursive=True, tables=tables)).json()["entries"]}
+    entries = {e["path"]: e for e in ls_document(listing(fs, ".", recursive=True)).json()["entries"]}
     yield docs, entries, fs
     fs.close()
 

@@ -22,8 +22,6 @@ from support import kernel_unavailable, run, run_json
 
 WHY_NOT = kernel_unavailable(("losetup", "mkfs.btrfs", "btrfs", "xfs_io"))
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
-P = 4096
-UNSHAREABLE = {"DATA_INLINE", "ENCODED", "UNWRITTEN", "NOT_ALIGNED", "DELALLOC", "DATA_ENCRYPTED", "UNKNOWN"}
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +41,7 @@ def brute_force(sharing: SharingImage) -> tuple[dict, dict]:
         extents = tuple((e["fe_logical"], e["fe_physical"], e["fe_length"], frozenset(e["flags"]) - {"SHARED"})
                         for e in records)
         versions[file[1], r["size"], extents].append(file)
-        npages = -(-r["size"] // P)
-        keys_of[file] = [e["fe_physical"] // P + (off - e["fe_logical"]) // P
-                         for e in records if not UNSHAREABLE & set(e["flags"])
-                         for off in range(e["fe_logical"], e["fe_logical"] + e["fe_length"], P) if off // P < npages]
+        keys_of[file] = sharing.page_keys(r)
     c = Counter(k for keys in keys_of.values() for k in keys)
     saved = {file: sum(1 - 1 / c[k] for k in keys) for file, keys in keys_of.items()}
     return {key: sorted(members) for key, members in versions.items()}, saved

@@ -111,7 +111,7 @@ def _headline(page: _Page, doc: Mapping[str, Any]) -> None:
     if totals["inodes"] == 0:
         text = "No regular files: nothing would be cached."
     else:
-        lead = _lead(doc).format(size=human_bytes(today))
+        lead = _framing(doc)[0].format(size=human_bytes(today))
         text = (f"{lead}; a shared-extent cache would need "
                 f"{human_bytes(se.get('bytes'))} — {human_bytes(se.get('saved_bytes'))} "
                 f"({human_pct(se.get('saved_pct'))}) saved.")
@@ -267,31 +267,25 @@ def _tables(page: _Page, doc: Mapping[str, Any]) -> None:
                               for k, v in workload.items()], (False, False))
 
 
-def _lead(doc: Mapping[str, Any]) -> str:
-    """The headline's baseline (``{size}``: the per-inode cache): every file read once, or the working set
-    ``workload`` names (captured by ``live``, or modelled reads)."""
+def _framing(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """(the headline's baseline, ``{size}`` the per-inode cache; what the figures are of, under the title):
+    every file read once, or the working set ``workload`` names (captured by ``live``, or modelled reads)."""
     workload = doc.get("workload")
     if not isinstance(workload, Mapping):
-        return "Reading every file once caches {size} today"
+        return ("Reading every file once caches {size} today",
+                "what the page cache holds after every regular file is read once")
     if workload.get("kind") == "workload":
-        return "The given reads bring {size} of these files into the page cache"
-    return f"The page cache held {{size}} of these files at {workload.get('captured_at')}"
-
-
-def _baseline(doc: Mapping[str, Any]) -> str:
-    """What the figures are of, under the section's title."""
-    workload = doc.get("workload")
-    if not isinstance(workload, Mapping):
-        return "what the page cache holds after every regular file is read once"
-    if workload.get("kind") == "workload":
-        return "what the given reads bring into the page cache (readahead ignored), and each design over those pages"
-    return f"what the page cache held at {workload.get('captured_at')}, and each design over the same pages"
+        return ("The given reads bring {size} of these files into the page cache",
+                "what the given reads bring into the page cache (readahead ignored), and each design over those pages")
+    at = workload.get("captured_at")
+    return (f"The page cache held {{size}} of these files at {at}",
+            f"what the page cache held at {at}, and each design over the same pages")
 
 
 def _section(page: _Page, doc: Mapping[str, Any]) -> None:
     fs = doc["filesystem"]
     name = fs.get("label") or fs["fsid"]
-    what = _baseline(doc)
+    what = _framing(doc)[1]
     page.add(f'<section><h1>Page cache of {_e(name)}</h1>'
              f'<p class="muted">fsid {_e(fs["fsid"])} · {_e(", ".join(fs["profiles"]["data"]) or "-")} data · '
              f'{human_count(fs["num_devices"])} device(s) · {_e(what)}</p>')
