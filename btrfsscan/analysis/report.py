@@ -17,12 +17,14 @@ from ..cache.report import EXAMPLE_PATHS, PageCacheReport, ScanTiming, build_rep
 from ..errors import BtrfsScanError, CorruptionError
 from ..format.constants import ObjectId
 from ..model.csums import CsumTable, csum_table, read_csum_tree, with_replaced
+from ..model.dir_index import scan_entries
 from ..model.directories import directory_tree
 from ..model.file_data import check_has_data, hash_pages
 from ..model.fs_tree import FileScanner
 from ..model.versions import inode_versions
 from .facts import filesystem_facts, subvolume_info
-from .selection import select_paths
+from .files import ListingTables
+from .selection import looked_up, select_paths
 
 if TYPE_CHECKING:
     from ..model.filesystem import Filesystem
@@ -127,7 +129,7 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
         check_has_data(fs.volume)
     if paths and by_dir is not None:
         raise BtrfsScanError(PATHS_AND_BY_DIR)
-    selection = select_paths(fs, paths) if paths else None
+    names = looked_up(fs, paths) if paths else ()
     subvols = fs.subvolumes.live()
     if progress:
         progress.start(f"scanning {fs.volume.fsid}", len(subvols), "subvolumes")
@@ -135,7 +137,9 @@ def scan_report(fs: Filesystem, *, page_size: int, top: int, progress: ScanProgr
                           decompress_inline=read_data)
     advance = (lambda sub: progress.advance()) if progress else None
     leaves = scanner.scan_leaves(subvols, progress=advance)
-    if selection is not None:
+    selection = None
+    if names:
+        selection = select_paths(fs, names, ListingTables(leaves, scan_entries(fs.reader, fs.warnings, subvols)))
         leaves = selection.restrict(leaves)
         subvols = [s for s in subvols if s.id in selection.inodes]
     versions = inode_versions(leaves, fs.warnings)

@@ -3,8 +3,9 @@
 A path is looked up from the top-level subvolume before anything is
 scanned (a missing one is the run's one error). Everything below it counts,
 nested subvolumes included, each inode once however many of its links lie
-there. The scan still reads every subvolume; its rows are then cut down to
-the inodes found, so the models see only those files (and what they share
+there. The report's scan still reads every subvolume; the inodes are found
+by listing its tables (plus the directory entries), and its rows are then
+cut down to them, so the models see only those files (and what they share
 among themselves).
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..model.listing import normalize_path
 from ..model.tables import FileTables, LeafTables
-from .files import listing, lookup, scan_listing
+from .files import ListingTables, listing, lookup
 from .refs import top_level
 
 if TYPE_CHECKING:
@@ -45,18 +46,22 @@ class PathSelection:
         return keep
 
 
-def select_paths(fs: Filesystem, paths: Sequence[str]) -> PathSelection:
-    """Every inode under ``paths`` (``PathNotFound`` for one that does not exist, before anything is scanned);
-    the inodes are those ``ls -R PATH`` lists."""
+def looked_up(fs: Filesystem, paths: Sequence[str]) -> tuple[str, ...]:
+    """``paths`` from the top level, each once (``PathNotFound`` for one that does not exist): checked before
+    anything is scanned."""
     top = top_level(fs)
     names = tuple(dict.fromkeys(normalize_path(p) for p in paths))
     for path in names:
         if path != ".":
             lookup(fs, path, top)
-    tables = scan_listing(fs)
+    return names
+
+
+def select_paths(fs: Filesystem, names: Sequence[str], tables: ListingTables) -> PathSelection:
+    """Every inode under ``names`` (``looked_up``): those ``ls -R PATH`` lists from ``tables``."""
     found: dict[int, set[int]] = {}
     for path in names:
         for batch in listing(fs, path, recursive=True, tables=tables).batches:
             for entry in batch:
                 found.setdefault(entry.subvolume, set()).add(entry.inode)
-    return PathSelection(names, {s: np.array(sorted(inos), np.uint64) for s, inos in found.items()})
+    return PathSelection(tuple(names), {s: np.array(sorted(inos), np.uint64) for s, inos in found.items()})
