@@ -180,6 +180,28 @@ def test_report_workload_matches_a_brute_force_page_count(fixture_images, tmp_pa
     assert "The given reads bring " in html and "readahead ignored" in html and "every file read once" not in html
 
 
+@pytest.mark.parametrize("name", ["designs-sha256", "designs-crc32c", "compress", "subvols"])
+def test_every_file_read_once_gives_the_reports_design_figures(name, fixture_images, tmp_path):
+    """A workload reading every regular file is the report's own assumption: each cache-unit design's
+    figures per subvolume over it are the report's, and its files' savings the report's top files, each
+    listed once per snapshot copy (the report names a file once for its unchanged copies)."""
+    image = fixture_images("files", name)[0]
+    regular = [e["path"] for e in run_json("ls", image, "-R", "--json")["entries"] if e["type"] == "file"]
+    assert all(" " not in path for path in regular)  # one PATH per workload line
+    workload = tmp_path / "workload"
+    workload.write_text("".join(f"{path}\n" for path in regular))
+    every = run_json("report", image, "--workload", workload, "--json", "--top", "10000")
+    report = run_json("report", image, "--json", "--top", "10000")
+    assert every["totals"]["per_inode"] == report["totals"]["per_inode"]
+    for m in ("overlay_copy_up", "file_fingerprint", "content_dedupe"):
+        got, want = every["totals"]["models"][m], report["totals"]["models"][m]
+        assert (got["pages"], got["unknown_pages"]) == (want["pages"], want["unknown_pages"]), m
+        assert got["subvolumes"] == want["subvolumes"], m
+        copies = sorted(f["saved_pages"] for f in want["top_files"] for _ in range(f["snapshot_copies"] + 1))
+        assert sorted(f["saved_pages"] for f in got["top_files"]) == copies, m
+        assert all(f["path"] and f["snapshot_copies"] == 0 for f in got["top_files"]), m
+
+
 def test_live_on_a_non_directory_is_one_line(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")

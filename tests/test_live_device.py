@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -92,20 +92,43 @@ def compressed_saving(files: dict, snap: dict, items: dict) -> int:
     return pages - len(keys)
 
 
-def content_counts(files: dict, snap: dict) -> dict[str, int]:
-    """content_dedupe, file_fingerprint, overlay_copy_up over the resident pages, from the bytes: distinct
-    page hashes; distinct (size, file hash, page); distinct (st_ino, size, FIEMAP mapping, page)."""
-    pages, fingerprints, overlay = set(), set(), set()
+def design_keys(files: dict, snap: dict) -> dict[str, dict]:
+    """content_dedupe, file_fingerprint, overlay_copy_up over the resident pages, from the bytes: per file
+    the key of each resident page: its page hash; (size, file hash, page); (st_ino, size, FIEMAP mapping,
+    page)."""
+    out: dict[str, dict] = {"content_dedupe": {}, "file_fingerprint": {}, "overlay_copy_up": {}}
     for key, path in files.items():
         data = path.read_bytes()
         size = len(data)
         whole = hashlib.sha256(data).hexdigest()
         mapping = design_truth._mapping(path, size, data)
-        for k in (k for k, bit in enumerate(snap[key]) if bit):
-            pages.add(hashlib.sha256(data[k * PAGE:(k + 1) * PAGE].ljust(PAGE, b"\0")).digest())
-            fingerprints.add((size, whole, k))
-            overlay.add((key[1], size, mapping, k))
-    return {"content_dedupe": len(pages), "file_fingerprint": len(fingerprints), "overlay_copy_up": len(overlay)}
+        pages = [k for k, bit in enumerate(snap[key]) if bit]
+        out["content_dedupe"][key] = [hashlib.sha256(data[k * PAGE:(k + 1) * PAGE].ljust(PAGE, b"\0")).digest()
+                                      for k in pages]
+        out["file_fingerprint"][key] = [(size, whole, k) for k in pages]
+        out["overlay_copy_up"][key] = [(key[1], size, mapping, k) for k in pages]
+    return out
+
+
+def design_figures(keys_of: dict, subvolume_of: dict) -> tuple[int, dict[int, dict], list[float]]:
+    """A design's pages, per subvolume its resident pages, fair-share saving (1 - 1/c over its pages, c the
+    resident pages of the key), keys only it maps and keys it maps with another subvolume, and the files'
+    savings, best first."""
+    count: Counter = Counter(k for keys in keys_of.values() for k in keys)
+    holders: dict = defaultdict(set)
+    for f, keys in keys_of.items():
+        for k in keys:
+            holders[k].add(subvolume_of[f])
+    saved = {f: sum(1 - 1 / count[k] for k in keys) for f, keys in keys_of.items()}
+    rows: dict[int, dict] = {}
+    for f, keys in keys_of.items():
+        row = rows.setdefault(subvolume_of[f], {"per_inode_pages": 0, "saved_pages": 0.0})
+        row["per_inode_pages"] += len(keys)
+        row["saved_pages"] += saved[f]
+    for sv, row in rows.items():
+        row["exclusive_pages"] = sum(1 for h in holders.values() if h == {sv})
+        row["shared_pages"] = sum(1 for h in holders.values() if sv in h and len(h) > 1)
+    return len(count), rows, sorted((s for s in saved.values() if s > 1e-9), reverse=True)
 
 
 # --- live --device = the test's counts = report --resident ----------------------------------------
@@ -139,7 +162,10 @@ def test_live_device_equals_brute_force_and_report_resident(name, fixture_images
             expected["rfc_as_posted"] = expected["shared_extent"]  # one device, SINGLE data, P = sector size
             expected["shared_extent_compressed"] = (expected["shared_extent"]
                                                     - compressed_saving(files, snap, extent_items(devices[0])))
-            expected.update(content_counts(files, snap))
+            keys = design_keys(files, snap)
+            subvolume_of = {key: capture.subvolume_id(path) for key, path in files.items()}
+            truth = {m: design_figures(keys[m], subvolume_of) for m in keys}
+            expected.update({m: pages for m, (pages, _, _) in truth.items()})
         report = run_json("report", img, "--resident", save, "--json", "--page-size", PAGE)
     models = live["totals"]["models"]
     assert not live["partial"] and live["warnings"] == []
@@ -148,6 +174,17 @@ def test_live_device_equals_brute_force_and_report_resident(name, fixture_images
     assert all(models[m]["applicable"] for m in MODELS), {m: models[m]["reason"] for m in MODELS}
     assert models["shared_extent_compressed"]["pages"] < models["shared_extent"]["pages"] or name != "compress"
     assert models["content_dedupe"]["pages"] < models["per_inode"]["pages"]
+    for m in exact:
+        if m not in truth:
+            continue
+        _, rows, savings = truth[m]
+        got = {row.pop("id"): row for row in json.loads(json.dumps(models[m]["subvolumes"]))}
+        assert {sv: got[sv] for sv in rows} == {sv: {**row, "saved_pages": pytest.approx(row["saved_pages"], abs=2e-3)}
+                                                for sv, row in rows.items()}, m
+        assert all(not any(row.values()) for sv, row in got.items() if sv not in rows), m
+        top = models[m]["top_files"]
+        assert [f["saved_pages"] for f in top] == pytest.approx(savings[:len(top)], abs=2e-3), m
+        assert len(top) == min(10, len(savings)) and all(f["path"] for f in top), m
     for key in ("totals", "top_extents", "top_files", "subvolumes"):
         assert report[key] == live[key], key
     kinds = dict(live["by_kind"])

@@ -76,29 +76,34 @@ class Sharing:
 
 
 def sharing(layout: PageLayout, runs: KeyRuns, extra_bounds: np.ndarray | None = None) -> Sharing:
-    """Distinct keys, shared pages and per-inode figures of ``runs``.
+    """``run_sharing`` of ``runs`` over the inode versions of ``layout``, each counted for its copies."""
+    return run_sharing(runs, layout.weight, extra_bounds)
 
-    Per inode: ``inode_eligible`` its eligible pages; ``inode_shared`` those
+
+def run_sharing(runs: KeyRuns, weight: np.ndarray, extra_bounds: np.ndarray | None = None) -> Sharing:
+    """Distinct keys, shared pages and per-holder figures of ``runs``, whose ``inode`` indexes ``weight``
+    (the file pages each holder's page stands for: an inode version's copies, or 1 for a resident file).
+
+    Per holder: ``inode_eligible`` its eligible pages; ``inode_shared`` those
     whose key some other file page maps too; ``inode_saved`` its fair share of
     the saving, sum over its eligible pages of ``1 - 1/c`` where ``c`` is the
-    number of file pages mapping the page's key (summed over all inodes this
-    is exactly ``eligible - distinct keys``).
+    number of file pages mapping the page's key (summed over all holders,
+    weighted, this is exactly ``eligible - distinct keys``).
     """
-    cov = key_coverage(runs, layout.weight[runs.inode], extra_bounds)
+    cov = key_coverage(runs, weight[runs.inode], extra_bounds)
     lengths = cov.lengths
     c = cov.cov
     shared = prefix(np.where(c >= 2, lengths, 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         fair = prefix(np.where(c > 0, lengths * (1.0 - 1.0 / np.maximum(c, 1)), 0.0))
-    n = layout.n_inodes
+    n = len(weight)
     return Sharing(
         runs=runs,
         coverage=cov,
-        eligible_pages=int((runs.count * layout.weight[runs.inode]).sum()),
+        eligible_pages=int((runs.count * weight[runs.inode]).sum()),
         distinct_keys=cov.distinct_keys(),
         shared_file_pages=cov.shared_file_pages(),
         inode_eligible=group_sum(runs.inode, runs.count, n),
         inode_shared=group_sum(runs.inode, shared[cov.hi] - shared[cov.lo], n),
         inode_saved=group_sum(runs.inode, fair[cov.hi] - fair[cov.lo], n, np.float64),
     )
-

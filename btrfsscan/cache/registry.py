@@ -20,8 +20,8 @@ saying what is missing, and is never computed.
 per-subvolume figures and top files beside the total; ``ModelResult.figures``
 carries them to the report.
 
-A model may also give ``resident(inputs: ResidentInputs) -> int``: the same
-design over a working set (only the pages resident now, from ``live`` or
+A model may also give ``resident(inputs: ResidentInputs)``, an int or a
+``UnitFigures`` as ``pages`` returns: the same design over a working set (only the pages resident now, from ``live`` or
 ``report --resident``); ``evaluate_resident`` runs it. Its inputs are the
 working set's pages (``workingset.pages.WorkingSetPages``, from FIEMAP or an
 image) and, in ``sources``, what only an image (or ``live --device``) gives:
@@ -42,10 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .content import known_page_runs
 from .coverage import Sharing, sharing
 from .facts import FilesystemFacts
 from .layout import SEG_COMPRESSED, SEG_DATA, PageLayout, as_int64
-from .runs import eligible_runs
+from .runs import KeyRuns, eligible_runs
 from .top import extent_starts
 from .units import UnitFigures
 
@@ -97,7 +98,7 @@ class CacheModel:
     applies: Callable[[FilesystemFacts, int], Applicability] = always
     requires: Mapping[str, str] = field(default_factory=dict)
     per_version: Callable[[ModelInputs], np.ndarray] | None = None
-    resident: Callable[[ResidentInputs], int] | None = None
+    resident: Callable[[ResidentInputs], int | UnitFigures] | None = None
     resident_requires: Mapping[str, str] = field(default_factory=dict)
     bound: bool = False
 
@@ -181,6 +182,7 @@ class ResidentInputs:
     facts: FilesystemFacts
     sources: Mapping[str, Any] = field(default_factory=dict)
     lacking: str = "which this run has not"
+    top: int = 10
     _results: dict[str, ModelResult] = field(default_factory=dict, repr=False)
 
     @property
@@ -196,6 +198,16 @@ class ResidentInputs:
     def content(self) -> PageContent:
         """A content id per page of the image's layout (computed once, for every page of every file)."""
         return self.sources["content"].page_content(self.image.layout)
+
+    @cached_property
+    def content_runs(self) -> KeyRuns:
+        """Every page of known content of the image's layout keyed by its content id."""
+        return known_page_runs(self.image.layout, self.content)
+
+    @cached_property
+    def unknown_pages(self) -> int:
+        """Resident pages whose content is unknown (cached per inode by every content design)."""
+        return int(self.image.residency.run_count.sum() - self.image.resident_keys(self.content_runs).count.sum())
 
     def result(self, name: str) -> ModelResult:
         """Model ``name`` over the same working set (once)."""
@@ -222,7 +234,10 @@ def evaluate(definition: CacheModel, inputs: ModelInputs) -> ModelResult:
     ok, reason = definition.applies(inputs.facts, inputs.page_size)
     if not ok:
         return ModelResult(definition.name, None, False, reason)
-    value = definition.pages(inputs)
+    return _computed(definition, definition.pages(inputs))
+
+
+def _computed(definition: CacheModel, value: int | UnitFigures) -> ModelResult:
     if isinstance(value, UnitFigures):
         return ModelResult(definition.name, value.pages, True, None, value)
     return ModelResult(definition.name, int(value), True, None)
@@ -239,7 +254,7 @@ def evaluate_resident(definition: CacheModel, inputs: ResidentInputs) -> ModelRe
     ok, reason = definition.applies(inputs.facts, inputs.page_size)
     if not ok:
         return ModelResult(definition.name, None, False, reason)
-    return ModelResult(definition.name, int(definition.resident(inputs)), True, None)
+    return _computed(definition, definition.resident(inputs))
 
 
 def _discover() -> tuple[CacheModel, ...]:

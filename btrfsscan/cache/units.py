@@ -62,7 +62,6 @@ class UnitFigures:
     unknown_pages: int
     content_source: str | None
     expected_false_merges: float | None
-    version_saved: np.ndarray
     subvolumes: DesignSubvolumes
     top_files: list[DesignTopFile]
     notes: list[str] = field(default_factory=list)
@@ -113,7 +112,7 @@ def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, con
         unknown_pages=_unknown_pages(content) if content is not None else 0,
         content_source=content.source if content is not None else None,
         expected_false_merges=content.expected_false_merges if content is not None else None,
-        version_saved=version_saved, subvolumes=subvolumes, top_files=_top(layout, version_saved, top),
+        subvolumes=subvolumes, top_files=_top(layout, version_saved, top),
         notes=list(content.notes) if content is not None else [],
     )
 

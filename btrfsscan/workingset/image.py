@@ -16,11 +16,12 @@ import numpy as np
 
 from ..arrays import I64, ranges
 from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
+from ..cache.coverage import run_sharing
 from ..cache.runs import KeyRuns
 from ..errors import Warnings
 from ..live.residency import Residency
 from .backing import Backing, Category, clip, segments_of
-from .pages import overlaps, union
+from .pages import overlaps
 
 _LUT = np.zeros(max(SEG_INLINE, SEG_COMPRESSED, SEG_DATA, SEG_PREALLOC, SEG_HOLE) + 1, np.uint8)
 for _seg, _category in ((SEG_INLINE, Category.INLINE), (SEG_COMPRESSED, Category.COMPRESSED),
@@ -93,19 +94,22 @@ class ImageWorkingSet:
     residency: Residency
     version: np.ndarray
 
+    def resident_keys(self, runs: KeyRuns) -> KeyRuns:
+        """The resident pages among those ``runs`` key, as ``KeyRuns`` of residency rows (a layout page
+        resident in several files, snapshots' copies of one inode version, is in each)."""
+        layout, res = self.layout, self.residency
+        start = layout.base[runs.inode] + runs.page0
+        order = np.argsort(start, kind="stable")
+        alo = start[order]
+        blo = layout.base[self.version[res.run_file]] + res.run_page
+        i, j, lo, hi = overlaps(alo, alo + runs.count[order], blo, blo + res.run_count)
+        row = res.run_file[j]
+        return KeyRuns(row, lo - layout.base[self.version[row]], runs.key0[order][i] + (lo - alo[i]), hi - lo)
+
     def saved_by(self, runs: KeyRuns) -> int:
         """Resident pages that ``runs`` key, less the distinct keys they map: what caching each key once
-        saves over the working set (a layout page resident in several files counts in each)."""
-        layout, res = self.layout, self.residency
-        order = np.argsort(layout.base[runs.inode] + runs.page0, kind="stable")
-        alo = (layout.base[runs.inode] + runs.page0)[order]
-        key0 = runs.key0[order]
-        blo = layout.base[self.version[res.run_file]] + res.run_page
-        i, _, lo, hi = overlaps(alo, alo + runs.count[order], blo, blo + res.run_count)
-        klo = key0[i] + (lo - alo[i])
-        by_key = np.argsort(klo, kind="stable")
-        ulo, uhi = union(klo[by_key], (klo + hi - lo)[by_key])
-        return int((hi - lo).sum() - (uhi - ulo).sum())
+        saves over the working set."""
+        return run_sharing(self.resident_keys(runs), np.ones(len(self.residency), I64)).saved_pages
 
 
 def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple[Residency, Backing, ImageWorkingSet]:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arrays import I64, group_sum, prefix, ranges, run_bounds
+from ..cache.coverage import Sharing, run_sharing
+from ..cache.runs import KeyRuns
 from ..live.residency import Residency
 from .backing import Backing, Category, content_end
 
@@ -73,32 +75,15 @@ def _covered(ulo: np.ndarray, uhi: np.ndarray, qlo: np.ndarray, qhi: np.ndarray)
 
 
 @dataclass
-class ResidentKeys:
-    """Resident eligible pages as pieces: pages ``[page0, page0+count)`` of ``file`` map keys ``[key0, key0+count)``."""
-
-    file: np.ndarray
-    page0: np.ndarray
-    key0: np.ndarray
-    count: np.ndarray
-
-
-@dataclass
 class WorkingSetPages:
-    """Per-file resident page facts: totals per kind, and the resident eligible pieces with their keys."""
+    """Per-file resident page facts: totals per kind, and the resident eligible pages keyed by logical page
+    (``sharing.runs``: ``KeyRuns`` whose ``inode`` is the residency row)."""
 
     residency: Residency
     page_size: int
     file_pages: np.ndarray  # resident pages per file
     file_kinds: dict[str, np.ndarray]  # per kind (KINDS), resident pages per file
-    keys: ResidentKeys
-    bounds: np.ndarray  # key space cut at every piece boundary
-    cov: np.ndarray  # file pages mapping each key of segment [bounds[j], bounds[j+1])
-    lo: np.ndarray  # each piece's segment range
-    hi: np.ndarray
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.bounds)
+    sharing: Sharing
 
 
 def eligible_runs(backing: Backing, npages: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -138,8 +123,8 @@ def analyze(res: Residency, backing: Backing) -> WorkingSetPages:
     ef, ek0, ekey, ecount = eligible_runs(backing, npages, content_end(res.size, P, backing.sectorsize))
     elo = base[ef] + ek0
     _, j, lo, hi = overlaps(rlo, rhi, elo, elo + ecount)
-    keys = ResidentKeys(ef[j], lo - base[ef[j]], ekey[j] + (lo - elo[j]), hi - lo)
-    eligible = group_sum(keys.file, keys.count, n)
+    keys = KeyRuns(ef[j], lo - base[ef[j]], ekey[j] + (lo - elo[j]), hi - lo)
+    eligible = group_sum(keys.inode, keys.count, n)
 
     # pages touching segments of the first c categories
     seg_lo = base[backing.file] + backing.start // P
@@ -152,18 +137,8 @@ def analyze(res: Residency, backing: Backing) -> WorkingSetPages:
 
     t_inline, t_comp, t_unknown, t_data, t_prealloc = (touched(c) for c in Category)
 
-    # coverage of keys
-    k1 = keys.key0 + keys.count
-    bounds = np.unique(np.concatenate((keys.key0, k1))) if len(keys.count) else np.zeros(0, I64)
-    m = len(bounds)
-    plo = np.searchsorted(bounds, keys.key0).astype(I64)
-    phi = np.searchsorted(bounds, k1).astype(I64)
-    diff = np.bincount(plo, minlength=m) - np.bincount(phi, minlength=m)
-    cov = np.cumsum(diff)[:-1].astype(I64) if m else np.zeros(0, I64)
-    lengths = np.diff(bounds)
-    shared_prefix = prefix(np.where(cov >= 2, lengths, 0))
-    shared = group_sum(keys.file, shared_prefix[phi] - shared_prefix[plo], n)
-
+    sharing = run_sharing(keys, np.ones(n, I64))
+    shared = sharing.inode_shared
     kinds = {
         "regular_shared": shared,
         "regular_exclusive": eligible - shared,
@@ -174,7 +149,7 @@ def analyze(res: Residency, backing: Backing) -> WorkingSetPages:
         "hole": file_pages - t_prealloc,
         "unaligned": t_data - t_unknown - eligible,
     }
-    return WorkingSetPages(res, P, file_pages, kinds, keys, bounds, cov, plo, phi)
+    return WorkingSetPages(res, P, file_pages, kinds, sharing)
 
 # --- the figures the models report ------------------------------------------------------
 
@@ -184,14 +159,9 @@ def per_inode_pages(ws: WorkingSetPages) -> int:
     return int(ws.file_pages.sum())
 
 
-def distinct_keys(ws: WorkingSetPages) -> int:
-    return int(ws.lengths[ws.cov > 0].sum())
-
-
 def shared_extent_pages(ws: WorkingSetPages) -> int:
     """A shared-extent cache: resident eligible pages once per key, every other resident page on its own."""
-    eligible = int(ws.keys.count.sum())
-    return per_inode_pages(ws) - eligible + distinct_keys(ws)
+    return per_inode_pages(ws) - ws.sharing.saved_pages
 
 
 def pages_by_kind(ws: WorkingSetPages) -> dict[str, int]:
@@ -199,14 +169,30 @@ def pages_by_kind(ws: WorkingSetPages) -> dict[str, int]:
     return {kind: int(ws.file_kinds[kind].sum()) for kind in KINDS}
 
 
-def _fair_saved(ws: WorkingSetPages) -> np.ndarray:
-    """Per file, its fair share of the saving: over its eligible pages, ``1 - 1/c`` (c file pages map the key)."""
-    c = ws.cov
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fair = prefix(np.where(c > 0, ws.lengths * (1.0 - 1.0 / np.maximum(c, 1)), 0.0))
-    out = np.zeros(len(ws.residency), np.float64)
-    np.add.at(out, ws.keys.file, fair[ws.hi] - fair[ws.lo])
-    return out
+def subvolume_rows(res: Residency) -> tuple[np.ndarray, np.ndarray]:
+    """The residency's subvolume ids (sorted) and the dense index of each row's subvolume among them."""
+    ids, row = np.unique(res.subvol, return_inverse=True)
+    return ids, row.reshape(-1).astype(I64)
+
+
+def subvolume_keys(sharing: Sharing, row_subvolume: np.ndarray, nsv: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per subvolume (``row_subvolume`` of each residency row): the keys only its resident pages map
+    (exclusive), and the keys it maps that another subvolume maps too (shared)."""
+    cov, runs = sharing.coverage, sharing.runs
+    k = max(nsv, 1)
+    pair = np.unique(ranges(cov.lo, cov.hi) * k + np.repeat(row_subvolume[runs.inode], cov.hi - cov.lo))
+    pseg, psv = pair // k, pair % k
+    holders = np.bincount(pseg, minlength=cov.n_segments)
+    plen = cov.lengths[pseg] if len(pseg) else np.zeros(0, I64)
+    alone = holders[pseg] == 1
+    return (np.bincount(psv[alone], plen[alone], nsv).astype(I64),
+            np.bincount(psv[~alone], plen[~alone], nsv).astype(I64))
+
+
+def top_rows(res: Residency, saved: np.ndarray, top: int) -> list[int]:
+    """The ``top`` residency rows by ``saved`` (only those saving something), ties by (subvol, ino)."""
+    cand = np.flatnonzero(saved > 1e-9)
+    return cand[np.lexsort((res.ino[cand], res.subvol[cand], -saved[cand]))][:max(top, 0)].tolist()
 
 
 @dataclass(frozen=True)
@@ -227,32 +213,16 @@ class SubvolumeWorkingSet:
 
 
 def per_subvolume(ws: WorkingSetPages) -> list[SubvolumeWorkingSet]:
-    res = ws.residency
-    ids, sv_of_file = np.unique(res.subvol, return_inverse=True)
-    sv_of_file = sv_of_file.reshape(-1).astype(I64)
+    ids, row = subvolume_rows(ws.residency)
     nsv = len(ids)
-    eligible = group_sum(ws.keys.file, ws.keys.count, len(res))
-    # distinct (key segment, subvolume) pairs, then subvolumes per segment
-    seg = ranges(ws.lo, ws.hi)
-    sv = np.repeat(sv_of_file[ws.keys.file], ws.hi - ws.lo)
-    pair = np.unique(seg * max(nsv, 1) + sv)
-    pseg, psv = pair // max(nsv, 1), pair % max(nsv, 1)
-    holders = np.bincount(pseg, minlength=max(len(ws.bounds) - 1, 0))
-    plen = ws.lengths[pseg] if len(pseg) else np.zeros(0, I64)
-    alone = holders[pseg] == 1
-    saved = _fair_saved(ws)
-    return [
-        SubvolumeWorkingSet(
-            id=int(ids[x]),
-            files_with_pages=int((sv_of_file == x).sum()),
-            per_inode_pages=int(ws.file_pages[sv_of_file == x].sum()),
-            unshareable_pages=int((ws.file_pages - eligible)[sv_of_file == x].sum()),
-            exclusive_pages=int(plen[alone & (psv == x)].sum()),
-            shared_pages=int(plen[~alone & (psv == x)].sum()),
-            saved_pages=float(saved[sv_of_file == x].sum()),
-        )
-        for x in range(nsv)
-    ]
+    sh = ws.sharing
+    exclusive, shared = subvolume_keys(sh, row, nsv)
+    files = np.bincount(row, minlength=nsv)
+    pages = group_sum(row, ws.file_pages, nsv)
+    unshareable = group_sum(row, ws.file_pages - sh.inode_eligible, nsv)
+    saved = group_sum(row, sh.inode_saved, nsv, np.float64)
+    return [SubvolumeWorkingSet(int(ids[x]), int(files[x]), int(pages[x]), int(unshareable[x]), int(exclusive[x]),
+                                int(shared[x]), float(saved[x])) for x in range(nsv)]
 
 
 @dataclass(frozen=True)
@@ -271,14 +241,10 @@ class FileWorkingSet:
 
 def top_files(ws: WorkingSetPages, top: int) -> list[FileWorkingSet]:
     """The ``top`` files by fair-share saved pages (only those saving something), ties by (subvol, ino)."""
-    res = ws.residency
-    saved = _fair_saved(ws)
-    cand = np.flatnonzero(saved > 1e-9)
-    order = cand[np.lexsort((res.ino[cand], res.subvol[cand], -saved[cand]))][:max(top, 0)]
-    eligible = group_sum(ws.keys.file, ws.keys.count, len(res))
+    res, sh = ws.residency, ws.sharing
     return [FileWorkingSet(int(res.subvol[i]), int(res.ino[i]), res.path(i), int(res.size[i]),
-                           int(ws.file_pages[i]), int(eligible[i]), int(ws.file_kinds["regular_shared"][i]),
-                           float(saved[i])) for i in order.tolist()]
+                           int(ws.file_pages[i]), int(sh.inode_eligible[i]), int(ws.file_kinds["regular_shared"][i]),
+                           float(sh.inode_saved[i])) for i in top_rows(res, sh.inode_saved, top)]
 
 
 @dataclass(frozen=True)
@@ -302,23 +268,24 @@ class RangeWorkingSet:
 
 def top_ranges(ws: WorkingSetPages, top: int) -> list[RangeWorkingSet]:
     """The ``top`` logical ranges by pages shared_extent saves on them (only ranges saving something)."""
-    if not len(ws.cov):
+    cov = ws.sharing.coverage
+    if not len(cov.cov):
         return []
-    mapped = ws.cov > 0
+    mapped = cov.cov > 0
     first = mapped & np.concatenate(([True], ~mapped[:-1]))
     rid = np.cumsum(first) - 1  # range of each mapped segment
-    lengths = ws.lengths
-    file_pages = group_sum(rid[mapped], (lengths * ws.cov)[mapped], int(first.sum()))
+    lengths = cov.lengths
+    file_pages = group_sum(rid[mapped], (lengths * cov.cov)[mapped], int(first.sum()))
     cached = group_sum(rid[mapped], lengths[mapped], int(first.sum()))
-    start = ws.bounds[:-1][first]
+    start = cov.bounds[:-1][first]
     saved = file_pages - cached
     cand = np.flatnonzero(saved > 0)
     chosen = cand[np.lexsort((start[cand], -saved[cand]))][:max(top, 0)]
     res = ws.residency
-    piece_range = rid[ws.lo]  # a piece lies inside one range (its keys are consecutive and mapped)
+    piece_range = rid[cov.lo]  # a piece lies inside one range (its keys are consecutive and mapped)
     out = []
     for r in chosen.tolist():
-        files = np.unique(ws.keys.file[piece_range == r])
+        files = np.unique(ws.sharing.runs.inode[piece_range == r])
         pairs = sorted({(int(res.subvol[f]), int(res.ino[f])) for f in files.tolist()})
         out.append(RangeWorkingSet(int(start[r]) * ws.page_size, int(cached[r]), int(file_pages[r]), int(saved[r]),
                                    len(files), tuple(sorted({sv for sv, _ in pairs})), tuple(pairs[:10])))

@@ -1,8 +1,9 @@
 """A working set's figures as a ``PageCacheReport``: the same document as ``report``, over resident pages.
 
 The models come from the registry (``ResidentInputs.result``: each model's
-``resident`` computation, or why it has none or lacks an input); per subvolume, top files and
-by kind from :mod:`.pages`. Top extents are the logical ranges resident
+``resident`` computation, or why it has none or lacks an input; the cache-unit designs with their
+own per-subvolume figures and top files, :mod:`.units`); per subvolume, top files and by kind of
+shared_extent from :mod:`.pages`. Top extents are the logical ranges resident
 eligible pages map (``pages.top_ranges``): FIEMAP merges adjacent extents and
 an image does not, so ranges cut from the keys alone are what a live capture
 and an image agree on. ``shares_with`` is not computed over a working set
@@ -12,6 +13,7 @@ and an image agree on. ``shares_with`` is not computed over a working set
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,8 @@ from ..cache.report import (
     ExtentFigures,
     FileFigures,
     KindFigures,
+    ModelFigures,
+    ModelSubvolume,
     PageCacheReport,
     SubvolumeFigures,
     Totals,
@@ -54,12 +58,17 @@ def working_set_report(
     if P not in PAGE_SIZES:
         raise ValueError(f"page size {P} is not one of {', '.join(map(str, PAGE_SIZES))}")
     res = ws.residency
-    inputs = ResidentInputs(ws, facts, sources or {}, lacking)
+    inputs = ResidentInputs(ws, facts, sources or {}, lacking, top)
     results = {m.name: inputs.result(m.name) for m in MODELS}
+    files = top_files(ws, top)
+    ranges = top_ranges(ws, top)
+    design_files = {(t.subvol, t.ino) for r in results.values() if r.figures for t in r.figures.top_files}
+    paths = _paths(res, {ref for r in ranges for ref in r.examples} | design_files)
     baseline = results[BASELINE].pages
     totals = Totals(files=res.files_with_pages, inodes=res.files_with_pages, per_inode_pages=baseline,
                     per_inode_bytes=pages_to_bytes(baseline, P),
-                    models={m.name: model_figures(results[m.name], baseline, P) for m in MODELS})
+                    models={m.name: _every_subvolume(model_figures(results[m.name], baseline, P, paths), subvolumes)
+                            for m in MODELS})
     by_kind_pages = pages_by_kind(ws)
     by_kind = tuple(KindFigures(k, by_kind_pages[k], pages_to_bytes(by_kind_pages[k], P)) for k in kinds)
     info = {s.id: s for s in subvolumes}
@@ -72,9 +81,6 @@ def working_set_report(
     for i in subvolumes:
         rows.setdefault(i.id, SubvolumeFigures(i.id, i.path, i.uuid, i.parent_uuid, i.readonly,
                                                0, 0, 0, 0, 0, 0, 0.0, ()))
-    files = top_files(ws, top)
-    ranges = top_ranges(ws, top)
-    paths = _paths(res, {ref for r in ranges for ref in r.examples})
     extents = tuple(
         ExtentFigures(logical=r.logical, disk_num_bytes=r.cached_pages * P, references=r.files,
                       subvolume_count=len(r.subvolumes), subvolumes=r.subvolumes, file_pages=r.file_pages,
@@ -96,13 +102,23 @@ def working_set_report(
     )
 
 
+def _every_subvolume(figures: ModelFigures, subvolumes: Sequence[SubvolumeInfo]) -> ModelFigures:
+    """A design's figures per subvolume with a zero row for each subvolume without resident files (as the
+    shared_extent rows have)."""
+    if figures.subvolumes is None:
+        return figures
+    have = {row.id for row in figures.subvolumes}
+    rows = [*figures.subvolumes, *(ModelSubvolume(i.id, 0, 0.0, 0, 0) for i in subvolumes if i.id not in have)]
+    return replace(figures, subvolumes=tuple(sorted(rows, key=lambda row: row.id)))
+
+
 def _text(raw: bytes) -> str | None:
     """A residency path as the report shows paths (None: the record has none, as a workload's may)."""
     return raw.decode("utf-8", "surrogateescape") if raw else None
 
 
 def _paths(res, refs: set[tuple[int, int]]) -> dict[tuple[int, int], str | None]:
-    """The residency's paths of the (subvol, ino) ``refs``, for the top ranges' examples."""
+    """The residency's paths of the (subvol, ino) ``refs``, for the top ranges' examples and the designs' top files."""
     if not refs:
         return {}
     rows = np.flatnonzero(np.isin(res.ino, np.array(sorted({ino for _, ino in refs}), np.uint64)))

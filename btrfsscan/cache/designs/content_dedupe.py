@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...arrays import I64
+from ...workingset.units import resident_unit_figures
 from ..content import UNKNOWN, PageContent
 from ..layout import PageLayout
 from ..registry import CacheModel, ModelInputs, ResidentInputs
-from ..runs import KeyRuns
 from ..units import CacheUnits, UnitFigures, unit_figures
 
 
@@ -35,16 +35,9 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
     return figures(inputs.layout, inputs.content, inputs.top)
 
 
-def _resident(inputs: ResidentInputs) -> int:
-    """Resident pages of known content once per content id; unknown ones each alone. Content ids are of
-    the distinct mappings (``PageContent``): each version's pages are its mapping's."""
-    layout, content = inputs.image.layout, inputs.content
-    version = np.repeat(np.arange(layout.n_inodes), layout.npages)
-    page = np.arange(len(version), dtype=I64) - layout.base[version]
-    ids = content.page_id[content.mappings.layout.base[content.mappings.of_version[version]] + page]
-    known = ids != UNKNOWN
-    runs = KeyRuns(version[known], page[known], ids[known], np.ones(int(known.sum()), I64))
-    return inputs.result("per_inode").pages - inputs.image.saved_by(runs)
+def _resident(inputs: ResidentInputs) -> UnitFigures:
+    """Resident pages of known content once per content id; unknown ones each alone."""
+    return resident_unit_figures("content_dedupe", inputs, inputs.content_runs, by_content=True)
 
 
 MODEL = CacheModel(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...arrays import I64, group_ids, prefix
+from ...workingset.units import resident_unit_figures
 from ..content import UNKNOWN, PageContent
 from ..layout import PageLayout
 from ..registry import CacheModel, ModelInputs, ResidentInputs
@@ -43,9 +44,9 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
     return figures(inputs.layout, inputs.content, inputs.top)
 
 
-def _resident(inputs: ResidentInputs) -> int:
+def _resident(inputs: ResidentInputs) -> UnitFigures:
     units = fingerprint_units(inputs.image.layout, inputs.content)
-    return inputs.result("per_inode").pages - inputs.image.saved_by(file_unit_runs(units))
+    return resident_unit_figures("file_fingerprint", inputs, file_unit_runs(units), by_content=True)
 
 
 MODEL = CacheModel(

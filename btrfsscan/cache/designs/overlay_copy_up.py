@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...arrays import I64, group_ids, prefix
+from ...workingset.units import resident_unit_figures
 from ..layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
 from ..registry import CacheModel, ModelInputs, ResidentInputs
 from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_figures
@@ -73,9 +74,9 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
     return figures(inputs.layout, inputs.top, inputs.facts.inline_data)
 
 
-def _resident(inputs: ResidentInputs) -> int:
+def _resident(inputs: ResidentInputs) -> UnitFigures:
     units = overlay_units(inputs.image.layout, inputs.facts.inline_data)
-    return inputs.result("per_inode").pages - inputs.image.saved_by(file_unit_runs(units))
+    return resident_unit_figures("overlay_copy_up", inputs, file_unit_runs(units), by_content=False)
 
 
 MODEL = CacheModel(

@@ -1,0 +1,57 @@
+"""The cache-unit designs over a working set: figures from the resident pages their units key.
+
+A design states its keys for every file read once (``cache.runs.KeyRuns``
+over the image's layout, as :mod:`btrfsscan.cache.units` defines its units);
+only the resident ones count (``ImageWorkingSet.resident_keys``). Then, as
+for shared_extent over a working set (:mod:`.pages`): a resident page keyed
+by a unit is cached once per key, every other resident page on its own. Per
+subvolume: its resident pages, fair-share saving, *exclusive* pages (keys
+only its resident pages map, plus its pages cached on their own) and
+*shared* pages (keys it maps with another subvolume). Top files are
+residency rows, each on its own: snapshots' copies of one file are resident
+independently, so their savings differ.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..arrays import I64, group_sum
+from ..cache.coverage import run_sharing
+from ..cache.runs import KeyRuns
+from ..cache.units import DesignSubvolumes, DesignTopFile, UnitFigures
+from .pages import subvolume_keys, subvolume_rows, top_rows
+
+if TYPE_CHECKING:
+    from ..cache.registry import ResidentInputs
+
+
+def resident_unit_figures(name: str, inputs: ResidentInputs, runs: KeyRuns, *, by_content: bool) -> UnitFigures:
+    """Design ``name``'s figures over the working set of ``inputs``, its units keying the pages ``runs``;
+    ``by_content``: its units are content ids (``inputs.content``), whose unknown pages are counted."""
+    image = inputs.image
+    res = image.residency
+    n = len(res)
+    sharing = run_sharing(image.resident_keys(runs), np.ones(n, I64))
+    file_pages = group_sum(res.run_file, res.run_count, n)
+    per_inode = int(file_pages.sum())
+    ids, row = subvolume_rows(res)
+    nsv = len(ids)
+    exclusive, shared = subvolume_keys(sharing, row, nsv)
+    saved = sharing.inode_saved
+    subvolumes = DesignSubvolumes(
+        ids=ids, per_inode_pages=group_sum(row, file_pages, nsv), saved_pages=group_sum(row, saved, nsv, np.float64),
+        exclusive_pages=exclusive + group_sum(row, file_pages - sharing.inode_eligible, nsv), shared_pages=shared,
+    )
+    top = [DesignTopFile(int(res.subvol[i]), int(res.ino[i]), int(res.size[i]), int(file_pages[i]), float(saved[i]), 0)
+           for i in top_rows(res, saved, inputs.top)]
+    content = inputs.content if by_content else None
+    return UnitFigures(
+        name=name, page_size=res.page_size, per_inode_pages=per_inode, pages=per_inode - sharing.saved_pages,
+        unknown_pages=inputs.unknown_pages if content is not None else 0,
+        content_source=content.source if content is not None else None,
+        expected_false_merges=content.expected_false_merges if content is not None else None,
+        subvolumes=subvolumes, top_files=top, notes=list(content.notes) if content is not None else [],
+    )
