@@ -1112,6 +1112,17 @@ def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
         log(f"timing live on {mnt}: median of {args.repeat}")
         CHILD_ENV["PYTHONPATH"] = os.fspath(REPO)
         results = time_commands(commands, args.repeat, args.timeout)
+        saved = args.cache / "live-residency.json"
+        log(f"saving the residency of {mnt} to {saved}")
+        subprocess.run([sys.executable, "-m", "btrfsscan", "live", os.fspath(mnt), "--save", os.fspath(saved),
+                        "--json"], stdout=subprocess.DEVNULL, check=True, env=CHILD_ENV)
+    image = os.fspath(work / facts["image"])
+    report = [sys.executable, "-m", "btrfsscan", "report", image, "--json", "--top", "10"]
+    offline = [("report IMAGE --json", report, {0}),
+               ("report IMAGE --resident FILE --json", [*report, "--resident", os.fspath(saved)], {0, 1})]
+    log(f"timing report --resident on {image}: median of {args.repeat}")
+    results.update(time_commands(offline, args.repeat, args.timeout))
+    commands += offline
     rows = []
     for label, _argv, _acc in commands:
         r = results[label]
@@ -1126,7 +1137,11 @@ def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
     lines += table([f"command (median of {args.repeat})", "median s", "min / max s", "cpu s", "peak RSS MiB"],
                    rows, {1, 2, 3, 4})
     ratios = {}
-    find, live, base = (results[label] for label, _a, _c in commands)
+    find, live, base, plain, resident = (results[label] for label, _a, _c in commands)
+    if not (plain.get("failed") or resident.get("failed")):
+        ratios["report_resident_over_report"] = resident["median_s"] / plain["median_s"]
+        lines += ["", f"report --resident / report: {ratios['report_resident_over_report']:.2f} (goal <= 1.2: "
+                  f"{'PASS' if ratios['report_resident_over_report'] <= 1.2 else 'FAIL'})"]
     if not (live.get("failed") or find.get("failed") or base.get("failed")):
         ratios["live_over_find_fincore"] = live["median_s"] / find["median_s"]
         ratios["live_rss_bytes_per_file_above_base"] = (live["peak_rss_mib"] - base["peak_rss_mib"]) * M / figures["files"]
@@ -1336,7 +1351,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--live", action="store_true",
                     help="instead of report: time the live collector against find | xargs fincore on each "
-                         "--size image mounted read-only (needs root)")
+                         "--size image mounted read-only (needs root), then report --resident on the saved residency against report")
     ap.add_argument("--live-warm-every", type=int, default=10, metavar="N",
                     help="with --live, read every Nth file first: a partly warm cache (default 10)")
     ap.add_argument("--ls", action="store_true",

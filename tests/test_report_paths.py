@@ -74,3 +74,16 @@ def test_report_path_json_is_valid(sharing):
     result = run("report", "--json", "--path", "@base/etc", sharing.image)  # validated by support.run
     assert result.exit_code == 0
     assert json.loads(result.stdout)["totals"]["inodes"] == 1
+
+
+def test_report_of_a_file_sharing_nothing_says_so(sharing):
+    """``@base/etc/conf``: one inode, two pages of seeded (distinct) content: no model saves a page, and the
+    summary says so instead of naming a best design."""
+    inodes, per_inode, shared = brute_force(sharing, ["@base/etc"])
+    assert (inodes, per_inode, shared) == (1, 2, 2)
+    doc = run_json("report", "--json", "--path", "@base/etc", sharing.image)
+    assert {m: v["saved_pages"] for m, v in doc["totals"]["models"].items() if v["pages"] is not None} == \
+        {m: 0 for m, v in doc["totals"]["models"].items() if v["pages"] is not None}
+    text = run("report", "--path", "@base/etc", sharing.image).stdout
+    assert "No model saves anything here" in text and "saves the most" not in text and "saves the same" not in text
+    assert "1 file (1 inode) in " in text

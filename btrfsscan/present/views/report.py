@@ -349,7 +349,12 @@ def focus(report: PageCacheReport) -> str | None:
     snapshots = len(members) - 1
     if snapshots == 0:
         return f"{lead} within {name}"
-    return f"{lead} in {name} and its {snapshots} snapshot{'s' if snapshots != 1 else ''}"
+    return f"{lead} in {name} and its {_counted(snapshots, 'snapshot', True)}"
+
+
+def _counted(n: int, noun: str, raw: bool) -> str:
+    """``n noun``, the noun in the plural unless n is 1."""
+    return f"{human_count(n, raw)} {noun}{'' if n == 1 else 's'}"
 
 
 def _capital(text: str) -> str:
@@ -362,6 +367,8 @@ def _best(report: PageCacheReport, raw: bool) -> list[str]:
     if len(computed) < 2:
         return []
     most, definition = min(computed, key=lambda x: (x[0].pages, x[1].order))
+    if not most.saved_pages or most.saved_pages <= 0:
+        return ["No model saves anything here: no page is shared by extent, by file or by content."]
     pct = human_pct(most.saved_pct, raw)
     lines = [f"{_capital(definition.subject)} saves the most ({pct}"
              + (", an ideal bound, not a design)." if definition.bound else ").")]
@@ -435,16 +442,16 @@ def summary(report: PageCacheReport, raw: bool = False, lead: str = EVERY_FILE_O
         figures = report.model(definition.name)
         if not figures.applicable:
             lines.append(f"{_capital(definition.subject)} does not apply: {figures.reason}.")
-        elif definition.needs and figures.pages == head.pages:
+        elif definition.needs and figures.pages == head.pages and head.saved_pages:
             lines.append(f"{_capital(definition.subject)} applies here ({definition.needs}) and saves the same.")
     count = len(report.subvolumes)
-    lines.append(f"{human_count(report.totals.files, raw)} files ({human_count(report.totals.inodes, raw)} inodes) "
-                 f"in {count} subvolume{'s' if count != 1 else ''}, {size(report.page_size)} pages.")
+    lines.append(f"{_counted(report.totals.files, 'file', raw)} ({_counted(report.totals.inodes, 'inode', raw)}) "
+                 f"in {_counted(count, 'subvolume', raw)}, {size(report.page_size)} pages.")
     for note in report.notes:
         lines.append(f"Note: {printable(note)}.")
     if report.partial:
         n = len(report.warnings)
-        lines.append(f"Partial result: {n} warning{'s' if n != 1 else ''} "
+        lines.append(f"Partial result: {_counted(n, 'warning', raw)} "
                      "(something was skipped; the figures cover only what could be read).")
     return lines
 
