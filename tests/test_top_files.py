@@ -73,6 +73,22 @@ def test_top_files_are_distinct_versions(sharing):
             assert (r["subvol"], r["ino"]) == members[0] and r["snapshot_copies"] == len(members) - 1, (name, r)
 
 
+
+@pytest.mark.parametrize("top", [1, 2, 3, 5])
+def test_short_top_lists_from_a_preselection(sharing, top, monkeypatch):
+    """With few rows wanted, only the best ``PRESELECT`` candidate versions a row are ranked (then all of
+    them when those give too few distinct rows): one a row here, so both paths run on this small image."""
+    from btrfsscan.cache import top as top_module
+
+    monkeypatch.setattr(top_module, "PRESELECT", 1)
+    versions, saved = brute_force(sharing)
+    expected = sorted((-round(saved[m[0]], 3), *m[0], len(m) - 1) for m in versions.values() if saved[m[0]] > 1e-9)
+    assert len(expected) > 2 * top
+    rows = run_json("report", "--json", "--top", top, sharing.image)["top_files"]
+    assert [(-round(f["saved_pages"], 3), f["subvol"], f["ino"], f["snapshot_copies"]) for f in rows] == \
+        expected[:top]
+
+
 def test_top_files_table_says_snapshot_copies(sharing):
     doc = run_json("report", "--json", sharing.image)
     copied = [f for f in doc["top_files"] if f["snapshot_copies"]]

@@ -134,16 +134,38 @@ def distinct_copies(layout: PageLayout, saved: np.ndarray, top: int) -> list[tup
     candidates = np.flatnonzero(saved > 1e-9)
     if top <= 0 or not len(candidates):
         return []
+    k = PRESELECT * top
+    if len(candidates) > 2 * k:  # the best k and all tied with the k-th: a prefix of the ranking
+        values = saved[candidates]
+        pool = candidates[values >= np.partition(values, len(values) - k)[len(values) - k]]
+        groups = _ranked(layout, saved, pool, top)
+        if groups is None:  # the pool ran out before ``top`` distinct rows: rank them all
+            groups = _ranked(layout, saved, candidates, top, last=True)
+    else:
+        groups = _ranked(layout, saved, candidates, top, last=True)
+    rows = sorted((-float(saved[first]), pairs[0], first, pairs) for first, pairs in groups)
+    return [(-neg, first, pairs) for neg, _, first, pairs in rows[:top]]
+
+
+#: ``distinct_copies`` ranks this many candidates per row wanted first (each row may stand for several
+#: versions of one inode), and all of them only when those do not give enough distinct rows.
+PRESELECT = 8
+
+
+def _ranked(layout: PageLayout, saved: np.ndarray, candidates: np.ndarray, top: int,
+            last: bool = False) -> list[tuple[int, list[tuple[int, int]]]] | None:
+    """The groups of the best ``candidates`` (by saving, then inode; ties with the last one taken in) until
+    they make ``top`` rows; None when they run out first, unless ``last`` (then all of them)."""
     candidates = candidates[np.lexsort((layout.ino[candidates], -saved[candidates]))]
     taken = min(top, len(candidates))
     while True:
         end = int(np.searchsorted(-saved[candidates], -saved[candidates[taken - 1]], side="right"))
         groups = _same_data(layout, candidates[:end])
-        if len(groups) >= top or end >= len(candidates):
-            break
+        if len(groups) >= top:
+            return groups
+        if end >= len(candidates):
+            return groups if last else None
         taken = min(end + top, len(candidates))
-    rows = sorted((-float(saved[first]), pairs[0], first, pairs) for first, pairs in groups)
-    return [(-neg, first, pairs) for neg, _, first, pairs in rows[:top]]
 
 
 def _same_data(layout: PageLayout, versions: np.ndarray) -> list[tuple[int, list[tuple[int, int]]]]:
