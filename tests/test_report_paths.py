@@ -59,6 +59,12 @@ def test_report_path_matches_brute_force(sharing, paths):
     text = run("report", "--wide", *args, sharing.image).stdout
     said = f"Only the files under {', '.join(doc['paths'])} "
     assert said in text and "— only the files under" in text
+    metrics = run("report", "--format", "prometheus", *args, sharing.image).stdout
+    fsid = doc["filesystem"]["fsid"]
+    assert [line for line in metrics.splitlines() if line.startswith("btrfsscan_report_path_info")] == \
+        [f'btrfsscan_report_path_info{{fsid="{fsid}",path="{p}"}} 1' for p in doc["paths"]]
+    assert "btrfsscan_report_path_info{" not in run("report", "--format", "prometheus", sharing.image).stdout
+    assert f'btrfsscan_regular_inodes{{fsid="{fsid}"}} {inodes}' in metrics
 
 
 def test_report_path_errors(sharing):

@@ -98,3 +98,9 @@ def test_top_files_table_says_snapshot_copies(sharing):
         n = f["snapshot_copies"]
         label = f"{f['path']} + {n} snapshot cop{'y' if n == 1 else 'ies'}"
         assert re.search(re.escape(label), text), (label, text)
+    pytest.importorskip("plotly", reason="plotly (btrfsscan[html]) is not installed")
+    page = run("report", "--format", "html", sharing.image).stdout
+    files = page[page.index("Files saving the most"):]
+    for f in copied:
+        n = f["snapshot_copies"]
+        assert f"{f['path']} + {n} snapshot cop{'y' if n == 1 else 'ies'}" in files, f

@@ -86,3 +86,8 @@ def one_line(text: object) -> str:
     shown escaped (``\\x1b``): a name from the input or the command line can neither garble the terminal
     nor be silently stripped."""
     return printable(" ".join(str(text).split()))
+
+
+def with_copies(name: str, copies: int) -> str:
+    """A top file's name and how many more subvolumes hold it unchanged (``+ 2 snapshot copies``)."""
+    return name if not copies else f"{name} + {copies} snapshot cop{'y' if copies == 1 else 'ies'}"

@@ -29,7 +29,7 @@ from typing import IO
 
 from ...errors import BtrfsScanError
 from ..document import CommandOutput
-from ..units import human_bytes, human_count, human_pct
+from ..units import human_bytes, human_count, human_pct, with_copies
 from ..views.report import KIND_TITLES
 
 #: Subvolumes shown in the sharing matrix (those with the most distinct pages).
@@ -256,7 +256,8 @@ def _tables(page: _Page, doc: Mapping[str, Any]) -> None:
                (True, True, True, True, True, True, False))
     page.add("<h2>Files saving the most (fair share)</h2>")
     page.table(("path", "subvol", "size", "links", "pages", "shared pages", "saved (share)"),
-               [(f["path"] if f["path"] is not None else f"<subvol {f['subvol']} ino {f['ino']}>", f["subvol"],
+               [(with_copies(f["path"] if f["path"] is not None else f"<subvol {f['subvol']} ino {f['ino']}>",
+                             f["snapshot_copies"]), f["subvol"],
                  human_bytes(f["size"]), human_count(f["nlink"]), human_count(f["pages"]),
                  human_count(f["shared_pages"]), human_bytes(f["saved_bytes"])) for f in doc["top_files"]],
                (False, True, True, True, True, True, True))

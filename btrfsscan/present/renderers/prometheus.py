@@ -13,7 +13,9 @@ subvolume (the cache-unit designs), its share of what the model saves.
 Content-keyed models add the pages whose content is unknown, labelled by
 ``source`` (``csum_tree``, ``data``). ``btrfsscan_scan_timestamp_seconds`` and
 ``btrfsscan_scan_duration_seconds`` say when the scan ran and how long it
-took (measured by the analysis layer; a working set has none). Label values
+took (measured by the analysis layer; a working set has none);
+``btrfsscan_report_path_info`` names each path of ``report --path`` (the
+figures then count only the files under them). Label values
 and HELP texts are escaped as the text exposition format wants.
 """
 
@@ -45,6 +47,7 @@ METRICS = (
     ("btrfsscan_regular_files", "Directory entries of regular files (hardlinks once per link)."),
     ("btrfsscan_regular_inodes", "Regular-file inodes."),
     ("btrfsscan_report_partial", "1 if the scan skipped something (see its warnings), else 0."),
+    ("btrfsscan_report_path_info", "1 for each path the figures are restricted to (report --path); none: every file."),
     ("btrfsscan_scan_timestamp_seconds", "When the scan started, in seconds since the Unix epoch."),
     ("btrfsscan_scan_duration_seconds", "How long the scan took, in seconds."),
 )
@@ -111,6 +114,8 @@ def prometheus_text(report: PageCacheReport) -> str:
     samples["btrfsscan_regular_files"].append((fs, report.totals.files))
     samples["btrfsscan_regular_inodes"].append((fs, report.totals.inodes))
     samples["btrfsscan_report_partial"].append((fs, bool(report.partial)))
+    for path in report.paths or ():
+        samples["btrfsscan_report_path_info"].append((_labels(fsid=fsid, path=path), 1))
     lines = []
     for name, help_text in METRICS:
         lines.append(f"# HELP {name} {_escape_help(help_text)}")

@@ -22,7 +22,7 @@ from ...cache.report import FileFigures, ModelFile, PageCacheReport, SubvolumeFi
 from ...format.constants import ObjectId
 from ...names import name_base64, name_text
 from ..document import KEYED, LIST, MIDDLE, WRAP, Document, Field, Section, name_fields, section
-from ..units import human_bytes, human_count, human_pct, printable
+from ..units import human_bytes, human_count, human_pct, printable, with_copies
 from .volume import DEVICE_FIELDS
 
 
@@ -473,9 +473,8 @@ def _selection(report: PageCacheReport) -> list[str]:
 
 def _file_label(f: FileFigures | ModelFile) -> str:
     """A top file's path (or where it is when unnamed) and how many more subvolumes hold it unchanged."""
-    name = printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>")
-    copies = f.snapshot_copies
-    return name if not copies else f"{name} + {copies} snapshot cop{'y' if copies == 1 else 'ies'}"
+    return with_copies(printable(f.path if f.path is not None else f"<subvol {f.subvol} ino {f.ino}>"),
+                       f.snapshot_copies)
 
 
 def _model_rows(report: PageCacheReport, what: str) -> list[tuple]:
