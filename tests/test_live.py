@@ -430,6 +430,41 @@ def test_residency_run_past_eof_is_refused(tmp_path):
         load_residency(path)
 
 
+@pytest.mark.parametrize("field, value, said", [
+    ("size", -1, "size missing"), ("size", True, "size missing"), ("size", 1 << 63, "size missing"),
+    ("subvol", 1.5, "subvol missing"), ("ino", "7", "ino missing"), ("path", None, "path missing"),
+    ("path", "bad\udcffname", "not valid Unicode"), ("path_bytes", "!!", "not base64"),
+    ("runs", [], "non-empty"), ("runs", [[0, 0]], "count >= 1"), ("runs", [[1, 1], [0, 1]], "sorted"),
+    ("runs", [[0, 1], [1, 1]], "not adjacent"), ("runs", [[0, 1, 2]], "first page"), ("runs", [7], "first page"),
+    ("runs", [[0, 3]], "run ends at page 3"), (None, None, "not an object"),
+])
+@pytest.mark.parametrize("layout", ["lines", "pretty"])
+def test_residency_record_faults_are_one_line(tmp_path, field, value, said, layout):
+    """Each fault of a file record, in the document as ``live --save`` lays it out or reformatted: one
+    error naming the record (the records are checked in bulk, then one by one where one is bad)."""
+    doc = json.loads(_document(tmp_path).read_text())
+    path = tmp_path / "bad.json"
+
+    def write(doc: dict) -> None:
+        if layout == "pretty":
+            path.write_text(json.dumps(doc, indent=1))
+        else:  # as write_residency lays it out: a header line, one record a line, the closing line
+            head = json.dumps({k: v for k, v in doc.items() if k != "files"}, separators=(",", ":"))
+            rows = [json.dumps(r, separators=(",", ":")) for r in doc["files"]]
+            path.write_text(head[:-1] + ',"files":[\n' + ",\n".join(rows) + "\n]}\n")
+
+    write(doc)
+    assert residency_rows(load_residency(path)) == residency_rows(load_residency(_document(tmp_path)))
+    if field is None:
+        doc["files"][1] = [1, 2]
+    else:
+        doc["files"][1][field] = value
+    write(doc)
+    with pytest.raises(ResidencyError) as err:
+        load_residency(path)
+    assert f"files[1]: " in str(err.value) and said in str(err.value) and "\n" not in str(err.value)
+
+
 def test_not_a_directory_is_one_error(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")

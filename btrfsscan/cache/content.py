@@ -51,7 +51,6 @@ from ..model.csums import CsumTable
 from ..model.file_data import PIECE_DTYPE, READ_EXTENT_DTYPE
 from .layout import SEG_COMPRESSED, SEG_DATA, SEG_INLINE, PageLayout
 from .mappings import DistinctMappings, distinct_mappings
-from .runs import KeyRuns
 
 UNKNOWN = -1
 ZERO = 0
@@ -554,12 +553,3 @@ class DataContent:
         hashes, known = self.hash_requests(requests)
         return content_from_hashes(requests, hashes, known)
 
-
-def known_page_runs(layout: PageLayout, content: PageContent) -> KeyRuns:
-    """Every page of known content of every version of ``layout`` keyed by its content id (one run a page;
-    each version's ids are its distinct mapping's)."""
-    version = np.repeat(np.arange(layout.n_inodes), layout.npages)
-    page = np.arange(len(version), dtype=I64) - layout.base[version]
-    ids = content.page_id[content.mappings.layout.base[content.mappings.of_version[version]] + page]
-    known = ids != UNKNOWN
-    return KeyRuns(version[known], page[known], ids[known], np.ones(int(known.sum()), I64))

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .content import known_page_runs
 from .coverage import Sharing, sharing
 from .facts import FilesystemFacts
 from .layout import SEG_COMPRESSED, SEG_DATA, PageLayout, as_int64
@@ -200,14 +199,14 @@ class ResidentInputs:
         return self.sources["content"].page_content(self.image.layout)
 
     @cached_property
-    def content_runs(self) -> KeyRuns:
-        """Every page of known content of the image's layout keyed by its content id."""
-        return known_page_runs(self.image.layout, self.content)
+    def content_keys(self) -> KeyRuns:
+        """The resident pages of known content keyed by their content ids (``KeyRuns`` of residency rows)."""
+        return self.image.content_keys(self.content)
 
     @cached_property
     def unknown_pages(self) -> int:
         """Resident pages whose content is unknown (cached per inode by every content design)."""
-        return int(self.image.residency.run_count.sum() - self.image.resident_keys(self.content_runs).count.sum())
+        return int(self.image.residency.run_count.sum() - self.content_keys.count.sum())
 
     def result(self, name: str) -> ModelResult:
         """Model ``name`` over the same working set (once)."""

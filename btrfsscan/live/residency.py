@@ -142,9 +142,10 @@ class ResidencyBuilder:
             self._runs.extend((page, count))
         self._run_ends.append(len(self._runs) // 2)
 
-    def build(self, **meta) -> Residency:
+    def columns(self) -> dict[str, Any]:
+        """The files added so far as ``Residency`` columns."""
         runs = np.frombuffer(self._runs, I64).reshape(-1, 2)
-        return Residency(
+        return dict(
             subvol=np.frombuffer(self.subvol, np.uint64).copy(),
             ino=np.frombuffer(self.ino, np.uint64).copy(),
             size=np.frombuffer(self.size, I64).copy(),
@@ -153,8 +154,10 @@ class ResidencyBuilder:
             run_start=np.concatenate(([0], np.frombuffer(self._run_ends, I64))).astype(I64),
             run_page=runs[:, 0].copy(),
             run_count=runs[:, 1].copy(),
-            **meta,
         )
+
+    def build(self, **meta) -> Residency:
+        return Residency(**self.columns(), **meta)
 
 
 # --- the document -------------------------------------------------------------------------
@@ -166,7 +169,10 @@ def _raw_path(record: dict, key: str, where: str) -> bytes:
             return base64.b64decode(record[f"{key}_bytes"], validate=True)
         except (ValueError, TypeError):
             raise ResidencyError(f"{where}: {key}_bytes is not base64") from None
-    return record[key].encode("utf-8")
+    try:
+        return record[key].encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (\udcff) in the JSON text
+        raise ResidencyError(f"{where}: {key} is not valid Unicode text (give the raw name as {key}_bytes)") from None
 
 
 def _header(res: Residency) -> dict[str, Any]:
@@ -243,8 +249,9 @@ def _check_header(doc: Any) -> None:
 
 def _add_record(builder: ResidencyBuilder, record: Any, page_size: int, where: str) -> None:
     _need(isinstance(record, dict), "not an object")
-    for key in ("subvol", "ino", "size"):
+    for key in ("subvol", "ino"):
         _need(_is_int(record.get(key)), f"{key} missing or not a non-negative integer")
+    _need(_is_int(record.get("size")) and record["size"] < 1 << 63, "size missing or not an integer in [0, 2^63)")
     _need(isinstance(record.get("path"), str), "path missing")
     runs = record.get("runs")
     _need(isinstance(runs, list) and runs, "runs must be a non-empty list")
@@ -258,6 +265,68 @@ def _add_record(builder: ResidencyBuilder, record: Any, page_size: int, where: s
         _need(end <= npages, f"run ends at page {end}, past the {npages} pages of i_size {record['size']}")
     builder.add(record["subvol"], record["ino"], record["size"], _raw_path(record, "path", where),
                 (tuple(r) for r in runs))
+
+
+def _parsed(lines: list[str]) -> list[Any] | None:
+    """The record lines of a laid-out document parsed in one go (None: some line is not JSON)."""
+    try:
+        return json.loads("[" + "\n".join(lines) + "]")
+    except json.JSONDecodeError:
+        return None
+
+
+def _ints(values: list[Any], limit: int = 1 << 63) -> np.ndarray | None:
+    """``values`` as uint64 when every one is an int (not a bool) in ``[0, limit)``; else None."""
+    if not {type(v) for v in values} <= {int}:
+        return None
+    try:
+        out = np.array(values, dtype=np.uint64)
+    except OverflowError:
+        return None
+    return out if not len(out) or int(out.max()) < limit else None
+
+
+def _columns(records: list[Any] | None, page_size: int) -> dict[str, Any] | None:
+    """Every file record as ``Residency`` columns, when each one is what ``_add_record`` accepts (the checks
+    in bulk); None when one is not, or might not be: ``_add_record`` then decides, record by record."""
+    if records is None or not {type(r) for r in records} <= {dict}:
+        return None
+    try:
+        subvol = _ints([r["subvol"] for r in records], 1 << 64)
+        ino = _ints([r["ino"] for r in records], 1 << 64)
+        size = _ints([r["size"] for r in records])
+        runs = [r["runs"] for r in records]
+    except KeyError:
+        return None
+    if subvol is None or ino is None or size is None or not {type(r.get("path")) for r in records} <= {str}:
+        return None
+    if not {type(x) for x in runs} <= {list} or (runs and min(map(len, runs)) == 0):
+        return None
+    pairs = [run for file_runs in runs for run in file_runs]
+    if not {type(run) for run in pairs} <= {list} or not {len(run) for run in pairs} <= {2}:
+        return None
+    flat = _ints([v for run in pairs for v in run], 1 << 62)
+    if flat is None:
+        return None
+    page, count = flat[0::2].astype(I64), flat[1::2].astype(I64)
+    lengths = np.fromiter(map(len, runs), I64, len(runs))
+    run_start = np.concatenate(([0], np.cumsum(lengths))).astype(I64)
+    run_file = np.repeat(np.arange(len(records), dtype=I64), lengths)
+    end = page + count
+    npages = (size // np.uint64(page_size) + (size % np.uint64(page_size) != 0)).astype(I64)
+    later = np.ones(len(page), bool)
+    later[run_start[:-1]] = False
+    if (count < 1).any() or (end > npages[run_file]).any() or (page[1:] <= end[:-1])[later[1:]].any():
+        return None
+    try:  # bad base64 and lone surrogates are ValueErrors
+        paths = [base64.b64decode(r["path_bytes"], validate=True) if "path_bytes" in r else r["path"].encode("utf-8")
+                 for r in records]
+    except (ValueError, TypeError):
+        return None
+    path_lengths = np.fromiter(map(len, paths), I64, len(paths))
+    return dict(subvol=subvol, ino=ino, size=size.astype(I64), path_blob=b"".join(paths),
+                path_start=np.concatenate(([0], np.cumsum(path_lengths))).astype(I64), run_start=run_start,
+                run_page=page, run_count=count)
 
 
 def _identity(fs: dict | None) -> FilesystemIdentity | None:
@@ -312,19 +381,23 @@ def load_residency(path: str | os.PathLike, *, fsid: str | None = None, page_siz
             head, records = laid_out
             _check_header(head)
         _check_identity(head, fsid, page_size)
-        builder = ResidencyBuilder()
         P = head["page_size"]
-        for n, record in enumerate(records):
-            where = f"{name}: files[{n}]"
-            if isinstance(record, str):
-                try:
-                    record = json.loads(record.removesuffix(","))
-                except json.JSONDecodeError as exc:
-                    raise _Invalid(f"not JSON ({exc.msg})") from None
-            _add_record(builder, record, P, where)
+        columns = _columns(_parsed(records) if laid_out is not None else records, P)
+        if columns is None:  # some record is not valid: record by record, naming the first fault
+            builder = ResidencyBuilder()
+            for n, record in enumerate(records):
+                where = f"{name}: files[{n}]"
+                if isinstance(record, str):
+                    try:
+                        record = json.loads(record.removesuffix(","))
+                    except json.JSONDecodeError as exc:
+                        raise _Invalid(f"not JSON ({exc.msg})") from None
+                _add_record(builder, record, P, where)
+            columns = builder.columns()
     except _Invalid as exc:
         raise ResidencyError(f"{where}: {exc}") from None
-    return builder.build(
+    return Residency(
+        **columns,
         kind=head["kind"], captured_at=head["captured_at"], page_size=P, filesystem=_identity(head["filesystem"]),
         roots=tuple(_raw_path(r, "path", name) for r in head["roots"]),
         subvolumes=tuple(SubvolumeEntry(s["id"], _raw_path(s, "path", name)) for s in head["subvolumes"]),

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arrays import I64, ranges
-from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
+from ..cache.content import UNKNOWN, PageContent
 from ..cache.coverage import run_sharing
+from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
 from ..cache.runs import KeyRuns
 from ..errors import Warnings
 from ..live.residency import Residency
@@ -105,6 +106,28 @@ class ImageWorkingSet:
         i, j, lo, hi = overlaps(alo, alo + runs.count[order], blo, blo + res.run_count)
         row = res.run_file[j]
         return KeyRuns(row, lo - layout.base[self.version[row]], runs.key0[order][i] + (lo - alo[i]), hi - lo)
+
+    def content_keys(self, content: PageContent) -> KeyRuns:
+        """The resident pages of known content keyed by content (the id of the page of the row's version's
+        distinct mapping, renumbered), as ``KeyRuns`` of residency rows."""
+        res = self.residency
+        row = np.repeat(res.run_file, res.run_count)
+        page = ranges(res.run_page, res.run_page + res.run_count)
+        mapping = content.mappings.of_version[self.version[row]]
+        ids = content.page_id[content.mappings.layout.base[mapping] + page]
+        known = ids != UNKNOWN
+        row, page, ids = row[known], page[known], ids[known]
+        # ids renumbered in order of first appearance: consecutive resident pages of content not seen
+        # before get consecutive keys, as do later pages with the same content in the same order, so each
+        # such stretch is one run
+        values, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        rank = np.empty(len(values), I64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(values), dtype=I64)
+        key = rank[inverse.reshape(-1)]
+        start = np.ones(len(key), bool)
+        start[1:] = ~((row[1:] == row[:-1]) & (page[1:] == page[:-1] + 1) & (key[1:] == key[:-1] + 1))
+        firsts = np.flatnonzero(start)
+        return KeyRuns(row[firsts], page[firsts], key[firsts], np.diff(np.append(firsts, len(key))).astype(I64))
 
     def saved_by(self, runs: KeyRuns) -> int:
         """Resident pages that ``runs`` key, less the distinct keys they map: what caching each key once

@@ -2,7 +2,8 @@
 
 A design states its keys for every file read once (``cache.runs.KeyRuns``
 over the image's layout, as :mod:`btrfsscan.cache.units` defines its units);
-only the resident ones count (``ImageWorkingSet.resident_keys``). Then, as
+only the resident ones count (``ImageWorkingSet.resident_keys``; content ids are looked up for the
+resident pages alone, ``ImageWorkingSet.content_keys``). Then, as
 for shared_extent over a working set (:mod:`.pages`): a resident page keyed
 by a unit is cached once per key, every other resident page on its own. Per
 subvolume: its resident pages, fair-share saving, *exclusive* pages (keys
@@ -28,13 +29,13 @@ if TYPE_CHECKING:
     from ..cache.registry import ResidentInputs
 
 
-def resident_unit_figures(name: str, inputs: ResidentInputs, runs: KeyRuns, *, by_content: bool) -> UnitFigures:
-    """Design ``name``'s figures over the working set of ``inputs``, its units keying the pages ``runs``;
-    ``by_content``: its units are content ids (``inputs.content``), whose unknown pages are counted."""
-    image = inputs.image
-    res = image.residency
+def resident_unit_figures(name: str, inputs: ResidentInputs, keys: KeyRuns, *, by_content: bool) -> UnitFigures:
+    """Design ``name``'s figures over the working set of ``inputs``, its units keying the resident pages
+    ``keys`` (``KeyRuns`` of residency rows); ``by_content``: its units are content ids
+    (``inputs.content``), whose unknown pages are counted."""
+    res = inputs.image.residency
     n = len(res)
-    sharing = run_sharing(image.resident_keys(runs), np.ones(n, I64))
+    sharing = run_sharing(keys, np.ones(n, I64))
     file_pages = group_sum(res.run_file, res.run_count, n)
     per_inode = int(file_pages.sum())
     ids, row = subvolume_rows(res)

@@ -37,7 +37,7 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
 
 def _resident(inputs: ResidentInputs) -> UnitFigures:
     """Resident pages of known content once per content id; unknown ones each alone."""
-    return resident_unit_figures("content_dedupe", inputs, inputs.content_runs, by_content=True)
+    return resident_unit_figures("content_dedupe", inputs, inputs.content_keys, by_content=True)
 
 
 MODEL = CacheModel(

@@ -76,7 +76,7 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
 
 def _resident(inputs: ResidentInputs) -> UnitFigures:
     units = overlay_units(inputs.image.layout, inputs.facts.inline_data)
-    return resident_unit_figures("overlay_copy_up", inputs, file_unit_runs(units), by_content=False)
+    return resident_unit_figures("overlay_copy_up", inputs, inputs.image.resident_keys(file_unit_runs(units)), by_content=False)
 
 
 MODEL = CacheModel(
