@@ -1232,6 +1232,50 @@ for r in sys.argv[2:]:
 """
 
 
+#: Issue 15's goals: ``--by-dir`` at most this many times the same report without it (JSON and text); the
+#: HTML page at most this many times the JSON report's time and this large.
+BY_DIR_GOAL, HTML_TIME_GOAL, HTML_SIZE_GOAL = 1.2, 1.5, 10_000_000
+
+
+def bench_by_dir(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
+    """``report --by-dir 3`` (JSON and text) against the same report without it, and the HTML page
+    (``--format html -o``, which carries the by-directory treemap) against the JSON report, with its size."""
+    work, facts = ensure_built(recipe, args.cache, args.rebuild)
+    image = os.fspath(work / facts["image"])
+    page = args.cache / "by-dir-report.html"
+    report = [sys.executable, "-m", "btrfsscan", "report", image]
+    labels = {"json": "report --json", "json_by_dir": "report --json --by-dir 3", "text": "report (text)",
+              "text_by_dir": "report --by-dir 3 (text)", "html": "report --format html -o FILE"}
+    commands = [(labels["json"], [*report, "--json"], {0}), (labels["json_by_dir"], [*report, "--json", "--by-dir", "3"], {0}),
+                (labels["text"], [*report, "--wide"], {0}), (labels["text_by_dir"], [*report, "--wide", "--by-dir", "3"], {0}),
+                (labels["html"], [*report, "--format", "html", "-o", os.fspath(page)], {0})]
+    CHILD_ENV["PYTHONPATH"] = os.fspath(REPO)
+    log(f"timing --by-dir and the HTML page on {image}: median of {args.repeat}, warm page cache")
+    results = time_commands(commands, args.repeat, args.timeout)
+    size = page.stat().st_size if page.exists() else None
+    rows = [[label, f"{r['median_s']:.3f}", f"{r['cpu_median_s']:.3f}", f"{r['peak_rss_mib']:.1f}"]
+            if not r.get("failed") else [label, "FAILED", "", ""]
+            for label, r in ((label, results[label]) for label, _, _ in commands)]
+    lines = [f"== --by-dir and HTML on {recipe.name}: {image}", *machine_lines(mi), ""]
+    lines += table([f"command (median of {args.repeat})", "median s", "cpu s", "peak RSS MiB"], rows, {1, 2, 3})
+    ratios: dict = {}
+    ok = {k: not results[v].get("failed") for k, v in labels.items()}
+    lines.append("")
+    for form in ("json", "text"):
+        if ok[form] and ok[f"{form}_by_dir"]:
+            ratios[f"{form}_by_dir_over_{form}"] = r = (results[labels[f"{form}_by_dir"]]["median_s"]
+                                                        / results[labels[form]]["median_s"])
+            lines.append(f"{labels[f'{form}_by_dir']} / {labels[form]}: {r:.2f} "
+                         f"(goal <= {BY_DIR_GOAL}: {'PASS' if r <= BY_DIR_GOAL else 'FAIL'})")
+    if ok["html"] and ok["json"] and size is not None:
+        ratios["html_over_json"] = r = results[labels["html"]]["median_s"] / results[labels["json"]]["median_s"]
+        ratios["html_bytes"] = size
+        lines += [f"HTML / JSON report: {r:.2f} (goal <= {HTML_TIME_GOAL}: {'PASS' if r <= HTML_TIME_GOAL else 'FAIL'})",
+                  f"HTML page: {size / 1e6:.2f} MB (goal <= {HTML_SIZE_GOAL / 1e6:.0f} MB: "
+                  f"{'PASS' if size <= HTML_SIZE_GOAL else 'FAIL'})"]
+    return {"size": recipe.name, "results": results, "ratios": ratios}, lines
+
+
 def bench_designs(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
     """The content designs' cost: the report pipeline without them, with them (checksum tree), and with
     --read-data, against ``dd bs=4M`` of the DATA chunk ranges (bench/designs.py)."""
@@ -1357,6 +1401,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ls", action="store_true",
                     help="instead of report: time `ls -R --json` and `ls -R` on each --size image against find on "
                          "it mounted read-only (needs root for find) and dump-tree")
+    ap.add_argument("--by-dir", action="store_true",
+                    help="instead of report: time report --by-dir 3 (JSON, text) against report, and the HTML page "
+                         "against the JSON report, with its size")
     ap.add_argument("--designs", action="store_true",
                     help="with --size: also time the content designs (checksum tree, --read-data) and dd")
     args = ap.parse_args(argv)
@@ -1389,6 +1436,9 @@ def main(argv: list[str] | None = None) -> int:
             out["sizes"][r.name] = res
         elif args.ls:
             res, lines = bench_ls(r, args, mi)
+            out["sizes"][r.name] = res
+        elif args.by_dir:
+            res, lines = bench_by_dir(r, args, mi)
             out["sizes"][r.name] = res
         else:
             res, lines = bench_size(r, args, mi)
