@@ -190,7 +190,45 @@ def _title(text: str, width: int | None) -> Text:
     return Text(text if width is None else shorten_middle(text, width), style="bold")
 
 
-def _rows_table(section: Section, width: int | None) -> Group:
+@dataclass
+class _RowsTable:
+    """A rows table laid out for ``width``: its cells fitted to the chosen columns. ``rich()`` is the
+    table rich draws; ``plain()`` the same lines as a file or pipe gets them (trailing blanks stripped),
+    written directly when every cell is one line within its column (None otherwise: rich wraps)."""
+
+    title: Text
+    labels: list[str]
+    widths: list[int]
+    right: list[bool]
+    wrap: list[bool]
+    rows: list[list[Text]]
+
+    def rich(self) -> Group:
+        table = Table(box=box.SIMPLE_HEAD)
+        for label, w, right, wrap in zip(self.labels, self.widths, self.right, self.wrap):
+            table.add_column(Text(label), justify="right" if right else "left", width=w, no_wrap=not wrap,
+                             overflow="fold")
+        for row in self.rows:
+            table.add_row(*row)
+        if not self.rows:
+            table.caption = Text("(none)")
+        return Group(self.title, table)
+
+    def plain(self) -> str | None:
+        texts = [[cell.plain for cell in row] for row in self.rows]
+        if not texts or any("\n" in t or len(t) > w or cell_len(t) != len(t)
+                            for row in [self.labels, *texts] for t, w in zip(row, self.widths)):
+            return None  # rich wraps, folds or measures wide characters
+        # box.SIMPLE_HEAD: an edge and one blank of padding each side, three blanks between columns, a blank
+        # top and bottom edge line, a rule under the header
+        pieces = [f"%{w}s" if right else f"%-{w}s" for w, right in zip(self.widths, self.right)]
+        line = "  " + "   ".join(pieces)
+        out = [self.title.plain, "", line % tuple(self.labels),
+               " " + "─" * (sum(self.widths) + 3 * len(self.widths) - 1), *(line % tuple(row) for row in texts), ""]
+        return "".join(text.rstrip() + "\n" for text in out)
+
+
+def _rows_table(section: Section, width: int | None) -> _RowsTable:
     fields = section.table_fields()
     # every record has a cell per field of the section's spec, in spec order
     at = {cell.key: n for n, cell in enumerate(section.records[0].cells)} if section.records else {}
@@ -201,20 +239,12 @@ def _rows_table(section: Section, width: int | None) -> Group:
     columns = [_Column(f, max([cell_len(f.label or "")] + [_lines_width(row[n]) for row in texts]))
                for n, f in enumerate(fields)]
     chosen = fit_columns(columns, width)
-    table = Table(box=box.SIMPLE_HEAD)
-    for n, w in chosen.items():
-        field = fields[n]
-        numeric = bool(section.records) and all(
-            _is_number(record.cells[at[field.key]].raw) or record.cells[at[field.key]].raw is None
-            for record in section.records)
-        wrap = field.fit == WRAP
-        table.add_column(Text(field.label), justify="right" if numeric else "left", width=w, no_wrap=not wrap,
-                         overflow="fold")
-    for row in texts:
-        table.add_row(*(_cell_text(fields[n], row[n], w) for n, w in chosen.items()))
-    if not section.records:
-        table.caption = Text("(none)")
-    return Group(_title(section.title, width), table)
+    right = [bool(section.records) and all(
+        _is_number(record.cells[at[fields[n].key]].raw) or record.cells[at[fields[n].key]].raw is None
+        for record in section.records) for n in chosen]
+    return _RowsTable(_title(section.title, width), [fields[n].label or "" for n in chosen], list(chosen.values()),
+                      right, [fields[n].fit == WRAP for n in chosen],
+                      [[_cell_text(fields[n], row[n], w) for n, w in chosen.items()] for row in texts])
 
 
 def _fields_tables(section: Section, width: int | None) -> list[Group]:
@@ -347,9 +377,11 @@ def render(output: CommandOutput, stream: IO[str], width: int | None | str = AUT
                 stream.write("\n")
             if isinstance(block, Section):
                 _stream_table(block, stream, width)
+            elif plain and isinstance(block, _RowsTable) and (text := block.plain()) is not None:
+                stream.write(text)
             elif plain:  # rich pads lines to the table's width: strip the blanks a file or pipe would keep
                 with console.capture() as captured:
-                    console.print(block)
+                    console.print(block.rich() if isinstance(block, _RowsTable) else block)
                 stream.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
             else:
-                console.print(block)
+                console.print(block.rich() if isinstance(block, _RowsTable) else block)
