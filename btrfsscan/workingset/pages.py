@@ -124,7 +124,6 @@ def analyze(res: Residency, backing: Backing) -> WorkingSetPages:
     elo = base[ef] + ek0
     _, j, lo, hi = overlaps(rlo, rhi, elo, elo + ecount)
     keys = KeyRuns(ef[j], lo - base[ef[j]], ekey[j] + (lo - elo[j]), hi - lo)
-    eligible = group_sum(keys.inode, keys.count, n)
 
     # pages touching segments of the first c categories
     seg_lo = base[backing.file] + backing.start // P
@@ -138,7 +137,7 @@ def analyze(res: Residency, backing: Backing) -> WorkingSetPages:
     t_inline, t_comp, t_unknown, t_data, t_prealloc = (touched(c) for c in Category)
 
     sharing = run_sharing(keys, np.ones(n, I64))
-    shared = sharing.inode_shared
+    eligible, shared = sharing.inode_eligible, sharing.inode_shared
     kinds = {
         "regular_shared": shared,
         "regular_exclusive": eligible - shared,
