@@ -153,6 +153,10 @@ def test_report_resident_warns_about_files_the_image_lacks(fixture_images, tmp_p
     doc = run_json("report", image, "--resident", other_size, "--json", expect_exit=1)
     assert [w for w in doc["warnings"] if "of another i_size" in w and f"inode {entry['inode']}" in w]
     assert doc["totals"]["per_inode"]["pages"] == 0
+    none = _residency(tmp_path, _fsid(image), ino=99998)  # no file of it in the image: nothing modelled
+    doc = run_json("report", image, "--resident", none, "--json", expect_exit=1)
+    assert len([w for w in doc["warnings"] if "not in the image" in w]) == 2
+    assert doc["totals"]["per_inode"]["pages"] == 0 and doc["totals"]["models"]["content_dedupe"]["pages"] == 0
 
 
 def test_report_workload_matches_a_brute_force_page_count(fixture_images, tmp_path):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..cache.facts import DeviceInfo, FilesystemFacts, SubvolumeInfo
 from ..cache.kinds import KINDS as IMAGE_KINDS
 from ..cache.layout import PageLayout, build_layout
@@ -71,15 +73,20 @@ def workload_figures(res: Residency) -> WorkloadFigures:
     return WorkloadFigures(res.kind, res.captured_at, res.files, res.files_with_pages, res.unreadable)
 
 
-def image_layout(fs: Filesystem, page_size: int, progress: ScanProgress | None = None) -> PageLayout:
+def image_layout(fs: Filesystem, page_size: int, progress: ScanProgress | None = None,
+                 inodes: dict[int, np.ndarray] | None = None) -> PageLayout:
     """The page layout of every live subvolume of an open image at ``page_size`` (``progress``: one step
-    per subvolume scanned, then the modelling phase)."""
+    per subvolume scanned, then the modelling phase); with ``inodes`` (subvolume id -> sorted inode
+    numbers) of those inodes alone."""
     subvols = fs.subvolumes.live()
     if progress:
         progress.start(f"scanning {fs.volume.fsid}", len(subvols), "subvolumes")
     scanner = FileScanner(fs.reader, fs.warnings)
     advance = (lambda sub: progress.advance()) if progress else None
-    versions = inode_versions(scanner.scan_leaves(subvols, progress=advance), fs.warnings)
+    leaves = scanner.scan_leaves(subvols, progress=advance)
+    if inodes is not None:
+        leaves = leaves.of_inodes(inodes).as_leaves()
+    versions = inode_versions(leaves, fs.warnings)
     if progress:
         progress.phase(f"modelling the working set on {fs.volume.fsid}")
     return build_layout(versions, page_size, fs.superblock.sectorsize)
@@ -136,7 +143,9 @@ def _on_image(fs: Filesystem, res: Residency, *, top: int, notes: Sequence[str],
               warnings: Sequence[str] = (), progress: ScanProgress | None = None) -> PageCacheReport:
     """The working set ``res`` modelled on the image (or devices) ``fs``: backing, extent items and content
     ids from its trees, so every model is computed."""
-    kept, back, placed = image.from_layout(res, image_layout(fs, res.page_size, progress), fs.warnings)
+    # the residency's files alone: the models over resident pages compare them among themselves only
+    inodes = {int(sv): np.unique(res.ino[res.subvol == sv]) for sv in np.unique(res.subvol).tolist()}
+    kept, back, placed = image.from_layout(res, image_layout(fs, res.page_size, progress, inodes), fs.warnings)
     sources = {"extent_items": placed, "content": content_source(fs, page_size=res.page_size, read_data=False)}
     subvolumes = [subvolume_info(s) for s in fs.subvolumes.live()]
     report = working_set_report(pages.analyze(kept, back), filesystem_facts(fs), top=top, subvolumes=subvolumes,

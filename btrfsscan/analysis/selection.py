@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..model.listing import normalize_path
-from ..model.tables import FileTables, LeafTables
+from ..model.tables import LeafTables
 from .files import ListingTables, listing, lookup
 from .refs import top_level
 
@@ -35,15 +35,7 @@ class PathSelection:
 
     def restrict(self, leaves: LeafTables) -> LeafTables:
         """The rows of ``leaves`` of the selected inodes, one leaf per subvolume (links are not kept)."""
-        tables = leaves.expand()
-        return FileTables(tables.inodes[self._selected(tables.inodes)],
-                          tables.extents[self._selected(tables.extents)]).as_leaves()
-
-    def _selected(self, rows: np.ndarray) -> np.ndarray:
-        keep = np.zeros(len(rows), bool)
-        for subvol, inos in self.inodes.items():
-            keep |= (rows["subvol"] == subvol) & np.isin(rows["ino"], inos)
-        return keep
+        return leaves.of_inodes(self.inodes).as_leaves()
 
 
 def looked_up(fs: Filesystem, paths: Sequence[str]) -> tuple[str, ...]:

@@ -115,6 +115,26 @@ class LeafTables:
     def n_leaves(self) -> int:
         return len(self.inode_start) - 1
 
+    def of_inodes(self, inodes: dict[int, np.ndarray]) -> FileTables:
+        """The rows of the inodes ``inodes`` names (subvolume id -> sorted inode numbers), each subvolume's
+        own copy: what ``expand`` gives for them, without expanding the rest."""
+        parts = []
+        for table, start in ((self.inodes, self.inode_start), (self.extents, self.extent_start)):
+            chosen = []
+            for i, sid in enumerate(self.subvol_ids.tolist()):
+                wanted = inodes.get(int(sid))
+                if wanted is None or not len(wanted):
+                    continue
+                leaves = self.subvol_leaves[self.subvol_start[i]:self.subvol_start[i + 1]]
+                at = ranges(start[leaves], start[leaves + 1])
+                ino = table["ino"][at]
+                pos = np.minimum(np.searchsorted(wanted, ino), len(wanted) - 1)
+                rows = table[at[wanted[pos] == ino]]
+                rows["subvol"] = sid
+                chosen.append(rows)
+            parts.append(np.concatenate(chosen) if chosen else table[:0])
+        return FileTables(*parts)
+
     def expand(self) -> FileTables:
         """One row per (subvolume, inode) and (subvolume, extent item): every subvolume's own copy."""
         sv_of = np.repeat(self.subvol_ids, np.diff(self.subvol_start))

@@ -142,7 +142,8 @@ def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple
         raise ValueError(f"layout page size {layout.page_size} != residency page size {res.page_size}")
     version = version_of(res, layout)
     missing = version < 0
-    differs = ~missing & (layout.size[np.maximum(version, 0)] != res.size)
+    differs = np.zeros(len(res), bool)
+    differs[~missing] = layout.size[version[~missing]] != res.size[~missing]
     for label, mask in (("not in the image", missing), ("of another i_size in the image", differs)):
         for i in np.flatnonzero(mask)[:20].tolist():
             warnings.add(f"residency file {label}: not modelled",
