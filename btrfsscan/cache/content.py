@@ -552,4 +552,3 @@ class DataContent:
         requests = page_requests(layout)
         hashes, known = self.hash_requests(requests)
         return content_from_hashes(requests, hashes, known)
-

@@ -21,8 +21,9 @@ per-subvolume figures and top files beside the total; ``ModelResult.figures``
 carries them to the report.
 
 A model may also give ``resident(inputs: ResidentInputs)``, an int or a
-``UnitFigures`` as ``pages`` returns: the same design over a working set (only the pages resident now, from ``live`` or
-``report --resident``); ``evaluate_resident`` runs it. Its inputs are the
+``UnitFigures`` as ``pages`` returns: the same design over a working set
+(only the pages resident now, from ``live`` or ``report --resident``);
+``evaluate_resident`` runs it. Its inputs are the
 working set's pages (``workingset.pages.WorkingSetPages``, from FIEMAP or an
 image) and, in ``sources``, what only an image (or ``live --device``) gives:
 ``extent_items`` (``workingset.image.ImageWorkingSet``, the files placed on

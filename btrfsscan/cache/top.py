@@ -135,13 +135,12 @@ def distinct_copies(layout: PageLayout, saved: np.ndarray, top: int) -> list[tup
     if top <= 0 or not len(candidates):
         return []
     k = PRESELECT * top
+    pool = candidates
     if len(candidates) > 2 * k:  # the best k and all tied with the k-th: a prefix of the ranking
         values = saved[candidates]
         pool = candidates[values >= np.partition(values, len(values) - k)[len(values) - k]]
-        groups = _ranked(layout, saved, pool, top)
-        if groups is None:  # the pool ran out before ``top`` distinct rows: rank them all
-            groups = _ranked(layout, saved, candidates, top, last=True)
-    else:
+    groups = _ranked(layout, saved, pool, top, last=pool is candidates)
+    if groups is None:  # the pool ran out before ``top`` distinct rows: rank them all
         groups = _ranked(layout, saved, candidates, top, last=True)
     rows = sorted((-float(saved[first]), pairs[0], first, pairs) for first, pairs in groups)
     return [(-neg, first, pairs) for neg, _, first, pairs in rows[:top]]

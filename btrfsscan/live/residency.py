@@ -318,10 +318,9 @@ def _columns(records: list[Any] | None, page_size: int) -> dict[str, Any] | None
     later[run_start[:-1]] = False
     if (count < 1).any() or (end > npages[run_file]).any() or (page[1:] <= end[:-1])[later[1:]].any():
         return None
-    try:  # bad base64 and lone surrogates are ValueErrors
-        paths = [base64.b64decode(r["path_bytes"], validate=True) if "path_bytes" in r else r["path"].encode("utf-8")
-                 for r in records]
-    except (ValueError, TypeError):
+    try:
+        paths = [_raw_path(r, "path", "") for r in records]
+    except ResidencyError:
         return None
     path_lengths = np.fromiter(map(len, paths), I64, len(paths))
     return dict(subvol=subvol, ino=ino, size=size.astype(I64), path_blob=b"".join(paths),

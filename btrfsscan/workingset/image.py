@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import I64, ranges
+from ..arrays import I64, ranges, run_bounds
 from ..cache.content import UNKNOWN, PageContent
 from ..cache.coverage import run_sharing
 from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
@@ -124,10 +124,10 @@ class ImageWorkingSet:
         rank = np.empty(len(values), I64)
         rank[np.argsort(first, kind="stable")] = np.arange(len(values), dtype=I64)
         key = rank[inverse.reshape(-1)]
-        start = np.ones(len(key), bool)
-        start[1:] = ~((row[1:] == row[:-1]) & (page[1:] == page[:-1] + 1) & (key[1:] == key[:-1] + 1))
-        firsts = np.flatnonzero(start)
-        return KeyRuns(row[firsts], page[firsts], key[firsts], np.diff(np.append(firsts, len(key))).astype(I64))
+        first = np.ones(len(key), bool)
+        first[1:] = ~((row[1:] == row[:-1]) & (page[1:] == page[:-1] + 1) & (key[1:] == key[:-1] + 1))
+        firsts, lasts = run_bounds(first)
+        return KeyRuns(row[firsts], page[firsts], key[firsts], (lasts - firsts + 1).astype(I64))
 
     def saved_by(self, runs: KeyRuns) -> int:
         """Resident pages that ``runs`` key, less the distinct keys they map: what caching each key once

@@ -33,10 +33,9 @@ def resident_unit_figures(name: str, inputs: ResidentInputs, keys: KeyRuns, *, b
     """Design ``name``'s figures over the working set of ``inputs``, its units keying the resident pages
     ``keys`` (``KeyRuns`` of residency rows); ``by_content``: its units are content ids
     (``inputs.content``), whose unknown pages are counted."""
-    res = inputs.image.residency
-    n = len(res)
-    sharing = run_sharing(keys, np.ones(n, I64))
-    file_pages = group_sum(res.run_file, res.run_count, n)
+    ws = inputs.working_set  # the same residency rows as ``inputs.image``'s
+    res, file_pages = ws.residency, ws.file_pages
+    sharing = run_sharing(keys, np.ones(len(res), I64))
     per_inode = int(file_pages.sum())
     ids, row = subvolume_rows(res)
     nsv = len(ids)

@@ -46,7 +46,8 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
 
 def _resident(inputs: ResidentInputs) -> UnitFigures:
     units = fingerprint_units(inputs.image.layout, inputs.content)
-    return resident_unit_figures("file_fingerprint", inputs, inputs.image.resident_keys(file_unit_runs(units)), by_content=True)
+    keys = inputs.image.resident_keys(file_unit_runs(units))
+    return resident_unit_figures("file_fingerprint", inputs, keys, by_content=True)
 
 
 MODEL = CacheModel(

@@ -76,7 +76,8 @@ def _figures(inputs: ModelInputs) -> UnitFigures:
 
 def _resident(inputs: ResidentInputs) -> UnitFigures:
     units = overlay_units(inputs.image.layout, inputs.facts.inline_data)
-    return resident_unit_figures("overlay_copy_up", inputs, inputs.image.resident_keys(file_unit_runs(units)), by_content=False)
+    keys = inputs.image.resident_keys(file_unit_runs(units))
+    return resident_unit_figures("overlay_copy_up", inputs, keys, by_content=False)
 
 
 MODEL = CacheModel(
