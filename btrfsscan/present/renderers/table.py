@@ -202,6 +202,7 @@ class _RowsTable:
     right: list[bool]
     wrap: list[bool]
     rows: list[list[Text]]
+    width: int | None  # the output's (None: unlimited)
 
     def rich(self) -> Group:
         table = Table(box=box.SIMPLE_HEAD)
@@ -216,6 +217,8 @@ class _RowsTable:
 
     def plain(self) -> str | None:
         texts = [[cell.plain for cell in row] for row in self.rows]
+        if self.width is not None and sum(self.widths) + _overhead(len(self.widths)) > self.width:
+            return None  # the columns could not be fitted: rich squeezes them
         if not texts or any("\n" in t or len(t) > w or cell_len(t) != len(t)
                             for row in [self.labels, *texts] for t, w in zip(row, self.widths)):
             return None  # rich wraps, folds or measures wide characters
@@ -244,7 +247,7 @@ def _rows_table(section: Section, width: int | None) -> _RowsTable:
         for record in section.records) for n in chosen]
     return _RowsTable(_title(section.title, width), [fields[n].label or "" for n in chosen], list(chosen.values()),
                       right, [fields[n].fit == WRAP for n in chosen],
-                      [[_cell_text(fields[n], row[n], w) for n, w in chosen.items()] for row in texts])
+                      [[_cell_text(fields[n], row[n], w) for n, w in chosen.items()] for row in texts], width)
 
 
 def _fields_tables(section: Section, width: int | None) -> list[Group]:
