@@ -27,6 +27,7 @@ from support import run
 WIDTHS = (60, 80, 120, 200)
 COMMANDS = [
     ("report", "--sample"),
+    ("report", "--sample", "--by-dir", "2"),
     ("ls", "--sample", "-R"),
     ("ls", "--sample", "@base/etc"),
     ("subvolumes", "--sample"),
