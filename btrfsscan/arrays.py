@@ -53,6 +53,19 @@ def run_bounds(first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return firsts, lasts
 
 
+def first_seen_ranks(values: np.ndarray) -> np.ndarray:
+    """Each of ``values`` (non-negative integers, bounded) replaced by the rank of its first appearance:
+    0 for the first distinct value met, 1 for the next, ... Linear in the values and their bound (no sort)."""
+    bound = int(values.max(initial=-1)) + 1
+    first = np.full(bound, len(values), I64)
+    np.minimum.at(first, values, np.arange(len(values), dtype=I64))
+    is_first = np.zeros(len(values), bool)
+    is_first[first[values]] = True
+    rank = np.empty(bound, I64)
+    rank[values[is_first]] = np.arange(int(is_first.sum()), dtype=I64)
+    return rank[values]
+
+
 def ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """The concatenation of ``arange(starts[i], ends[i])`` over i (empty ranges allowed)."""
     starts = np.asarray(starts, I64)

@@ -90,3 +90,12 @@ def test_take_fields_gathers_the_named_columns():
 @given(st.lists(st.integers(-5, 5), max_size=30))
 def test_distinct_is_sorted_unique(values):
     assert arrays.distinct(np.array(values, np.int64)).tolist() == sorted(set(values))
+
+
+@given(st.lists(st.integers(0, 40), max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_first_seen_ranks_against_a_dict(values):
+    """Ranks in order of first appearance, checked against a dict filled value by value."""
+    seen: dict[int, int] = {}
+    want = [seen.setdefault(v, len(seen)) for v in values]
+    assert arrays.first_seen_ranks(np.array(values, np.int64)).tolist() == want

@@ -386,8 +386,10 @@ def test_residency_roundtrip_and_schema(tmp_path):
     path = _document(tmp_path)
     doc = json.loads(path.read_text())
     jsonschema.Draft202012Validator(SCHEMA).validate(doc)
-    assert doc["files"][0]["path"] == "dir/f\ufffd" and "path_bytes" in doc["files"][0]
-    assert "path_bytes" not in doc["files"][1]
+    files = doc["files"]
+    assert files["path"] == ["dir/f\ufffd", "ü/x"] and files["path_bytes"] == [[0, "ZGlyL2b/"]]
+    assert files["runs"] == [2, 1] and files["run_page"] == [0, 2, 0] and files["run_count"] == [1, 1, 2]
+    assert files["subvol"] == [256, 256] and files["ino"] == [257, 258] and files["size"] == [10_000, 5000]
     res = load_residency(path, fsid="0634AC5A-61F8-590D-B076-D5B350BD2F0F", page_size=4096)
     assert [res.path(i) for i in range(len(res))] == [b"dir/f\xff", "ü/x".encode()]
     assert res.runs(0) == [(0, 1), (2, 1)] and res.files == 5 and res.pages == 4
@@ -424,45 +426,44 @@ def test_residency_of_another_filesystem_page_size_or_version(tmp_path):
 def test_residency_run_past_eof_is_refused(tmp_path):
     path = _document(tmp_path)
     doc = json.loads(path.read_text())
-    doc["files"][1]["runs"] = [[0, 3]]  # 5000 bytes are 2 pages
+    doc["files"]["run_count"][2] = 3  # file 1 has 5000 bytes: 2 pages
     path.write_text(json.dumps(doc))
-    with pytest.raises(ResidencyError, match=r"files\[1\]: run ends at page 3"):
+    with pytest.raises(ResidencyError, match=r"file 1: run ends at page 3, past the 2 pages of i_size 5000"):
         load_residency(path)
 
 
-@pytest.mark.parametrize("field, value, said", [
-    ("size", -1, "size missing"), ("size", True, "size missing"), ("size", 1 << 63, "size missing"),
-    ("subvol", 1.5, "subvol missing"), ("ino", "7", "ino missing"), ("path", None, "path missing"),
-    ("path", "bad\udcffname", "not valid Unicode"), ("path_bytes", "!!", "not base64"),
-    ("runs", [], "non-empty"), ("runs", [[0, 0]], "count >= 1"), ("runs", [[1, 1], [0, 1]], "sorted"),
-    ("runs", [[0, 1], [1, 1]], "not adjacent"), ("runs", [[0, 1, 2]], "first page"), ("runs", [7], "first page"),
-    ("runs", [[0, 3]], "run ends at page 3"), (None, None, "not an object"),
+@pytest.mark.parametrize("field, row, value, said", [
+    ("size", 1, -1, "files.size[1]: size is not an integer"), ("size", 1, True, "files.size[1]"),
+    ("size", 1, 1 << 63, "files.size[1]"), ("size", 1, 1 << 64, "files.size[1]"),
+    ("subvol", 1, 1.5, "files.subvol[1]"), ("ino", 1, "7", "files.ino[1]"), ("path", 1, None, "files.path[1]"),
+    ("path", 1, "bad\udcffname", "files.path[1]: not valid Unicode"),
+    ("path_bytes", 0, [0, "!!"], "the bytes of row 0 are not base64"), ("path_bytes", 0, [5, "AA=="], "[row, base64]"),
+    ("runs", 1, 0, "files.runs[1]: runs (the number of runs of the file) must be >= 1"),
+    ("runs", 1, 2, "files.run_page has 3 values, not 4"),
+    ("run_count", 2, 0, "files.run_count[2]: a run's count must be >= 1"),
+    ("run_page", 1, 0, "file 0: runs must be sorted"), ("run_page", 1, 1, "file 0: runs must be sorted, disjoint and not adjacent"),
+    ("run_page", 0, -1, "files.run_page[0]"), ("run_page", 2, 1, "file 1: run ends at page 3"),
+    ("subvol", None, None, "files.subvol missing"), ("ino", None, [1], "files.ino has 1 values, not 2"),
+    (None, None, None, "files must be an object of columns"),
 ])
-@pytest.mark.parametrize("layout", ["lines", "pretty"])
-def test_residency_record_faults_are_one_line(tmp_path, field, value, said, layout):
-    """Each fault of a file record, in the document as ``live --save`` lays it out or reformatted: one
-    error naming the record (the records are checked in bulk, then one by one where one is bad)."""
+def test_residency_column_faults_are_one_line(tmp_path, field, row, value, said):
+    """Each fault of the file columns: one error naming the column and row (or the file) at fault."""
     doc = json.loads(_document(tmp_path).read_text())
     path = tmp_path / "bad.json"
-
-    def write(doc: dict) -> None:
-        if layout == "pretty":
-            path.write_text(json.dumps(doc, indent=1))
-        else:  # as write_residency lays it out: a header line, one record a line, the closing line
-            head = json.dumps({k: v for k, v in doc.items() if k != "files"}, separators=(",", ":"))
-            rows = [json.dumps(r, separators=(",", ":")) for r in doc["files"]]
-            path.write_text(head[:-1] + ',"files":[\n' + ",\n".join(rows) + "\n]}\n")
-
-    write(doc)
+    path.write_text(json.dumps(doc, indent=1))
     assert residency_rows(load_residency(path)) == residency_rows(load_residency(_document(tmp_path)))
     if field is None:
-        doc["files"][1] = [1, 2]
+        doc["files"] = [[1, 2]]
+    elif row is None:
+        doc["files"][field] = value
+        if value is None:
+            del doc["files"][field]
     else:
-        doc["files"][1][field] = value
-    write(doc)
+        doc["files"][field][row] = value
+    path.write_text(json.dumps(doc))
     with pytest.raises(ResidencyError) as err:
         load_residency(path)
-    assert f"files[1]: " in str(err.value) and said in str(err.value) and "\n" not in str(err.value)
+    assert said in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_not_a_directory_is_one_error(tmp_path):

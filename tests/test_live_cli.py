@@ -108,8 +108,8 @@ def _residency(tmp_path: Path, fsid: str, ino: int = 257, size: int = 4096, page
                                                   "generation": 7, "sectorsize": 4096},
            "roots": [{"path": "/mnt"}], "subvolumes": [],
            "counts": {"files": 2, "files_with_pages": 2, "unreadable": 0, "pages": 2},
-           "files": [{"subvol": 5, "ino": ino, "path": "a", "size": size, "runs": [[0, 1]]},
-                     {"subvol": 5, "ino": 99999, "path": "gone", "size": 4096, "runs": [[0, 1]]}]}
+           "files": {"subvol": [5, 5], "ino": [ino, 99999], "path": ["a", "gone"], "path_bytes": [],
+                     "size": [size, 4096], "runs": [1, 1], "run_page": [0, 0], "run_count": [1, 1]}}
     path = tmp_path / "r.json"
     path.write_text(json.dumps(doc))
     return path

@@ -95,3 +95,54 @@ def test_objectids_beyond_40_bits_group_alike():
     got = sorted(zip(versions.inodes["ino"].tolist(), versions.weight.tolist(), versions.inodes["subvol"].tolist()))
     assert got == [(257, 2, 256), (big, 1, 256), (big, 1, 257)]
     assert analyze(versions, 4096, facts(4096)).models == analyze(t.expand(), 4096, facts(4096)).models
+
+
+def _expanded_rows(t: LeafTables, inodes: dict[int, np.ndarray]) -> tuple[list, list]:
+    """The test's own answer for ``of_inodes``: every subvolume's rows expanded, filtered by a set."""
+    rows = t.expand()
+    want = {(sv, int(ino)) for sv, inos in inodes.items() for ino in inos}
+
+    def kept(table: np.ndarray) -> list:
+        pick = [i for i, key in enumerate(zip(table["subvol"].tolist(), table["ino"].tolist())) if key in want]
+        return sorted(table[pick].tolist())
+
+    return kept(rows.inodes), kept(rows.extents)
+
+
+def _of_inodes_rows(t: LeafTables, inodes: dict[int, np.ndarray]) -> tuple[list, list]:
+    got = t.of_inodes(inodes)
+    for table, start in ((got.inodes, got.inode_start), (got.extents, got.extent_start)):
+        keys = list(zip(table["subvol"].tolist(), table["ino"].tolist()))
+        assert keys == sorted(keys)  # one leaf per subvolume, in key order
+        assert np.array_equal(np.searchsorted(table["subvol"], got.subvol_ids), start[:-1])
+    return sorted(got.inodes.tolist()), sorted(got.extents.tolist())
+
+
+@pytest.mark.parametrize("name", ["sample", "many", "subvols", "reflinks"])
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.5, 1.0])
+def test_of_inodes_is_the_expanded_rows_of_those_inodes(name, share, fixture_images):
+    """``of_inodes`` (leaves searched) gives exactly the rows of the expansion for a seeded choice of inodes
+    per subvolume, plus inode numbers no subvolume has."""
+    fs = open_filesystem(list(fixture_images("files", name).values()))
+    try:
+        leaves = FileScanner(fs.reader, fs.warnings).scan_leaves(fs.subvolumes.live())
+    finally:
+        fs.close()
+    rows = leaves.expand()
+    rng = np.random.default_rng(len(name))
+    inodes = {}
+    for sv in leaves.subvol_ids.tolist():
+        inos = np.unique(rows.inodes["ino"][rows.inodes["subvol"] == sv])
+        chosen = inos[rng.random(len(inos)) < share]
+        inodes[int(sv)] = np.unique(np.concatenate((chosen, np.array([1, 2 ** 40, 2 ** 64 - 12], np.uint64))))
+    want = _expanded_rows(leaves, inodes)
+    assert share == 0 or want[0]
+    assert _of_inodes_rows(leaves, inodes) == want
+
+
+def test_of_inodes_across_leaves_and_beyond_40_bits():
+    big = (1 << 62) + 7
+    t = _leaf_tables([[257, 258], [258, 259], [258, 259, big]], [[0, 1], [0, 1], [0, 2]])
+    for chosen in ([258], [257, 259], [big], [258, big], [260]):
+        inodes = {256: np.array(chosen, np.uint64), 258: np.array(chosen, np.uint64)}
+        assert _of_inodes_rows(t, inodes) == _expanded_rows(t, inodes)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..arrays import distinct
 from ..cache.facts import DeviceInfo, FilesystemFacts, SubvolumeInfo
 from ..cache.kinds import KINDS as IMAGE_KINDS
 from ..cache.layout import PageLayout, build_layout
@@ -85,7 +86,7 @@ def image_layout(fs: Filesystem, page_size: int, progress: ScanProgress | None =
     advance = (lambda sub: progress.advance()) if progress else None
     leaves = scanner.scan_leaves(subvols, progress=advance)
     if inodes is not None:
-        leaves = leaves.of_inodes(inodes).as_leaves()
+        leaves = leaves.of_inodes(inodes)
     versions = inode_versions(leaves, fs.warnings)
     if progress:
         progress.phase(f"modelling the working set on {fs.volume.fsid}")
@@ -144,7 +145,10 @@ def _on_image(fs: Filesystem, res: Residency, *, top: int, notes: Sequence[str],
     """The working set ``res`` modelled on the image (or devices) ``fs``: backing, extent items and content
     ids from its trees, so every model is computed."""
     # the residency's files alone: the models over resident pages compare them among themselves only
-    inodes = {int(sv): np.unique(res.ino[res.subvol == sv]) for sv in np.unique(res.subvol).tolist()}
+    ids, row = res.subvolume_index
+    order = np.lexsort((res.ino, row))
+    cuts = np.searchsorted(row[order], np.arange(len(ids) + 1))
+    inodes = {int(sv): distinct(res.ino[order[cuts[s]:cuts[s + 1]]]) for s, sv in enumerate(ids.tolist())}
     kept, back, placed = image.from_layout(res, image_layout(fs, res.page_size, progress, inodes), fs.warnings)
     sources = {"extent_items": placed, "content": content_source(fs, page_size=res.page_size, read_data=False)}
     subvolumes = [subvolume_info(s) for s in fs.subvolumes.live()]

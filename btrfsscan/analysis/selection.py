@@ -35,7 +35,7 @@ class PathSelection:
 
     def restrict(self, leaves: LeafTables) -> LeafTables:
         """The rows of ``leaves`` of the selected inodes, one leaf per subvolume (links are not kept)."""
-        return leaves.of_inodes(self.inodes).as_leaves()
+        return leaves.of_inodes(self.inodes)
 
 
 def looked_up(fs: Filesystem, paths: Sequence[str]) -> tuple[str, ...]:

@@ -8,10 +8,9 @@ a residency document (``load_residency``), or from a workload description
 (``parse_workload`` + ``workload_residency``).
 
 The document (``schema_version`` 1, JSON Schema
-``present/schemas/residency.schema.json``) is written one file record per
-line, so that loading it costs one small parse per file and never a tree of
-Python objects for the whole document; any other layout of the same JSON is
-read too (all at once).
+``present/schemas/residency.schema.json``) holds the files as columns (one
+JSON list per field, the runs flattened), so that loading it creates a few
+long lists rather than several Python objects per file.
 
 Paths: on btrfs a file's ``path`` is relative to the root of its subvolume
 (what an image of the filesystem resolves inside subvolume ``subvol``);
@@ -28,17 +27,17 @@ import os
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import IO, Any
 
 import numpy as np
 
-from ..arrays import I64
+from ..arrays import I64, ranges
 from ..errors import ResidencyError
-from ..names import name_fields
+from ..names import name_base64, name_fields, name_text
 
 SCHEMA_VERSION = 1
 KINDS = ("resident", "workload")
-_LAST_LINE = "]}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,12 @@ class Residency:
     def pages(self) -> int:
         return int(self.run_count.sum())
 
+    @cached_property
+    def subvolume_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """The subvolume ids of the rows (sorted, each once) and the index of each row's among them."""
+        ids, row = np.unique(self.subvol, return_inverse=True)
+        return ids, row.reshape(-1).astype(I64)
+
     @property
     def run_file(self) -> np.ndarray:
         """The file (row) of every run."""
@@ -164,15 +169,13 @@ class ResidencyBuilder:
 
 
 def _raw_path(record: dict, key: str, where: str) -> bytes:
+    """The raw bytes of a header entry's ``key``: ``{key}_bytes`` (base64) when given, else the text."""
     if f"{key}_bytes" in record:
         try:
             return base64.b64decode(record[f"{key}_bytes"], validate=True)
         except (ValueError, TypeError):
-            raise ResidencyError(f"{where}: {key}_bytes is not base64") from None
-    try:
-        return record[key].encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (\udcff) in the JSON text
-        raise ResidencyError(f"{where}: {key} is not valid Unicode text (give the raw name as {key}_bytes)") from None
+            raise _Invalid(f"{where}: {key}_bytes is not base64") from None
+    return _raw_text(record[key], where)
 
 
 def _header(res: Residency) -> dict[str, Any]:
@@ -194,19 +197,27 @@ def _header(res: Residency) -> dict[str, Any]:
     }
 
 
-def write_residency(res: Residency, out: IO[str]) -> None:
-    """The document, one file record per line (sorted by subvolume, inode)."""
-    head = json.dumps(_header(res), separators=(",", ":"))
-    out.write(head[:-1] + ',"files":[\n')
+def _files(res: Residency) -> dict[str, Any]:
+    """The ``files`` columns, rows sorted by subvolume, inode."""
     order = np.lexsort((res.ino, res.subvol))
-    last = len(order) - 1
-    for n, i in enumerate(order.tolist()):
-        a, b = int(res.run_start[i]), int(res.run_start[i + 1])
-        record = {"subvol": int(res.subvol[i]), "ino": int(res.ino[i]), **name_fields(res.path(i)),
-                  "size": int(res.size[i]),
-                  "runs": np.stack((res.run_page[a:b], res.run_count[a:b]), 1).tolist()}
-        out.write(json.dumps(record, separators=(",", ":")) + (",\n" if n < last else "\n"))
-    out.write(_LAST_LINE + "\n")
+    runs = ranges(res.run_start[order], res.run_start[order + 1])
+    paths = [res.path(i) for i in order.tolist()]
+    exact = ((row, name_base64(raw)) for row, raw in enumerate(paths))
+    return {
+        "subvol": res.subvol[order].tolist(), "ino": res.ino[order].tolist(), "size": res.size[order].tolist(),
+        "path": [name_text(raw) for raw in paths],
+        "path_bytes": [[row, encoded] for row, encoded in exact if encoded is not None],
+        "runs": np.diff(res.run_start)[order].tolist(),
+        "run_page": res.run_page[runs].tolist(), "run_count": res.run_count[runs].tolist(),
+    }
+
+
+def write_residency(res: Residency, out: IO[str]) -> None:
+    """The document: the header on one line, then each ``files`` column on its own line."""
+    head = json.dumps(_header(res), separators=(",", ":"))
+    columns = [json.dumps(key) + ":" + json.dumps(values, separators=(",", ":"))
+               for key, values in _files(res).items()]
+    out.write(head[:-1] + ',"files":{\n' + ",\n".join(columns) + "\n}}\n")
 
 
 class _Invalid(Exception):
@@ -218,8 +229,8 @@ def _need(cond: bool, what: str) -> None:
         raise _Invalid(what)
 
 
-def _is_int(v: Any, lo: int = 0) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v < 1 << 64
+def _is_int(v: Any, lo: int = 0, limit: int = 1 << 64) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v < limit
 
 
 def _check_header(doc: Any) -> None:
@@ -247,85 +258,83 @@ def _check_header(doc: Any) -> None:
     _need(isinstance(doc.get("notes", []), list), "notes must be a list")
 
 
-def _add_record(builder: ResidencyBuilder, record: Any, page_size: int, where: str) -> None:
-    _need(isinstance(record, dict), "not an object")
-    for key in ("subvol", "ino"):
-        _need(_is_int(record.get(key)), f"{key} missing or not a non-negative integer")
-    _need(_is_int(record.get("size")) and record["size"] < 1 << 63, "size missing or not an integer in [0, 2^63)")
-    _need(isinstance(record.get("path"), str), "path missing")
-    runs = record.get("runs")
-    _need(isinstance(runs, list) and runs, "runs must be a non-empty list")
-    npages = -(-record["size"] // page_size)
-    end = -1
-    for run in runs:
-        _need(isinstance(run, list) and len(run) == 2 and _is_int(run[0]) and _is_int(run[1], 1),
-              "a run must be [first page, count >= 1]")
-        _need(run[0] > end, "runs must be sorted, disjoint and not adjacent")
-        end = run[0] + run[1]
-        _need(end <= npages, f"run ends at page {end}, past the {npages} pages of i_size {record['size']}")
-    builder.add(record["subvol"], record["ino"], record["size"], _raw_path(record, "path", where),
-                (tuple(r) for r in runs))
+def _column(files: dict, key: str, length: int, what: str, lo: int = 0, limit: int = 1 << 64) -> np.ndarray:
+    """``files[key]``, a list of ``length`` integers in ``[lo, limit)``, as uint64; else the first fault named."""
+    values = files.get(key)
+    _need(isinstance(values, list), f"files.{key} missing or not a list")
+    _need(len(values) == length, f"files.{key} has {len(values)} values, not {length}")
+    if set(map(type, values)) <= {int}:
+        try:
+            out = np.array(values, dtype=np.uint64)
+        except OverflowError:  # a value past 2^64 (a negative one is found below)
+            out = None
+        if out is not None and (not length or (int(out.min()) >= lo and int(out.max()) < limit)):
+            return out
+    bad = next(i for i, v in enumerate(values) if not _is_int(v, lo, limit))
+    raise _Invalid(f"files.{key}[{bad}]: {what}")
 
 
-def _parsed(lines: list[str]) -> list[Any] | None:
-    """The record lines of a laid-out document parsed in one go (None: some line is not JSON)."""
-    try:
-        return json.loads("[" + "\n".join(lines) + "]")
-    except json.JSONDecodeError:
-        return None
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
 
 
-def _ints(values: list[Any], limit: int = 1 << 63) -> np.ndarray | None:
-    """``values`` as uint64 when every one is an int (not a bool) in ``[0, limit)``; else None."""
-    if not {type(v) for v in values} <= {int}:
-        return None
-    try:
-        out = np.array(values, dtype=np.uint64)
-    except OverflowError:
-        return None
-    return out if not len(out) or int(out.max()) < limit else None
-
-
-def _columns(records: list[Any] | None, page_size: int) -> dict[str, Any] | None:
-    """Every file record as ``Residency`` columns, when each one is what ``_add_record`` accepts (the checks
-    in bulk); None when one is not, or might not be: ``_add_record`` then decides, record by record."""
-    if records is None or not {type(r) for r in records} <= {dict}:
-        return None
-    try:
-        subvol = _ints([r["subvol"] for r in records], 1 << 64)
-        ino = _ints([r["ino"] for r in records], 1 << 64)
-        size = _ints([r["size"] for r in records])
-        runs = [r["runs"] for r in records]
-    except KeyError:
-        return None
-    if subvol is None or ino is None or size is None or not {type(r.get("path")) for r in records} <= {str}:
-        return None
-    if not {type(x) for x in runs} <= {list} or (runs and min(map(len, runs)) == 0):
-        return None
-    pairs = [run for file_runs in runs for run in file_runs]
-    if not {type(run) for run in pairs} <= {list} or not {len(run) for run in pairs} <= {2}:
-        return None
-    flat = _ints([v for run in pairs for v in run], 1 << 62)
-    if flat is None:
-        return None
-    page, count = flat[0::2].astype(I64), flat[1::2].astype(I64)
-    lengths = np.fromiter(map(len, runs), I64, len(runs))
+def _file_columns(files: Any, page_size: int) -> dict[str, Any]:
+    """The ``files`` columns as ``Residency`` columns, every field checked (in bulk; a fault names its row)."""
+    _need(isinstance(files, dict), "files must be an object of columns")
+    paths = files.get("path")
+    _need(isinstance(paths, list), "files.path missing or not a list")
+    n = len(paths)
+    subvol = _column(files, "subvol", n, "subvol is not a non-negative integer")
+    ino = _column(files, "ino", n, "ino is not a non-negative integer")
+    size = _column(files, "size", n, "size is not an integer in [0, 2^63)", limit=1 << 63).astype(I64)
+    lengths = _column(files, "runs", n, "runs (the number of runs of the file) must be >= 1", lo=1).astype(I64)
+    total = int(lengths.sum())
+    page = _column(files, "run_page", total, "a run's first page must be a non-negative integer",
+                   limit=1 << 62).astype(I64)
+    count = _column(files, "run_count", total, "a run's count must be >= 1", lo=1, limit=1 << 62).astype(I64)
     run_start = np.concatenate(([0], np.cumsum(lengths))).astype(I64)
-    run_file = np.repeat(np.arange(len(records), dtype=I64), lengths)
+    run_file = np.repeat(np.arange(n, dtype=I64), lengths)
     end = page + count
-    npages = (size // np.uint64(page_size) + (size % np.uint64(page_size) != 0)).astype(I64)
-    later = np.ones(len(page), bool)
+    npages = -(-size // page_size)
+    past = end > npages[run_file]
+    if past.any():
+        r = _first(past)
+        raise _Invalid(f"file {int(run_file[r])}: run ends at page {int(end[r])}, past the "
+                       f"{int(npages[run_file[r]])} pages of i_size {int(size[run_file[r]])}")
+    later = np.ones(total, bool)
     later[run_start[:-1]] = False
-    if (count < 1).any() or (end > npages[run_file]).any() or (page[1:] <= end[:-1])[later[1:]].any():
-        return None
-    try:
-        paths = [_raw_path(r, "path", "") for r in records]
-    except ResidencyError:
-        return None
-    path_lengths = np.fromiter(map(len, paths), I64, len(paths))
-    return dict(subvol=subvol, ino=ino, size=size.astype(I64), path_blob=b"".join(paths),
+    overlap = np.zeros(total, bool)
+    overlap[1:] = (page[1:] <= end[:-1]) & later[1:]
+    if overlap.any():
+        raise _Invalid(f"file {int(run_file[_first(overlap)])}: runs must be sorted, disjoint and not adjacent")
+    if not set(map(type, paths)) <= {str}:
+        raise _Invalid(f"files.path[{next(i for i, p in enumerate(paths) if not isinstance(p, str))}]: "
+                       "not a string")
+    exact = files.get("path_bytes", [])
+    _need(isinstance(exact, list), "files.path_bytes must be a list of [row, base64]")
+    joined = "".join(paths)
+    if joined.isascii() and not exact:  # the common case: one encode, no object per row
+        blob, path_lengths = joined.encode("ascii"), np.fromiter(map(len, paths), I64, n)
+    else:
+        raw = [_raw_text(p, f"files.path[{i}]") for i, p in enumerate(paths)]
+        for pair in exact:
+            _need(isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0], 0, n)
+                  and isinstance(pair[1], str), "files.path_bytes must be a list of [row, base64]")
+            try:
+                raw[pair[0]] = base64.b64decode(pair[1], validate=True)
+            except ValueError:
+                raise _Invalid(f"files.path_bytes: the bytes of row {pair[0]} are not base64") from None
+        blob, path_lengths = b"".join(raw), np.fromiter(map(len, raw), I64, n)
+    return dict(subvol=subvol, ino=ino, size=size, path_blob=blob,
                 path_start=np.concatenate(([0], np.cumsum(path_lengths))).astype(I64), run_start=run_start,
                 run_page=page, run_count=count)
+
+
+def _raw_text(text: str, where: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (\udcff) in the JSON text
+        raise _Invalid(f"{where}: not valid Unicode text (give the raw name in path_bytes)") from None
 
 
 def _identity(fs: dict | None) -> FilesystemIdentity | None:
@@ -334,29 +343,13 @@ def _identity(fs: dict | None) -> FilesystemIdentity | None:
     return FilesystemIdentity(fs["type"], fs["fsid"], fs["fsid_source"], fs["generation"], fs["sectorsize"])
 
 
-def _lines(text: str) -> tuple[dict, list[str]] | None:
-    """Header and record lines of a document as ``write_residency`` lays it out, or None."""
-    first, _, rest = text.partition("\n")
-    if not first.endswith(',"files":['):
-        return None
-    body = rest.split("\n")
-    while body and body[-1] == "":
-        body.pop()
-    if not body or body[-1] != _LAST_LINE:
-        raise _Invalid("truncated: the closing ']}' line is missing")
-    try:
-        head = json.loads(first[: -len(',"files":[')] + "}")
-    except json.JSONDecodeError:
-        return None
-    return head, body[:-1]
-
-
 def load_residency(path: str | os.PathLike, *, fsid: str | None = None, page_size: int | None = None) -> Residency:
     """Read and check a residency document.
 
-    Raises ``ResidencyError`` (one line naming the file, and the record or
-    byte offset) when it is unreadable, truncated, not valid, of a newer
-    schema version, or, where given, of another ``fsid`` or ``page_size``.
+    Raises ``ResidencyError`` (one line naming the file, and the column and
+    row or byte offset) when it is unreadable, truncated, not valid, of a
+    newer schema version, or, where given, of another ``fsid`` or
+    ``page_size``.
     """
     name = os.fspath(path)
     try:
@@ -364,43 +357,23 @@ def load_residency(path: str | os.PathLike, *, fsid: str | None = None, page_siz
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ResidencyError(f"{name}: cannot read residency: {exc}") from None
-    where = name
     try:
-        laid_out = _lines(text)
-        if laid_out is None:
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as exc:
-                what = "truncated" if exc.pos >= len(text.rstrip()) else "not JSON"
-                raise _Invalid(f"{what} at byte {exc.pos}: {exc.msg}") from None
-            _check_header(doc)
-            _need(isinstance(doc.get("files"), list), "files must be a list")
-            head, records = doc, doc["files"]
-        else:
-            head, records = laid_out
-            _check_header(head)
-        _check_identity(head, fsid, page_size)
-        P = head["page_size"]
-        columns = _columns(_parsed(records) if laid_out is not None else records, P)
-        if columns is None:  # some record is not valid: record by record, naming the first fault
-            builder = ResidencyBuilder()
-            for n, record in enumerate(records):
-                where = f"{name}: files[{n}]"
-                if isinstance(record, str):
-                    try:
-                        record = json.loads(record.removesuffix(","))
-                    except json.JSONDecodeError as exc:
-                        raise _Invalid(f"not JSON ({exc.msg})") from None
-                _add_record(builder, record, P, where)
-            columns = builder.columns()
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            what = "truncated" if exc.pos >= len(text.rstrip()) else "not JSON"
+            raise _Invalid(f"{what} at byte {exc.pos}: {exc.msg}") from None
+        _check_header(doc)
+        _check_identity(doc, fsid, page_size)
+        columns = _file_columns(doc.get("files"), doc["page_size"])
+        roots = tuple(_raw_path(r, "path", "roots") for r in doc["roots"])
+        subvolumes = tuple(SubvolumeEntry(s["id"], _raw_path(s, "path", "subvolumes")) for s in doc["subvolumes"])
     except _Invalid as exc:
-        raise ResidencyError(f"{where}: {exc}") from None
+        raise ResidencyError(f"{name}: {exc}") from None
     return Residency(
-        **columns,
-        kind=head["kind"], captured_at=head["captured_at"], page_size=P, filesystem=_identity(head["filesystem"]),
-        roots=tuple(_raw_path(r, "path", name) for r in head["roots"]),
-        subvolumes=tuple(SubvolumeEntry(s["id"], _raw_path(s, "path", name)) for s in head["subvolumes"]),
-        files=head["counts"]["files"], unreadable=head["counts"]["unreadable"], notes=list(head.get("notes", [])),
+        **columns, kind=doc["kind"], captured_at=doc["captured_at"], page_size=doc["page_size"],
+        filesystem=_identity(doc["filesystem"]), roots=roots, subvolumes=subvolumes,
+        files=doc["counts"]["files"], unreadable=doc["counts"]["unreadable"], notes=list(doc.get("notes", [])),
     )
 
 

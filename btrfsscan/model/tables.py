@@ -115,25 +115,28 @@ class LeafTables:
     def n_leaves(self) -> int:
         return len(self.inode_start) - 1
 
-    def of_inodes(self, inodes: dict[int, np.ndarray]) -> FileTables:
+    def of_inodes(self, inodes: dict[int, np.ndarray]) -> LeafTables:
         """The rows of the inodes ``inodes`` names (subvolume id -> sorted inode numbers), each subvolume's
-        own copy: what ``expand`` gives for them, without expanding the rest."""
-        parts = []
+        own copy, one leaf per subvolume (by id): what ``expand`` gives for them, found by searching each
+        subvolume's leaves rather than expanding them (the cost grows with the leaves and the inodes asked
+        for, not with the snapshots' copies of every row)."""
+        order = [i for i in np.argsort(self.subvol_ids, kind="stable").tolist()
+                 if len(inodes.get(int(self.subvol_ids[i]), ()))]
+        tables, counts = [], []
         for table, start in ((self.inodes, self.inode_start), (self.extents, self.extent_start)):
-            chosen = []
-            for i, sid in enumerate(self.subvol_ids.tolist()):
-                wanted = inodes.get(int(sid))
-                if wanted is None or not len(wanted):
-                    continue
-                leaves = self.subvol_leaves[self.subvol_start[i]:self.subvol_start[i + 1]]
-                at = ranges(start[leaves], start[leaves + 1])
-                ino = table["ino"][at]
-                pos = np.minimum(np.searchsorted(wanted, ino), len(wanted) - 1)
-                rows = table[at[wanted[pos] == ino]]
-                rows["subvol"] = sid
-                chosen.append(rows)
-            parts.append(np.concatenate(chosen) if chosen else table[:0])
-        return FileTables(*parts)
+            index = _RowIndex(np.ascontiguousarray(table["ino"]), start)
+            chosen = [index.rows(self.subvol_leaves[self.subvol_start[i]:self.subvol_start[i + 1]],
+                                 inodes[int(self.subvol_ids[i])]) for i in order]
+            tables.append(table[np.concatenate(chosen)] if chosen else table[:0])
+            counts.append(np.fromiter(map(len, chosen), np.int64, len(chosen)))
+        keep = (counts[0] + counts[1]) > 0
+        ids = self.subvol_ids[order][keep]
+        n = len(ids)
+        for table, count in zip(tables, counts):
+            table["subvol"] = np.repeat(self.subvol_ids[order], count)
+        starts = [np.concatenate(([0], np.cumsum(count[keep]))).astype(np.int64) for count in counts]
+        return LeafTables(tables[0], tables[1], starts[0], starts[1], np.zeros(n, np.uint64), ids,
+                          np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int64))
 
     def expand(self) -> FileTables:
         """One row per (subvolume, inode) and (subvolume, extent item): every subvolume's own copy."""
@@ -146,3 +149,38 @@ class LeafTables:
             rows["subvol"] = np.repeat(sv_of, counts)
             parts.append(rows)
         return FileTables(*parts)
+
+
+class _RowIndex:
+    """Finds the rows of given inodes in given leaves of one table, whose leaf ``l`` holds rows
+    ``start[l]:start[l+1]`` sorted by inode number.
+
+    Inode numbers are replaced by their rank among the table's, so that (leaf, rank) packs into one
+    int64 that increases along the table: one ``searchsorted`` then finds a leaf's rows of an inode."""
+
+    def __init__(self, ino: np.ndarray, start: np.ndarray) -> None:
+        self.ino = ino
+        self.values = distinct(ino)
+        self.width = len(self.values) + 1
+        leaf = np.repeat(np.arange(len(start) - 1, dtype=np.int64), np.diff(start))
+        self.key = leaf * self.width + np.searchsorted(self.values, ino).astype(np.int64)
+        self.nonempty = start[1:] > start[:-1]
+        self.first = np.zeros(len(start) - 1, np.uint64)
+        self.last = np.zeros(len(start) - 1, np.uint64)
+        self.first[self.nonempty] = ino[start[:-1][self.nonempty]]
+        self.last[self.nonempty] = ino[start[1:][self.nonempty] - 1]
+
+    def rows(self, leaves: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """The rows of inodes ``wanted`` (sorted) in ``leaves`` (in key order), in key order."""
+        if not len(self.values):
+            return np.zeros(0, np.int64)
+        wanted = np.asarray(wanted, np.uint64)
+        rank = np.minimum(np.searchsorted(self.values, wanted), len(self.values) - 1)
+        present = self.values[rank] == wanted
+        wanted, rank = wanted[present], rank[present].astype(np.int64)
+        leaves = leaves[self.nonempty[leaves]]
+        lo = np.searchsorted(self.last[leaves], wanted, "left")  # the leaves whose inodes span it
+        hi = np.searchsorted(self.first[leaves], wanted, "right")
+        hi = np.maximum(hi, lo)
+        query = leaves[ranges(lo, hi)] * self.width + np.repeat(rank, hi - lo)
+        return ranges(np.searchsorted(self.key, query, "left"), np.searchsorted(self.key, query, "right"))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import I64, ranges, run_bounds
+from ..arrays import I64, first_seen_ranks, ranges, run_bounds
 from ..cache.content import UNKNOWN, PageContent
 from ..cache.coverage import run_sharing
 from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
@@ -120,10 +120,7 @@ class ImageWorkingSet:
         # ids renumbered in order of first appearance: consecutive resident pages of content not seen
         # before get consecutive keys, as do later pages with the same content in the same order, so each
         # such stretch is one run
-        values, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-        rank = np.empty(len(values), I64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(values), dtype=I64)
-        key = rank[inverse.reshape(-1)]
+        key = first_seen_ranks(ids)
         first = np.ones(len(key), bool)
         first[1:] = ~((row[1:] == row[:-1]) & (page[1:] == page[:-1] + 1) & (key[1:] == key[:-1] + 1))
         firsts, lasts = run_bounds(first)
@@ -152,7 +149,7 @@ def from_layout(res: Residency, layout: PageLayout, warnings: Warnings) -> tuple
         if mask.sum() > 20:
             warnings.add(f"{int(mask.sum()) - 20} more residency files {label}")
     keep = ~(missing | differs)
-    kept = restrict(res, keep)
+    kept = res if keep.all() else restrict(res, keep)
     rows, segs = segments_of(np.arange(len(kept), dtype=I64), version[keep], layout.seg_inode)
     kind = layout.seg_kind[segs]
     real = kind != SEG_HOLE

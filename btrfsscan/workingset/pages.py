@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import I64, group_sum, prefix, ranges, run_bounds
+from ..arrays import I64, distinct, group_sum, prefix, ranges, run_bounds
 from ..cache.coverage import Sharing, run_sharing
 from ..cache.runs import KeyRuns
 from ..live.residency import Residency
@@ -168,30 +168,35 @@ def pages_by_kind(ws: WorkingSetPages) -> dict[str, int]:
     return {kind: int(ws.file_kinds[kind].sum()) for kind in KINDS}
 
 
-def subvolume_rows(res: Residency) -> tuple[np.ndarray, np.ndarray]:
-    """The residency's subvolume ids (sorted) and the dense index of each row's subvolume among them."""
-    ids, row = np.unique(res.subvol, return_inverse=True)
-    return ids, row.reshape(-1).astype(I64)
-
-
 def subvolume_keys(sharing: Sharing, row_subvolume: np.ndarray, nsv: int) -> tuple[np.ndarray, np.ndarray]:
     """Per subvolume (``row_subvolume`` of each residency row): the keys only its resident pages map
     (exclusive), and the keys it maps that another subvolume maps too (shared)."""
     cov, runs = sharing.coverage, sharing.runs
     k = max(nsv, 1)
-    pair = np.unique(ranges(cov.lo, cov.hi) * k + np.repeat(row_subvolume[runs.inode], cov.hi - cov.lo))
-    pseg, psv = pair // k, pair % k
-    holders = np.bincount(pseg, minlength=cov.n_segments)
-    plen = cov.lengths[pseg] if len(pseg) else np.zeros(0, I64)
-    alone = holders[pseg] == 1
-    return (np.bincount(psv[alone], plen[alone], nsv).astype(I64),
-            np.bincount(psv[~alone], plen[~alone], nsv).astype(I64))
+    seg = ranges(cov.lo, cov.hi)
+    sv = np.repeat(row_subvolume[runs.inode], cov.hi - cov.lo)
+    # the lowest and highest subvolume holding each key segment: equal, it is that one's alone; only the
+    # segments several subvolumes hold need their distinct (segment, subvolume) pairs
+    low = np.full(cov.n_segments, k, I64)
+    high = np.full(cov.n_segments, -1, I64)
+    np.minimum.at(low, seg, sv)
+    np.maximum.at(high, seg, sv)
+    alone = (high >= 0) & (low == high)
+    mixed = ~alone[seg]
+    pair = distinct(seg[mixed] * k + sv[mixed])
+    lengths = cov.lengths
+    return (np.bincount(low[alone], lengths[alone], nsv).astype(I64),
+            np.bincount(pair % k, lengths[pair // k] if len(pair) else np.zeros(0, I64), nsv).astype(I64))
 
 
 def top_rows(res: Residency, saved: np.ndarray, top: int) -> list[int]:
     """The ``top`` residency rows by ``saved`` (only those saving something), ties by (subvol, ino)."""
+    if top <= 0:
+        return []
     cand = np.flatnonzero(saved > 1e-9)
-    return cand[np.lexsort((res.ino[cand], res.subvol[cand], -saved[cand]))][:max(top, 0)].tolist()
+    if len(cand) > top:  # the rows saving at least the top-th largest saving (ties kept), then ranked
+        cand = cand[saved[cand] >= np.partition(saved[cand], len(cand) - top)[len(cand) - top]]
+    return cand[np.lexsort((res.ino[cand], res.subvol[cand], -saved[cand]))][:top].tolist()
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,7 @@ class SubvolumeWorkingSet:
 
 
 def per_subvolume(ws: WorkingSetPages) -> list[SubvolumeWorkingSet]:
-    ids, row = subvolume_rows(ws.residency)
+    ids, row = ws.residency.subvolume_index
     nsv = len(ids)
     sh = ws.sharing
     exclusive, shared = subvolume_keys(sh, row, nsv)

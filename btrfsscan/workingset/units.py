@@ -23,7 +23,7 @@ from ..arrays import I64, group_sum
 from ..cache.coverage import run_sharing
 from ..cache.runs import KeyRuns
 from ..cache.units import DesignSubvolumes, DesignTopFile, UnitFigures
-from .pages import subvolume_keys, subvolume_rows, top_rows
+from .pages import subvolume_keys, top_rows
 
 if TYPE_CHECKING:
     from ..cache.registry import ResidentInputs
@@ -37,7 +37,7 @@ def resident_unit_figures(name: str, inputs: ResidentInputs, keys: KeyRuns, *, b
     res, file_pages = ws.residency, ws.file_pages
     sharing = run_sharing(keys, np.ones(len(res), I64))
     per_inode = int(file_pages.sum())
-    ids, row = subvolume_rows(res)
+    ids, row = res.subvolume_index
     nsv = len(ids)
     exclusive, shared = subvolume_keys(sharing, row, nsv)
     saved = sharing.inode_saved
