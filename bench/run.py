@@ -1107,7 +1107,7 @@ def bench_live(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
         subprocess.run([sys.executable, "-m", "btrfsscan", "live", os.fspath(mnt), "--save", os.fspath(saved),
                         "--json"], stdout=subprocess.DEVNULL, check=True, env={**CHILD_ENV, "PYTHONPATH": os.fspath(REPO)})
         with open(saved, encoding="utf-8") as f:
-            saved_counts = json.loads(f.readline().split(',"files":[')[0] + "}")["counts"]
+            saved_counts = json.load(f)["counts"]
         probe = [sys.executable, os.fspath(HERE / "live_probe.py"), os.fspath(mnt)]
         figures = json.loads(subprocess.run(probe, capture_output=True, text=True, check=True,
                                             env={**CHILD_ENV, "PYTHONPATH": os.fspath(REPO)}).stdout)
