@@ -10,6 +10,7 @@ and recomputed on a read-only mount in the kernel-backed test).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -27,6 +28,7 @@ import xxhash
 from btrfsscan.cache import content as C
 from btrfsscan.cache.designs import content_dedupe, file_fingerprint, overlay_copy_up
 from btrfsscan.cache.layout import build_layout
+from btrfsscan.cache.mappings import distinct_mappings
 from btrfsscan.format import compression
 from btrfsscan.format.constants import Compression, CsumType, FileExtentType, ObjectId
 from btrfsscan.model.content_hash import page_hash
@@ -206,7 +208,8 @@ def _brute(truth: dict, P: int, unknown: set = frozenset()) -> dict:
 def test_hand_made_designs(P):
     tables, disk, truth = _case()
     layout = build_layout(versions_of(tables), P, S)
-    content = C.content_from_csums(layout, disk.table())
+    maps = distinct_mappings(layout)
+    content = C.content_from_csums(maps, disk.table())
     # NOCOW inode 262: its data pages are unknown (cached per inode); the rest of its pages is a hole
     nocow_pages = -(-32768 // P)
     fingerprint = file_fingerprint.figures(layout, content)
@@ -221,7 +224,7 @@ def test_hand_made_designs(P):
     assert fingerprint.pages == exact_without_nocow["file_fingerprint"] + 65536 // P
     # overlay: ino 257 of subvols 256 and 257 is one lower file; 258's (new mapping) is copied up; other
     # inodes are cached on their own even where they share extents or content
-    overlay = overlay_copy_up.figures(layout)
+    overlay = overlay_copy_up.figures(layout, maps)
     npages = {key: -(-len(d) // P) for key, d in truth.items()}
     assert overlay.pages == sum(npages.values()) - npages[(257, 257)]
     assert abs(overlay.subvolumes.saved_pages.sum() - overlay.saved_pages) < 1e-6
@@ -233,8 +236,9 @@ def test_hand_made_designs(P):
 def test_fair_shares_add_up(P):
     tables, disk, _ = _case()
     layout = build_layout(versions_of(tables), P, S)
-    content = C.content_from_csums(layout, disk.table())
-    for result in (overlay_copy_up.figures(layout), file_fingerprint.figures(layout, content), content_dedupe.figures(layout, content)):
+    maps = distinct_mappings(layout)
+    content = C.content_from_csums(maps, disk.table())
+    for result in (overlay_copy_up.figures(layout, maps), file_fingerprint.figures(layout, content), content_dedupe.figures(layout, content)):
         assert abs(float(result.subvolumes.saved_pages.sum()) - result.saved_pages) < 1e-6
         assert result.subvolumes.per_inode_pages.sum() == result.per_inode_pages
         assert result.top_files == sorted(result.top_files, key=lambda f: (-f.saved_pages, f.subvol, f.ino))
@@ -243,23 +247,27 @@ def test_fair_shares_add_up(P):
 # --- kernel-made fixtures ---------------------------------------------------------------------
 
 
-def _figures(img: Path, subvol_ids: set[int], P: int, read_data: bool, inline_data: bool = True) -> dict:
+def _figures(img: Path, subvol_ids: set[int], P: int, read_data: bool, inline_data: bool = True,
+             group=distinct_mappings) -> dict:
+    """The three designs' figures on the subvolumes ``subvol_ids`` of ``img``; ``group``: how the versions
+    are grouped by mapping (``distinct_mappings``, or a stand-in the test passes)."""
     fs = open_filesystem([img])
     try:
         subvols = [s for s in fs.subvolumes.live() if s.id in subvol_ids]
         versions = inode_versions(FileScanner(fs.reader, fs.warnings, decompress_inline=read_data)
                                   .scan_leaves(subvols), fs.warnings)
         layout = build_layout(versions, P, fs.superblock.sectorsize)
+        maps = group(layout)
         if read_data:
-            requests = C.page_requests(layout)
+            requests = C.page_requests(maps)
             hashes, known = hash_pages(fs.volume, requests.extents, requests.pieces, requests.n_outputs, P,
                                        fs.warnings)
             content = C.content_from_hashes(requests, hashes, known)
         else:
             table = read_csum_tree(fs.reader, fs.tree_root(ObjectId.CSUM_TREE), fs.superblock.csum,
                                    fs.superblock.sectorsize, fs.warnings)
-            content = C.content_from_csums(layout, table, inline_data)
-        results = [overlay_copy_up.figures(layout, inline_data=inline_data), file_fingerprint.figures(layout, content),
+            content = C.content_from_csums(maps, table, inline_data)
+        results = [overlay_copy_up.figures(layout, maps, inline_data=inline_data), file_fingerprint.figures(layout, content),
                    content_dedupe.figures(layout, content)]
         assert not fs.warnings, fs.warnings.messages()
         out = {"per_inode": results[0].per_inode_pages, "inodes": layout.total(np.ones(layout.n_inodes, np.int64))}
@@ -316,9 +324,10 @@ def test_read_data_exact_with_tiny_read_and_assembly_buffers(designs_image, P, m
 
 
 @pytest.mark.parametrize("P", PAGE_SIZES)
-def test_distinct_mappings_change_no_figure(designs_image, P, monkeypatch):
-    """Content computed once per distinct mapping gives the figures of content computed per version."""
-    from btrfsscan.cache import content, mappings
+def test_distinct_mappings_change_no_figure(designs_image, P):
+    """Content and overlay mappings computed once per distinct mapping give the figures of those computed
+    per version."""
+    from btrfsscan.cache import mappings
 
     name, img, truth = designs_image
     ids = set(truth["all"]["subvolumes"].values())
@@ -329,16 +338,14 @@ def test_distinct_mappings_change_no_figure(designs_image, P, monkeypatch):
         sizes.append((found.layout.n_inodes, layout.n_inodes))
         return found
 
-    monkeypatch.setattr(content, "distinct_mappings", recorded)
-    grouped = _figures(img, ids, P, read_data=False)
+    grouped = _figures(img, ids, P, read_data=False, group=recorded)
     assert sizes and all(groups < versions for groups, versions in sizes)  # the snapshots' files did group
 
     def one_per_version(layout):
         n = layout.n_inodes
         return mappings.DistinctMappings(np.arange(n), mappings._subset(layout, np.arange(n), np.arange(n)))
 
-    monkeypatch.setattr(content, "distinct_mappings", one_per_version)
-    assert _figures(img, ids, P, read_data=False) == grouped
+    assert _figures(img, ids, P, read_data=False, group=one_per_version) == grouped
 
 
 @pytest.mark.parametrize("P", PAGE_SIZES)
@@ -461,3 +468,32 @@ def test_an_empty_checksum_tree_locates_nothing():
     """No EXTENT_CSUM item at all (nodatasum data, or a csum tree skipped as damaged): every sector is unknown."""
     table = csum_table([], CsumType.CRC32C, 4096)
     assert table.locate(np.array([0, 4096, 1 << 30])).tolist() == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("name", ["many", "sample", "reflinks"])
+def test_overlay_units_over_distinct_mappings_are_the_per_version_ones(name, fixture_images):
+    """``overlay_units`` compares mappings once per distinct mapping: the versions it puts in one unit are
+    exactly those with equal (ino, overlay mapping of the version itself), grouped here by a dict; and the
+    representatives keep the layout's order (their segments grouped by version, as ``overlay_mapping``
+    needs)."""
+    fs = open_filesystem(list(fixture_images("files", name).values()))
+    try:
+        versions = inode_versions(FileScanner(fs.reader, fs.warnings).scan_leaves(fs.subvolumes.live()), fs.warnings)
+    finally:
+        fs.close()
+    layout = build_layout(versions, 4096, 4096)
+    maps = distinct_mappings(layout)
+    assert maps.layout.n_inodes < layout.n_inodes
+    assert (np.diff(maps.layout.seg_inode) >= 0).all()
+    starts, values = overlay_copy_up.overlay_mapping(layout)
+    seen: dict[tuple, int] = {}
+    want = [seen.setdefault((int(layout.ino[v]), *values[starts[v]:starts[v + 1]].tolist()), len(seen))
+            for v in range(layout.n_inodes)]
+    shown = layout.npages > 0
+    # inode numbers past 2^40 no longer pack with the mapping id into one key: the general grouping
+    for ino_offset in (0, 1 << 62):
+        units = overlay_copy_up.overlay_units(dataclasses.replace(layout, ino=layout.ino + np.uint64(ino_offset)), maps)
+        got = np.full(layout.n_inodes, -1)
+        got[units.holder] = units.unit
+        pairs = set(zip(np.array(want)[shown].tolist(), got[shown].tolist()))
+        assert len(pairs) == len({w for w, _ in pairs}) == len({g for _, g in pairs})

@@ -33,6 +33,7 @@ import pytest
 
 from btrfsscan.cache.designs import overlay_copy_up
 from btrfsscan.cache.layout import build_layout
+from btrfsscan.cache.mappings import distinct_mappings
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.model.versions import inode_versions
@@ -191,7 +192,7 @@ def _btrfs_model(tmp: Path, kernel) -> tuple[int, int]:
         versions = inode_versions(FileScanner(fs.reader, fs.warnings).scan_leaves(containers), fs.warnings)
         layout = build_layout(versions, 4096, fs.superblock.sectorsize)
         assert not fs.warnings
-        return overlay_copy_up.figures(layout).pages, layout.total(np.ones(layout.n_inodes, np.int64))
+        return overlay_copy_up.figures(layout, distinct_mappings(layout)).pages, layout.total(np.ones(layout.n_inodes, np.int64))
     finally:
         fs.close()
 

@@ -50,7 +50,7 @@ from ..model.content_hash import UNKNOWN_HASH, ZERO_PAGE_HASH
 from ..model.csums import CsumTable
 from ..model.file_data import PIECE_DTYPE, READ_EXTENT_DTYPE
 from .layout import SEG_COMPRESSED, SEG_DATA, SEG_INLINE, PageLayout
-from .mappings import DistinctMappings, distinct_mappings
+from .mappings import DistinctMappings
 
 UNKNOWN = -1
 ZERO = 0
@@ -249,14 +249,13 @@ def _compressed_extent_ids(layout: PageLayout, table: CsumTable, segs: np.ndarra
     return ids[inverse.reshape(-1)]
 
 
-def content_from_csums(layout: PageLayout, table: CsumTable, inline_data: bool = True) -> PageContent:
+def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data: bool = True) -> PageContent:
     """Content ids of every page from the checksum tree (see the module docstring), computed once per
-    distinct mapping.
+    distinct mapping (``mappings.layout``).
 
     ``inline_data=False`` where the inline extents' bytes are not the file's
     (a btrfs-image dump zeroes them): inline pages are unknown then.
     """
-    mappings = distinct_mappings(layout)
     layout = mappings.layout
     P, S = layout.page_size, layout.sectorsize
     notes: list[str] = []
@@ -401,14 +400,13 @@ class PageRequests:
     unknown: np.ndarray
 
 
-def page_requests(layout: PageLayout) -> PageRequests:
+def page_requests(mappings: DistinctMappings) -> PageRequests:
     """The pieces of every page backed by data or compressed extents, windows shared by several pages once.
 
     A page's content is its file bytes inside EOF (``i_size``, not rounded),
     zero-filled: each data or compressed segment contributes the part of it
     inside the page and inside EOF. Pages are those of the distinct mappings.
     """
-    mappings = distinct_mappings(layout)
     layout = mappings.layout
     P = layout.page_size
     page_version, n_pages = _page_of(layout)
@@ -525,7 +523,7 @@ class ContentSource(Protocol):
 
     name: str
 
-    def page_content(self, layout: PageLayout) -> PageContent: ...
+    def page_content(self, mappings: DistinctMappings) -> PageContent: ...
 
 
 @dataclass
@@ -536,8 +534,8 @@ class CsumTreeContent:
     inline_data: bool = True
     name: str = CSUM_TREE
 
-    def page_content(self, layout: PageLayout) -> PageContent:
-        return content_from_csums(layout, self.table, self.inline_data)
+    def page_content(self, mappings: DistinctMappings) -> PageContent:
+        return content_from_csums(mappings, self.table, self.inline_data)
 
 
 @dataclass
@@ -548,7 +546,7 @@ class DataContent:
     hash_requests: Callable[[PageRequests], tuple[np.ndarray, np.ndarray]]
     name: str = DATA
 
-    def page_content(self, layout: PageLayout) -> PageContent:
-        requests = page_requests(layout)
+    def page_content(self, mappings: DistinctMappings) -> PageContent:
+        requests = page_requests(mappings)
         hashes, known = self.hash_requests(requests)
         return content_from_hashes(requests, hashes, known)

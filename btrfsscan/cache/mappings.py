@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import I64, group_ids, prefix
+from ..arrays import I64, first_seen_ranks, group_ids, prefix
 from .layout import PageLayout
 
 _ODD = np.uint64(0x9E3779B97F4A7C15)
@@ -75,7 +75,12 @@ def distinct_mappings(layout: PageLayout) -> DistinctMappings:
     rep_seg = seg_at[first[ids[layout.seg_inode]]] + seg_index - seg_at[layout.seg_inode]
     if not all((column == column[rep_seg]).all() for column in columns):
         ids, first = np.arange(n, dtype=I64), np.arange(n, dtype=I64)
-    return DistinctMappings(ids, _subset(layout, first, ids))
+    # groups numbered in the order of their first version, so the representatives keep the layout's
+    # order (its segments stay grouped by version, in version order)
+    ids = first_seen_ranks(ids)
+    firsts = np.empty(len(first), I64)
+    firsts[ids[first]] = first
+    return DistinctMappings(ids, _subset(layout, firsts, ids))
 
 
 def _subset(layout: PageLayout, keep: np.ndarray, ids: np.ndarray) -> PageLayout:

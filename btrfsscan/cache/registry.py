@@ -46,6 +46,7 @@ import numpy as np
 from .coverage import Sharing, sharing
 from .facts import FilesystemFacts
 from .layout import SEG_COMPRESSED, SEG_DATA, PageLayout, as_int64
+from .mappings import DistinctMappings, distinct_mappings
 from .runs import KeyRuns, eligible_runs
 from .top import extent_starts
 from .units import UnitFigures
@@ -153,9 +154,14 @@ class ModelInputs:
         return sharing(self.layout, eligible_runs(self.layout, SEG_COMPRESSED))
 
     @cached_property
+    def mappings(self) -> DistinctMappings:
+        """The layout's versions grouped by identical mapping (what the content and unit designs compare)."""
+        return distinct_mappings(self.layout)
+
+    @cached_property
     def content(self) -> PageContent:
         """A content id per page of the layout, from ``sources["content"]`` (computed once)."""
-        return self.sources["content"].page_content(self.layout)
+        return self.sources["content"].page_content(self.mappings)
 
     def result(self, name: str) -> ModelResult:
         """Model ``name`` evaluated on these inputs (once)."""
@@ -195,9 +201,14 @@ class ResidentInputs:
         return self.sources["extent_items"]
 
     @cached_property
+    def mappings(self) -> DistinctMappings:
+        """The image layout's versions grouped by identical mapping."""
+        return distinct_mappings(self.image.layout)
+
+    @cached_property
     def content(self) -> PageContent:
         """A content id per page of the image's layout (computed once, for every page of every file)."""
-        return self.sources["content"].page_content(self.image.layout)
+        return self.sources["content"].page_content(self.mappings)
 
     @cached_property
     def content_keys(self) -> KeyRuns:

@@ -16,15 +16,16 @@ import numpy as np
 from ...arrays import I64, group_ids, prefix
 from ...workingset.units import resident_unit_figures
 from ..layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
+from ..mappings import DistinctMappings
 from ..registry import CacheModel, ModelInputs, ResidentInputs
 from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_figures
 
 
 def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Per version the sequence (CSR starts, values) that ``overlay_copy_up`` compares: ino, i_size, then
-    per run of segments (hole segments left out, adjacent pieces of one extent merged) its file range,
-    kind and backing (logical address; compressed: extent and decompressed offset; inline: its hash, or
-    without ``inline_data`` the version itself: only unchanged inodes compare equal)."""
+    """Per version the mapping (CSR starts, values) that ``overlay_copy_up`` compares: i_size, then per
+    run of segments (hole segments left out, adjacent pieces of one extent merged) its file range, kind
+    and backing (logical address; compressed: extent and decompressed offset; inline: its hash, or without
+    ``inline_data`` the version itself)."""
     keep = layout.seg_kind != SEG_HOLE
     inode = layout.seg_inode[keep]
     s, e, kind = layout.seg_start[keep], layout.seg_end[keep], layout.seg_kind[keep].astype(I64)
@@ -49,33 +50,45 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
     run_inode = inode[first]
     fields = np.stack((s[first], e[last], kind[first], backing0[first], backing1[first]), axis=1)
     n_runs = np.bincount(run_inode, minlength=layout.n_inodes)
-    starts = prefix(2 + 5 * n_runs)
+    starts = prefix(1 + 5 * n_runs)
     values = np.empty(int(starts[-1]), I64)
-    values[starts[:-1]] = layout.ino.astype(I64)
-    values[starts[:-1] + 1] = layout.size
-    at = starts[run_inode] + 2 + 5 * (np.arange(len(run_inode)) - prefix(n_runs)[run_inode])
+    values[starts[:-1]] = layout.size
+    at = starts[run_inode] + 1 + 5 * (np.arange(len(run_inode)) - prefix(n_runs)[run_inode])
     values[at[:, None] + np.arange(5)] = fields
     return starts, values
 
 
-def overlay_units(layout: PageLayout, inline_data: bool = True) -> CacheUnits:
-    """One unit per (ino, i_size, mapping). ``inline_data=False`` where inline bytes are not in the input
-    (a btrfs-image dump)."""
-    ids, _ = group_ids(*overlay_mapping(layout, inline_data))
-    return file_units(layout, ids, np.ones(layout.n_inodes, bool))
+def overlay_units(layout: PageLayout, mappings: DistinctMappings, inline_data: bool = True) -> CacheUnits:
+    """One unit per (ino, i_size, mapping). The mappings are compared once per distinct mapping
+    (``mappings``, versions with identical segments), then paired with each version's inode number.
+    ``inline_data=False`` where inline bytes are not in the input (a btrfs-image dump): a version with an
+    inline extent then shares only with itself (its snapshots' copies)."""
+    distinct = mappings.layout
+    mapping, _ = group_ids(*overlay_mapping(distinct, inline_data))
+    n = layout.n_inodes
+    mapping = mapping[mappings.of_version]
+    if not inline_data:  # an inline version: a mapping of its own
+        inline = np.bincount(distinct.seg_inode[distinct.seg_kind == SEG_INLINE], minlength=distinct.n_inodes) > 0
+        mapping = np.where(inline[mappings.of_version], int(mapping.max(initial=0)) + 1 + np.arange(n), mapping)
+    shift = int(mapping.max(initial=0)).bit_length()
+    if int(layout.ino.max(initial=0)).bit_length() + shift <= 63:  # (ino, mapping) packs into one key
+        ids = (layout.ino.astype(I64) << shift) | mapping
+    else:
+        ids, _ = group_ids(np.arange(n + 1, dtype=I64) * 2, np.stack((layout.ino.astype(I64), mapping), 1).reshape(-1))
+    return file_units(layout, ids, np.ones(n, bool))
 
 
-def figures(layout: PageLayout, top: int = 10, inline_data: bool = True) -> UnitFigures:
+def figures(layout: PageLayout, mappings: DistinctMappings, top: int = 10, inline_data: bool = True) -> UnitFigures:
     """overlayfs copy-up: the figures of ``overlay_units``; needs no content source."""
-    return unit_figures("overlay_copy_up", layout, overlay_units(layout, inline_data), top, None)
+    return unit_figures("overlay_copy_up", layout, overlay_units(layout, mappings, inline_data), top, None)
 
 
 def _figures(inputs: ModelInputs) -> UnitFigures:
-    return figures(inputs.layout, inputs.top, inputs.facts.inline_data)
+    return figures(inputs.layout, inputs.mappings, inputs.top, inputs.facts.inline_data)
 
 
 def _resident(inputs: ResidentInputs) -> UnitFigures:
-    units = overlay_units(inputs.image.layout, inputs.facts.inline_data)
+    units = overlay_units(inputs.image.layout, inputs.mappings, inputs.facts.inline_data)
     keys = inputs.image.resident_keys(file_unit_runs(units))
     return resident_unit_figures("overlay_copy_up", inputs, keys, by_content=False)
 
