@@ -493,3 +493,31 @@ def test_workload_pages(tmp_path):
     with pytest.raises(ResidencyError, match="line 1"):
         parse_workload(bad)
 
+
+
+@pytest.mark.parametrize("name", ["many", "reflinks", "subvols"])
+def test_top_ranges_files_by_brute_force(name, fixture_images):
+    """Every file of the image read fully: each top range's files, subvolumes and first ten (subvol, ino)
+    are those whose resident keys fall in it, found here run by run in Python."""
+    fs = open_filesystem(list(fixture_images("files", name).values()))
+    try:
+        layout = image_layout(fs, 4096)
+    finally:
+        fs.close()
+    builder = ResidencyBuilder()
+    for v in range(layout.n_inodes):
+        if layout.npages[v]:
+            builder.add(int(layout.subvol[v]), int(layout.ino[v]), int(layout.size[v]), b"f", [(0, int(layout.npages[v]))])
+    res = builder.build(kind="workload", captured_at="t", page_size=4096, filesystem=None, roots=(), subvolumes=(),
+                        files=len(builder.subvol))
+    kept, back, _ = wi.from_layout(res, layout, Warnings())
+    ws = wp.analyze(kept, back)
+    ranges = wp.top_ranges(ws, 10)
+    assert ranges and any(r.files > 1 for r in ranges)  # many and subvols: ranges of 10+ files in 2+ subvolumes
+    runs = ws.sharing.runs
+    for r in ranges:
+        lo, hi = r.logical // 4096, r.logical // 4096 + r.cached_pages
+        rows = {int(row) for row, k0, n in zip(runs.inode.tolist(), runs.key0.tolist(), runs.count.tolist())
+                if k0 < hi and k0 + n > lo}
+        pairs = sorted((int(kept.subvol[i]), int(kept.ino[i])) for i in rows)
+        assert (r.files, r.subvolumes, r.examples) == (len(rows), tuple(sorted({sv for sv, _ in pairs})), tuple(pairs[:10]))

@@ -286,11 +286,32 @@ def top_ranges(ws: WorkingSetPages, top: int) -> list[RangeWorkingSet]:
     cand = np.flatnonzero(saved > 0)
     chosen = cand[np.lexsort((start[cand], -saved[cand]))][:max(top, 0)]
     res = ws.residency
-    piece_range = rid[cov.lo]  # a piece lies inside one range (its keys are consecutive and mapped)
+    # the files of each chosen range, found in one pass over the pieces (a piece lies inside one range:
+    # its keys are consecutive and mapped), as distinct (chosen range, residency row) pairs
+    slot = np.full(len(cached), -1, I64)
+    slot[chosen] = np.arange(len(chosen), dtype=I64)
+    piece_slot = slot[rid[cov.lo]]
+    sel = piece_slot >= 0
+    n = max(len(res), 1)
+    pair = distinct(piece_slot[sel] * n + ws.sharing.runs.inode[sel])
+    cuts = np.searchsorted(pair // n, np.arange(len(chosen) + 1))
     out = []
-    for r in chosen.tolist():
-        files = np.unique(ws.sharing.runs.inode[piece_range == r])
-        pairs = sorted({(int(res.subvol[f]), int(res.ino[f])) for f in files.tolist()})
+    for k, r in enumerate(chosen.tolist()):
+        files = pair[cuts[k]:cuts[k + 1]] % n
+        subvols = distinct(res.subvol[files])
         out.append(RangeWorkingSet(int(start[r]) * ws.page_size, int(cached[r]), int(file_pages[r]), int(saved[r]),
-                                   len(files), tuple(sorted({sv for sv, _ in pairs})), tuple(pairs[:10])))
+                                   len(files), tuple(subvols.tolist()), _first_files(res, files, 10)))
     return out
+
+
+def _first_files(res: Residency, rows: np.ndarray, count: int) -> tuple[tuple[int, int], ...]:
+    """The ``count`` smallest (subvol, ino) of the residency rows ``rows`` (each a distinct file)."""
+    out: list[tuple[int, int]] = []
+    for sv in distinct(res.subvol[rows]).tolist():
+        inos = res.ino[rows[res.subvol[rows] == sv]]
+        take = min(count - len(out), len(inos))
+        smallest = np.sort(np.partition(inos, take - 1)[:take]) if take < len(inos) else np.sort(inos)
+        out += [(sv, ino) for ino in smallest.tolist()]
+        if len(out) == count:
+            break
+    return tuple(out)
