@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import I64, first_seen_ranks, ranges, run_bounds
+from ..arrays import I64, first_seen_ranks, ranges
 from ..cache.content import UNKNOWN, PageContent
 from ..cache.coverage import run_sharing
 from ..cache.layout import SEG_COMPRESSED, SEG_DATA, SEG_HOLE, SEG_INLINE, SEG_PREALLOC, PageLayout
@@ -109,22 +109,26 @@ class ImageWorkingSet:
 
     def content_keys(self, content: PageContent) -> KeyRuns:
         """The resident pages of known content keyed by content (the id of the page of the row's version's
-        distinct mapping, renumbered), as ``KeyRuns`` of residency rows."""
-        res = self.residency
-        row = np.repeat(res.run_file, res.run_count)
-        page = ranges(res.run_page, res.run_page + res.run_count)
-        mapping = content.mappings.of_version[self.version[row]]
-        ids = content.page_id[content.mappings.layout.base[mapping] + page]
-        known = ids != UNKNOWN
-        row, page, ids = row[known], page[known], ids[known]
-        # ids renumbered in order of first appearance: consecutive resident pages of content not seen
-        # before get consecutive keys, as do later pages with the same content in the same order, so each
-        # such stretch is one run
-        key = first_seen_ranks(ids)
-        first = np.ones(len(key), bool)
-        first[1:] = ~((row[1:] == row[:-1]) & (page[1:] == page[:-1] + 1) & (key[1:] == key[:-1] + 1))
-        firsts, lasts = run_bounds(first)
-        return KeyRuns(row[firsts], page[firsts], key[firsts], (lasts - firsts + 1).astype(I64))
+        distinct mapping, renumbered), as ``KeyRuns`` of residency rows.
+
+        The ids of the distinct mappings' pages are renumbered in order of first appearance, so a stretch
+        of pages whose content was not seen before has consecutive keys (as do later pages repeating it
+        in the same order): those stretches are the key runs, and each resident run is cut by them
+        (the cost follows the runs, not the resident pages)."""
+        res, mappings = self.residency, content.mappings
+        ids = content.page_id
+        key = ids.copy()
+        positive = ids > 0
+        key[positive] = first_seen_ranks(ids[positive]) + 1
+        cut = np.ones(len(key), bool)
+        cut[1:] = (key[1:] != key[:-1] + 1) | (key[:-1] == UNKNOWN)
+        starts = np.flatnonzero(cut)
+        ends = np.append(starts[1:], len(key))
+        known = key[starts] != UNKNOWN  # an unknown page is a stretch of its own
+        starts, ends = starts[known], ends[known]
+        base = mappings.layout.base[mappings.of_version[self.version[res.run_file]]]
+        i, j, lo, hi = overlaps(starts, ends, base + res.run_page, base + res.run_page + res.run_count)
+        return KeyRuns(res.run_file[j], lo - base[j], key[starts[i]] + (lo - starts[i]), hi - lo)
 
     def saved_by(self, runs: KeyRuns) -> int:
         """Resident pages that ``runs`` key, less the distinct keys they map: what caching each key once
