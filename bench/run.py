@@ -957,6 +957,10 @@ def verdict(ok: bool, label: str) -> str:
     return "PASS" if ok else "FAIL"
 
 
+#: ``report``'s goal against ``dump-tree`` on large (issue 10; issue 6 asked for 0.1).
+DUMP_TREE_GOAL = 0.08
+
+
 def bench_size(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
     work, facts = ensure_built(recipe, args.cache, args.rebuild)
     image = work / facts["image"]
@@ -1029,8 +1033,8 @@ def bench_size(recipe: Recipe, args, mi: dict) -> tuple[dict, list[str]]:
         if not d.get("failed"):
             ratios["btrfsscan_over_dump_tree"] = bs["median_s"] / d["median_s"]
             lines.append(f"btrfsscan / dump-tree:          "
-                         f"{ratios['btrfsscan_over_dump_tree']:.3f}  (goal <= 0.1: "
-                         f"{verdict(ratios['btrfsscan_over_dump_tree'] <= 0.1, bs_label)})")
+                         f"{ratios['btrfsscan_over_dump_tree']:.3f}  (goal <= {DUMP_TREE_GOAL}: "
+                         f"{verdict(ratios['btrfsscan_over_dump_tree'] <= DUMP_TREE_GOAL, bs_label)})")
         rr = results[raw_label]
         if not rr.get("failed"):
             ratios["btrfsscan_over_raw_read"] = bs["median_s"] / rr["median_s"]
