@@ -35,6 +35,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import kernel_unavailable, run
 
 from btrfsscan.analysis.facts import filesystem_facts
@@ -438,8 +440,9 @@ def test_residency_run_past_eof_is_refused(tmp_path):
     ("subvol", 1, 1.5, "files.subvol[1]"), ("ino", 1, "7", "files.ino[1]"), ("path", 1, None, "files.path[1]"),
     ("path", 1, "bad\udcffname", "files.path[1]: not valid Unicode"),
     ("path_bytes", 0, [0, "!!"], "the bytes of row 0 are not base64"), ("path_bytes", 0, [5, "AA=="], "[row, base64]"),
-    ("runs", 1, 0, "files.runs[1]: runs (the number of runs of the file) must be >= 1"),
+    ("runs", 1, 0, "files.runs[1]: runs (the number of runs of the file) must be in [1, 2^32)"),
     ("runs", 1, 2, "files.run_page has 3 values, not 4"),
+    ("runs", 0, (1 << 64) - 1, "files.runs[0]: runs (the number of runs of the file) must be in [1, 2^32)"),
     ("run_count", 2, 0, "files.run_count[2]: a run's count must be >= 1"),
     ("run_page", 1, 0, "file 0: runs must be sorted"), ("run_page", 1, 1, "file 0: runs must be sorted, disjoint and not adjacent"),
     ("run_page", 0, -1, "files.run_page[0]"), ("run_page", 2, 1, "file 1: run ends at page 3"),
@@ -521,3 +524,29 @@ def test_top_ranges_files_by_brute_force(name, fixture_images):
                 if k0 < hi and k0 + n > lo}
         pairs = sorted((int(kept.subvol[i]), int(kept.ino[i])) for i in rows)
         assert (r.files, r.subvolumes, r.examples) == (len(rows), tuple(sorted({sv for sv, _ in pairs})), tuple(pairs[:10]))
+
+
+_JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats(allow_nan=False)
+                            | st.text(max_size=5), lambda inner: st.lists(inner, max_size=4)
+                            | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+
+
+@given(path=st.sampled_from(["subvol", "ino", "path", "path_bytes", "size", "runs", "run_page", "run_count", None]),
+       index=st.integers(0, 3), value=_JSON_VALUES)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzzed_residency_columns_load_or_give_one_error(tmp_path, path, index, value):
+    """Any value put anywhere in the file columns: the residency loads, or one ResidencyError line."""
+    doc = json.loads(_document(tmp_path).read_text())
+    files = doc["files"]
+    if path is None:
+        doc["files"] = value
+    elif isinstance(files[path], list) and index < len(files[path]):
+        files[path][index] = value
+    else:
+        files[path] = value
+    bad = tmp_path / "fuzzed.json"
+    bad.write_text(json.dumps(doc))
+    try:
+        load_residency(bad)
+    except ResidencyError as exc:
+        assert "\n" not in str(exc) and str(bad) in str(exc)

@@ -287,7 +287,9 @@ def _file_columns(files: Any, page_size: int) -> dict[str, Any]:
     subvol = _column(files, "subvol", n, "subvol is not a non-negative integer")
     ino = _column(files, "ino", n, "ino is not a non-negative integer")
     size = _column(files, "size", n, "size is not an integer in [0, 2^63)", limit=1 << 63).astype(I64)
-    lengths = _column(files, "runs", n, "runs (the number of runs of the file) must be >= 1", lo=1).astype(I64)
+    # at most 2^32 runs a file, so that their total cannot wrap
+    lengths = _column(files, "runs", n, "runs (the number of runs of the file) must be in [1, 2^32)", lo=1,
+                      limit=1 << 32).astype(I64)
     total = int(lengths.sum())
     page = _column(files, "run_page", total, "a run's first page must be a non-negative integer",
                    limit=1 << 62).astype(I64)

@@ -159,7 +159,6 @@ class _RowIndex:
     int64 that increases along the table: one ``searchsorted`` then finds a leaf's rows of an inode."""
 
     def __init__(self, ino: np.ndarray, start: np.ndarray) -> None:
-        self.ino = ino
         self.values = distinct(ino)
         self.width = len(self.values) + 1
         leaf = np.repeat(np.arange(len(start) - 1, dtype=np.int64), np.diff(start))
