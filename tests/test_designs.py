@@ -497,3 +497,26 @@ def test_overlay_units_over_distinct_mappings_are_the_per_version_ones(name, fix
         got[units.holder] = units.unit
         pairs = set(zip(np.array(want)[shown].tolist(), got[shown].tolist()))
         assert len(pairs) == len({w for w, _ in pairs}) == len({g for _, g in pairs})
+
+
+@pytest.mark.parametrize("name", ["compress", "reflinks", "sparse-holes"])
+@pytest.mark.parametrize("tiny", [False, True])
+def test_read_data_progress_ends_at_its_total(name, tiny, fixture_images, monkeypatch):
+    """``hash_pages``'s progress rises to exactly the bytes of the pieces (what the progress bar's total
+    is), whatever is read through or read whole (compressed extents, merged gaps, tiny batches)."""
+    from btrfsscan.model import file_data
+
+    if tiny:
+        monkeypatch.setattr(file_data, "ASSEMBLY_BYTES", 1)
+        monkeypatch.setattr(file_data, "READ_BYTES", 4096)
+    fs = open_filesystem(list(fixture_images("files", name).values()))
+    try:
+        versions = inode_versions(FileScanner(fs.reader, fs.warnings, decompress_inline=True)
+                                  .scan_leaves(fs.subvolumes.live()), fs.warnings)
+        requests = C.page_requests(distinct_mappings(build_layout(versions, 16384, fs.superblock.sectorsize)))
+        seen: list[int] = []
+        hash_pages(fs.volume, requests.extents, requests.pieces, requests.n_outputs, 16384, fs.warnings, seen.append)
+    finally:
+        fs.close()
+    assert seen and seen == sorted(seen)
+    assert seen[-1] == int(requests.pieces["length"].sum())

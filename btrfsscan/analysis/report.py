@@ -100,8 +100,7 @@ def content_source(fs: Filesystem, *, page_size: int, read_data: bool,
 
     def hash_requests(requests: PageRequests) -> tuple[np.ndarray, np.ndarray]:
         if progress:
-            progress.start(f"reading the data of {fs.volume.fsid}", int(requests.extents["disk_num_bytes"].sum()),
-                           "bytes")
+            progress.start(f"reading the data of {fs.volume.fsid}", int(requests.pieces["length"].sum()), "bytes")
         hashes = hash_pages(fs.volume, requests.extents, requests.pieces, requests.n_outputs, page_size,
                             fs.warnings, progress.update if progress else None)
         if progress:

@@ -108,11 +108,13 @@ class _Reader:
         self.bad: set[int] = set()
 
     def read(self, logical: int, length: int) -> bytes:
-        data = _read(self.volume, logical, length)
-        self.done += length
+        return _read(self.volume, logical, length)
+
+    def hashed(self, pieces: np.ndarray) -> None:
+        """``pieces`` are done (hashed, or unknown): their bytes count as progress."""
+        self.done += int(pieces["length"].sum())
         if self.progress:
             self.progress(self.done)
-        return data
 
     def fail(self, logical: int, exc: Exception) -> None:
         if logical not in self.bad:
@@ -152,7 +154,9 @@ def hash_pages(volume: Volume, extents: np.ndarray, pieces: np.ndarray, n_pages:
 
     Pages no piece names hash as the zero page. A page with a piece from an
     extent that cannot be read or decompressed is unknown, with one warning
-    per such extent. ``progress(n)`` is called with the bytes read so far.
+    per such extent. ``progress(n)`` is called with the bytes of the pieces done so far, which end at
+    ``pieces["length"].sum()`` (the bytes read differ: gaps between close ranges are read through, a
+    compressed extent is read whole)
     """
     check_has_data(volume)
     reader = _Reader(volume, volume.superblock.sectorsize, warnings, progress)
@@ -180,8 +184,9 @@ def _plain_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, hashe
         page = pieces["page"][idx]
         if data is None:
             known[page] = False
-            continue
-        hashes[page] = _hash_all(memoryview(data), np.frombuffer(data, np.uint8), lo[idx] - at, length[idx])
+        else:
+            hashes[page] = _hash_all(memoryview(data), np.frombuffer(data, np.uint8), lo[idx] - at, length[idx])
+        reader.hashed(pieces[idx])
 
 
 def _decompressed(reader: _Reader, ext: np.void) -> bytes | None:
@@ -205,9 +210,10 @@ def _compressed_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, 
         data = _decompressed(reader, extents[int(mine["extent"][0])])
         if data is None:
             known[mine["page"]] = False
-            continue
-        hashes[mine["page"]] = _hash_all(memoryview(data), np.frombuffer(data, np.uint8), mine["src"].astype(_I64),
-                                         mine["length"].astype(_I64))
+        else:
+            hashes[mine["page"]] = _hash_all(memoryview(data), np.frombuffer(data, np.uint8),
+                                             mine["src"].astype(_I64), mine["length"].astype(_I64))
+        reader.hashed(mine)
 
 
 def _assembled_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, page_size: int,
@@ -243,6 +249,7 @@ def _assembled_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, p
         hashes[batch_pages] = _hash_all(view, np.frombuffer(buffer, np.uint8), starts,
                                         np.full(len(batch_pages), page_size, _I64))
         known[mine["page"][bad]] = False
+        reader.hashed(mine)
 
 
 def _assemble_plain(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, at: np.ndarray, plain: np.ndarray,
