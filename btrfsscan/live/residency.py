@@ -32,9 +32,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..arrays import I64, ranges
+from ..arrays import I64, prefix, ranges
 from ..errors import ResidencyError
-from ..names import name_base64, name_fields, name_text
+from ..names import name_fields, name_texts, names_base64
 
 SCHEMA_VERSION = 1
 KINDS = ("resident", "workload")
@@ -202,11 +202,10 @@ def _files(res: Residency) -> dict[str, Any]:
     order = np.lexsort((res.ino, res.subvol))
     runs = ranges(res.run_start[order], res.run_start[order + 1])
     paths = [res.path(i) for i in order.tolist()]
-    exact = ((row, name_base64(raw)) for row, raw in enumerate(paths))
     return {
         "subvol": res.subvol[order].tolist(), "ino": res.ino[order].tolist(), "size": res.size[order].tolist(),
-        "path": [name_text(raw) for raw in paths],
-        "path_bytes": [[row, encoded] for row, encoded in exact if encoded is not None],
+        "path": name_texts(paths),
+        "path_bytes": [[row, encoded] for row, encoded in enumerate(names_base64(paths)) if encoded is not None],
         "runs": np.diff(res.run_start)[order].tolist(),
         "run_page": res.run_page[runs].tolist(), "run_count": res.run_count[runs].tolist(),
     }
@@ -294,7 +293,7 @@ def _file_columns(files: Any, page_size: int) -> dict[str, Any]:
     page = _column(files, "run_page", total, "a run's first page must be a non-negative integer",
                    limit=1 << 62).astype(I64)
     count = _column(files, "run_count", total, "a run's count must be >= 1", lo=1, limit=1 << 62).astype(I64)
-    run_start = np.concatenate(([0], np.cumsum(lengths))).astype(I64)
+    run_start = prefix(lengths)
     run_file = np.repeat(np.arange(n, dtype=I64), lengths)
     end = page + count
     npages = -(-size // page_size)
@@ -328,7 +327,7 @@ def _file_columns(files: Any, page_size: int) -> dict[str, Any]:
                 raise _Invalid(f"files.path_bytes: the bytes of row {pair[0]} are not base64") from None
         blob, path_lengths = b"".join(raw), np.fromiter(map(len, raw), I64, n)
     return dict(subvol=subvol, ino=ino, size=size, path_blob=blob,
-                path_start=np.concatenate(([0], np.cumsum(path_lengths))).astype(I64), run_start=run_start,
+                path_start=prefix(path_lengths), run_start=run_start,
                 run_page=page, run_count=count)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..arrays import distinct, ranges
+from ..arrays import distinct, prefix, ranges
 
 if TYPE_CHECKING:
     from .links import LinkTable
@@ -134,7 +134,7 @@ class LeafTables:
         n = len(ids)
         for table, count in zip(tables, counts):
             table["subvol"] = np.repeat(self.subvol_ids[order], count)
-        starts = [np.concatenate(([0], np.cumsum(count[keep]))).astype(np.int64) for count in counts]
+        starts = [prefix(count[keep]) for count in counts]
         return LeafTables(tables[0], tables[1], starts[0], starts[1], np.zeros(n, np.uint64), ids,
                           np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int64))
 

@@ -300,14 +300,15 @@ def top_ranges(ws: WorkingSetPages, top: int) -> list[RangeWorkingSet]:
         files = pair[cuts[k]:cuts[k + 1]] % n
         subvols = distinct(res.subvol[files])
         out.append(RangeWorkingSet(int(start[r]) * ws.page_size, int(cached[r]), int(file_pages[r]), int(saved[r]),
-                                   len(files), tuple(subvols.tolist()), _first_files(res, files, 10)))
+                                   len(files), tuple(subvols.tolist()), _first_files(res, files, subvols, 10)))
     return out
 
 
-def _first_files(res: Residency, rows: np.ndarray, count: int) -> tuple[tuple[int, int], ...]:
-    """The ``count`` smallest (subvol, ino) of the residency rows ``rows`` (each a distinct file)."""
+def _first_files(res: Residency, rows: np.ndarray, subvols: np.ndarray, count: int) -> tuple[tuple[int, int], ...]:
+    """The ``count`` smallest (subvol, ino) of the residency rows ``rows`` (each a distinct file), whose
+    subvolumes are ``subvols`` (sorted)."""
     out: list[tuple[int, int]] = []
-    for sv in distinct(res.subvol[rows]).tolist():
+    for sv in subvols.tolist():
         inos = res.ino[rows[res.subvol[rows] == sv]]
         take = min(count - len(out), len(inos))
         smallest = np.sort(np.partition(inos, take - 1)[:take]) if take < len(inos) else np.sort(inos)
