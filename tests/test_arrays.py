@@ -99,3 +99,14 @@ def test_first_seen_ranks_against_a_dict(values):
     seen: dict[int, int] = {}
     want = [seen.setdefault(v, len(seen)) for v in values]
     assert arrays.first_seen_ranks(np.array(values, np.int64)).tolist() == want
+
+
+@given(st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 6), max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_unique_inverse_against_plain_python(values):
+    """Distinct values sorted, each value's index among them, the first position of each (uint64 wide)."""
+    got, inverse, first = arrays.unique_inverse(np.array(values, np.uint64))
+    want = sorted(set(values))
+    assert got.tolist() == want
+    assert inverse.tolist() == [want.index(v) for v in values]
+    assert first.tolist() == [values.index(v) for v in want]

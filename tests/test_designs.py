@@ -244,6 +244,43 @@ def test_fair_shares_add_up(P):
         assert result.top_files == sorted(result.top_files, key=lambda f: (-f.saved_pages, f.subvol, f.ino))
 
 
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_overlay_per_subvolume_over_many_mask_words(P):
+    # 101 subvolumes (two 64-bit holder masks): ino 257 one lower file in all; ino 258 the same in 300 and
+    # 370 (a mask with a bit in each word); ino 259 only in 399; ino 260 in 256 and 301 with different data
+    svs = [256] + list(range(300, 400))
+    files = {(sv, 257): [(0, 1 << 20, 65536)] for sv in svs}
+    files.update({(300, 258): [(0, 2 << 20, 32768)], (370, 258): [(0, 2 << 20, 32768)],
+                  (399, 259): [(0, 3 << 20, 20480)], (256, 260): [(0, 4 << 20, 8192)],
+                  (301, 260): [(0, 5 << 20, 8192)]})
+    ino = np.zeros(len(files), INODE_DTYPE)
+    ext = np.zeros(sum(len(v) for v in files.values()), EXTENT_DTYPE)
+    row = 0
+    for i, ((sv, n), items) in enumerate(files.items()):
+        ino[i]["subvol"], ino[i]["ino"], ino[i]["nlink"], ino[i]["mode"] = sv, n, 1, S_IFREG | 0o644
+        ino[i]["size"] = sum(nb for _, _, nb in items)
+        for fo, db, nb in items:
+            e = ext[row]
+            e["subvol"], e["ino"], e["file_offset"], e["num_bytes"], e["type"] = sv, n, fo, nb, FileExtentType.REG
+            e["disk_bytenr"], e["disk_num_bytes"], e["ram_bytes"] = db, nb, nb
+            row += 1
+    layout = build_layout(versions_of(FileTables(ino, ext)), P, S)
+    got = overlay_copy_up.figures(layout, distinct_mappings(layout)).subvolumes
+    # brute force: a lower file is one (ino, data) pair; the subvolumes holding it share it
+    holders: dict = {}
+    for (sv, n), items in files.items():
+        holders.setdefault((n, tuple(items)), set()).add(sv)
+    exclusive, shared = dict.fromkeys(svs, 0), dict.fromkeys(svs, 0)
+    for (n, items), subvols in holders.items():
+        npages = -(-sum(nb for _, _, nb in items) // P)
+        for sv in subvols:
+            (shared if len(subvols) > 1 else exclusive)[sv] += npages
+    assert got.ids.tolist() == svs
+    assert got.exclusive_pages.tolist() == [exclusive[sv] for sv in svs]
+    assert got.shared_pages.tolist() == [shared[sv] for sv in svs]
+    assert shared[370] == shared[300] > shared[302] > 0 and exclusive[399] > 0
+
+
 # --- kernel-made fixtures ---------------------------------------------------------------------
 
 

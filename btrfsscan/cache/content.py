@@ -44,7 +44,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..arrays import I64, distinct, group_ids, prefix, ranges
+from ..arrays import I64, distinct, group_ids, prefix, ranges, unique_inverse
 from ..format.constants import CsumType
 from ..model.content_hash import UNKNOWN_HASH, ZERO_PAGE_HASH
 from ..model.csums import CsumTable
@@ -89,13 +89,22 @@ def _hash_words(hashes: np.ndarray) -> np.ndarray:
 
 
 def _dense_rows(words: np.ndarray) -> np.ndarray:
-    """Dense ids (0..) of equal rows of a 2-D uint64 array."""
+    """Dense ids (0..) of equal rows of a 2-D uint64 array, numbered in the rows' lexicographic order.
+
+    Rows are hashes, so equal first words almost always mean equal rows: one unstable sort by the first
+    word then gives lexicographic order, and the stable multi-key sort runs only when that fails.
+    """
     if not len(words):
         return np.zeros(0, I64)
-    order = np.lexsort(words.T[::-1])
+    order = np.argsort(words[:, 0])
     ordered = words[order]
     new = np.ones(len(words), bool)
-    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    np.not_equal(ordered[1:, 0], ordered[:-1, 0], out=new[1:])
+    differ = (ordered[1:, 1:] != ordered[:-1, 1:]).any(axis=1)
+    if differ[~new[1:]].any():
+        order = np.lexsort(words.T[::-1])
+        ordered = words[order]
+        new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
     out = np.empty(len(words), I64)
     out[order] = np.cumsum(new) - 1
     return out
@@ -206,10 +215,10 @@ def _whole_pages(layout: PageLayout, sel: np.ndarray, s: np.ndarray, e: np.ndarr
     run_of[order] = np.cumsum(new) - 1
     uniq = np.stack((logical[order[new]], count[order[new]]), axis=1).reshape(-1, 2)
     run_pages = ranges(np.zeros(len(uniq), I64), uniq[:, 1]) * P + np.repeat(uniq[:, 0], uniq[:, 1])
-    distinct_pages, of_run_page = np.unique(run_pages, return_inverse=True)
+    distinct_pages, of_run_page, _ = unique_inverse(run_pages)
     run_start = prefix(uniq[:, 1])[:-1][run_of]
     whole = _WholePages(layout.base[inode[runs]] + k0[runs], count, distinct_pages, run_start,
-                        of_run_page.reshape(-1))
+                        of_run_page)
     return whole, k0 * P, k1 * P
 
 
@@ -227,7 +236,7 @@ def _compressed_extent_ids(layout: PageLayout, table: CsumTable, segs: np.ndarra
     rows = layout.seg_row[segs]
     ext = layout.versions.extents
     db = ext["disk_bytenr"][rows].astype(I64)
-    extents, first, inverse = np.unique(db, return_index=True, return_inverse=True)
+    extents, inverse, first = unique_inverse(db)
     dnb = ext["disk_num_bytes"][rows][first].astype(I64)
     n_sectors = -(-dnb // S)
     located = table.locate(np.repeat(extents, n_sectors) + ranges(np.zeros(len(extents), I64), n_sectors) * S)
@@ -246,7 +255,7 @@ def _compressed_extent_ids(layout: PageLayout, table: CsumTable, segs: np.ndarra
     seq[body] = values
     ids, _ = group_ids(seq_start, seq) if len(extents) else (np.zeros(0, I64), None)
     ids = np.where(missing, -1, ids)
-    return ids[inverse.reshape(-1)]
+    return ids[inverse]
 
 
 def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data: bool = True) -> PageContent:
@@ -292,8 +301,8 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
 
     slot, seg, addr, aligned, inside = _sectors(layout, *_segments(layout, SEG_COMPRESSED))
     if len(slot):
-        segs, seg_index = np.unique(seg, return_inverse=True)
-        extent_id = _compressed_extent_ids(layout, table, segs)[seg_index.reshape(-1)]
+        segs, seg_index, _ = unique_inverse(seg)
+        extent_id = _compressed_extent_ids(layout, table, segs)[seg_index]
         ok = aligned & (extent_id >= 0)
         decompressed_sector = addr // S
         width = int(decompressed_sector.max(initial=0)) + 1
@@ -422,8 +431,7 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     db = ext["disk_bytenr"][rows].astype(I64)
     # distinct extents to read: by (disk_bytenr, compressed); a data segment's bytes from its extent's start
     key = db * 2 + compressed
-    keys, first, extent_of = np.unique(key, return_index=True, return_inverse=True)
-    extent_of = extent_of.reshape(-1)
+    keys, extent_of, first = unique_inverse(key)
     extents = np.zeros(len(keys), READ_EXTENT_DTYPE)
     extents["disk_bytenr"] = db[first]
     extents["compression"] = np.where(compressed[first], ext["compression"][rows][first], 0)
@@ -481,7 +489,7 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     page_output[multi_pages] = n_windows + np.arange(len(multi_pages))
     keep = ~window
     if window.any():
-        _, first_of_window = np.unique(w_id, return_index=True)
+        _, _, first_of_window = unique_inverse(w_id)
         keep[np.flatnonzero(window)[first_of_window]] = True
     pieces["page"] = page_output[global_page]
     n_out = n_windows + len(multi_pages)

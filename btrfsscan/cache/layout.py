@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import prefix, segmented_cummax
+from ..arrays import prefix, segmented_cummax, unique_inverse
 from ..format.constants import Compression, FileExtentType
 from ..model.versions import InodeVersions
 
@@ -202,8 +202,7 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> Pa
     )
     group = np.zeros(n_rows, I64)
     if is_comp.any():
-        _, inv = np.unique(db_raw[is_comp], return_inverse=True)
-        group[is_comp] = inv.reshape(-1)
+        group[is_comp] = unique_inverse(db_raw[is_comp])[1]
 
     m = slice(None) if nonempty.all() else nonempty  # most items lie within their file
     return PageLayout(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import distinct, group_sum
+from ..arrays import distinct, group_sum, unique_inverse
 from .coverage import Sharing
 from .layout import ADDR_LIMIT, SEG_DATA, PageLayout, as_int64
 
@@ -56,10 +56,10 @@ def extent_starts(layout: PageLayout) -> tuple[np.ndarray, np.ndarray]:
     """Distinct uncompressed data extents (sorted disk_bytenr) and their largest disk_num_bytes."""
     sel = (layout.row_kind == SEG_DATA) & (layout.row_db <= np.uint64(ADDR_LIMIT))
     db = layout.row_db[sel]
-    uniq, inv = np.unique(db, return_inverse=True)
+    uniq, inv, _ = unique_inverse(db)
     dnb = np.zeros(len(uniq), np.uint64)
     if len(db):
-        np.maximum.at(dnb, inv.reshape(-1), layout.row_dnb[sel])
+        np.maximum.at(dnb, inv, layout.row_dnb[sel])
     return uniq, dnb
 
 

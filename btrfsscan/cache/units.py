@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import I64, prefix
+from ..arrays import I64, prefix, unique_inverse
 from .content import PageContent
 from .layout import PageLayout
 from .runs import KeyRuns
@@ -125,12 +125,7 @@ def _unknown_pages(content: PageContent) -> int:
     return distinct.total(unknown)
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64 (SWAR)."""
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return ((x * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(I64)
+_BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64)  # [byte value, bit]
 
 
 def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +133,8 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
 
     Each holder's subvolumes as a bit mask (64 subvolumes a word), OR-ed
     into the mask of every unit it maps; a unit's holders are its mask's
-    bits.
+    bits. A subvolume's shared pages are summed a mask byte at a time: one
+    histogram of byte values, weighted by unit size, per byte of the mask.
     """
     versions = layout.versions
     nsv = len(versions.subvol_ids)
@@ -157,18 +153,22 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
         unit_mask = np.zeros(len(units.size), np.uint64)
         np.bitwise_or.at(unit_mask, unit, holder_mask[holder])
         masks.append(unit_mask)
-    holders = sum(_popcount(m) for m in masks)
+    words_used = sum((m != 0).astype(I64) for m in masks)
+    one_bit = np.logical_and.reduce([(m & (m - np.uint64(1))) == 0 for m in masks])  # zero or a power of two
+    alone = np.flatnonzero((words_used == 1) & one_bit)
+    shared_size = np.where((words_used >= 2) | ((words_used == 1) & ~one_bit), units.size, 0).astype(np.float64)
     exclusive, shared = np.zeros(nsv, I64), np.zeros(nsv, I64)
-    alone, many = np.flatnonzero(holders == 1), np.flatnonzero(holders >= 2)
     for w, mask in enumerate(masks):
         bits = mask[alone]
         mine = bits != 0
         # a power of two converts to float64 exactly
         sv = w * 64 + np.log2(bits[mine].astype(np.float64)).astype(I64)
         exclusive += np.bincount(sv, units.size[alone[mine]], nsv).astype(I64)
-        bits, size = mask[many], units.size[many]
-        for i in range(w * 64, min(nsv, w * 64 + 64)):
-            shared[i] = int(size[(bits >> np.uint64(i - w * 64)) & np.uint64(1) != 0].sum())
+        top = min(nsv, w * 64 + 64) - w * 64  # the subvolumes of this word
+        mask_bytes = mask.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
+        for b in range(-(-top // 8)):
+            per_bit = np.rint(np.bincount(mask_bytes[:, b], shared_size, 256) @ _BYTE_BITS).astype(I64)
+            shared[w * 64 + b * 8:w * 64 + min(top, b * 8 + 8)] = per_bit[:min(8, top - b * 8)]
     return exclusive, shared
 
 
@@ -181,8 +181,7 @@ def _top(layout: PageLayout, saved: np.ndarray, top: int) -> list[DesignTopFile]
 def file_units(layout: PageLayout, ids: np.ndarray, shareable: np.ndarray) -> CacheUnits:
     """Units of whole files: versions of ``shareable`` with equal ``ids`` share one unit of their pages."""
     versions = np.flatnonzero(shareable & (layout.npages > 0))
-    units, unit = np.unique(ids[versions], return_inverse=True)
-    unit = unit.reshape(-1)
+    units, unit, _ = unique_inverse(ids[versions])
     size = np.zeros(len(units), I64)
     size[unit] = layout.npages[versions]
     alone = np.where(shareable, 0, layout.npages)

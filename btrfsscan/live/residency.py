@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..arrays import I64, prefix, ranges
+from ..arrays import I64, prefix, ranges, unique_inverse
 from ..errors import ResidencyError
 from ..names import name_fields, name_texts, names_base64
 
@@ -106,8 +106,8 @@ class Residency:
     @cached_property
     def subvolume_index(self) -> tuple[np.ndarray, np.ndarray]:
         """The subvolume ids of the rows (sorted, each once) and the index of each row's among them."""
-        ids, row = np.unique(self.subvol, return_inverse=True)
-        return ids, row.reshape(-1).astype(I64)
+        ids, row, _ = unique_inverse(self.subvol)
+        return ids, row
 
     @property
     def run_file(self) -> np.ndarray:
