@@ -121,12 +121,11 @@ def _ids_of_hashes(hashes: np.ndarray) -> np.ndarray:
 
 
 def _renumber(ids: np.ndarray) -> np.ndarray:
-    """ids with gaps made dense, 0 kept as 0."""
-    values = distinct(ids[ids > 0])
-    out = np.zeros(len(ids), I64)
-    pos = ids > 0
-    out[pos] = np.searchsorted(values, ids[pos]) + 1
-    return out
+    """ids (non-negative, bounded by their number) with gaps made dense, in order, 0 kept as 0."""
+    present = np.zeros(int(ids.max(initial=0)) + 1, bool)
+    present[ids] = True
+    present[0] = False
+    return np.cumsum(present)[ids]
 
 
 def _inline_pages(layout: PageLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
