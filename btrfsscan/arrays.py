@@ -107,6 +107,29 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return ordered[run_starts], inverse, np.minimum.reduceat(order, run_starts).astype(I64, copy=False)
 
 
+def dense_rows(words: np.ndarray) -> np.ndarray:
+    """Dense ids (0..) of equal rows of a 2-D uint64 array, numbered in the rows' lexicographic order.
+
+    The rows are hashes or checksums, so equal first words almost always mean equal rows: one unstable
+    sort by the first word then gives that order, and numpy's stable multi-key sort (several times
+    slower) runs only when it does not.
+    """
+    if not len(words):
+        return np.zeros(0, I64)
+    order = np.argsort(words[:, 0])
+    ordered = words[order]
+    new = np.ones(len(words), bool)
+    np.not_equal(ordered[1:, 0], ordered[:-1, 0], out=new[1:])
+    differ = (ordered[1:, 1:] != ordered[:-1, 1:]).any(axis=1)
+    if differ[~new[1:]].any():
+        order = np.lexsort(words.T[::-1])
+        ordered = words[order]
+        new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    out = np.empty(len(words), I64)
+    out[order] = np.cumsum(new) - 1
+    return out
+
+
 def take_fields(table: np.ndarray, index: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     """``table[list(names)][index]`` as a packed table: only the columns a caller reads, gathered one by one."""
     out = np.empty(len(index), np.dtype([(name, table.dtype.fields[name][0]) for name in names]))

@@ -110,3 +110,14 @@ def test_unique_inverse_against_plain_python(values):
     assert got.tolist() == want
     assert inverse.tolist() == [want.index(v) for v in values]
     assert first.tolist() == [values.index(v) for v in want]
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2**64 - 1) | st.just(0)), max_size=60),
+       st.integers(1, 3))
+@settings(max_examples=200, deadline=None)
+def test_dense_rows_numbers_equal_rows_in_lexicographic_order(rows, width):
+    """Rows equal in their first word but not the rest take the multi-key path; ids against sorted()."""
+    rows = [r[:width] for r in rows]
+    want = sorted(set(rows))
+    got = arrays.dense_rows(np.array(rows, np.uint64).reshape(-1, width))
+    assert got.tolist() == [want.index(r) for r in rows]

@@ -44,7 +44,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..arrays import I64, distinct, group_ids, prefix, ranges, unique_inverse
+from ..arrays import I64, dense_rows, distinct, group_ids, prefix, ranges, unique_inverse
 from ..format.constants import CsumType
 from ..model.content_hash import UNKNOWN_HASH, ZERO_PAGE_HASH
 from ..model.csums import CsumTable
@@ -88,32 +88,10 @@ def _hash_words(hashes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(hashes).view("<u8").reshape(-1, 2)
 
 
-def _dense_rows(words: np.ndarray) -> np.ndarray:
-    """Dense ids (0..) of equal rows of a 2-D uint64 array, numbered in the rows' lexicographic order.
-
-    Rows are hashes, so equal first words almost always mean equal rows: one unstable sort by the first
-    word then gives lexicographic order, and the stable multi-key sort runs only when that fails.
-    """
-    if not len(words):
-        return np.zeros(0, I64)
-    order = np.argsort(words[:, 0])
-    ordered = words[order]
-    new = np.ones(len(words), bool)
-    np.not_equal(ordered[1:, 0], ordered[:-1, 0], out=new[1:])
-    differ = (ordered[1:, 1:] != ordered[:-1, 1:]).any(axis=1)
-    if differ[~new[1:]].any():
-        order = np.lexsort(words.T[::-1])
-        ordered = words[order]
-        new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    out = np.empty(len(words), I64)
-    out[order] = np.cumsum(new) - 1
-    return out
-
-
 def _ids_of_hashes(hashes: np.ndarray) -> np.ndarray:
     """Content ids of page hashes: ZERO for the zero page's hash, UNKNOWN for UNKNOWN_HASH, 1.. otherwise."""
     words = _hash_words(hashes)
-    ids = _dense_rows(words) + 1
+    ids = dense_rows(words) + 1
     zero = (words == _hash_words(np.frombuffer(ZERO_PAGE_HASH, "V16"))[0]).all(axis=1)
     unknown = (words == 0).all(axis=1)
     ids[zero | unknown] = 0
@@ -292,9 +270,8 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     n_data = int(table.value_ids.max(initial=0))
     cut = np.flatnonzero(ok & (inside > 0) & (values != 0))
     if len(cut):  # sectors EOF cuts: keyed by (checksum, bytes inside EOF), ids after the whole ones
-        packed = _cut_at_eof(values[cut], inside[cut], S)
-        cut_keys = distinct(packed)
-        slots[slot[cut]] = n_data + 1 + np.searchsorted(cut_keys, packed)
+        cut_keys, of_cut, _ = unique_inverse(_cut_at_eof(values[cut], inside[cut], S))
+        slots[slot[cut]] = n_data + 1 + of_cut
         n_data += len(cut_keys)
     unknown_page[slot[~ok] // per_page] = True
 
@@ -306,8 +283,7 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
         decompressed_sector = addr // S
         width = int(decompressed_sector.max(initial=0)) + 1
         packed = (extent_id * width + decompressed_sector)[ok] * S + inside[ok]
-        values = distinct(packed)
-        slots[slot[ok]] = n_data + 1 + np.searchsorted(values, packed)
+        slots[slot[ok]] = n_data + 1 + unique_inverse(packed)[1]
         unknown_page[slot[~ok] // per_page] = True
 
     # each distinct logical page of the whole pages: its sectors' checksum ids, once
@@ -381,7 +357,9 @@ def _false_merges(csum_type: CsumType, grid: np.ndarray, seq_ids: np.ndarray, n_
     first = np.zeros(int(seq_ids.max()) + 1, I64)
     first[seq_ids[::-1]] = np.arange(len(seq_ids))[::-1]  # one page of each distinct key
     words = (grid[first] > 0).sum(axis=1)
-    sizes, counts = np.unique(words, return_counts=True)
+    counts = np.bincount(words)
+    sizes = np.flatnonzero(counts)
+    counts = counts[sizes]
     pairs = counts.astype(np.float64) * (counts - 1) / 2
     return float((pairs * np.exp2(-bits * sizes.astype(np.float64))).sum() + n_data * 2.0 ** -bits)
 
@@ -480,7 +458,7 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     n_of = np.bincount(global_page, minlength=n_pages)
     window = (n_of[global_page] == 1) & (pieces["dst"] == 0)
     w_key = np.stack((pieces["extent"][window], pieces["src"][window], pieces["length"][window]), axis=1)
-    w_id = _dense_rows(w_key.astype(np.uint64))
+    w_id = dense_rows(w_key.astype(np.uint64))
     n_windows = int(w_id.max(initial=-1)) + 1
     page_output = np.full(n_pages, -1, I64)
     page_output[global_page[window]] = w_id

@@ -16,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..arrays import I64, prefix, ranges
+from ..arrays import I64, dense_rows, prefix, ranges
 from ..errors import CorruptionError, Warnings
 from ..format import checksum
 from ..format.constants import CsumType, ItemType, ObjectId
@@ -109,12 +109,7 @@ class CsumTable:
         if not n:
             return np.zeros(0, I64)
         words = np.ascontiguousarray(np.pad(self.csums, ((0, 0), (0, -width % 8)))).view("<u8")
-        order = np.argsort(words[:, 0]) if words.shape[1] == 1 else np.lexsort(words.T[::-1])
-        ordered = words[order]
-        new = np.ones(n, bool)
-        new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-        ids = np.empty(n, I64)
-        ids[order] = np.cumsum(new)
+        ids = dense_rows(words) + 1
         zero = np.frombuffer(self.zero_csum.ljust(words.shape[1] * 8, b"\0"), "<u8")
         is_zero = (words == zero).all(axis=1)
         if is_zero.any():  # renumber: the zero checksum is 0, the others stay dense from 1

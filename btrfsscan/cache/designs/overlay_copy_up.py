@@ -48,13 +48,14 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
     first = np.flatnonzero(~joins)
     last = np.append(first[1:], len(inode))[:len(first)] - 1
     run_inode = inode[first]
-    fields = np.stack((s[first], e[last], kind[first], backing0[first], backing1[first]), axis=1)
+    fields = (s[first], e[last], kind[first], backing0[first], backing1[first])
     n_runs = np.bincount(run_inode, minlength=layout.n_inodes)
-    starts = prefix(1 + 5 * n_runs)
+    starts = prefix(1 + len(fields) * n_runs)
     values = np.empty(int(starts[-1]), I64)
     values[starts[:-1]] = layout.size
-    at = starts[run_inode] + 1 + 5 * (np.arange(len(run_inode)) - prefix(n_runs)[run_inode])
-    values[at[:, None] + np.arange(5)] = fields
+    at = starts[run_inode] + 1 + len(fields) * (np.arange(len(run_inode)) - prefix(n_runs)[run_inode])
+    for i, column in enumerate(fields):
+        values[at + i] = column
     return starts, values
 
 
