@@ -140,7 +140,7 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
     nsv = len(versions.subvol_ids)
     n_words = max(1, -(-nsv // 64))
     live = units.count > 0
-    unit, holder = units.unit[live], units.holder[live]
+    unit, holder = (units.unit, units.holder) if live.all() else (units.unit[live], units.holder[live])
     member_set = np.repeat(np.arange(len(versions.set_start) - 1), versions.set_sizes)
     members = versions.set_members
     masks = []
