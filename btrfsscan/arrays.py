@@ -110,12 +110,19 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def dense_rows(words: np.ndarray) -> np.ndarray:
     """Dense ids (0..) of equal rows of a 2-D uint64 array, numbered in the rows' lexicographic order.
 
-    The rows are hashes or checksums, so equal first words almost always mean equal rows: one unstable
-    sort by the first word then gives that order, and numpy's stable multi-key sort (several times
-    slower) runs only when it does not.
+    Rows whose words fit in 63 bits together (small fields) are packed into one key. Wider rows are
+    hashes or checksums, where equal first words almost always mean equal rows: one unstable sort by
+    the first word then gives that order, and numpy's stable multi-key sort (several times slower)
+    runs only when it does not.
     """
     if not len(words):
         return np.zeros(0, I64)
+    widths = [int(column.max()).bit_length() for column in words.T]
+    if sum(widths) <= 63:
+        key = np.zeros(len(words), I64)
+        for column, width in zip(words.T, widths):
+            key = (key << width) | column.astype(I64)
+        return unique_inverse(key)[1]
     order = np.argsort(words[:, 0])
     ordered = words[order]
     new = np.ones(len(words), bool)

@@ -121,3 +121,13 @@ def test_dense_rows_numbers_equal_rows_in_lexicographic_order(rows, width):
     want = sorted(set(rows))
     got = arrays.dense_rows(np.array(rows, np.uint64).reshape(-1, width))
     assert got.tolist() == [want.index(r) for r in rows]
+
+
+def test_dense_rows_of_small_fields_and_wide_ones():
+    # --read-data's windows (extent, src, length): packed into one key, or sorted as rows where the
+    # fields do not fit in 63 bits together
+    for big in (0, 1 << 62):
+        rows = [(3, 8192, 4096), (0, big, 4096), (3, 0, 4096), (3, 8192, 4096), (0, big, 100), (7, 0, 1)]
+        got = arrays.dense_rows(np.array(rows, np.uint64))
+        want = sorted(set(rows))
+        assert got.tolist() == [want.index(r) for r in rows]

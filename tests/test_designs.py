@@ -281,15 +281,6 @@ def test_overlay_per_subvolume_over_many_mask_words(P):
     assert shared[370] == shared[300] > shared[302] > 0 and exclusive[399] > 0
 
 
-@pytest.mark.parametrize("big", [0, 1 << 62])
-def test_read_windows_numbered_in_key_order(big):
-    # --read-data's windows (extent, src, length): one packed key, or rows where they do not fit in 63 bits
-    rows = [(3, 8192, 4096), (0, big, 4096), (3, 0, 4096), (3, 8192, 4096), (0, big, 100), (7, 0, 1)]
-    got = C._window_ids(*(np.array(c, np.int64) for c in zip(*rows)))
-    want = sorted(set(rows))
-    assert got.tolist() == [want.index(r) for r in rows]
-
-
 # --- kernel-made fixtures ---------------------------------------------------------------------
 
 

@@ -386,17 +386,6 @@ class PageRequests:
     unknown: np.ndarray
 
 
-def _window_ids(extent: np.ndarray, src: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Dense ids of equal (extent, src, length) windows, in that lexicographic order: one packed key
-    where the three fit in 63 bits (nearly always), rows otherwise."""
-    columns = [np.asarray(c, I64) for c in (extent, src, length)]
-    widths = [int(c.max(initial=0)).bit_length() for c in columns]
-    if sum(widths) > 63 or any(int(c.min(initial=0)) < 0 for c in columns):
-        return dense_rows(np.stack(columns, axis=1).astype(np.uint64))
-    key = (columns[0] << (widths[1] + widths[2])) | (columns[1] << widths[2]) | columns[2]
-    return unique_inverse(key)[1]
-
-
 def page_requests(mappings: DistinctMappings) -> PageRequests:
     """The pieces of every page backed by data or compressed extents, windows shared by several pages once.
 
@@ -468,7 +457,8 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     # pages of one piece at offset 0 are windows: equal windows read and hashed once
     n_of = np.bincount(global_page, minlength=n_pages)
     window = (n_of[global_page] == 1) & (pieces["dst"] == 0)
-    w_id = _window_ids(pieces["extent"][window], pieces["src"][window], pieces["length"][window])
+    w_key = np.stack((pieces["extent"][window], pieces["src"][window], pieces["length"][window]), axis=1)
+    w_id = dense_rows(w_key.astype(np.uint64))
     n_windows = int(w_id.max(initial=-1)) + 1
     page_output = np.full(n_pages, -1, I64)
     page_output[global_page[window]] = w_id

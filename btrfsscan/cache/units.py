@@ -140,7 +140,7 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
     nsv = len(versions.subvol_ids)
     n_words = max(1, -(-nsv // 64))
     live = units.count > 0
-    unit, holder = (units.unit, units.holder) if live.all() else (units.unit[live], units.holder[live])
+    unit, holder = units.unit[live], units.holder[live]
     member_set = np.repeat(np.arange(len(versions.set_start) - 1), versions.set_sizes)
     members = versions.set_members
     masks = []
@@ -155,8 +155,9 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
         masks.append(unit_mask)
     words_used = sum((m != 0).astype(I64) for m in masks)
     one_bit = np.logical_and.reduce([(m & (m - np.uint64(1))) == 0 for m in masks])  # zero or a power of two
-    alone = np.flatnonzero((words_used == 1) & one_bit)
-    shared_size = np.where((words_used >= 2) | ((words_used == 1) & ~one_bit), units.size, 0).astype(np.float64)
+    is_alone = (words_used == 1) & one_bit
+    alone = np.flatnonzero(is_alone)
+    shared_size = np.where((words_used > 0) & ~is_alone, units.size, 0).astype(np.float64)
     exclusive, shared = np.zeros(nsv, I64), np.zeros(nsv, I64)
     for w, mask in enumerate(masks):
         bits = mask[alone]
@@ -164,11 +165,12 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
         # a power of two converts to float64 exactly
         sv = w * 64 + np.log2(bits[mine].astype(np.float64)).astype(I64)
         exclusive += np.bincount(sv, units.size[alone[mine]], nsv).astype(I64)
-        top = min(nsv, w * 64 + 64) - w * 64  # the subvolumes of this word
         mask_bytes = mask.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
-        for b in range(-(-top // 8)):
-            per_bit = np.rint(np.bincount(mask_bytes[:, b], shared_size, 256) @ _BYTE_BITS).astype(I64)
-            shared[w * 64 + b * 8:w * 64 + min(top, b * 8 + 8)] = per_bit[:min(8, top - b * 8)]
+        for first in range(w * 64, min(nsv, w * 64 + 64), 8):  # a mask byte: subvolumes first..first+7
+            byte = mask_bytes[:, (first - w * 64) // 8]
+            per_bit = np.rint(np.bincount(byte, shared_size, 256) @ _BYTE_BITS)
+            n = min(8, nsv - first)
+            shared[first:first + n] = per_bit[:n].astype(I64)
     return exclusive, shared
 
 
