@@ -272,6 +272,39 @@ def test_live_btrfs(name, fixture_images, tmp_path):
         assert figures(kept, backing) == live
 
 
+@pytest.mark.kernel
+@needs_kernel
+def test_a_tree_reached_twice_is_counted_once(fixture_images, tmp_path):
+    """Roots nested in each other and a second mount of the same subvolume reach directories again: each is
+    walked once, so every file is one row (its pages counted once), the capture equals the one of the top
+    root alone, and a note names what was reached again."""
+    if shutil.which("btrfstune") is None:
+        pytest.skip("btrfstune (btrfs-progs) is needed to give the fixture copy its own fsid")
+    with fresh_fsid_copy(fixture_images, "subvols", tmp_path) as img:
+        with kernel.loop_devices([img]) as devices, kernel.mounted(devices[0], "ro,subvolid=5") as mnt, \
+                kernel.mounted(devices[0], "ro,subvolid=5") as again:
+            files = regular_files(mnt)
+            nested = next(p.parent for p in sorted(files.values()) if p.parent != mnt)
+            capture.drop_caches()
+            seeded_workload(files, "live/twice")
+            for _ in range(ATTEMPTS):
+                before = snapshot(files)
+                alone, overlapping = collect([mnt]), collect([nested, mnt, again])
+                if snapshot(files) == before:
+                    break
+            else:
+                pytest.fail(f"the page cache never stayed still for {ATTEMPTS} attempts")
+    res, one = overlapping.residency, alone.residency
+    keys = list(zip(res.subvol.tolist(), res.ino.tolist()))
+    assert len(keys) == len(set(keys)) == sum(1 for v in before.values() if any(v)) > 0
+    # the same rows (a hardlinked file's path is the one its first walk met)
+    assert [row[:2] + row[3:] for row in residency_rows(res)] == [row[:2] + row[3:] for row in residency_rows(one)]
+    assert res.files == one.files == len(files)
+    assert overlapping.directories == alone.directories
+    assert not one.notes and len(res.notes) == 1
+    assert res.notes[0].startswith("2 directories reached again") and str(mnt) in res.notes[0]
+
+
 # --- the image-side working set against the image-wide models ------------------------------------
 
 
@@ -447,6 +480,7 @@ def test_residency_run_past_eof_is_refused(tmp_path):
     ("run_page", 1, 0, "file 0: runs must be sorted"), ("run_page", 1, 1, "file 0: runs must be sorted, disjoint and not adjacent"),
     ("run_page", 0, -1, "files.run_page[0]"), ("run_page", 2, 1, "file 1: run ends at page 3"),
     ("subvol", None, None, "files.subvol missing"), ("ino", None, [1], "files.ino has 1 values, not 2"),
+    ("ino", 1, 257, "files rows 0 and 1 are both inode 257 of subvolume 256: a file is listed once"),
     (None, None, None, "files must be an object of columns"),
 ])
 def test_residency_column_faults_are_one_line(tmp_path, field, row, value, said):

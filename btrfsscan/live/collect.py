@@ -3,7 +3,9 @@
 ``collect(roots)`` walks every directory below the roots, entering every
 btrfs subvolume below them but no other mount (decided by the mount table
 and statx's mount id, not by ``st_dev``, which btrfs changes per subvolume),
-and visits each regular file once (hardlinks by ``(st_dev, st_ino)``). Per
+and visits each directory once (by ``(st_dev, st_ino)``: nested roots or a
+subvolume mounted twice reach one again) and each regular file once
+(hardlinks by ``(st_dev, st_ino)``). Per
 file it asks ``cachestat`` whether anything is cached (one call for a cold
 file), then ``mincore`` over a read-only mapping for the resident runs
 (skipped when cachestat says every page is resident) and FIEMAP for the
@@ -117,6 +119,10 @@ class _Walk:
         self.seen_dev = array("H")
         self.dev_index: dict[int, int] = {}
         self.linked: set[tuple[int, int]] = set()  # (st_dev, st_ino) of measured files with nlink > 1
+        #: (st_dev, st_ino) of every directory walked: a directory cannot be hardlinked, so one reached again
+        #: (roots nested in each other, a subvolume mounted twice) is a tree already counted
+        self.walked: set[tuple[int, int]] = set()
+        self.walked_again: list[bytes] = []
         self.subvolumes: dict[int, bytes] = {}
         self.files = self.directories = self.unreadable = self.skipped_mounts = self.pages = 0
         self.next_group = 0
@@ -181,15 +187,20 @@ class _Walk:
                 self.unreadable += 1
                 continue
             try:
+                st = os.fstat(dfd)
                 if new_subvol:
                     try:
                         d.subvol = self._subvolume_of(dfd, d.path)
                     except OSError as exc:
                         # a snapshot shows a nested subvolume as an empty placeholder directory (inode 2)
-                        if os.fstat(dfd).st_ino != _EMPTY_SUBVOL_DIR:
+                        if st.st_ino != _EMPTY_SUBVOL_DIR:
                             self.warnings.add(f"directory skipped: its subvolume is unknown ({exc.strerror})",
                                               d.path.decode(errors="replace"))
                         continue
+                if (st.st_dev, st.st_ino) in self.walked:
+                    self.walked_again.append(d.path)
+                    continue
+                self.walked.add((st.st_dev, st.st_ino))
                 self.directories += 1
                 skip = mounted.get(d.path, ())
                 subdirs = self._directory(dfd, d, skip, P)
@@ -295,6 +306,16 @@ class _Walk:
         self.progress(LiveProgress(self.files, self.directories, len(self.builder.subvol), self.pages,
                                    self.unreadable))
 
+    def notes(self) -> list[str]:
+        """What the capture says of itself: the directories reached more than once (walked once)."""
+        again = self.walked_again
+        if not again:
+            return []
+        shown = ", ".join(p.decode(errors="replace") for p in again[:3]) + (", ..." if len(again) > 3 else "")
+        what = "directory" if len(again) == 1 else "directories"
+        return [f"{len(again)} {what} reached again (nested roots, or one subvolume mounted twice), walked once "
+                f"and their files counted once: {shown}"]
+
     def distinct_files(self) -> int:
         if not len(self.seen_ino):
             return 0
@@ -370,7 +391,7 @@ def collect(roots: Sequence[str | bytes | os.PathLike], *,
     residency = run.builder.build(
         kind="resident", captured_at=captured_at, page_size=k.PAGE_SIZE, filesystem=identity,
         roots=tuple(canonical), subvolumes=tuple(SubvolumeEntry(i, p) for i, p in sorted(run.subvolumes.items())),
-        files=run.distinct_files(), unreadable=run.unreadable,
+        files=run.distinct_files(), unreadable=run.unreadable, notes=run.notes(),
     )
     ext = np.frombuffer(run.ext, np.uint64).reshape(-1, 4)
     extents = LiveExtents(

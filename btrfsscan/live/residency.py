@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..arrays import I64, prefix, ranges, unique_inverse
+from ..arrays import I64, dense_rows, prefix, ranges, unique_inverse
 from ..errors import ResidencyError
 from ..names import name_fields, name_texts, names_base64
 
@@ -277,6 +277,19 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _listed_again(subvol: np.ndarray, ino: np.ndarray) -> tuple[int, int] | None:
+    """The first row naming a (subvol, ino) an earlier row names, and that earlier row; None when each is
+    named once (its pages would be counted twice)."""
+    n = len(subvol)
+    if n < 2:
+        return None
+    ids = dense_rows(np.stack((subvol, ino), 1))
+    first = np.full(int(ids.max()) + 1, n, I64)
+    np.minimum.at(first, ids, np.arange(n, dtype=I64))
+    again = np.flatnonzero(first[ids] != np.arange(n))
+    return (int(first[ids[again[0]]]), int(again[0])) if len(again) else None
+
+
 def _file_columns(files: Any, page_size: int) -> dict[str, Any]:
     """The ``files`` columns as ``Residency`` columns, every field checked (in bulk; a fault names its row)."""
     _need(isinstance(files, dict), "files must be an object of columns")
@@ -293,6 +306,11 @@ def _file_columns(files: Any, page_size: int) -> dict[str, Any]:
     page = _column(files, "run_page", total, "a run's first page must be a non-negative integer",
                    limit=1 << 62).astype(I64)
     count = _column(files, "run_count", total, "a run's count must be >= 1", lo=1, limit=1 << 62).astype(I64)
+    again = _listed_again(subvol, ino)
+    if again is not None:
+        first, row = again
+        raise _Invalid(f"files rows {first} and {row} are both inode {int(ino[row])} of subvolume "
+                       f"{int(subvol[row])}: a file is listed once")
     run_start = prefix(lengths)
     run_file = np.repeat(np.arange(n, dtype=I64), lengths)
     end = page + count
