@@ -17,6 +17,7 @@ files by saving.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,17 @@ class UnitFigures:
     def saved_pages(self) -> int:
         return self.per_inode_pages - self.pages
 
+    @classmethod
+    def of(cls, name: str, page_size: int, per_inode_pages: int, pages: int, subvolumes: DesignSubvolumes,
+           top_files: list[DesignTopFile], content: PageContent | None,
+           unknown_pages: Callable[[], int]) -> UnitFigures:
+        """The figures of a design; its content facts (source, false merges, notes and ``unknown_pages()``,
+        asked only then) where it keys units by ``content``, none where it reads no content."""
+        if content is None:
+            return cls(name, page_size, per_inode_pages, pages, 0, None, None, subvolumes, top_files)
+        return cls(name, page_size, per_inode_pages, pages, unknown_pages(), content.source,
+                   content.expected_false_merges, subvolumes, top_files, list(content.notes))
+
 
 @dataclass
 class CacheUnits:
@@ -107,14 +119,8 @@ def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, con
         exclusive_pages=exclusive + versions.per_subvolume(alone),
         shared_pages=shared,
     )
-    return UnitFigures(
-        name=name, page_size=layout.page_size, per_inode_pages=layout.total(layout.npages), pages=pages,
-        unknown_pages=_unknown_pages(content) if content is not None else 0,
-        content_source=content.source if content is not None else None,
-        expected_false_merges=content.expected_false_merges if content is not None else None,
-        subvolumes=subvolumes, top_files=_top(layout, version_saved, top),
-        notes=list(content.notes) if content is not None else [],
-    )
+    return UnitFigures.of(name, layout.page_size, layout.total(layout.npages), pages, subvolumes,
+                          _top(layout, version_saved, top), content, lambda: _unknown_pages(content))
 
 
 def _unknown_pages(content: PageContent) -> int:

@@ -47,11 +47,5 @@ def resident_unit_figures(name: str, inputs: ResidentInputs, keys: KeyRuns, *, b
     )
     top = [DesignTopFile(int(res.subvol[i]), int(res.ino[i]), int(res.size[i]), int(file_pages[i]), float(saved[i]), 0)
            for i in top_rows(res, saved, inputs.top)]
-    content = inputs.content if by_content else None
-    return UnitFigures(
-        name=name, page_size=res.page_size, per_inode_pages=per_inode, pages=per_inode - sharing.saved_pages,
-        unknown_pages=inputs.unknown_pages if content is not None else 0,
-        content_source=content.source if content is not None else None,
-        expected_false_merges=content.expected_false_merges if content is not None else None,
-        subvolumes=subvolumes, top_files=top, notes=list(content.notes) if content is not None else [],
-    )
+    return UnitFigures.of(name, res.page_size, per_inode, per_inode - sharing.saved_pages, subvolumes, top,
+                          inputs.content if by_content else None, lambda: inputs.unknown_pages)
