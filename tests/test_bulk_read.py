@@ -384,3 +384,69 @@ def test_reader_checks_the_first_key_of_a_cached_block(fixture_images):
             fs.reader.read(leaf.bytenr, level=0, first_key=(objectid, item_type, offset + 1))
     finally:
         fs.close()
+
+
+def test_checksum_tree_blocks_pass_the_batch_checks(fixture_images, monkeypatch):
+    """The checksum tree owns its blocks (``owner=CSUM_TREE``): every block of it passes the batch checks
+    and none is read again copy by copy; the blocks read are those ``dump-tree -t csum`` prints."""
+    import re
+    import subprocess
+
+    from btrfsscan.analysis.report import checksum_table
+    from btrfsscan.format.constants import ObjectId
+    from btrfsscan.tree.reader import TreeReader
+
+    (image,) = fixture_images("files", "many").values()
+    dumped = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "csum", str(image)],
+                            capture_output=True, text=True, check=True).stdout
+    blocks = {int(b) for b in re.findall(r"^(?:leaf|node) (\d+) (?:items|level)", dumped, re.M)}
+    assert len(blocks) > 2  # a tree of more than one level
+    slow = []
+    original = TreeReader.read_copies
+    monkeypatch.setattr(TreeReader, "read_copies", lambda self, bytenr, **kw: slow.append(bytenr) or
+                        original(self, bytenr, **kw))
+    fs = open_filesystem([image])
+    try:
+        fs.tree_root(ObjectId.CSUM_TREE), fs.subvolumes  # the root tree and the chunk tree read first
+        before = fs.reader.blocks_read
+        table = checksum_table(fs)
+        read = fs.reader.blocks_read - before
+    finally:
+        fs.close()
+    assert not blocks & set(slow) and read == len(blocks)
+    items = re.findall(r"^\s+item \d+ key \(EXTENT_CSUM EXTENT_CSUM (\d+)\) itemoff \d+ itemsize (\d+)", dumped, re.M)
+    assert table.start.tolist() == [int(start) for start, _ in items]
+    assert table.sectors.tolist() == [int(size) // 4 for _, size in items]  # crc32c: 4 bytes a sector
+
+
+def test_checksum_tree_block_of_another_owner_is_skipped(fixture_images, tmp_path):
+    """A checksum tree leaf whose header names another owner (checksum recomputed, every copy) fails the
+    owner check: one warning naming it and the owner, its items missing, every other leaf's kept."""
+    from btrfsscan.analysis.report import checksum_table
+    from btrfsscan.format.constants import ObjectId
+
+    sources = list(fixture_images("files", "many").values())
+    pristine = open_filesystem(sources)
+    try:
+        whole = checksum_table(pristine)
+        root = pristine.tree_root(ObjectId.CSUM_TREE)
+        leaves = [block for _, _, block in walk_tree(pristine.reader, root) if block is not None and not block.level]
+    finally:
+        pristine.close()
+    assert len(leaves) > 1
+    victim = Victim(sources, tmp_path / "victim")
+    leaf = leaves[1]
+    try:
+        victim.edit_block(leaf.bytenr, lambda buf: put(buf, HDR["owner"], "Q", int(ObjectId.FS_TREE)))
+    finally:
+        victim.close()
+    fs = open_filesystem(victim.paths)
+    try:
+        table = checksum_table(fs)
+        messages = fs.warnings.messages()
+    finally:
+        fs.close()
+    lost = set(leaf.items["key.offset"].tolist())
+    assert set(table.start.tolist()) == set(whole.start.tolist()) - lost
+    assert len(messages) == 1 and f"{leaf.bytenr}" in messages[0]
+    assert "owner FS_TREE" in messages[0] and "CSUM_TREE" in messages[0]

@@ -142,7 +142,8 @@ def read_csum_tree(reader: TreeReader, root: TreeRoot, csum_type: CsumType, sect
     """Every EXTENT_CSUM item of the checksum tree at ``root``; damaged parts are skipped with a warning."""
     leaves: dict[int, CsumItems] = {}
     limits = Limits.of(reader.volume.superblock)
-    bulk = BulkReader(reader, lambda batch: parse_csum_leaves(batch, limits), leaves, {}, warnings)
+    bulk = BulkReader(reader, lambda batch: parse_csum_leaves(batch, limits), leaves, {}, warnings,
+                      owner=ObjectId.CSUM_TREE)
 
     def unreadable(_: int, exc: CorruptionError) -> None:
         warnings.add(f"checksum tree unreadable, no data checksums: {exc}", "checksum tree", tree=root.tree_id)

@@ -21,7 +21,7 @@ import numpy as np
 from ..format import checksum, fastparse
 from ..format.constants import BTRFS_MAX_LEVEL, CsumType
 from ..format.items import Key
-from .owner import fs_tree_owners, owner_problem
+from .owner import owner_problem, owners_allowed
 
 HEADER_SIZE = fastparse.HEADER.size
 _H = {name: i for i, name in enumerate(fastparse.HEADER.names)}
@@ -233,7 +233,7 @@ class CheckedBatch:
 
 def check_batch(data, expect: np.ndarray, level: int, readable: np.ndarray, *, csum_type: CsumType,
                 fsid: bytes, super_generation: int, sectorsize: int, starts: np.ndarray | None = None,
-                size: int | None = None, subvolume_trees: bool = False) -> CheckedBatch:
+                size: int | None = None, owner: int | None = None) -> CheckedBatch:
     """``parse_block``'s checks over blocks of one ``level``: block ``i`` is ``data[starts[i]:starts[i] + size]``
     (by default the blocks lie back to back in ``data``).
 
@@ -244,9 +244,9 @@ def check_batch(data, expect: np.ndarray, level: int, readable: np.ndarray, *, c
     where ``parse_block`` would return it with no item dropped, so a failing
     block's message and the copies to try are left to ``parse_block`` alone.
     Numpy runs over the whole batch; the key order is compared across all
-    blocks at once, masked at their boundaries. ``subvolume_trees``: the
-    blocks belong to subvolume trees, so each must be owned by one
-    (``owner.fs_tree_owners``, as ``parse_block`` with ``owner=FS_TREE``).
+    blocks at once, masked at their boundaries. ``owner``: the tree the
+    blocks belong to (``ObjectId.FS_TREE``: any subvolume tree), whose owner
+    check each must pass, as ``parse_block`` with that ``owner``.
     """
     n = len(expect)
     if starts is None:
@@ -261,8 +261,8 @@ def check_batch(data, expect: np.ndarray, level: int, readable: np.ndarray, *, c
     ok &= (header["bytenr"] == expect["bytenr"]) & (header["fsid"] == fsid)
     ok &= (header["level"] == level) & (level < BTRFS_MAX_LEVEL)
     ok &= (generation <= super_generation) & (~expect["has_generation"] | (generation == expect["generation"]))
-    if subvolume_trees:
-        ok &= fs_tree_owners(header["owner"])
+    if owner is not None:
+        ok &= owners_allowed(owner, header["owner"])
     dtype = _ITEM_DTYPE if level == 0 else _PTR_DTYPE
     nritems = header["nritems"].astype(np.int64)
     ok &= (nritems * dtype.itemsize <= room) & ((nritems > 0) | (level == 0))

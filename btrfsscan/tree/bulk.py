@@ -8,8 +8,10 @@ for all at once (read-ahead), and checked by ``check_batch`` a few MiB at a
 time where the mapped device holds them, without a copy (where it cannot be
 mapped, read into one reused buffer first, adjacent blocks in one read). A block that fails any check goes
 through ``TreeReader.read_copies`` (the other copies, the exact problems).
-The trees are subvolume trees: every block must be owned by one, and each
-root block by its own tree (``owner``: the kernel's owner checks).
+The trees are of one kind, ``owner``: subvolume trees (``ObjectId.FS_TREE``,
+the default), whose every block must be owned by one, or one other tree
+(the checksum tree), which owns all its blocks; each root block is owned by
+its own tree (``owner``: the kernel's owner checks).
 Leaves are parsed a batch at a time; a node is kept as its pointers.
 
 Then each tree is walked depth-first over what was read, in key order, with
@@ -77,12 +79,13 @@ class BulkReader(Generic[Rows]):
     in key order) are the caller's memo: blocks in them are neither read nor
     checked again, and the walk adds what it finds. Items' problems go to
     ``warnings``, the reader's and the walk's to the reader's warnings, as in
-    ``walk_tree``.
+    ``walk_tree``. ``owner``: the kind of the trees (module docstring).
     """
 
     def __init__(self, reader: TreeReader, parse: LeafParser, leaves: dict[int, Rows],
-                 nodes: dict[int, tuple[int, ...]], warnings: Warnings) -> None:
+                 nodes: dict[int, tuple[int, ...]], warnings: Warnings, owner: int = ObjectId.FS_TREE) -> None:
         self.reader = reader
+        self.owner = int(owner)
         self.parse = parse
         self.leaves = leaves
         self.nodes = nodes
@@ -196,7 +199,7 @@ class BulkReader(Generic[Rows]):
                      readable: np.ndarray) -> list[_Node]:
         size = self.reader.nodesize
         checked = check_batch(data, expect, level, readable, starts=starts, size=size, **self.reader.checks,
-                              subvolume_trees=True)
+                              owner=self.owner)
         roots = np.flatnonzero(~expect["has_key"] & checked.passed)  # its owner is checked when its tree is walked
         self._root_owner.update(zip(expect["bytenr"][roots].tolist(), checked.owners[roots].tolist()))
         self.reader.blocks_read += int(checked.passed.sum())
@@ -238,7 +241,7 @@ class BulkReader(Generic[Rows]):
         generation, first_key = expected(expect)
         try:
             return self.reader.read_copies(int(expect["bytenr"]), level=level, generation=generation,
-                                           owner=ObjectId.FS_TREE, first_key=first_key)
+                                           owner=self.owner, first_key=first_key)
         except CorruptionError:
             return None
 

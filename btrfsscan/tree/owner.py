@@ -33,6 +33,11 @@ def owner_problem(tree_id: int, owner: int, *, is_root: bool = False) -> str | N
     return None
 
 
-def fs_tree_owners(owners: np.ndarray) -> np.ndarray:
-    """Per block owner: a subvolume tree (``is_fs_tree``), all at once."""
+def owners_allowed(tree_id: int, owners: np.ndarray) -> np.ndarray:
+    """Per block owner: whether a (non-root) block of tree ``tree_id`` may have it, all at once
+    (``owner_problem`` is None)."""
+    if tree_id in _UNCHECKED:
+        return np.ones(len(owners), bool)
+    if not is_fs_tree(tree_id):
+        return owners == np.uint64(tree_id)
     return (owners == int(ObjectId.FS_TREE)) | ((owners >= int(ObjectId.FIRST_FREE)) & (owners <= _LAST_FREE))
