@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import subprocess
 import uuid
@@ -170,3 +171,49 @@ for n in itertools.count():
     finally:
         writer.terminate()
         writer.wait(timeout=30)
+
+
+def test_a_page_the_host_cannot_read_is_a_bad_copy(fixture_images, tmp_path):
+    """An image file on a host btrfs that cannot read one of its pages (the host's data checksum fails
+    there: EIO) under copy 1 of a tree block: that copy is a bad copy, named with the read error, and
+    copy 2 is used; the figures are the image's. (A mapped read of such a page kills the process with
+    SIGBUS, so this runs in a subprocess.)"""
+    kernel = _load("kernel")
+    capture = _load("capture")
+    (inner,) = fixture_images("files", "many").values()
+    pristine = _cli("report", "--json", str(inner))
+    assert pristine.returncode == 0, pristine.stderr
+    tree = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "5", str(inner)], check=True,
+                          capture_output=True, text=True).stdout
+    root = int(re.search(r"^(?:leaf|node) (\d+) ", tree, re.M).group(1))
+    mapped = subprocess.run(["btrfs-map-logical", "-l", str(root), str(inner)], check=True, capture_output=True,
+                            text=True).stdout
+    copy1 = int(re.search(r"mirror 1 logical \d+ physical (\d+)", mapped).group(1))
+    outer = kernel.make_sparse_image(tmp_path / "outer.img", 600 * M)
+    with kernel.loop_devices([outer]) as (dev,):
+        kernel.make_fs([dev], fsid=str(uuid.uuid4()))
+        with kernel.mounted(dev) as mnt:
+            shutil.copyfile(inner, mnt / "inner.img")
+            os.sync()
+            extent = next(e for e in capture.fiemap(mnt / "inner.img")
+                          if e["fe_logical"] <= copy1 < e["fe_logical"] + e["fe_length"])
+            host_logical = extent["fe_physical"] + copy1 - extent["fe_logical"]
+        host = subprocess.run(["btrfs-map-logical", "-l", str(host_logical), dev], check=True, capture_output=True,
+                              text=True).stdout
+        host_physical = int(re.search(r"physical (\d+)", host).group(1))
+        with open(dev, "r+b") as raw:  # one byte of that page changed under the host's checksum
+            raw.seek(host_physical + 100)
+            byte = raw.read(1)
+            raw.seek(host_physical + 100)
+            raw.write(bytes([byte[0] ^ 0xFF]))
+        with kernel.mounted(dev, "ro") as mnt:
+            with open(mnt / "inner.img", "rb") as f, pytest.raises(OSError):  # the host refuses the page
+                os.pread(f.fileno(), 4096, copy1)
+            result = _cli("report", "--json", str(mnt / "inner.img"))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["totals"] == json.loads(pristine.stdout)["totals"]
+    (warning,) = doc["warnings"]
+    assert warning.startswith("bad copy of tree block, used copy 2 instead: copy 1: ")
+    assert f"read error at offset {copy1}: Input/output error (tree block {root})" in warning

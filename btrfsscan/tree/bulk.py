@@ -180,14 +180,16 @@ class BulkReader(Generic[Rows]):
         size = self.reader.nodesize
         image = self.reader.volume.device_image(int(devid[0])) if devid[0] >= 0 else None
         data = image.mapped() if image is not None else None
+        starts = None
         if data is not None:
-            starts = physical
             readable = (physical >= 0) & (physical <= image.size - size)
-            for start, end in _runs(physical[readable], size):
-                image.populate(start, end)
-        else:
+            if all([image.populate(start, end) for start, end in _runs(physical[readable], size)]):
+                starts = physical
+            else:  # a page the kernel cannot read: read the batch instead, which says which block failed
+                image.release(int(physical.min()), int(physical.max()) + size)
+                data = None
+        if data is None:
             data = memoryview(self._buffer)[:len(expect) * size]
-            starts = None
             readable = self._fill(data, expect["bytenr"], devid, physical)
         try:
             return self._check_batch(level, data, starts, expect, readable)

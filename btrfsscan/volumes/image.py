@@ -17,6 +17,7 @@ only this process holds it, so nothing can shrink it.
 
 from __future__ import annotations
 
+import errno
 import lzma
 import mmap
 import os
@@ -160,8 +161,10 @@ class RawImage:
         """The input mapped, to read without a copy, or None: read with ``readinto`` then.
 
         None once the input is no longer as long as when it was opened (being
-        written: a mapped read past its end would be fatal). Callers check
-        the range first (``size``) and ``release`` what they read.
+        written: a mapped read past its end would be fatal), and once the
+        kernel could not populate a range (``populate``). Callers check the
+        range first (``size``), read only what ``populate`` mapped, and
+        ``release`` it after.
         """
         if self._map is not None:
             try:
@@ -182,16 +185,28 @@ class RawImage:
             except OSError:
                 return
 
-    def populate(self, start: int, end: int) -> None:
+    def populate(self, start: int, end: int) -> bool:
         """Map the pages of ``[start, end)`` in one call (Linux 5.14's MADV_POPULATE_READ) rather than one
-        page fault at a time as they are read; a kernel without it faults them in as usual."""
-        if self._map is None or end <= start:
-            return
+        page fault at a time as they are read; whether they are mapped now.
+
+        False where the kernel could not read a page (EFAULT, an I/O error:
+        touching it would kill the process with SIGBUS, where ``readinto``
+        raises ReadError), and on a kernel without MADV_POPULATE_READ, which
+        cannot tell: the mapping is then given up for good and every later
+        read goes through ``readinto``.
+        """
+        if self._map is None:
+            return False
+        if end <= start:
+            return True
         low, high = self._pages(start, end)
         try:
             self._map.madvise(_MADV_POPULATE_READ, low, high - low)
-        except (OSError, ValueError):
-            pass
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS):  # no MADV_POPULATE_READ: the mapping is unsafe
+                self._map = None  # not closed here: views of it may still exist; freed with the last one
+            return False
+        return True
 
     def _pages(self, start: int, end: int) -> tuple[int, int]:
         page = mmap.PAGESIZE
