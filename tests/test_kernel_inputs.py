@@ -12,6 +12,7 @@ device that is detached at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -173,47 +174,87 @@ for n in itertools.count():
         writer.wait(timeout=30)
 
 
-def test_a_page_the_host_cannot_read_is_a_bad_copy(fixture_images, tmp_path):
-    """An image file on a host btrfs that cannot read one of its pages (the host's data checksum fails
-    there: EIO) under copy 1 of a tree block: that copy is a bad copy, named with the read error, and
-    copy 2 is used; the figures are the image's. (A mapped read of such a page kills the process with
-    SIGBUS, so this runs in a subprocess.)"""
+@contextlib.contextmanager
+def _unreadable_on_the_host(inner: Path, offsets: list[int], tmp_path: Path):
+    """``inner`` copied onto a host btrfs (a loop device made here) whose pages holding ``offsets`` of the
+    copy cannot be read: one byte of each changed on the host device under the host's data checksum, so
+    the host returns EIO there. Yields the copy's path on the host mounted read-only."""
     kernel = _load("kernel")
     capture = _load("capture")
-    (inner,) = fixture_images("files", "many").values()
-    pristine = _cli("report", "--json", str(inner))
-    assert pristine.returncode == 0, pristine.stderr
-    tree = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "5", str(inner)], check=True,
-                          capture_output=True, text=True).stdout
-    root = int(re.search(r"^(?:leaf|node) (\d+) ", tree, re.M).group(1))
-    mapped = subprocess.run(["btrfs-map-logical", "-l", str(root), str(inner)], check=True, capture_output=True,
-                            text=True).stdout
-    copy1 = int(re.search(r"mirror 1 logical \d+ physical (\d+)", mapped).group(1))
     outer = kernel.make_sparse_image(tmp_path / "outer.img", 600 * M)
     with kernel.loop_devices([outer]) as (dev,):
         kernel.make_fs([dev], fsid=str(uuid.uuid4()))
         with kernel.mounted(dev) as mnt:
             shutil.copyfile(inner, mnt / "inner.img")
             os.sync()
-            extent = next(e for e in capture.fiemap(mnt / "inner.img")
-                          if e["fe_logical"] <= copy1 < e["fe_logical"] + e["fe_length"])
-            host_logical = extent["fe_physical"] + copy1 - extent["fe_logical"]
-        host = subprocess.run(["btrfs-map-logical", "-l", str(host_logical), dev], check=True, capture_output=True,
-                              text=True).stdout
-        host_physical = int(re.search(r"physical (\d+)", host).group(1))
-        with open(dev, "r+b") as raw:  # one byte of that page changed under the host's checksum
-            raw.seek(host_physical + 100)
-            byte = raw.read(1)
-            raw.seek(host_physical + 100)
-            raw.write(bytes([byte[0] ^ 0xFF]))
+            extents = capture.fiemap(mnt / "inner.img")
+            logical = [next(e["fe_physical"] + off - e["fe_logical"] for e in extents
+                            if e["fe_logical"] <= off < e["fe_logical"] + e["fe_length"]) for off in offsets]
+        for at in logical:
+            host = subprocess.run(["btrfs-map-logical", "-l", str(at), dev], check=True, capture_output=True,
+                                  text=True).stdout
+            physical = int(re.search(r"physical (\d+)", host).group(1))
+            with open(dev, "r+b") as raw:
+                raw.seek(physical + 100)
+                byte = raw.read(1)
+                raw.seek(physical + 100)
+                raw.write(bytes([byte[0] ^ 0xFF]))
         with kernel.mounted(dev, "ro") as mnt:
-            with open(mnt / "inner.img", "rb") as f, pytest.raises(OSError):  # the host refuses the page
-                os.pread(f.fileno(), 4096, copy1)
-            result = _cli("report", "--json", str(mnt / "inner.img"))
+            with open(mnt / "inner.img", "rb") as f:
+                for off in offsets:  # the host refuses those pages: the premise
+                    with pytest.raises(OSError):
+                        os.pread(f.fileno(), 4096, off)
+            yield mnt / "inner.img"
+
+
+def _pristine(inner: Path) -> dict:
+    result = _cli("report", "--json", str(inner))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_page_the_host_cannot_read_is_a_bad_copy(fixture_images, tmp_path):
+    """An image file on a host that cannot read the page under copy 1 of a tree block (EIO): that copy is
+    a bad copy, named with the read error, copy 2 is used, and the figures are the image's. (A mapped
+    read of such a page kills the process with SIGBUS, so this runs in a subprocess.)"""
+    (inner,) = fixture_images("files", "many").values()
+    tree = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "5", str(inner)], check=True,
+                          capture_output=True, text=True).stdout
+    root = int(re.search(r"^(?:leaf|node) (\d+) ", tree, re.M).group(1))
+    mapped = subprocess.run(["btrfs-map-logical", "-l", str(root), str(inner)], check=True, capture_output=True,
+                            text=True).stdout
+    copy1 = int(re.search(r"mirror 1 logical \d+ physical (\d+)", mapped).group(1))
+    with _unreadable_on_the_host(inner, [copy1], tmp_path) as image:
+        result = _cli("report", "--json", str(image))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     doc = json.loads(result.stdout)
-    assert doc["totals"] == json.loads(pristine.stdout)["totals"]
+    assert doc["totals"] == _pristine(inner)["totals"]
     (warning,) = doc["warnings"]
     assert warning.startswith("bad copy of tree block, used copy 2 instead: copy 1: ")
     assert f"read error at offset {copy1}: Input/output error (tree block {root})" in warning
+
+
+def test_an_unreadable_primary_superblock_is_a_damaged_copy(fixture_images, tmp_path):
+    """The primary superblock's page unreadable on the host (EIO): the primary is an unusable copy, copy 1
+    serves (as for a damaged primary), `super` lists the primary as unreadable; with every copy
+    unreadable, one error naming each."""
+    (inner,) = fixture_images("files", "many").values()
+    with _unreadable_on_the_host(inner, [PRIMARY], tmp_path) as image:
+        report = _cli("report", "--json", str(image))
+        shown = _cli("super", "--json", str(image))
+    assert report.returncode == 1 and shown.returncode == 1, report.stderr + shown.stderr
+    doc = json.loads(report.stdout)
+    assert doc["totals"] == _pristine(inner)["totals"]
+    (warning,) = doc["warnings"]
+    assert warning.startswith("primary superblock (copy 0) is not usable: unreadable: read error at offset "
+                              f"{PRIMARY}: Input/output error; using copy 1")
+    mirrors = {m["mirror"]: m for m in json.loads(shown.stdout)["mirrors"]}
+    assert mirrors[0]["status"] == f"unreadable: read error at offset {PRIMARY}: Input/output error"
+    assert mirrors[0]["magic_ok"] is None and mirrors[1]["in_use"] is True
+    with _unreadable_on_the_host(inner, [PRIMARY, 64 * M], tmp_path / "both") as image:
+        result = _cli("report", "--json", str(image))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"btrfsscan: error: {image}: no valid superblock (copy 0 at {PRIMARY}: "
+                                    f"unreadable: read error at offset {PRIMARY}: Input/output error; copy 1 at "
+                                    f"{64 * M}: unreadable: read error at offset {64 * M}: Input/output error)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from construct import Container
 
-from ..errors import CorruptionError, NotBtrfsError, UnsupportedError
+from ..errors import CorruptionError, NotBtrfsError, ReadError, UnsupportedError
 from ..format import checksum
 from ..format.constants import (
     BTRFS_MAGIC,
@@ -134,6 +134,7 @@ class SuperblockCopy:
     csum_ok: bool = False
     problems: tuple[str, ...] = ()
     superblock: Superblock | None = None
+    read_error: str | None = None  # the copy's 4 KiB could not be read (EIO): what the read said
 
     @property
     def usable(self) -> bool:
@@ -150,6 +151,8 @@ class SuperblockCopy:
     def status(self, chosen_generation: int | None) -> str:
         if not self.present:
             return "beyond end of device"
+        if self.read_error is not None:
+            return f"unreadable: {self.read_error}"
         if not self.magic_ok:
             return "bad magic"
         if not self.csum_ok:
@@ -165,14 +168,20 @@ class SuperblockCopy:
 
 
 def read_copies(image) -> list[SuperblockCopy]:
-    """Read and check every superblock mirror that fits on ``image``."""
+    """Read and check every superblock mirror that fits on ``image``; a copy that cannot be read (an I/O
+    error) is an unusable copy like a damaged one, so another may serve."""
     copies = []
     for mirror in range(BTRFS_SUPER_MIRROR_MAX):
         bytenr = super_mirror_offset(mirror)
         if bytenr + BTRFS_SUPER_INFO_SIZE > image.size:
             copies.append(SuperblockCopy(image.name, mirror, bytenr, present=False))
             continue
-        data = image.pread(bytenr, BTRFS_SUPER_INFO_SIZE)
+        try:
+            data = image.pread(bytenr, BTRFS_SUPER_INFO_SIZE)
+        except ReadError as exc:
+            what = str(exc).removeprefix(f"{image.name}: ")
+            copies.append(SuperblockCopy(image.name, mirror, bytenr, present=True, read_error=what))
+            continue
         copies.append(check_copy(image.name, mirror, bytenr, data))
     return copies
 
@@ -205,7 +214,7 @@ def choose(copies: list[SuperblockCopy], device: str, mirror: int | None = None)
     primary = copies[0] if copies else None
     if primary is None or not primary.present:
         raise NotBtrfsError(f"{device}: not a btrfs device (too small to hold a superblock at {super_mirror_offset(0)})")
-    if not any(c.magic_ok for c in copies):
+    if not any(c.magic_ok or c.read_error is not None for c in copies):
         raise NotBtrfsError(f"{device}: not a btrfs device (no superblock magic {BTRFS_MAGIC.decode()} at offset {super_mirror_offset(0) + 64})")
     reasons = "; ".join(f"copy {c.mirror} at {c.bytenr}: {c.status(None)}" for c in copies if c.present)
     raise CorruptionError(f"{device}: no valid superblock ({reasons})")
