@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import google_crc32c
@@ -29,6 +31,7 @@ from btrfsscan.cache import content as C
 from btrfsscan.cache.designs import content_dedupe, file_fingerprint, overlay_copy_up
 from btrfsscan.cache.layout import build_layout
 from btrfsscan.cache.mappings import distinct_mappings
+from btrfsscan.errors import Warnings
 from btrfsscan.format import compression
 from btrfsscan.format.constants import Compression, CsumType, FileExtentType, ObjectId
 from btrfsscan.model.content_hash import page_hash
@@ -141,8 +144,57 @@ class Disk:
         return csum_table(items, CsumType.CRC32C, S)
 
 
+class _DiskVolume:
+    """A ``Disk`` as the volume ``hash_pages`` reads: one copy, unwritten sectors zero."""
+
+    metadump = None
+
+    def __init__(self, disk: Disk) -> None:
+        self.disk = disk
+        self.superblock = types.SimpleNamespace(sectorsize=S)
+
+    def num_copies(self, logical: int) -> int:
+        return 1
+
+    def read(self, logical: int, length: int, mirror: int = 1) -> bytes:
+        return b"".join(self.disk.sectors.get(a, bytes(S)) for a in range(logical, logical + length, S))[:length]
+
+
 def _rng_bytes(seed, n):
     return random.Random(seed).randbytes(n)
+
+
+class _Files:
+    """Hand-made files over a ``Disk``: their inode and extent rows, and the bytes each one reads."""
+
+    def __init__(self, disk: Disk) -> None:
+        self.disk = disk
+        self.inodes, self.extents, self.truth = [], [], {}
+
+    def file(self, sv, ino, size, items):
+        self.inodes.append((sv, ino, size))
+        content = bytearray(size)
+        for fo, db, off, nb, typ in items:
+            self.extents.append((sv, ino, fo, nb, db, nb, off, typ))
+            if db and typ == FileExtentType.REG:
+                for pos in range(0, nb, S):
+                    if fo + pos < size:
+                        chunk = self.disk.sectors[db + off + pos]
+                        content[fo + pos:fo + pos + S] = chunk[:size - fo - pos]
+        self.truth[(sv, ino)] = bytes(content)
+
+    def tables(self) -> FileTables:
+        ino = np.zeros(len(self.inodes), INODE_DTYPE)
+        for i, (sv, n, size) in enumerate(self.inodes):
+            ino[i]["subvol"], ino[i]["ino"], ino[i]["size"], ino[i]["nlink"] = sv, n, size, 1
+            ino[i]["mode"] = S_IFREG | 0o644
+        ext = np.zeros(len(self.extents), EXTENT_DTYPE)
+        for i, (sv, n, fo, nb, db, dnb, off, typ) in enumerate(self.extents):
+            row = ext[i]
+            row["subvol"], row["ino"], row["file_offset"], row["num_bytes"] = sv, n, fo, nb
+            row["disk_bytenr"], row["disk_num_bytes"], row["offset"], row["ram_bytes"] = db, 64 * 1024, off, nb
+            row["type"] = typ
+        return FileTables(ino, ext)
 
 
 def _case():
@@ -153,20 +205,8 @@ def _case():
     disk.write(2 << 20, a)                       # the same bytes written again (extent B)
     disk.write(3 << 20, _rng_bytes("c", 16 * 1024) + bytes(4096))  # extent C: data then a zero sector
     disk.write(4 << 20, a[:32768], csum=False)   # NOCOW copy of A's first half
-    inodes, extents, truth = [], [], {}
-
-    def file(sv, ino, size, items):
-        inodes.append((sv, ino, size))
-        content = bytearray(size)
-        for fo, db, off, nb, typ in items:
-            extents.append((sv, ino, fo, nb, db, nb, off, typ))
-            if db and typ == FileExtentType.REG:
-                for pos in range(0, nb, S):
-                    if fo + pos < size:
-                        chunk = disk.sectors[db + off + pos]
-                        content[fo + pos:fo + pos + S] = chunk[:size - fo - pos]
-        truth[(sv, ino)] = bytes(content)
-
+    files = _Files(disk)
+    file = files.file
     REG = FileExtentType.REG
     for sv in (256, 257):                                      # 257: a snapshot of 256
         file(sv, 257, 64 * 1024, [(0, 1 << 20, 0, 64 * 1024, REG)])
@@ -177,15 +217,7 @@ def _case():
     file(256, 262, 65536, [(0, 4 << 20, 0, 32768, REG)])                # NOCOW: no checksums
     file(257, 257 + 1000, 64 * 1024, [(0, 1 << 20, 0, 64 * 1024, REG)])  # another ino, same extent
     file(258, 257, 64 * 1024, [(0, 1 << 20, 0, 32768, REG), (32768, 2 << 20, 32768, 32768, REG)])  # copied up
-    ino = np.zeros(len(inodes), INODE_DTYPE)
-    for i, (sv, n, size) in enumerate(inodes):
-        ino[i]["subvol"], ino[i]["ino"], ino[i]["size"], ino[i]["nlink"], ino[i]["mode"] = sv, n, size, 1, S_IFREG | 0o644
-    ext = np.zeros(len(extents), EXTENT_DTYPE)
-    for i, (sv, n, fo, nb, db, dnb, off, typ) in enumerate(extents):
-        row = ext[i]
-        row["subvol"], row["ino"], row["file_offset"], row["num_bytes"] = sv, n, fo, nb
-        row["disk_bytenr"], row["disk_num_bytes"], row["offset"], row["ram_bytes"], row["type"] = db, 64 * 1024, off, nb, typ
-    return FileTables(ino, ext), disk, truth
+    return files.tables(), disk, files.truth
 
 
 def _brute(truth: dict, P: int, unknown: set = frozenset()) -> dict:
@@ -230,6 +262,50 @@ def test_hand_made_designs(P):
     assert abs(overlay.subvolumes.saved_pages.sum() - overlay.saved_pages) < 1e-6
     assert overlay.subvolumes.exclusive_pages.sum() + overlay.subvolumes.shared_pages.sum() / 2 == overlay.pages
     assert content.expected_false_merges > 0
+
+
+def _sparse_case():
+    """Sparse files (holes of many pages, and at EOF) whose content only the holes tell apart."""
+    disk = Disk()
+    a = _rng_bytes("sparse", 64 * 1024)
+    disk.write(1 << 20, a)  # extent A
+    disk.write(2 << 20, a)  # the same bytes written again (extent B)
+    disk.write(3 << 20, bytes(64 * 1024))  # written zeros
+    files = _Files(disk)
+    REG, M = FileExtentType.REG, 1 << 20
+    size = 8 * M + 100
+    files.file(256, 257, size, [(4 * M, 1 << 20, 0, 64 * 1024, REG)])  # hole, A, hole to EOF
+    files.file(256, 258, size, [(0, 3 << 20, 0, 64 * 1024, REG), (4 * M, 2 << 20, 0, 64 * 1024, REG)])  # zeros
+    files.file(257, 257, size, [(4 * M, 1 << 20, 0, 64 * 1024, REG)])  # a snapshot's copy of 256/257
+    files.file(256, 259, size, [])  # all hole
+    files.file(256, 260, 2 * size, [])  # all hole, twice as long
+    files.file(256, 261, size, [(4 * M + 4096, 1 << 20, 0, 64 * 1024, REG)])  # A one page later
+    return files.tables(), disk, files.truth
+
+
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_sparse_files_compacted(P):
+    """Holes of many pages are compacted to one page each (``cache.sparse``): the designs still equal the
+    brute-force counts over the files' bytes, a hole and written zeros are the same content, and the
+    compacted pages stand for every page of the layout exactly once."""
+    tables, disk, truth = _sparse_case()
+    layout = build_layout(versions_of(tables), P, S)
+    maps = distinct_mappings(layout)
+    content = C.content_from_csums(maps, disk.table())
+    pages = content.pages
+    everything = np.arange(int(maps.layout.npages.sum()))
+    assert (np.bincount(pages.compacted(everything), minlength=len(pages.weight)) == pages.weight).all()
+    assert (pages.compacted(pages.original(np.arange(len(pages.weight)))) == np.arange(len(pages.weight))).all()
+    assert len(pages.weight) < len(everything) // 10
+    brute = _brute(truth, P)
+    assert content_dedupe.figures(layout, content).pages == brute["content_dedupe"]
+    assert file_fingerprint.figures(layout, content).pages == brute["file_fingerprint"]
+    requests = C.page_requests(maps)
+    hashes, known = hash_pages(_DiskVolume(disk), requests.extents, requests.pieces, requests.n_outputs, P,
+                               Warnings())
+    exact = C.content_from_hashes(requests, hashes, known)
+    assert content_dedupe.figures(layout, exact).pages == brute["content_dedupe"]
+    assert file_fingerprint.figures(layout, exact).pages == brute["file_fingerprint"]
 
 
 @pytest.mark.parametrize("P", PAGE_SIZES)
@@ -557,3 +633,40 @@ def test_read_data_progress_ends_at_its_total(name, tiny, fixture_images, monkey
         fs.close()
     assert seen and seen == sorted(seen)
     assert seen[-1] == int(requests.pieces["length"].sum())
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_kernel_unavailable() is not None, reason=_kernel_unavailable() or "")
+def test_terabyte_sparse_files_cost_their_items(tmp_path):
+    """Three 1 TiB sparse files made by the kernel (one seeded page at 512 GiB each, written separately;
+    one also with 1 MiB of written zeros first) and a small file: every design counts their 2^28 pages,
+    the content designs see the three as one content (a hole reads as zeros), and the report's memory
+    follows the items, not the pages (before: ~15 GB and a minute)."""
+    import kernel
+
+    TiB, P = 1 << 40, 4096
+    page = kernel.seeded_content("sparse-page", P)
+    img = kernel.make_sparse_image(tmp_path / "sparse.img", 300 << 20)
+    with kernel.loop_devices([img]) as (dev,):
+        kernel.make_fs([dev])
+        with kernel.mounted(dev) as mnt:
+            for name, zeros in (("a", 0), ("b", 0), ("c", 1 << 20)):
+                with open(mnt / name, "wb") as f:
+                    f.write(bytes(zeros))
+                    f.truncate(TiB)
+                    os.pwrite(f.fileno(), page, TiB // 2)
+            (mnt / "small").write_bytes(b"hi\n")
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.returncode); "
+             "sys.stdout.write(r.stdout)")
+    done = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "btrfsscan", "report", "--json",
+                           str(img)], capture_output=True, text=True, timeout=300, check=True)
+    peak_kib, code, out = done.stdout.split("\n", 2)
+    assert code == "0", done.stderr
+    models = json.loads(out)["totals"]["models"]
+    pages = 3 * (TiB // P) + 1
+    assert {name: m["pages"] for name, m in models.items()} == {
+        "per_inode": pages, "shared_extent": pages, "shared_extent_compressed": pages, "rfc_as_posted": pages,
+        "overlay_copy_up": pages, "file_fingerprint": TiB // P + 1,
+        "content_dedupe": 3}  # the zero page, the seeded page, "hi\n"
+    assert int(peak_kib) < 200 * 1024

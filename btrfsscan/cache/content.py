@@ -6,7 +6,9 @@ would hold with equal bytes: 0 is the zero page, -1 unknown (cached per
 inode), 1.. the rest (bounded by the checksums and pages, not dense). They
 are computed once per distinct mapping (``mappings.distinct_mappings``:
 versions with the same size and segments hold the same bytes), so the cost
-follows the distinct mappings, not the versions or the snapshots.
+follows the distinct mappings, not the versions or the snapshots, and over
+their pages with every multi-page hole compacted to one (``sparse``), so a
+sparse file costs its items, not its i_size.
 
 From the checksum tree (``content_source = "csum_tree"``; works on
 btrfs-image dumps, which keep the tree) a page is the sequence of its
@@ -51,6 +53,7 @@ from ..model.csums import CsumTable
 from ..model.file_data import PIECE_DTYPE, READ_EXTENT_DTYPE
 from .layout import SEG_COMPRESSED, SEG_DATA, SEG_INLINE, PageLayout
 from .mappings import DistinctMappings
+from .sparse import CompactPages, compact_pages
 
 UNKNOWN = -1
 ZERO = 0
@@ -60,8 +63,9 @@ DATA = "data"
 
 @dataclass
 class PageContent:
-    """A content id for every page of the distinct mappings of a layout (``mappings.layout``, index
-    ``mappings.layout.base[g] + k``); version v's pages are those of ``mappings.of_version[v]``.
+    """A content id for every page of the distinct mappings of a layout, their holes compacted
+    (``pages.layout``, index ``pages.layout.base[g] + k``; page ``c`` stands for ``pages.weight[c]`` pages,
+    see ``sparse``); version v's pages are those of ``mappings.of_version[v]``.
 
     Ids are bounded by the checksums and pages, not necessarily dense."""
 
@@ -69,12 +73,17 @@ class PageContent:
     page_size: int
     page_id: np.ndarray  # int64: ZERO, UNKNOWN or 1..
     mappings: DistinctMappings
+    pages: CompactPages
     expected_false_merges: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def known(self) -> np.ndarray:
         return self.page_id != UNKNOWN
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.pages.weight
 
 
 def _page_of(layout: PageLayout) -> tuple[np.ndarray, int]:
@@ -242,13 +251,14 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     ``inline_data=False`` where the inline extents' bytes are not the file's
     (a btrfs-image dump zeroes them): inline pages are unknown then.
     """
-    layout = mappings.layout
+    pages = compact_pages(mappings.layout)
+    layout = pages.layout
     P, S = layout.page_size, layout.sectorsize
     notes: list[str] = []
     page_version, n_pages = _page_of(layout)
     if P % S or table.sectorsize != S:
         notes.append(f"page size {P} is not a multiple of the sector size {S}: every page's content is unknown")
-        return PageContent(CSUM_TREE, P, np.full(n_pages, UNKNOWN, I64), mappings, 0.0, notes)
+        return PageContent(CSUM_TREE, P, np.full(n_pages, UNKNOWN, I64), mappings, pages, 0.0, notes)
     per_page = P // S
     slots = np.zeros(n_pages * per_page, I64)  # ZERO: holes, prealloc, gaps, past EOF
     unknown_page = np.zeros(n_pages, bool)
@@ -328,7 +338,7 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     page_id[inline_page[good_inline]] = np.where(inline_ids > 0, inline_ids + n_keyed, inline_ids)
     page_id[unknown_page] = UNKNOWN
     merges = _false_merges(table.csum_type, keys, seq_ids, n_data)
-    return PageContent(CSUM_TREE, P, page_id, mappings, merges, notes)
+    return PageContent(CSUM_TREE, P, page_id, mappings, pages, merges, notes)
 
 
 def _valid_kinds(layout: PageLayout, n_pages: int) -> np.ndarray:
@@ -372,13 +382,14 @@ class PageRequests:
     """What ``model.file_data.hash_pages`` must read and hash for a layout, and how to map the result back.
 
     Output page ``o`` is a distinct window of bytes; ``page_output[g]`` the
-    output page of page ``g`` of ``mappings.layout`` (-1: no bytes to read:
-    zero or inline), ``unknown[g]`` pages whose content cannot be known
-    (misaligned or overflowing items, an inline page holding more than its
-    inline data).
+    output page of page ``g`` of ``pages.layout`` (the distinct mappings,
+    holes compacted; -1: no bytes to read: zero or inline), ``unknown[g]``
+    pages whose content cannot be known (misaligned or overflowing items, an
+    inline page holding more than its inline data).
     """
 
     mappings: DistinctMappings
+    pages: CompactPages
     extents: np.ndarray  # READ_EXTENT_DTYPE
     pieces: np.ndarray  # PIECE_DTYPE
     n_outputs: int
@@ -391,9 +402,10 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
 
     A page's content is its file bytes inside EOF (``i_size``, not rounded),
     zero-filled: each data or compressed segment contributes the part of it
-    inside the page and inside EOF. Pages are those of the distinct mappings.
+    inside the page and inside EOF. Pages are those of the distinct mappings, holes compacted.
     """
-    layout = mappings.layout
+    pages = compact_pages(mappings.layout)
+    layout = pages.layout
     P = layout.page_size
     page_version, n_pages = _page_of(layout)
     ext = layout.versions.extents
@@ -478,14 +490,14 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     logical["src"] = whole.distinct - extents["disk_bytenr"][of_logical].astype(I64)
     logical["length"] = P
     page_output[whole_page] = n_out + whole.distinct_of_pages()
-    return PageRequests(mappings, extents, np.concatenate((pieces[keep], logical)), n_out + len(whole.distinct),
-                        page_output, unknown)
+    return PageRequests(mappings, pages, extents, np.concatenate((pieces[keep], logical)),
+                        n_out + len(whole.distinct), page_output, unknown)
 
 
 def content_from_hashes(requests: PageRequests, hashes: np.ndarray, known: np.ndarray) -> PageContent:
     """Content ids of every page from the hashes ``hash_pages`` returned for ``requests``; inline pages from
     their ``inline_hash`` (exact when the fs trees were scanned with ``decompress_inline``)."""
-    layout = requests.mappings.layout
+    layout = requests.pages.layout
     _, n_pages = _page_of(layout)
     page_hashes = np.zeros(n_pages, "V16")
     page_hashes[:] = ZERO_PAGE_HASH
@@ -497,7 +509,7 @@ def content_from_hashes(requests: PageRequests, hashes: np.ndarray, known: np.nd
     unknown = requests.unknown.copy()
     unknown[read] |= ~known[out[read]]
     page_hashes[unknown] = UNKNOWN_HASH
-    return PageContent(DATA, layout.page_size, _ids_of_hashes(page_hashes), requests.mappings)
+    return PageContent(DATA, layout.page_size, _ids_of_hashes(page_hashes), requests.mappings, requests.pages)
 
 
 # --- the sources a run passes to the models (``sources={"content": ...}``) ---------------------

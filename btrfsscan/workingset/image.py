@@ -114,21 +114,31 @@ class ImageWorkingSet:
         The ids of the distinct mappings' pages are renumbered in order of first appearance, so a stretch
         of pages whose content was not seen before has consecutive keys (as do later pages repeating it
         in the same order): those stretches are the key runs, and each resident run is cut by them
-        (the cost follows the runs, not the resident pages)."""
-        res, mappings = self.residency, content.mappings
+        (the cost follows the runs, not the resident pages). A compacted hole (``cache.sparse``) is a
+        stretch of its own, of the zero page throughout: its resident pages are keyed one by one."""
+        res, mappings, weight = self.residency, content.mappings, content.weight
         ids = content.page_id
         key = ids.copy()
         positive = ids > 0
         key[positive] = first_seen_ranks(ids[positive]) + 1
         cut = np.ones(len(key), bool)
-        cut[1:] = (key[1:] != key[:-1] + 1) | (key[:-1] == UNKNOWN)
+        cut[1:] = (key[1:] != key[:-1] + 1) | (key[:-1] == UNKNOWN) | (weight[:-1] > 1)
         starts = np.flatnonzero(cut)
         ends = np.append(starts[1:], len(key))
         known = key[starts] != UNKNOWN  # an unknown page is a stretch of its own
         starts, ends = starts[known], ends[known]
+        hole = weight[starts] > 1
+        first = content.pages.original(starts)  # in the pages of ``mappings.layout``
+        last = first + np.where(hole, weight[starts], ends - starts)
         base = mappings.layout.base[mappings.of_version[self.version[res.run_file]]]
-        i, j, lo, hi = overlaps(starts, ends, base + res.run_page, base + res.run_page + res.run_count)
-        return KeyRuns(res.run_file[j], lo - base[j], key[starts[i]] + (lo - starts[i]), hi - lo)
+        i, j, lo, hi = overlaps(first, last, base + res.run_page, base + res.run_page + res.run_count)
+        run = ~hole[i]
+        each = np.repeat(np.flatnonzero(~run), (hi - lo)[~run])  # a hole's resident pages, one by one
+        page = ranges(lo[~run], hi[~run])
+        rows = np.concatenate((j[run], j[each]))
+        return KeyRuns(res.run_file[rows], np.concatenate((lo[run], page)) - base[rows],
+                       np.concatenate((key[starts[i[run]]] + (lo[run] - first[i[run]]), np.zeros(len(page), I64))),
+                       np.concatenate((hi[run] - lo[run], np.ones(len(page), I64))))
 
     def saved_by(self, runs: KeyRuns) -> int:
         """Resident pages that ``runs`` key, less the distinct keys they map: what caching each key once

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...arrays import I64, group_ids, prefix
 from ...workingset.units import resident_unit_figures
-from ..content import UNKNOWN, PageContent
+from ..content import UNKNOWN, ZERO, PageContent
 from ..layout import PageLayout
 from ..registry import CacheModel, ModelInputs, ResidentInputs
 from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_figures
@@ -19,17 +19,25 @@ from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_fi
 
 def fingerprint_units(layout: PageLayout, content: PageContent) -> CacheUnits:
     """One unit per (i_size, content of every page); files with an unknown page alone. Fingerprints are
-    compared once per distinct mapping."""
-    ids = content.page_id
-    distinct = content.mappings.layout
-    n = distinct.n_inodes
-    known = np.bincount(np.repeat(np.arange(n), distinct.npages), ids == UNKNOWN, n) == 0
-    starts = prefix(distinct.npages + 1)
+    compared once per distinct mapping, as i_size and a token per page: its content id, or for each run
+    of zero pages its length (so a hole and written zeros compare equal, and holes cost nothing per page)."""
+    ids, weight = content.page_id, content.weight
+    compact = content.pages.layout
+    n = compact.n_inodes
+    holder = np.repeat(np.arange(n), compact.npages)
+    known = np.bincount(holder, ids == UNKNOWN, n) == 0
+    zero = ids == ZERO
+    joins = np.zeros(len(ids), bool)
+    joins[1:] = zero[1:] & zero[:-1] & (holder[1:] == holder[:-1])
+    first = np.flatnonzero(~joins)
+    lengths = np.add.reduceat(weight, first) if len(first) else np.zeros(0, I64)
+    tokens = np.where(zero[first], -1 - lengths, ids[first])  # a zero run: <= -2, apart from UNKNOWN
+    starts = prefix(np.bincount(holder[first], minlength=n) + 1)
     values = np.empty(int(starts[-1]), I64)
-    values[starts[:-1]] = distinct.size
+    values[starts[:-1]] = content.mappings.layout.size
     body = np.ones(len(values), bool)
     body[starts[:-1]] = False
-    values[body] = ids
+    values[body] = tokens
     fingerprint, _ = group_ids(starts, values)
     of = content.mappings.of_version
     return file_units(layout, fingerprint[of], known[of])
