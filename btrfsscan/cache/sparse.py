@@ -67,6 +67,9 @@ def compact_pages(layout: PageLayout) -> CompactPages:
     starts = np.concatenate((layout.base[inode] + before, layout.base + covered))
     lengths = np.concatenate((p0 - before, layout.npages - covered))
     gap = lengths >= 2
+    if not gap.any():  # nothing to compact: the layout as it is
+        none = np.zeros(0, I64)
+        return CompactPages(layout, np.ones(int(layout.npages.sum()), I64), none, none, np.zeros(1, I64))
     order = np.argsort(starts[gap], kind="stable")
     gap_page, gap_pages = starts[gap][order], lengths[gap][order]
     removed = prefix(gap_pages - 1)

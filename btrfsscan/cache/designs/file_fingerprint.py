@@ -19,20 +19,24 @@ from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_fi
 
 def fingerprint_units(layout: PageLayout, content: PageContent) -> CacheUnits:
     """One unit per (i_size, content of every page); files with an unknown page alone. Fingerprints are
-    compared once per distinct mapping, as i_size and a token per page: its content id, or for each run
-    of zero pages its length (so a hole and written zeros compare equal, and holes cost nothing per page)."""
-    ids, weight = content.page_id, content.weight
+    compared once per distinct mapping, as i_size and every page's content id; where holes were
+    compacted (``cache.sparse``), a run of zero pages is one token, its length (so a compacted hole and
+    written zeros compare equal)."""
+    ids = content.page_id
     compact = content.pages.layout
     n = compact.n_inodes
     holder = np.repeat(np.arange(n), compact.npages)
     known = np.bincount(holder, ids == UNKNOWN, n) == 0
-    zero = ids == ZERO
-    joins = np.zeros(len(ids), bool)
-    joins[1:] = zero[1:] & zero[:-1] & (holder[1:] == holder[:-1])
-    first = np.flatnonzero(~joins)
-    lengths = np.add.reduceat(weight, first) if len(first) else np.zeros(0, I64)
-    tokens = np.where(zero[first], -1 - lengths, ids[first])  # a zero run: <= -2, apart from UNKNOWN
-    starts = prefix(np.bincount(holder[first], minlength=n) + 1)
+    tokens, n_tokens = ids, compact.npages
+    if len(content.pages.gap_page):  # holes compacted: every page's id would not compare them
+        zero = ids == ZERO
+        joins = np.zeros(len(ids), bool)
+        joins[1:] = zero[1:] & zero[:-1] & (holder[1:] == holder[:-1])
+        first = np.flatnonzero(~joins)
+        lengths = np.add.reduceat(content.weight, first)
+        tokens = np.where(zero[first], -1 - lengths, ids[first])  # a zero run: <= -2, apart from UNKNOWN
+        n_tokens = np.bincount(holder[first], minlength=n)
+    starts = prefix(n_tokens + 1)
     values = np.empty(int(starts[-1]), I64)
     values[starts[:-1]] = content.mappings.layout.size
     body = np.ones(len(values), bool)
