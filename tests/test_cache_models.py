@@ -23,6 +23,7 @@ from support import facts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from btrfsscan.cache import per_subvolume
 from btrfsscan.cache.analyze import analyze
 from btrfsscan.cache.designs.rfc_as_posted import applies as rfc_applies
 from btrfsscan.cache.kinds import KINDS
@@ -282,6 +283,9 @@ def check_against_reference(t: FileTables, P: int, S: int) -> None:
         )
         expected = sorted(expected, key=lambda t: (-t[1], t[0]))[:3]
         assert sv.shares_with[n] == expected
+    a_, b_, both = sv.pairs  # every pair, as the sharing matrix lists them
+    assert {(int(sv.ids[x]), int(sv.ids[y])): int(k) for x, y, k in zip(a_, b_, both)} == {
+        pair: v for pair, v in ref.pairs.items() if v > 0}
     # the same rows cut into leaves that subvolumes share (as snapshots do) give the same figures
     assert_same_analysis(analyze(shared_leaves(t), P, facts(S), top=1000), a)
     # additivity: unshareable + exclusive per subvolume, plus keys of >= 2 subvolumes
@@ -573,6 +577,16 @@ def small_tables(draw):
 def test_matches_brute_force_reference(case):
     t, P, S = case
     check_against_reference(t, P, S)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_tables())
+def test_pairs_expanded_without_the_dense_product(case):
+    """The subvolume pairs summed set by set (no matrix product: ``DENSE_SUBVOLUMES`` 0) are the same."""
+    t, P, S = case
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(per_subvolume, "DENSE_SUBVOLUMES", 0)
+        check_against_reference(t, P, S)
 
 
 # --- kernel-made fixtures: per_inode against fincore --------------------------------------

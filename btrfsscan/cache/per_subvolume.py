@@ -131,16 +131,47 @@ def key_holders(layout: PageLayout, shared: Sharing) -> tuple[Holders, np.ndarra
     return holders, group_sum(seg_set[mapped], cov.lengths[mapped], len(holders))
 
 
+#: Subvolumes up to which the pairs of large holder sets are summed in one dense matrix (32 MiB of float64).
+DENSE_SUBVOLUMES = 2048
+#: A holder set of at least this share of the subvolumes is large: a matrix product costs it less than its pairs.
+DENSE_SHARE = 1 / 32
+
+
+def _dense_pairs(holders: Holders, keys: np.ndarray, sets: np.ndarray, nsv: int) -> np.ndarray:
+    """Per pair index ``a * nsv + b`` (a < b), the keys the holder sets ``sets`` add to it: the upper
+    triangle of ``X^T diag(keys) X`` for their 0/1 membership matrix ``X``, a block of sets at a time
+    (exact: integer sums below 2^53)."""
+    total = np.zeros((nsv, nsv))
+    step = max(1, (1 << 22) // nsv)
+    for lo in range(0, len(sets), step):
+        block = sets[lo:lo + step]
+        member_start, members = take_groups(holders.start, holders.members, block)
+        x = np.zeros((len(block), nsv))
+        x[np.repeat(np.arange(len(block)), np.diff(member_start)), members] = 1.0
+        total += (x * keys[block, None].astype(np.float64)).T @ x
+    return np.rint(np.triu(total, 1)).astype(I64).reshape(-1)
+
+
 def _pair_keys(holders: Holders, keys: np.ndarray, nsv: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, keys) for every pair a < b of subvolumes that both map some key.
 
     Every holder set of two or more subvolumes adds its keys to each pair of
-    its members; sets of one size are expanded together, a bounded number at
+    its members. Large sets (a good share of at most ``DENSE_SUBVOLUMES``
+    subvolumes: snapshots of one subvolume) are summed by a matrix product
+    (``_dense_pairs``), which costs sets times subvolumes squared instead of
+    their pairs; the others are expanded together by size, a bounded number at
     a time, and the pair sums merged as they come.
     """
     width = max(nsv, 1)
     acc_key, acc_sum = np.zeros(0, I64), np.zeros(0, I64)
     sel = np.flatnonzero((holders.sizes >= 2) & (keys > 0))
+    if nsv <= DENSE_SUBVOLUMES:
+        large = holders.sizes[sel] >= max(2, DENSE_SHARE * nsv)
+        if large.any():
+            dense = _dense_pairs(holders, keys, sel[large], nsv)
+            acc_key = np.flatnonzero(dense).astype(I64)
+            acc_sum = dense[acc_key]
+            sel = sel[~large]
     sizes = holders.sizes[sel]
     for k in distinct(sizes).tolist():
         i, j = np.triu_indices(k, 1)
