@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ..names import name_base64, name_text, name_texts, names_base64
@@ -53,8 +54,7 @@ class Field:
     encode_all: Callable[[list[Any]], list[Any]] | None = None  # ``encode`` of many values at once (streams)
 
     def cell(self, obj: Any) -> Cell:
-        raw = self.get(obj)
-        return Cell(self, raw, self.text(obj) if self.text else self.show(raw))
+        return Cell(self, self.get(obj), obj)
 
     def to_json(self, raw: Any) -> Any:
         if self.fields:
@@ -92,9 +92,16 @@ def name_fields(key: str, label: str | None, get: Callable[[Any], Any], **table:
 
 @dataclass(frozen=True)
 class Cell:
+    """A field's raw value in one record; its table text is made when a table asks for it (JSON never
+    does: a large nested value is never turned into text)."""
+
     field: Field
     raw: Any
-    text: str
+    obj: Any  # the record's object, for ``Field.text``
+
+    @cached_property
+    def text(self) -> str:
+        return self.field.text(self.obj) if self.field.text else self.field.show(self.raw)
 
     @property
     def key(self) -> str:
