@@ -639,14 +639,15 @@ def test_read_data_progress_ends_at_its_total(name, tiny, fixture_images, monkey
 @pytest.mark.skipif(_kernel_unavailable() is not None, reason=_kernel_unavailable() or "")
 def test_terabyte_sparse_files_cost_their_items(tmp_path):
     """Three 1 TiB sparse files made by the kernel (one seeded page at 512 GiB each, written separately;
-    one also with 1 MiB of written zeros first) and a small file: every design counts their 2^28 pages,
-    the content designs see the three as one content (a hole reads as zeros), and the report's memory
-    follows the items, not the pages (before: ~15 GB and a minute)."""
+    one also with 1 MiB of written zeros first), a 64 GiB fallocated file with that page in its middle,
+    and a small file: every design counts their pages, the content designs see the three sparse files as
+    one content (a hole reads as zeros) and prealloc as the zero page, and the report's memory follows
+    the items, not the pages (before: ~15 GB and a minute)."""
     import kernel
 
-    TiB, P = 1 << 40, 4096
+    TiB, GiB, P = 1 << 40, 1 << 30, 4096
     page = kernel.seeded_content("sparse-page", P)
-    img = kernel.make_sparse_image(tmp_path / "sparse.img", 300 << 20)
+    img = kernel.make_sparse_image(tmp_path / "sparse.img", 80 * GiB)  # sparse: prealloc writes no data
     with kernel.loop_devices([img]) as (dev,):
         kernel.make_fs([dev])
         with kernel.mounted(dev) as mnt:
@@ -655,6 +656,9 @@ def test_terabyte_sparse_files_cost_their_items(tmp_path):
                     f.write(bytes(zeros))
                     f.truncate(TiB)
                     os.pwrite(f.fileno(), page, TiB // 2)
+            with open(mnt / "prealloc", "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, 64 * GiB)
+                os.pwrite(f.fileno(), page, 32 * GiB)
             (mnt / "small").write_bytes(b"hi\n")
     probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(r.returncode); "
@@ -664,9 +668,9 @@ def test_terabyte_sparse_files_cost_their_items(tmp_path):
     peak_kib, code, out = done.stdout.split("\n", 2)
     assert code == "0", done.stderr
     models = json.loads(out)["totals"]["models"]
-    pages = 3 * (TiB // P) + 1
+    pages = 3 * (TiB // P) + 64 * GiB // P + 1
     assert {name: m["pages"] for name, m in models.items()} == {
         "per_inode": pages, "shared_extent": pages, "shared_extent_compressed": pages, "rfc_as_posted": pages,
-        "overlay_copy_up": pages, "file_fingerprint": TiB // P + 1,
+        "overlay_copy_up": pages, "file_fingerprint": TiB // P + 64 * GiB // P + 1,
         "content_dedupe": 3}  # the zero page, the seeded page, "hi\n"
     assert int(peak_kib) < 200 * 1024

@@ -1,15 +1,16 @@
-"""Sparse files' holes compacted, for the computations that give every page a content id.
+"""Holes and prealloc compacted, for the computations that give every page a content id.
 
 The content designs (``cache.content``) key every page of every distinct
-mapping. The pages of a hole are all the zero page, and a hole is as long as
-``i_size`` says: a 1 TiB ``truncate`` is 2^28 pages but no item at all, so
-they are never expanded. Every *gap* -- a run of pages that no segment but a
-hole touches -- becomes one page standing for the whole run (its
+mapping. The pages of a hole or of a prealloc extent all read as the zero
+page, and neither costs metadata by its length: a 1 TiB ``truncate`` is
+2^28 pages but no item at all, a 100 GiB ``fallocate`` 800 items. So they
+are never expanded: every *gap* -- a run of pages that no segment but holes
+and prealloc touch -- becomes one page standing for the whole run (its
 ``weight``); the segments after it move up by the pages removed, and sizes
 shrink by them, in whole pages, so every page's bytes inside EOF and every
 offset inside a page stay as they were. A compacted page's content id is
 that of every page it stands for; counts weigh pages by ``weight``. Cost and
-memory follow the segments, not ``i_size``.
+memory follow the written data, not ``i_size``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..arrays import I64, prefix
-from .layout import SEG_HOLE, PageLayout
+from .layout import SEG_HOLE, SEG_PREALLOC, PageLayout
 
 
 @dataclass
 class CompactPages:
-    """``layout`` with its gaps compacted (hole segments left out); ``weight[c]`` the pages of the original
-    layout compacted page ``c`` stands for.
+    """``layout`` with its gaps compacted (hole and prealloc segments left out); ``weight[c]`` the pages of
+    the original layout compacted page ``c`` stands for.
 
     Gap ``i`` (at least two pages) starts at global page ``gap_page[i]`` of
     the original layout and is ``gap_pages[i]`` long; ``removed[i]`` pages
@@ -53,7 +54,7 @@ class CompactPages:
 def compact_pages(layout: PageLayout) -> CompactPages:
     """``layout`` with every gap of two pages or more compacted to one page (see the module docstring)."""
     P = layout.page_size
-    keep = np.flatnonzero(layout.seg_kind != SEG_HOLE)
+    keep = np.flatnonzero((layout.seg_kind != SEG_HOLE) & (layout.seg_kind != SEG_PREALLOC))
     inode = layout.seg_inode[keep]
     p0 = layout.seg_start[keep] // P
     p1 = -(-layout.seg_end[keep] // P)
