@@ -64,8 +64,9 @@ DATA = "data"
 @dataclass
 class PageContent:
     """A content id for every page of the distinct mappings of a layout, their holes compacted
-    (``pages.layout``, index ``pages.layout.base[g] + k``; page ``c`` stands for ``pages.weight[c]`` pages,
-    see ``sparse``); version v's pages are those of ``mappings.of_version[v]``.
+    (``pages.layout``, index ``pages.layout.base[g] + k``; page ``c`` stands for ``weight[c]`` pages, see
+    ``sparse``: a compacted gap is the zero page, never unknown); version v's pages are those of
+    ``mappings.of_version[v]``.
 
     Ids are bounded by the checksums and pages, not necessarily dense."""
 
@@ -83,7 +84,8 @@ class PageContent:
 
     @property
     def weight(self) -> np.ndarray:
-        return self.pages.weight
+        """``pages.weight()``: made on each use."""
+        return self.pages.weight()
 
 
 def _page_of(layout: PageLayout) -> tuple[np.ndarray, int]:

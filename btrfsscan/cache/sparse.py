@@ -25,18 +25,23 @@ from .layout import SEG_HOLE, SEG_PREALLOC, PageLayout
 
 @dataclass
 class CompactPages:
-    """``layout`` with its gaps compacted (hole and prealloc segments left out); ``weight[c]`` the pages of
-    the original layout compacted page ``c`` stands for.
+    """``layout`` with its gaps compacted (hole and prealloc segments left out).
 
     Gap ``i`` (at least two pages) starts at global page ``gap_page[i]`` of
     the original layout and is ``gap_pages[i]`` long; ``removed[i]`` pages
     are removed before it (``removed[-1]``: all)."""
 
     layout: PageLayout
-    weight: np.ndarray
     gap_page: np.ndarray
     gap_pages: np.ndarray
     removed: np.ndarray
+
+    def weight(self) -> np.ndarray:
+        """Per compacted page, the pages of the original layout it stands for (made on each call, not kept:
+        8 bytes a page)."""
+        out = np.ones(int(self.layout.npages.sum()), I64)
+        out[self.gap_page - self.removed[:-1]] = self.gap_pages
+        return out
 
     def compacted(self, pages: np.ndarray) -> np.ndarray:
         """The compacted page standing for each global page ``pages`` of the original layout."""
@@ -70,7 +75,7 @@ def compact_pages(layout: PageLayout) -> CompactPages:
     gap = lengths >= 2
     if not gap.any():  # nothing to compact: the layout as it is
         none = np.zeros(0, I64)
-        return CompactPages(layout, np.ones(int(layout.npages.sum()), I64), none, none, np.zeros(1, I64))
+        return CompactPages(layout, none, none, np.zeros(1, I64))
     order = np.argsort(starts[gap], kind="stable")
     gap_page, gap_pages = starts[gap][order], lengths[gap][order]
     removed = prefix(gap_pages - 1)
@@ -82,12 +87,10 @@ def compact_pages(layout: PageLayout) -> CompactPages:
     in_file = removed_at(layout.base + layout.npages, "left") - own
     shift = (removed_at(layout.base[inode] + p0, "right") - own[inode]) * P
     npages = layout.npages - in_file
-    weight = np.ones(int(npages.sum()), I64)
-    weight[gap_page - removed[:-1]] = gap_pages
     compact = replace(
         layout, size=layout.size - in_file * P, npages=npages, content_end=layout.content_end - in_file * P,
         base=prefix(npages)[:-1], seg_inode=inode, seg_start=layout.seg_start[keep] - shift,
         seg_end=layout.seg_end[keep] - shift, seg_kind=layout.seg_kind[keep], seg_addr=layout.seg_addr[keep],
         seg_group=layout.seg_group[keep], seg_valid=layout.seg_valid[keep], seg_row=layout.seg_row[keep],
     )
-    return CompactPages(compact, weight, gap_page, gap_pages, removed)
+    return CompactPages(compact, gap_page, gap_pages, removed)

@@ -125,10 +125,10 @@ def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, con
 
 def _unknown_pages(content: PageContent) -> int:
     """Pages (every (subvolume, inode) pair) whose content is unknown."""
-    distinct = content.pages.layout
-    unknown = ~content.known
-    holder = np.repeat(np.arange(distinct.n_inodes), distinct.npages)
-    return distinct.total(np.bincount(holder[unknown], content.weight[unknown], distinct.n_inodes).astype(I64))
+    distinct = content.pages.layout  # a compacted gap is never unknown: every unknown page is one page
+    unknown = np.bincount(np.repeat(np.arange(distinct.n_inodes), distinct.npages)[~content.known],
+                          minlength=distinct.n_inodes)
+    return distinct.total(unknown)
 
 
 _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64)  # [byte value, bit]

@@ -57,7 +57,9 @@ def parse_csum_leaves(batch: LeafBatch, limits: Limits) -> tuple[list[CsumItems]
     rows, size, start = rows[~bad], size[~bad].astype(I64), start[~bad]
     leaf = batch.leaf[rows]
     payload = batch.start[leaf] + HEADER_SIZE + items["offset"][rows].astype(I64)
-    raw = batch.raw[ranges(payload, payload + size)]
+    # an item's checksums lie together: copied a slice each (an index per byte would be 8 bytes a byte)
+    raw = np.concatenate([batch.raw[a:b] for a, b in zip(payload.tolist(), (payload + size).tolist())]
+                         or [np.zeros(0, np.uint8)])
     counts = np.bincount(leaf, minlength=len(batch))
     row_at, byte_at = prefix(counts), prefix(np.bincount(leaf, size, minlength=len(batch)).astype(I64))
     csum_size = limits.csum_size

@@ -19,15 +19,16 @@ from ..units import CacheUnits, UnitFigures, unit_figures
 def figures(layout: PageLayout, content: PageContent, top: int = 10) -> UnitFigures:
     """Page-content dedupe: one unit per content id (the zero page included); unknown pages alone.
     Holders are the distinct mappings the content ids were computed for."""
-    ids, weight = content.page_id, content.weight
+    ids = content.page_id
     distinct = content.pages.layout
     page_holder = np.repeat(np.arange(distinct.n_inodes), distinct.npages)
     known = ids != UNKNOWN
-    # a holder maps unit ``id`` once per page (a compacted hole: once per page it stands for), duplicates
+    alone = np.bincount(page_holder[~known], minlength=distinct.n_inodes)  # a compacted gap is never unknown
+    # a holder maps unit ``id`` once per page (a compacted gap: once per page it stands for), duplicates
     # summed by the bincounts downstream
-    alone = np.bincount(page_holder[~known], weight[~known], distinct.n_inodes).astype(I64)
     unit = ids[known]
-    units = CacheUnits(page_holder[known], unit, weight[known], np.ones(int(ids.max(initial=0)) + 1, I64),
+    count = content.weight[known] if len(content.pages.gap_page) else np.ones(len(unit), I64)
+    units = CacheUnits(page_holder[known], unit, count, np.ones(int(ids.max(initial=0)) + 1, I64),
                        alone, content.mappings.of_version)
     return unit_figures("content_dedupe", layout, units, top, content)
 
