@@ -38,6 +38,8 @@ def _file(v, path: str):
     ("head.encryption", "B", 1, "encryption 1, expected 0"),
     ("reg.offset", "Q", 1, "not all aligned to sectorsize"),
     ("reg.num_bytes", "Q", 2**64 - 4096, "runs past the"),
+    ("reg.disk_num_bytes", "Q", 1 << 46, "disk_num_bytes 70368744177664 is larger than a data chunk can be"),
+    ("head.compression", "B", 1, "compressed extent of"),
 ])
 def test_implausible_file_extent_is_skipped(victim, field, fmt, value, said):
     v = victim()
@@ -47,6 +49,7 @@ def test_implausible_file_extent_is_skipped(victim, field, fmt, value, said):
     hits = [w for w in result["warnings"] if w.startswith("EXTENT_DATA implausible: ") and said in w]
     assert hits and f"(inode {ino} offset 0, slot {slot})" in hits[0] and f"tree 5 leaf {leaf.bytenr}" in hits[0], \
         result["warnings"]
+    assert [w for w in result["warnings"] if f"(inode {ino} offset 0" in w] == hits[:1]  # said once
     out = run("map", "--json", *v.paths, "big/a.bin")
     assert out.exit_code == 1
     extents = json.loads(out.stdout)["extents"]

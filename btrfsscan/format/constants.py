@@ -24,6 +24,12 @@ BTRFS_MAX_LEVEL = 8
 BTRFS_STRIPE_LEN = 64 * 1024
 BTRFS_NAME_LEN = 255
 BTRFS_MAX_INLINE_DATA_SIZE_LIMIT = 4096  # inline data never exceeds a page/sector
+#: A compressed extent holds at most this many bytes on disk, and decompresses to at most this many
+#: (the kernel's BTRFS_MAX_COMPRESSED, BTRFS_MAX_UNCOMPRESSED).
+BTRFS_MAX_COMPRESSED = 128 << 10
+BTRFS_MAX_UNCOMPRESSED = 128 << 10
+#: The largest data chunk the kernel allocates (BTRFS_MAX_DATA_CHUNK_SIZE): an extent lies in one chunk.
+BTRFS_MAX_DATA_CHUNK_SIZE = 10 << 30
 
 
 def super_mirror_offset(mirror: int) -> int:

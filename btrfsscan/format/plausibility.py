@@ -26,7 +26,10 @@ from .constants import (
     BLOCK_GROUP_PROFILE_MASK,
     BLOCK_GROUP_TYPE_MASK,
     BTRFS_FIRST_CHUNK_TREE_OBJECTID,
+    BTRFS_MAX_COMPRESSED,
+    BTRFS_MAX_DATA_CHUNK_SIZE,
     BTRFS_MAX_LEVEL,
+    BTRFS_MAX_UNCOMPRESSED,
     BTRFS_NAME_LEN,
     BlockGroupFlag,
     Compression,
@@ -95,6 +98,19 @@ def _fe_past_disk_extent(f):
     return reg & ((offset > whole) | (num > whole - np.minimum(offset, whole)))
 
 
+def _fe_larger_than_a_chunk(f, lim: Limits):
+    """An uncompressed extent larger than any data chunk (or the filesystem): it could not lie in one."""
+    limit = np.uint64(min(lim.total_bytes, BTRFS_MAX_DATA_CHUNK_SIZE))
+    return _fe_reg(f) & (f["reg.disk_bytenr"] != 0) & (f["head.compression"] == 0) & (f["reg.disk_num_bytes"] > limit)
+
+
+def _fe_compressed_too_large(f):
+    """A compressed extent (or inline item) larger, on disk or decompressed, than the kernel ever writes."""
+    compressed = f["head.compression"] != 0
+    reg = _fe_reg(f) & (f["reg.disk_bytenr"] != 0) & (f["reg.disk_num_bytes"] > np.uint64(BTRFS_MAX_COMPRESSED))
+    return compressed & ((f["head.ram_bytes"] > np.uint64(BTRFS_MAX_UNCOMPRESSED)) | reg)
+
+
 EXTENT_DATA_RULES: tuple[ColumnRule, ...] = (
     ("compression", lambda f, k, lim: f["head.compression"] >= _NR_COMPRESS_TYPES,
      lambda f, k, lim: f"compression {int(f['head.compression'])} out of range 0..{_NR_COMPRESS_TYPES - 1}"),
@@ -117,6 +133,13 @@ EXTENT_DATA_RULES: tuple[ColumnRule, ...] = (
      lambda f, k, lim: f"offset {int(f['reg.offset'])} + num_bytes {int(f['reg.num_bytes'])} runs past the "
                        f"{int(f['reg.disk_num_bytes'] if f['head.compression'] == 0 else f['head.ram_bytes'])} "
                        "bytes of the extent it references (btrfsscan's rule)"),
+    ("extent size", lambda f, k, lim: _fe_larger_than_a_chunk(f, lim),
+     lambda f, k, lim: f"disk_num_bytes {int(f['reg.disk_num_bytes'])} is larger than a data chunk can be "
+                       f"({min(lim.total_bytes, BTRFS_MAX_DATA_CHUNK_SIZE)} bytes; btrfsscan's rule)"),
+    ("compressed size", lambda f, k, lim: _fe_compressed_too_large(f),
+     lambda f, k, lim: f"compressed extent of {int(f['reg.disk_num_bytes']) if int(f['head.type']) != _INLINE else 0}"
+                       f" bytes decompressing to {int(f['head.ram_bytes'])}: the kernel writes at most "
+                       f"{BTRFS_MAX_COMPRESSED} and {BTRFS_MAX_UNCOMPRESSED} (btrfsscan's rule)"),
 )
 
 

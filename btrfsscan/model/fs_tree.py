@@ -166,13 +166,13 @@ def parse_leaves(batch: LeafBatch, limits: Limits, decompress_inline: bool = Fal
         if valid[i]:
             row = int(rows[i])
             skipped.append((row, finding(_key(items, row), what, batch.slot(row))))
-    valid &= ~implausible
-    for i in np.flatnonzero(~valid).tolist():
+    for i in np.flatnonzero(~valid).tolist():  # malformed (the implausible ones were said above)
         row = int(rows[i])
         ino, off = int(items["key.objectid"][row]), int(items["key.offset"][row])
         what = FileExtentItem.problem(int(ftype[i]), int(fields["head.compression"][i]),
                                       int(fields["head.ram_bytes"][i]), int(sizes[i]))
         skipped.append((row, f"{what}, skipped (inode {ino} offset {off})"))
+    valid &= ~implausible
     rows, fields, sizes, inline = rows[valid], fields[valid], sizes[valid], inline[valid]
     extents = np.zeros(len(rows), EXTENT_DTYPE)
     extents["ino"] = items["key.objectid"][rows]
