@@ -512,6 +512,47 @@ def test_not_a_directory_is_one_error(tmp_path):
         collect([tmp_path / "missing"])
 
 
+def _runs_of(vector: bytes) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for page, bit in enumerate(vector):
+        if bit and runs and sum(runs[-1]) == page:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        elif bit:
+            runs.append((page, 1))
+    return runs
+
+
+@pytest.mark.parametrize("window_pages", [1, 4, 16])
+def test_resident_runs_window_by_window(tmp_path, monkeypatch, window_pages):
+    """``resident_runs`` asks cachestat per window (nothing cached: skipped; all cached: one run without
+    mincore) and mincore otherwise: the runs are those of a mincore vector of the whole file, taken
+    before and after (retried while the page cache moves), across empty, full and partial windows."""
+    from btrfsscan.live import kernel_api
+
+    monkeypatch.setattr(kernel_api, "WINDOW", window_pages * PAGE)
+    path = tmp_path / "f"
+    path.write_bytes(random.Random("windows").randbytes(64 * PAGE + 100))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no readahead: only the pages read come in
+        for _ in range(ATTEMPTS):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            for page in [*range(0, 16), 17, 20, 21, 40, 64]:  # full, partial and empty windows, the tail
+                os.pread(fd, 1, page * PAGE)
+            before = mincore_vector(path)
+            got = kernel_api.resident_runs(fd, path.stat().st_size)
+            if mincore_vector(path) == before:
+                break
+        else:
+            pytest.fail(f"the page cache never stayed still for {ATTEMPTS} attempts")
+    finally:
+        os.close(fd)
+    assert got == _runs_of(before) and got
+    windows = [before[i:i + window_pages] for i in range(0, len(before), window_pages)]
+    assert any(not any(w) for w in windows) and any(all(w) for w in windows)  # both shortcuts were taken
+
+
 def test_workload_pages(tmp_path):
     wl = tmp_path / "workload"
     wl.write_bytes(b"# comment\n/a/whole\n/a/with space 100 5000\n/a/with space 20000 1\n\n/a/missing\n/a/empty 0 0\n")

@@ -119,12 +119,13 @@ _NR_CACHESTAT = 451  # the same number on every architecture (added after the sy
 _cachestat_works = True
 
 
-def cachestat(fd: int, length: int) -> int | None:
-    """Pages of ``[0, length)`` of ``fd`` in the page cache (None: the kernel has no cachestat)."""
+def cachestat(fd: int, length: int, offset: int = 0) -> int | None:
+    """Pages of ``[offset, offset + length)`` of ``fd`` in the page cache (``length`` 0: to EOF; None: the
+    kernel has no cachestat)."""
     global _cachestat_works
     if not _cachestat_works:
         return None
-    rng = (ctypes.c_uint64 * 2)(0, length)
+    rng = (ctypes.c_uint64 * 2)(offset, length)
     out = (ctypes.c_uint64 * 5)()
     if _libc.syscall(ctypes.c_long(_NR_CACHESTAT), ctypes.c_int(fd), rng, out, ctypes.c_uint(0)) != 0:
         if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter that denies it
@@ -144,14 +145,23 @@ _vec = ctypes.create_string_buffer(WINDOW // PAGE_SIZE)
 def resident_runs(fd: int, size: int) -> list[tuple[int, int]]:
     """Resident pages of the first ``size`` bytes of ``fd`` as ``(first page, count)`` runs.
 
-    The file is mapped read-only and never touched, so no page is faulted in
-    (the kernel's mapping readahead only runs on a fault).
+    A window at a time: ``cachestat`` first, so a window with nothing cached
+    (most of a large sparse or cold file) costs one call and a fully cached
+    one no ``mincore``; otherwise the window is mapped read-only and never
+    touched, so no page is faulted in (the kernel's mapping readahead only
+    runs on a fault).
     """
     runs: list[tuple[int, int]] = []
     npages = -(-size // PAGE_SIZE)
     for first in range(0, npages, WINDOW // PAGE_SIZE):
         count = min(npages - first, WINDOW // PAGE_SIZE)
         length = count * PAGE_SIZE
+        cached = cachestat(fd, length, first * PAGE_SIZE)
+        if cached == 0:
+            continue
+        if cached == count:
+            _add_run(runs, first, count)
+            continue
         addr = _libc.mmap(None, length, _PROT_READ, _MAP_SHARED, fd, first * PAGE_SIZE)
         if addr is None or addr == _MAP_FAILED:
             raise _oserror("mmap")
@@ -169,10 +179,15 @@ def _append_runs(runs: list[tuple[int, int]], first: int, count: int) -> None:
     bits = np.frombuffer(_vec, np.uint8, count) & 1
     edges = np.flatnonzero(np.diff(bits, prepend=np.uint8(0), append=np.uint8(0)))
     for start, end in zip(edges[0::2].tolist(), edges[1::2].tolist()):
-        if runs and runs[-1][0] + runs[-1][1] == first + start:
-            runs[-1] = (runs[-1][0], runs[-1][1] + end - start)
-        else:
-            runs.append((first + start, end - start))
+        _add_run(runs, first + start, end - start)
+
+
+def _add_run(runs: list[tuple[int, int]], first: int, count: int) -> None:
+    """``count`` resident pages from ``first``, merged with the run before when they touch."""
+    if runs and runs[-1][0] + runs[-1][1] == first:
+        runs[-1] = (runs[-1][0], runs[-1][1] + count)
+    else:
+        runs.append((first, count))
 
 
 # --- FIEMAP ----------------------------------------------------------------------------
