@@ -273,3 +273,23 @@ def test_single_inode_read_applies_the_bulk_rules(victim):
         fs.close()
     result = run("map", "--json", *v.paths, "big/a.bin")
     assert result.exit_code == 2 and str(2**63) not in result.stdout
+
+
+@pytest.mark.parametrize("compression, ram_bytes, disk_num_bytes, inline, said", [
+    (1, 128 << 10, 4096, False, None),
+    (3, (128 << 10) + 4096, 4096, False, "compressed extent of 4096 bytes decompressing to 135168"),
+    (2, 64 << 10, (128 << 10) + 4096, False, "compressed extent of 135168 bytes decompressing to 65536"),
+    (1, 1 << 40, 0, True, "compressed inline data of 1099511627776 bytes decompressed"),
+    (0, 0, 10 << 30, False, None),
+    (0, 0, (10 << 30) + 4096, False, "disk_num_bytes 10737422336 is larger than a data chunk can be"),
+])
+def test_extent_sizes_no_kernel_writes_are_damage(compression, ram_bytes, disk_num_bytes, inline, said):
+    """A compressed extent over 128 KiB (on disk or decompressed) or an uncompressed one larger than a
+    data chunk is implausible; at the limits it is not."""
+    from btrfsscan.format.plausibility import Limits, item_problem
+
+    limits = Limits(4096, 1 << 50, 100, 4)
+    head = struct.pack("<QQBBHB", 7, ram_bytes or disk_num_bytes, compression, 0, 0, 0 if inline else 1)
+    data = head + (b"x" * 100 if inline else struct.pack("<QQQQ", 1 << 30, disk_num_bytes, 0, 4096))
+    problem = item_problem((257, int(ItemType.EXTENT_DATA), 0), data, limits)
+    assert problem is None if said is None else said in problem, problem

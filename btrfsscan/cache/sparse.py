@@ -43,13 +43,6 @@ class CompactPages:
         out[self.gap_page - self.removed[:-1]] = self.gap_pages
         return out
 
-    def compacted(self, pages: np.ndarray) -> np.ndarray:
-        """The compacted page standing for each global page ``pages`` of the original layout."""
-        i = np.searchsorted(self.gap_page, pages, side="right") - 1
-        inside = (i >= 0) & (pages < self.gap_page[np.maximum(i, 0)] + self.gap_pages[np.maximum(i, 0)])
-        after = pages - self.removed[i + 1]
-        return np.where(inside, self.gap_page[np.maximum(i, 0)] - self.removed[np.maximum(i, 0)], after)
-
     def original(self, pages: np.ndarray) -> np.ndarray:
         """The first global page of the original layout that each compacted page ``pages`` stands for."""
         at = self.gap_page - self.removed[:-1]  # where each gap is once compacted

@@ -137,9 +137,12 @@ EXTENT_DATA_RULES: tuple[ColumnRule, ...] = (
      lambda f, k, lim: f"disk_num_bytes {int(f['reg.disk_num_bytes'])} is larger than a data chunk can be "
                        f"({min(lim.total_bytes, BTRFS_MAX_DATA_CHUNK_SIZE)} bytes; btrfsscan's rule)"),
     ("compressed size", lambda f, k, lim: _fe_compressed_too_large(f),
-     lambda f, k, lim: f"compressed extent of {int(f['reg.disk_num_bytes']) if int(f['head.type']) != _INLINE else 0}"
-                       f" bytes decompressing to {int(f['head.ram_bytes'])}: the kernel writes at most "
-                       f"{BTRFS_MAX_COMPRESSED} and {BTRFS_MAX_UNCOMPRESSED} (btrfsscan's rule)"),
+     lambda f, k, lim: (f"compressed inline data of {int(f['head.ram_bytes'])} bytes decompressed"
+                        if int(f["head.type"]) == _INLINE else
+                        f"compressed extent of {int(f['reg.disk_num_bytes'])} bytes decompressing to "
+                        f"{int(f['head.ram_bytes'])}")
+                       + f": the kernel writes at most {BTRFS_MAX_COMPRESSED} bytes compressed, "
+                         f"{BTRFS_MAX_UNCOMPRESSED} decompressed (btrfsscan's rule)"),
 )
 
 
