@@ -156,6 +156,9 @@ class _DiskVolume:
     def num_copies(self, logical: int) -> int:
         return 1
 
+    def view(self, logical: int, length: int) -> None:
+        return None  # not mapped: every range is read
+
     def read(self, logical: int, length: int, mirror: int = 1) -> bytes:
         return b"".join(self.disk.sectors.get(a, bytes(S)) for a in range(logical, logical + length, S))[:length]
 

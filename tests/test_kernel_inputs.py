@@ -258,3 +258,28 @@ def test_an_unreadable_primary_superblock_is_a_damaged_copy(fixture_images, tmp_
     assert result.stderr.startswith(f"btrfsscan: error: {image}: no valid superblock (copy 0 at {PRIMARY}: "
                                     f"unreadable: read error at offset {PRIMARY}: Input/output error; copy 1 at "
                                     f"{64 * M}: unreadable: read error at offset {64 * M}: Input/output error)")
+
+
+def test_a_data_page_the_host_cannot_read_is_unknown_content(fixture_images, tmp_path):
+    """``--read-data`` hashes data where the mapped image holds it; a data page the host cannot read (EIO)
+    is not touched through the mapping (that would be SIGBUS) but read, and its extent's pages are unknown
+    content, with one warning naming the extent and the read error; everything else is as on the image."""
+    (inner,) = fixture_images("files", "many").values()
+    tree = subprocess.run(["btrfs", "inspect-internal", "dump-tree", str(inner)], check=True, capture_output=True,
+                          text=True).stdout
+    extent = int(re.search(r"extent data disk byte (\d+) nr (\d+)", tree).group(1))
+    mapped = subprocess.run(["btrfs-map-logical", "-l", str(extent), str(inner)], check=True, capture_output=True,
+                            text=True).stdout
+    physical = int(re.search(r"mirror 1 logical \d+ physical (\d+)", mapped).group(1))
+    pristine = _cli("report", "--json", "--read-data", str(inner))
+    assert pristine.returncode == 0, pristine.stderr
+    with _unreadable_on_the_host(inner, [physical], tmp_path) as image:
+        result = _cli("report", "--json", "--read-data", str(image))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    doc, before = json.loads(result.stdout), json.loads(pristine.stdout)
+    (warning,) = doc["warnings"]
+    assert warning.startswith("data extent unreadable, its pages are counted as unknown: ")
+    assert f"read error at offset {physical}: Input/output error (data extent at logical {extent})" in warning
+    dedupe, was = doc["totals"]["models"]["content_dedupe"], before["totals"]["models"]["content_dedupe"]
+    assert dedupe["unknown_pages"] > was["unknown_pages"]
+    assert doc["totals"]["models"]["per_inode"] == before["totals"]["models"]["per_inode"]

@@ -11,7 +11,10 @@ output page). Only each output page's 16-byte hash is kept
   extent) is hashed straight from the read buffer. Uncompressed extents are
   read in logical order, neighbours merged into reads of up to
   ``READ_BYTES`` (gaps of up to ``MERGE_GAP`` read through), large extents
-  in slices of that size.
+  in slices of that size; a read that copy 1 holds in one range of a
+  mapped device is hashed where it lies, without a copy, once the kernel
+  has mapped all its pages (``Volume.view``; a page it cannot read sends it
+  through ``read``, which says why).
 * A compressed extent is read whole and decompressed once.
 * A page of several pieces (it straddles extents, or starts inside one:
   pages larger than a sector) is assembled in a buffer of at most
@@ -132,6 +135,14 @@ class _Reader:
         for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             at = int(lo[r0]) // S * S
             end = -(-int(hi[r0:r1].max()) // S) * S
+            mapped = self.volume.view(at, end - at)
+            if mapped is not None:  # hashed where the mapped device holds it, not copied
+                view, done = mapped
+                try:
+                    yield np.arange(r0, r1), view, at
+                finally:
+                    done()
+                continue
             try:
                 yield np.arange(r0, r1), self.read(at, end - at), at
                 continue

@@ -12,7 +12,7 @@ logical reads come straight from the dump.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +96,33 @@ class Volume:
         if sum(r.length for r in pieces) != length:
             raise ReadError(f"logical {logical}: mirror {mirror} does not exist")
         return b"".join(self.read_physical(r) for r in pieces)
+
+    def view(self, logical: int, length: int) -> tuple[memoryview, Callable[[], None]] | None:
+        """Copy 1 of a logical range as a view of its mapped device, without a copy, and what lets it go
+        (after which the view must not be used); None where copy 1 is not one range of one mapped device
+        whose every page the kernel could map (``RawImage.populate``): ``read`` it then."""
+        if self.metadump is not None:
+            return None
+        pieces = [r for r in self.chunk_map.map(logical, length) if r.mirror == 1]
+        if len(pieces) != 1 or pieces[0].length != length:
+            return None
+        piece = pieces[0]
+        device = self.devices.get(piece.devid)
+        image = device.image if device is not None else None
+        data = image.mapped() if image is not None else None
+        start, end = piece.physical, piece.physical + length
+        if data is None or start < 0 or end > image.size or not image.populate(start, end):
+            return None
+        view = memoryview(data)[start:end]
+
+        def done() -> None:
+            try:
+                view.release()
+            except BufferError:  # a caller still holds an array over it: freed with that
+                pass
+            image.release(start, end)
+
+        return view, done
 
     def locate_first_copies(self, logicals: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
         """(devid, physical) of each range ``[logical, logical + length)`` in its first copy on a present
