@@ -283,3 +283,41 @@ def test_a_data_page_the_host_cannot_read_is_unknown_content(fixture_images, tmp
     dedupe, was = doc["totals"]["models"]["content_dedupe"], before["totals"]["models"]["content_dedupe"]
     assert dedupe["unknown_pages"] > was["unknown_pages"]
     assert doc["totals"]["models"]["per_inode"] == before["totals"]["models"]["per_inode"]
+
+
+def test_a_sprout_uses_its_seed_device_when_given(tmp_path):
+    """A seed filesystem (``btrfstune -S 1``) and its sprout (a device added to the mounted seed, files
+    written): given both images, the sprout's chunk tree names the seed's device, which is used (not
+    reported missing), and its figures are what the kernel shows through the sprout's mount; commands of
+    one filesystem take the pair as the sprout. The seed alone is a filesystem of its own; the sprout
+    alone is partial, its seed device missing."""
+    kernel = _load("kernel")
+    seed, sprout = (kernel.make_sparse_image(tmp_path / f"{n}.img", 300 * M) for n in ("seed", "sprout"))
+    with kernel.loop_devices([seed]) as (dev,):
+        kernel.make_fs([dev], fsid=str(uuid.uuid4()))
+        with kernel.mounted(dev) as mnt:
+            for n in range(4):
+                kernel.write_seeded_file(mnt / f"seed{n}", f"seed{n}", 40000 + n * 5000)
+        subprocess.run(["btrfstune", "-S", "1", dev], check=True, capture_output=True)
+        with kernel.loop_devices([sprout]) as (dev2,), kernel.mounted(dev, "ro") as mnt:
+            subprocess.run(["btrfs", "device", "add", "-f", dev2, str(mnt)], check=True, capture_output=True)
+            subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
+            subprocess.run(["cp", "--reflink=always", str(mnt / "seed0"), str(mnt / "copy")], check=True)
+            kernel.write_seeded_file(mnt / "new", "new", 70000)
+            os.sync()
+            sizes = {p.name: p.stat().st_size for p in mnt.iterdir() if p.is_file()}
+    result = _cli("report", "--json", str(seed), str(sprout))
+    assert result.returncode == 0, result.stderr
+    docs = {d["filesystem"]["num_devices"]: d for d in map(json.loads, result.stdout.splitlines())}
+    alone, both = docs[1], docs[2]
+    assert alone["totals"]["files"] == 4 and not alone["partial"]
+    assert not both["partial"] and both["warnings"] == []
+    assert {d["devid"]: d["path"] for d in both["filesystem"]["devices"]} == {1: str(seed), 2: str(sprout)}
+    assert both["totals"]["files"] == len(sizes) == 6
+    assert both["totals"]["per_inode"]["pages"] == sum(-(-size // 4096) for size in sizes.values())
+    listed = _cli("ls", "--json", str(seed), str(sprout), "--")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(e["path"] for e in json.loads(listed.stdout)["entries"] if e["path"] != ".") == sorted(sizes)
+    single = _cli("report", "--json", str(sprout))
+    assert single.returncode == 1 and json.loads(single.stdout)["partial"]
+    assert "device devid 1 uuid" in single.stderr and "is missing" in single.stderr

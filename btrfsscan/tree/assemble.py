@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from ..errors import BtrfsScanError, CorruptionError, DeviceError, ReadError
-from ..format.constants import BTRFS_DEV_ITEMS_OBJECTID, BTRFS_FIRST_CHUNK_TREE_OBJECTID, ItemType, ObjectId
+from ..format.constants import BTRFS_DEV_ITEMS_OBJECTID, BTRFS_FIRST_CHUNK_TREE_OBJECTID, ItemType, ObjectId, SuperFlag
 from ..format.items import Chunk, DevItem, parse_item
 from ..volumes.chunks import ChunkMap, validate_chunk
 from ..volumes.superblock import format_uuid
@@ -35,7 +35,7 @@ def assemble_volume(devices: DeviceSet, *, partial: bool = False) -> Volume:
     system = None
     try:
         system = system_volume(devices)
-        return _with_chunk_tree(system)
+        return _with_chunk_tree(system, devices)
     except BtrfsScanError as exc:
         if not partial:
             raise
@@ -44,8 +44,9 @@ def assemble_volume(devices: DeviceSet, *, partial: bool = False) -> Volume:
                                 devices.in_use)
 
 
-def _with_chunk_tree(system: Volume) -> Volume:
-    """``system`` completed with the chunks and devices of its chunk tree."""
+def _with_chunk_tree(system: Volume, given: DeviceSet) -> Volume:
+    """``system`` completed with the chunks and devices of its chunk tree (a device of the seed it
+    sprouted from, where the chunk tree names one, from the other inputs ``given.seeds``)."""
     warnings = system.warnings
     devices = dict(system.devices)
     device_sizes: dict[int, int] = {}
@@ -67,7 +68,10 @@ def _with_chunk_tree(system: Volume) -> Volume:
                     warnings.add(f"chunk skipped: {exc}", where, tree=ObjectId.CHUNK_TREE, bytenr=leaf.bytenr)
                 continue
             if isinstance(record, DevItem):
-                devices[record.devid] = _device(devices.get(record.devid), record)
+                known = devices.get(record.devid)
+                if known is None or known.image is None:
+                    known = given.seed(record.devid, record.uuid, record.fsid) or known
+                devices[record.devid] = _device(known, record)
                 device_sizes[record.devid] = record.total_bytes
             else:
                 chunks.append(record)
@@ -140,12 +144,23 @@ def open_volume(paths: Iterable[str | os.PathLike], super_copy: int | None = Non
     ``mounted_ok``: see ``find_device_sets``)."""
     device_sets = find_device_sets(paths, super_copy, mounted_ok=mounted_ok)
     try:
-        if len(device_sets) > 1:
-            first, other = device_sets[0], device_sets[1]
-            raise DeviceError(f"{other.source} belongs to filesystem {other.superblock.fsid_str}, not "
-                              f"{first.superblock.fsid_str}: give the devices of one filesystem")
-        return assemble_volume(device_sets[0], partial=partial)
+        sprouts = [d for d in device_sets if not d.superblock.fields.flags & SuperFlag.SEEDING]
+        if len(device_sets) == 1 or len(sprouts) != 1:
+            _one_filesystem(device_sets)
+            return assemble_volume(device_sets[0], partial=partial)
+        volume = assemble_volume(sprouts[0], partial=partial)  # the others are seeds: it must use them all
+        used = {d.uuid for d in volume.devices.values() if d.image is not None}
+        _one_filesystem([sprouts[0], *[d for d in device_sets if not {x.uuid for x in d.devices.values()} <= used]])
+        return volume
     except BaseException:
         for devices in device_sets:
             devices.close()
         raise
+
+
+def _one_filesystem(device_sets: list[DeviceSet]) -> None:
+    """DeviceError unless ``device_sets`` is one filesystem (a seed used by its sprout counts as its own)."""
+    if len(device_sets) > 1:
+        first, other = device_sets[0], device_sets[1]
+        raise DeviceError(f"{other.source} belongs to filesystem {other.superblock.fsid_str}, not "
+                          f"{first.superblock.fsid_str}: give the devices of one filesystem")

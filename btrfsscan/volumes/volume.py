@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -229,6 +229,19 @@ class DeviceSet:
     metadump: MetadumpImage | None = None
     #: Inputs the running kernel has open as devices of this (mounted) filesystem.
     in_use: tuple[InUse, ...] = ()
+    #: The devices of the other filesystems given, by device uuid: a sprout's chunk tree names the devices
+    #: of its seed (``btrfstune -S 1``), whose superblocks carry the seed's fsid, among its own.
+    seeds: dict[bytes, Device] = field(default_factory=dict)
+
+    def seed(self, devid: int, uuid: bytes, fsid: bytes | None = None) -> Device | None:
+        """The device given for another filesystem that is device ``devid`` (``uuid``) of this one, or None;
+        ``fsid``: the one its DEV_ITEM says it belongs to, which its superblock must carry."""
+        device = self.seeds.get(uuid)
+        if device is None or device.devid != devid or device.chosen is None:
+            return None
+        if fsid is not None and device.chosen.superblock.fields.fsid != fsid:
+            return None
+        return device
 
     @property
     def source(self) -> str:
@@ -261,7 +274,10 @@ def find_device_sets(paths: Iterable[str | os.PathLike], super_copy: int | None 
             chosen = sbmod.choose(copies, image.name, super_copy)
             sbmod.refuse_unsupported(chosen.superblock, image.name)
             groups.setdefault(chosen.superblock.fields.fsid, []).append((image, chosen, copies, dump))
-        return [_device_set(members, super_copy is not None, mounted_ok) for members in groups.values()]
+        sets = [_device_set(members, super_copy is not None, mounted_ok) for members in groups.values()]
+        for this in sets:  # a sprout may name the devices of its seed, given as another filesystem
+            this.seeds = {d.uuid: d for other in sets if other is not this for d in other.devices.values()}
+        return sets
     except BaseException:
         for image in opened:  # an error leaves no image open (RawImage holds a raw fd)
             image.close()
@@ -305,10 +321,15 @@ def system_volume(devices: DeviceSet) -> Volume:
     """
     chunk_map = ChunkMap()
     source = devices.source
+    present = dict(devices.devices)
     try:
         for chunk in iter_sys_chunk_array(devices.superblock.sys_chunk_array_bytes, source):
             chunk_map.add(chunk)
+            for stripe in chunk.stripes:  # a SYSTEM chunk of the seed, on a seed device given
+                seed = devices.seed(stripe.devid, stripe.dev_uuid) if stripe.devid not in present else None
+                if seed is not None:
+                    present[stripe.devid] = seed
     except BtrfsScanError as exc:
         devices.warnings.add(f"sys_chunk_array unusable: {exc}", f"{source} superblock")
         raise CorruptionError(f"{source}: sys_chunk_array unusable: {exc}") from None
-    return Volume(devices.superblock, devices.devices, devices.warnings, chunk_map, devices.metadump, devices.in_use)
+    return Volume(devices.superblock, present, devices.warnings, chunk_map, devices.metadump, devices.in_use)
