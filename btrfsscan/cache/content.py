@@ -87,6 +87,11 @@ class PageContent:
         """``pages.weight()``: made on each use."""
         return self.pages.weight()
 
+    @property
+    def page_mapping(self) -> np.ndarray:
+        """The distinct mapping (index into ``pages.layout``) of each page: made on each use."""
+        return _page_of(self.pages.layout)[0]
+
 
 def _page_of(layout: PageLayout) -> tuple[np.ndarray, int]:
     """The version of each page (global page index order), and how many pages there are."""

@@ -126,9 +126,7 @@ def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, con
 def _unknown_pages(content: PageContent) -> int:
     """Pages (every (subvolume, inode) pair) whose content is unknown."""
     distinct = content.pages.layout  # a compacted gap is never unknown: every unknown page is one page
-    unknown = np.bincount(np.repeat(np.arange(distinct.n_inodes), distinct.npages)[~content.known],
-                          minlength=distinct.n_inodes)
-    return distinct.total(unknown)
+    return distinct.total(np.bincount(content.page_mapping[~content.known], minlength=distinct.n_inodes))
 
 
 _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64)  # [byte value, bit]

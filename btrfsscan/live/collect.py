@@ -284,12 +284,9 @@ class _Walk:
         npages = -(-st.st_size // P)
         if npages == 0:
             return
-        if cached is not None and cached >= npages and k.cachestat(fd, npages * P) == npages:
-            runs = [(0, npages)]
-        else:
-            runs = k.resident_runs(fd, st.st_size)
-            if not runs:
-                return
+        runs = k.resident_runs(fd, st.st_size)  # a window cachestat finds wholly cached needs no mincore
+        if not runs:
+            return
         try:
             extents = k.fiemap(fd)
         except OSError as exc:

@@ -20,15 +20,14 @@ def figures(layout: PageLayout, content: PageContent, top: int = 10) -> UnitFigu
     """Page-content dedupe: one unit per content id (the zero page included); unknown pages alone.
     Holders are the distinct mappings the content ids were computed for."""
     ids = content.page_id
-    distinct = content.pages.layout
-    page_holder = np.repeat(np.arange(distinct.n_inodes), distinct.npages)
+    n = content.pages.layout.n_inodes
+    page_holder = content.page_mapping
     known = ids != UNKNOWN
-    alone = np.bincount(page_holder[~known], minlength=distinct.n_inodes)  # a compacted gap is never unknown
+    alone = np.bincount(page_holder[~known], minlength=n)  # a compacted gap is never unknown
     # a holder maps unit ``id`` once per page (a compacted gap: once per page it stands for), duplicates
     # summed by the bincounts downstream
     unit = ids[known]
-    count = content.weight[known] if len(content.pages.gap_page) else np.ones(len(unit), I64)
-    units = CacheUnits(page_holder[known], unit, count, np.ones(int(ids.max(initial=0)) + 1, I64),
+    units = CacheUnits(page_holder[known], unit, content.weight[known], np.ones(int(ids.max(initial=0)) + 1, I64),
                        alone, content.mappings.of_version)
     return unit_figures("content_dedupe", layout, units, top, content)
 

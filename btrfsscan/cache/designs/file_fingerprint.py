@@ -25,7 +25,7 @@ def fingerprint_units(layout: PageLayout, content: PageContent) -> CacheUnits:
     ids = content.page_id
     compact = content.pages.layout
     n = compact.n_inodes
-    holder = np.repeat(np.arange(n), compact.npages)
+    holder = content.page_mapping
     known = np.bincount(holder, ids == UNKNOWN, n) == 0
     tokens, n_tokens = ids, compact.npages
     if len(content.pages.gap_page):  # holes compacted: every page's id would not compare them
