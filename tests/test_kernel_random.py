@@ -1,7 +1,7 @@
 """A seeded random sequence of file operations on a fresh kernel-made btrfs, checked file by file.
 
 Needs root, loop devices, the btrfs kernel module, btrfs-progs and xfs_io
-(skipped otherwise). A fresh 256 MiB image gets a few hundred operations
+(skipped otherwise). A fresh 256 MiB image gets a thousand operations
 chosen by ``random.Random(seed)``: files of random sizes with seeded content
 (some small enough to be inline), whole-file clones (``cp --reflink=always``,
 also across subvolumes and out of read-only snapshots), partial reflinks
@@ -19,7 +19,11 @@ btrfsscan reads the image and every file is compared as in ``test_files``:
 * every device range follows the chunk items ``btrfs inspect-internal
   dump-tree -t chunk`` prints, and the bytes at the device ranges of every
   uncompressed regular extent are the file's bytes (as read through the mount);
-* ``ls -R --json`` equals the listing; ``subvolumes --json`` the subvolume list.
+* ``ls -R --json`` equals the listing; ``subvolumes --json`` the subvolume list;
+* ``report --read-data --json`` at 4K, 16K and 64K pages equals the brute-force
+  counts of ``design_truth`` (every inode read and hashed page by page through
+  the mount): per_inode, overlay_copy_up, file_fingerprint, content_dedupe;
+  the checksum-tree figures (xxhash64) are never below them.
 
 ``BTRFSSCAN_RANDOM_SEED`` and ``BTRFSSCAN_RANDOM_OPS`` override the seed and
 the number of operations; a failure names the seed and keeps the operation
@@ -34,6 +38,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -55,12 +60,15 @@ from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.analysis.files import listing, subvolume_list
 from btrfsscan.present.views.files import ls_document, map_document, subvolumes_document
 
+from support import run_json
+
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "fixtures"))  # design_truth imports capture
 K = 1024
 M = 1024 * K
 IMAGE_SIZE = 256 * M
 SEED = int(os.environ.get("BTRFSSCAN_RANDOM_SEED", "20261125"))
-N_OPS = int(os.environ.get("BTRFSSCAN_RANDOM_OPS", "300"))
+N_OPS = int(os.environ.get("BTRFSSCAN_RANDOM_OPS", "1000"))
 TOOLS = ("mkfs.btrfs", "btrfs", "losetup", "mount", "umount", "mountpoint", "xfs_io", "cp", "sync", "blkid")
 
 
@@ -380,7 +388,7 @@ def test_random_operations_match_kernel(tmp_path):
     ops = None
     try:
         with kernel.loop_devices([img]) as (dev,):
-            kernel.make_fs([dev], fsid=str(uuid.uuid4()))
+            kernel.make_fs([dev], "--csum", "xxhash", fsid=str(uuid.uuid4()))
             with kernel.mounted(dev) as mnt:
                 ops = RandomOps(kernel, mnt, SEED)
                 try:
@@ -393,9 +401,11 @@ def test_random_operations_match_kernel(tmp_path):
                 fiemaps = {r["path"]: capture.fiemap(mnt / r["path"]) for r in files}
                 expected_subvols = capture.subvolumes(mnt)
                 contents = _read_contents(mnt, files)
+                design_counts = _load("design_truth").count(mnt)
         chunk_dump = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk", str(img)],
                                     capture_output=True, text=True, check=True).stdout
         _check_image(img, expected_listing, fiemaps, expected_subvols, contents, chunk_dump)
+        _check_designs(img, design_counts)
     except AssertionError as exc:
         raise AssertionError(f"seed {SEED}, {N_OPS} operations (log: {log_path}): {exc}") from exc
     finally:
@@ -415,7 +425,7 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
         where = {r["path"]: (r["subvol"], r["st_ino"]) for r in expected_listing}
         sectorsize = fs.superblock.sectorsize
         shared = fiemap_shared_bytes({where[path]: records for path, records in fiemaps.items()}, sectorsize)
-        kinds = set()
+        kinds, inline_then_more = set(), 0
         for path, records in fiemaps.items():
             subvol, ino = where[path]
             doc = map_document(build_file_map(fs, subvol, ino, path, tables)).json()
@@ -424,12 +434,30 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
             check_ls_against_map(ls[path], doc)
             _check_data(fs, doc, contents[(subvol, ino)])
             kinds |= {(e["type"], e["compression"], e["shared"]) for e in doc["extents"]}
+            types = [e["type"] for e in doc["extents"] if e["type"] != "hole"]
+            inline_then_more += types[:1] == ["inline"] and len(types) > 1  # a reflink after a small file
         assert not fs.warnings, fs.warnings.messages()
         # the sequence did produce the interesting cases
         assert {("regular", "none", True), ("regular", "none", False), ("hole", "none", False)} <= kinds, kinds
         assert any(k[0] == "prealloc" for k in kinds) and any(k[0] == "inline" for k in kinds), kinds
+        assert inline_then_more, "no inline extent followed by another"
     finally:
         fs.close()
+
+
+def _check_designs(img: Path, counts: dict) -> None:
+    """``report --read-data`` (exact content) equals the counts made by reading every inode through the kernel;
+    from the checksum tree (xxhash64: no collision to expect) the content designs never claim more sharing."""
+    designs = ("content_dedupe", "file_fingerprint", "overlay_copy_up")
+    for page_size, want in counts.items():
+        doc = run_json("report", "--read-data", "--json", "--page-size", page_size, img)
+        models = doc["totals"]["models"]
+        got = {"inodes": doc["totals"]["inodes"], "per_inode": doc["totals"]["per_inode"]["pages"],
+               **{d: models[d]["pages"] for d in designs}}
+        assert got == want, (page_size, got, want)
+        by_csums = run_json("report", "--json", "--page-size", page_size, img)["totals"]["models"]
+        assert by_csums["overlay_copy_up"]["pages"] == want["overlay_copy_up"]
+        assert all(by_csums[d]["pages"] >= want[d] for d in designs), (page_size, by_csums, want)
 
 
 def _check_data(fs, doc: dict, content: bytes) -> None:

@@ -388,3 +388,5 @@ def test_implausible_logged_csum_item_is_skipped(mutable, image):
     for name, model in doc["totals"]["models"].items():
         if model["content_source"] == "csum_tree":
             assert before["totals"]["models"][name]["unknown_pages"] == 0 and model["unknown_pages"] == 1, name
+    text = " ".join(_cli("report", str(mutable)).stdout.split())
+    assert "; 1 page (4.0 KiB) has no known content (nodatasum data, unreadable extents) and is cached per inode" in text

@@ -19,7 +19,7 @@ from ..format.constants import ObjectId
 from ..model.csums import CsumTable, csum_table, read_csum_tree, with_replaced
 from ..model.dir_index import scan_entries
 from ..model.directories import directory_tree
-from ..model.file_data import check_has_data, hash_pages
+from ..model.file_data import check_has_data, hash_pages, inline_pieces
 from ..model.fs_tree import FileScanner
 from ..model.versions import inode_versions
 from .facts import filesystem_facts, subvolume_info
@@ -101,8 +101,9 @@ def content_source(fs: Filesystem, *, page_size: int, read_data: bool,
     def hash_requests(requests: PageRequests) -> tuple[np.ndarray, np.ndarray]:
         if progress:
             progress.start(f"reading the data of {fs.volume.fsid}", int(requests.pieces["length"].sum()), "bytes")
+        inline = inline_pieces(fs.namespace, requests.inline, fs.superblock.sectorsize, fs.warnings)
         hashes = hash_pages(fs.volume, requests.extents, requests.pieces, requests.n_outputs, page_size,
-                            fs.warnings, progress.update if progress else None)
+                            fs.warnings, progress.update if progress else None, inline)
         if progress:
             progress.phase(f"modelling the page cache of {fs.volume.fsid}")
         return hashes

@@ -50,7 +50,7 @@ from ..arrays import I64, dense_rows, distinct, group_ids, prefix, ranges, uniqu
 from ..format.constants import CsumType
 from ..model.content_hash import UNKNOWN_HASH, ZERO_PAGE_HASH
 from ..model.csums import CsumTable
-from ..model.file_data import PIECE_DTYPE, READ_EXTENT_DTYPE
+from ..model.file_data import INLINE_PIECE_DTYPE, PIECE_DTYPE, READ_EXTENT_DTYPE
 from .layout import SEG_COMPRESSED, SEG_DATA, SEG_INLINE, PageLayout
 from .mappings import DistinctMappings
 from .sparse import CompactPages, compact_pages
@@ -122,18 +122,32 @@ def _renumber(ids: np.ndarray) -> np.ndarray:
     return np.cumsum(present)[ids]
 
 
-def _inline_pages(layout: PageLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inline segments: their page (global index), inline hash, and whether the hash is the page's content
-    (False where the file is shorter than the inline data, or the hash is unknown)."""
+@dataclass
+class _InlineSegments:
+    """A layout's inline segments: ``page`` (global index) and ``inode`` (version) of each, its ``inline_hash``,
+    ``length`` (its bytes inside EOF), ``readable`` (it starts the file and its hash is known: its bytes can
+    be placed in its page) and ``whole`` (readable, and the file not shorter than it: the hash is its page's
+    content when nothing else lies in that page)."""
+
+    page: np.ndarray
+    inode: np.ndarray
+    hash: np.ndarray
+    length: np.ndarray
+    readable: np.ndarray
+    whole: np.ndarray
+
+
+def _inline_segments(layout: PageLayout) -> _InlineSegments:
     sel = np.flatnonzero(layout.seg_kind == SEG_INLINE)
     inode = layout.seg_inode[sel]
     ext = layout.versions.extents
     rows = layout.seg_row[sel]
-    page = layout.base[inode] + layout.seg_start[sel] // layout.page_size
     hashes = ext["inline_hash"][rows]
-    whole = (layout.seg_start[sel] == 0) & (layout.size[inode] >= ext["num_bytes"][rows].astype(I64))
-    whole &= ~(_hash_words(hashes) == 0).all(axis=1)
-    return page, hashes, whole
+    data_bytes = ext["num_bytes"][rows].astype(I64)
+    readable = (layout.seg_start[sel] == 0) & ~(_hash_words(hashes) == 0).all(axis=1)
+    return _InlineSegments(layout.base[inode] + layout.seg_start[sel] // layout.page_size, inode, hashes,
+                           np.minimum(data_bytes, layout.size[inode]), readable,
+                           readable & (layout.size[inode] >= data_bytes))
 
 
 # --- from the checksum tree ---------------------------------------------------------------
@@ -314,11 +328,12 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     page_id = np.zeros(n_pages, I64)
     whole_page = whole.global_pages()
     nonzero = (grid != 0).any(axis=1)
-    inline_page, inline_hashes, inline_whole = _inline_pages(layout)
+    inline = _inline_segments(layout)
+    inline_page = inline.page
     is_inline = np.zeros(n_pages, bool)
     is_inline[inline_page] = True
     # an inline page holds its inline data and zeros: anything else in it is unknown
-    unknown_page[inline_page[~inline_whole]] = True
+    unknown_page[inline_page[~inline.whole]] = True
     unknown_page |= is_inline & nonzero
     keyed = nonzero & ~unknown_page & ~is_inline
     keyed[whole_page] = False  # never set by the rest; keyed below by logical page
@@ -340,8 +355,8 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     if not inline_data:
         unknown_page[inline_page] = True
         notes.append("inline data is not in the input (a metadata dump zeroes it): inline pages are unknown")
-    good_inline = inline_whole & ~unknown_page[inline_page]
-    inline_ids = _ids_of_hashes(inline_hashes[good_inline])
+    good_inline = inline.whole & ~unknown_page[inline_page]
+    inline_ids = _ids_of_hashes(inline.hash[good_inline])
     page_id[inline_page[good_inline]] = np.where(inline_ids > 0, inline_ids + n_keyed, inline_ids)
     page_id[unknown_page] = UNKNOWN
     merges = _false_merges(table.csum_type, keys, seq_ids, n_data)
@@ -392,7 +407,9 @@ class PageRequests:
     output page of page ``g`` of ``pages.layout`` (the distinct mappings,
     holes compacted; -1: no bytes to read: zero or inline), ``unknown[g]``
     pages whose content cannot be known (misaligned or overflowing items, an
-    inline page holding more than its inline data).
+    inline extent not at offset 0 or that did not decompress). ``inline``:
+    the inline extents whose bytes begin an output page holding more than
+    them (``INLINE_PIECE_DTYPE``; the hashing reads each again).
     """
 
     mappings: DistinctMappings
@@ -402,6 +419,7 @@ class PageRequests:
     n_outputs: int
     page_output: np.ndarray
     unknown: np.ndarray
+    inline: np.ndarray
 
 
 def page_requests(mappings: DistinctMappings) -> PageRequests:
@@ -465,23 +483,27 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     pieces["length"] = hi - lo
 
     unknown = ~_valid_kinds(layout, n_pages)
-    inline_page, _, inline_whole = _inline_pages(layout)
-    unknown[inline_page[~inline_whole]] = True
     whole_page = whole.global_pages()
     has_piece = np.zeros(n_pages, bool)
     has_piece[global_page] = True
     has_piece[whole_page] = True
-    unknown[inline_page[has_piece[inline_page]]] = True
+    # an inline page with more than its data inside EOF (other extents, or an EOF inside the inline data) is
+    # assembled: the inline extent's bytes are read again (``inline``), the other pieces placed after them
+    inline = _inline_segments(layout)
+    assembled = inline.readable & (has_piece[inline.page] | ~inline.whole)
+    unknown[inline.page[~inline.readable]] = True
+    with_inline = np.zeros(n_pages, bool)
+    with_inline[inline.page[assembled]] = True
 
     # pages of one piece at offset 0 are windows: equal windows read and hashed once
     n_of = np.bincount(global_page, minlength=n_pages)
-    window = (n_of[global_page] == 1) & (pieces["dst"] == 0)
+    window = (n_of[global_page] == 1) & (pieces["dst"] == 0) & ~with_inline[global_page]
     w_key = np.stack((pieces["extent"][window], pieces["src"][window], pieces["length"][window]), axis=1)
     w_id = dense_rows(w_key.astype(np.uint64))
     n_windows = int(w_id.max(initial=-1)) + 1
     page_output = np.full(n_pages, -1, I64)
     page_output[global_page[window]] = w_id
-    multi_pages = distinct(global_page[~window])
+    multi_pages = distinct(np.concatenate((global_page[~window], inline.page[assembled])))
     page_output[multi_pages] = n_windows + np.arange(len(multi_pages))
     keep = ~window
     if window.any():
@@ -497,8 +519,14 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     logical["src"] = whole.distinct - extents["disk_bytenr"][of_logical].astype(I64)
     logical["length"] = P
     page_output[whole_page] = n_out + whole.distinct_of_pages()
+    requests = np.zeros(int(assembled.sum()), INLINE_PIECE_DTYPE)
+    at = inline.inode[assembled]
+    requests["page"] = page_output[inline.page[assembled]]
+    requests["subvol"], requests["ino"] = layout.subvol[at], layout.ino[at]
+    requests["length"] = inline.length[assembled]
+    requests["inline_hash"] = inline.hash[assembled]
     return PageRequests(mappings, pages, extents, np.concatenate((pieces[keep], logical)),
-                        n_out + len(whole.distinct), page_output, unknown)
+                        n_out + len(whole.distinct), page_output, unknown, requests)
 
 
 def content_from_hashes(requests: PageRequests, hashes: np.ndarray, known: np.ndarray) -> PageContent:
@@ -508,11 +536,11 @@ def content_from_hashes(requests: PageRequests, hashes: np.ndarray, known: np.nd
     _, n_pages = _page_of(layout)
     page_hashes = np.zeros(n_pages, "V16")
     page_hashes[:] = ZERO_PAGE_HASH
+    inline = _inline_segments(layout)
+    page_hashes[inline.page] = inline.hash
     out = requests.page_output
-    read = out >= 0
+    read = out >= 0  # assembled inline pages among them
     page_hashes[read] = hashes[out[read]]
-    inline_page, inline_hashes, _ = _inline_pages(layout)
-    page_hashes[inline_page] = inline_hashes
     unknown = requests.unknown.copy()
     unknown[read] |= ~known[out[read]]
     page_hashes[unknown] = UNKNOWN_HASH

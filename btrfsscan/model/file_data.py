@@ -19,7 +19,10 @@ output page). Only each output page's 16-byte hash is kept
 * A page of several pieces (it straddles extents, or starts inside one:
   pages larger than a sector) is assembled in a buffer of at most
   ``ASSEMBLY_BYTES``: such pages are taken in batches, each batch's pieces
-  read in logical order (merged like the rest), then hashed.
+  read in logical order (merged like the rest), then hashed. The few pages
+  that begin with an inline extent and hold more (later extents in a page
+  larger than a sector, or an EOF inside compressed inline data) get its
+  bytes first (``inline_pieces``: the item read again from its fs tree).
 
 So memory stays bounded whatever the extents' sizes and layout. Reads go
 through the volume's logical reads (any RAID profile, every mirror tried);
@@ -30,16 +33,21 @@ refused with one clear error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xxhash
 
 from ..errors import BtrfsScanError, Warnings
 from ..format.compression import DecompressionError, decompress
-from ..format.constants import Compression
+from ..format.constants import Compression, FileExtentType
+from ..format.items import FileExtentItem
 from ..volumes.volume import Volume
 from .content_hash import page_hash
+
+if TYPE_CHECKING:
+    from .namespace import Namespace
 
 #: One distinct extent to read: uncompressed, its logical range; compressed, the whole on-disk extent.
 READ_EXTENT_DTYPE = np.dtype([("disk_bytenr", "<u8"), ("disk_num_bytes", "<u8"), ("ram_bytes", "<u8"),
@@ -47,6 +55,11 @@ READ_EXTENT_DTYPE = np.dtype([("disk_bytenr", "<u8"), ("disk_num_bytes", "<u8"),
 #: ``length`` bytes from ``src`` of extent ``extent`` (from its start; decompressed bytes if compressed),
 #: placed at ``dst`` of output page ``page``.
 PIECE_DTYPE = np.dtype([("page", "<i8"), ("extent", "<i8"), ("src", "<i8"), ("dst", "<i4"), ("length", "<i4")])
+#: An inline extent whose bytes (``length`` of them, decompressed) begin output page ``page``, which holds more
+#: than them: read again from inode ``ino``'s EXTENT_DATA item at offset 0 in subvolume ``subvol``, and
+#: checked against ``inline_hash``, which the scan took.
+INLINE_PIECE_DTYPE = np.dtype([("page", "<i8"), ("subvol", "<u8"), ("ino", "<u8"), ("length", "<i4"),
+                               ("inline_hash", "V16")])
 #: The most bytes read at once (one buffer).
 READ_BYTES = 4 << 20
 #: Unneeded bytes between two needed ranges that are read through rather than starting a new read.
@@ -159,27 +172,66 @@ class _Reader:
                     yield mine, None, at
 
 
+def inline_pieces(namespace: Namespace, requests: np.ndarray, sectorsize: int,
+                  warnings: Warnings) -> dict[int, bytes | None]:
+    """Output page -> the bytes its inline extent places at its start, for ``requests``
+    (``INLINE_PIECE_DTYPE``): the item read again (through the log replay, as the scan read it), decompressed;
+    None, with a warning, where it is gone or its data no longer hashes as the scan's."""
+    out: dict[int, bytes | None] = {}
+    for row in requests:
+        subvol, ino = int(row["subvol"]), int(row["ino"])
+        where = f"inline extent of subvolume {subvol} inode {ino}"
+        sub = namespace.subvols.get(subvol)
+        try:
+            item = namespace.first_extent(sub, ino) if sub is not None else None
+            data = None if item is None else _inline_data(item, sectorsize)
+        except (BtrfsScanError, DecompressionError) as exc:
+            warnings.add(f"{where}: {exc}; the pages it begins are unknown")
+            data = None
+        else:
+            if data is None or page_hash(data) != bytes(row["inline_hash"]):
+                warnings.add(f"{where}: not found again as the scan read it; the pages it begins are unknown")
+                data = None
+        out[int(row["page"])] = None if data is None else data[:int(row["length"])]
+    return out
+
+
+def _inline_data(item: bytes, sectorsize: int) -> bytes | None:
+    """The file bytes of a raw EXTENT_DATA item, decompressed; None when it is not inline."""
+    head = FileExtentItem.HEAD
+    if len(item) < head.size:
+        return None
+    _, ram_bytes, compression, _, _, extent_type = head.unpack_from(item)
+    if extent_type != FileExtentType.INLINE:
+        return None
+    data = item[head.size:]
+    return decompress(compression, data, ram_bytes, sectorsize) if compression else data
+
+
 def hash_pages(volume: Volume, extents: np.ndarray, pieces: np.ndarray, n_pages: int, page_size: int,
-               warnings: Warnings, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+               warnings: Warnings, progress: Callable[[int], None] | None = None,
+               inline: Mapping[int, bytes | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per output page: its hash (``V16``) and whether it is known (see the module docstring).
 
     Pages no piece names hash as the zero page. A page with a piece from an
     extent that cannot be read or decompressed is unknown, with one warning
-    per such extent. ``progress(n)`` is called with the bytes of the pieces done so far, which end at
-    ``pieces["length"].sum()`` (the bytes read differ: gaps between close ranges are read through, a
-    compressed extent is read whole)
+    per such extent. ``inline`` (``inline_pieces``): the bytes that begin
+    some pages, None where unknown. ``progress(n)`` is called with the bytes of the pieces done so far,
+    which end at ``pieces["length"].sum()`` (the bytes read differ: gaps between close ranges are read
+    through, a compressed extent is read whole)
     """
     check_has_data(volume)
     reader = _Reader(volume, volume.superblock.sectorsize, warnings, progress)
     hashes = np.zeros(n_pages, "V16")
     hashes[:] = page_hash(b"")
     known = np.ones(n_pages, bool)
+    inline = inline or {}
     counts = np.bincount(pieces["page"], minlength=n_pages)
     alone = (counts[pieces["page"]] == 1) & (pieces["dst"] == 0)
     compressed = extents["compression"][pieces["extent"]] != Compression.NONE
     _plain_pages(reader, extents, pieces[alone & ~compressed], hashes, known)
     _compressed_pages(reader, extents, pieces[alone & compressed], hashes, known)
-    _assembled_pages(reader, extents, pieces[~alone], page_size, hashes, known)
+    _assembled_pages(reader, extents, pieces[~alone], page_size, hashes, known, inline)
     return hashes, known
 
 
@@ -228,21 +280,34 @@ def _compressed_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, 
 
 
 def _assembled_pages(reader: _Reader, extents: np.ndarray, pieces: np.ndarray, page_size: int,
-                     hashes: np.ndarray, known: np.ndarray) -> None:
-    """Pages of several pieces, assembled ``ASSEMBLY_BYTES`` at a time (see the module docstring)."""
-    if not len(pieces):
+                     hashes: np.ndarray, known: np.ndarray, inline: Mapping[int, bytes | None]) -> None:
+    """Pages of several pieces, assembled ``ASSEMBLY_BYTES`` at a time (see the module docstring); ``inline``:
+    the bytes that begin some of them (a page of nothing else among them)."""
+    if not len(pieces) and not inline:
         return
     pieces = pieces[np.argsort(pieces["page"], kind="stable")]
-    pages, slot = np.unique(pieces["page"], return_inverse=True)
+    starting = np.array(sorted(inline), np.int64)  # the pages an inline extent begins
+    pages = np.union1d(pieces["page"], starting)
+    page_slot = dict(zip(starting.tolist(), np.searchsorted(pages, starting).tolist()))
     per_batch = max(1, ASSEMBLY_BYTES // page_size)
-    batch_of = slot.reshape(-1) // per_batch
-    bounds = np.flatnonzero(np.diff(batch_of, prepend=-1, append=-1) != 0)
-    for b0, b1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+    slot = np.searchsorted(pages, pieces["page"])
+    batch_of = slot // per_batch
+    # batch b: its pages pages[b * per_batch:...], its pieces pieces[bounds[b]:bounds[b + 1]]
+    bounds = np.searchsorted(batch_of, np.arange(-(-len(pages) // per_batch) + 1))
+    for b, (b0, b1) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
         mine = pieces[b0:b1]
-        first = int(batch_of[b0]) * per_batch
+        first = b * per_batch
         batch_pages = pages[first:first + per_batch]
         buffer = bytearray(len(batch_pages) * page_size)
-        at = (slot.reshape(-1)[b0:b1] - first) * page_size + mine["dst"]
+        lo, hi = np.searchsorted(starting, batch_pages[[0, -1]], side="left") + (0, 1)
+        for page in starting[lo:hi].tolist():
+            data = inline[page]
+            if data is None:
+                known[page] = False
+            else:
+                at = (page_slot[page] - first) * page_size
+                buffer[at:at + len(data)] = data
+        at = (slot[b0:b1] - first) * page_size + mine["dst"]
         bad = np.zeros(len(mine), bool)
         plain = extents["compression"][mine["extent"]] == Compression.NONE
         _assemble_plain(reader, extents, mine, at, plain, buffer, bad)

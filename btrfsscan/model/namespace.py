@@ -113,6 +113,13 @@ class Namespace:
             else:
                 warn_item(self.reader.warnings, sub.id, leaf, finding(key, what, slot))
 
+    def first_extent(self, sub: Subvolume, ino: int) -> bytes | None:
+        """The EXTENT_DATA item at file offset 0 of ``ino`` (where an inline extent lives), None when it has
+        none or one the bulk scan would skip."""
+        for key, data in self._plausible(sub, ino, ItemType.EXTENT_DATA):
+            return data if key[2] == 0 else None
+        return None
+
     def xattr_names(self, sub: Subvolume, ino: int) -> list[str]:
         """Names of the extended attributes of ``ino`` (its XATTR_ITEMs), sorted."""
         names = []

@@ -392,9 +392,10 @@ def _content_source(report: PageCacheReport, raw: bool) -> list[str]:
         line = ("Content figures key pages by the checksum tree; compressed data counts as shared only where it "
                 "was compressed identically (a lower bound)")
     if m.unknown_pages:
-        line += (f"; {human_count(m.unknown_pages, raw)} pages "
-                 f"({_pages_size(m.unknown_pages, report.page_size, raw)}) have no known content (nodatasum data, "
-                 "unreadable extents) and are cached per inode")
+        one = m.unknown_pages == 1
+        line += (f"; {_counted(m.unknown_pages, 'page', raw)} "
+                 f"({_pages_size(m.unknown_pages, report.page_size, raw)}) {'has' if one else 'have'} no known content "
+                 f"(nodatasum data, unreadable extents) and {'is' if one else 'are'} cached per inode")
     if m.expected_false_merges is not None and m.expected_false_merges >= 0.001:
         line += f"; about {m.expected_false_merges:.3g} pages may be merged by a 32-bit checksum collision"
     return [line + "."]
