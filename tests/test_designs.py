@@ -321,6 +321,28 @@ def test_sparse_files_compacted(P):
     assert file_fingerprint.figures(layout, exact).pages == brute["file_fingerprint"]
 
 
+@pytest.mark.parametrize("P", PAGE_SIZES)
+def test_overlay_compares_prealloc_by_its_place(P):
+    """overlay_copy_up: a prealloc range reads as zeros, so (like a hole) it is the same data at the same file
+    range, whatever its logical address and however many items make it; not where it lies elsewhere, nor
+    against a hole. (Found by the random kernel test: a snapshot's copy re-fallocated.)"""
+    disk = Disk()
+    disk.write(1 << 20, _rng_bytes("prealloc-data", 8192))
+    files = _Files(disk)
+    REG, PRE, K = FileExtentType.REG, FileExtentType.PREALLOC, 1024
+    size = 96 * K
+    data = (0, 1 << 20, 0, 8 * K, REG)
+    files.file(256, 257, size, [data, (8 * K, 5 << 20, 0, 88 * K, PRE)])
+    files.file(257, 257, size, [data, (8 * K, 6 << 20, 0, 88 * K, PRE)])  # re-fallocated elsewhere: shares
+    files.file(258, 257, size, [data, (8 * K, 7 << 20, 0, 40 * K, PRE), (48 * K, 8 << 20, 0, 48 * K, PRE)])  # two
+    files.file(259, 257, size, [data, (8 * K, 9 << 20, 0, 80 * K, PRE)])  # a shorter range (a hole after it)
+    files.file(260, 257, size, [data])  # a hole there instead
+    tables = files.tables()
+    layout = build_layout(versions_of(tables), P, S)
+    pages = -(-size // P)
+    assert overlay_copy_up.figures(layout, distinct_mappings(layout)).pages == 3 * pages
+
+
 def _inline_case():
     """Inline extents that share their page with more: a regular extent after them (what a reflink to
     offset 4096 of a small file makes), an EOF inside them; and the same bytes as regular extents only."""

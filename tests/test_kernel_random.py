@@ -23,10 +23,13 @@ btrfsscan reads the image and every file is compared as in ``test_files``:
 * ``report --read-data --json`` at 4K, 16K and 64K pages equals the brute-force
   counts of ``design_truth`` (every inode read and hashed page by page through
   the mount): per_inode, overlay_copy_up, file_fingerprint, content_dedupe;
-  the checksum-tree figures (xxhash64) are never below them.
+  the checksum-tree figures (xxhash64) are never below them; shared_extent
+  equals the count from FIEMAP alone (``test_pagecache``).
 
 ``BTRFSSCAN_RANDOM_SEED`` and ``BTRFSSCAN_RANDOM_OPS`` override the seed and
-the number of operations; a failure names the seed and keeps the operation
+the number of operations, ``BTRFSSCAN_RANDOM_MKFS`` the mkfs.btrfs options
+(default ``--csum xxhash``; keep a 64-bit checksum: with crc32c a collision
+may merge two pages in the checksum-tree figures); a failure names the seed and keeps the operation
 log in the test's tmp dir (``ops.json``).
 """
 
@@ -61,6 +64,7 @@ from btrfsscan.analysis.files import listing, subvolume_list
 from btrfsscan.present.views.files import ls_document, map_document, subvolumes_document
 
 from support import run_json
+from test_pagecache import shared_extent_pages
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "fixtures"))  # design_truth imports capture
@@ -69,6 +73,7 @@ M = 1024 * K
 IMAGE_SIZE = 256 * M
 SEED = int(os.environ.get("BTRFSSCAN_RANDOM_SEED", "20261125"))
 N_OPS = int(os.environ.get("BTRFSSCAN_RANDOM_OPS", "1000"))
+MKFS_ARGS = os.environ.get("BTRFSSCAN_RANDOM_MKFS", "--csum xxhash").split()
 TOOLS = ("mkfs.btrfs", "btrfs", "losetup", "mount", "umount", "mountpoint", "xfs_io", "cp", "sync", "blkid")
 
 
@@ -388,7 +393,7 @@ def test_random_operations_match_kernel(tmp_path):
     ops = None
     try:
         with kernel.loop_devices([img]) as (dev,):
-            kernel.make_fs([dev], "--csum", "xxhash", fsid=str(uuid.uuid4()))
+            kernel.make_fs([dev], *MKFS_ARGS, fsid=str(uuid.uuid4()))
             with kernel.mounted(dev) as mnt:
                 ops = RandomOps(kernel, mnt, SEED)
                 try:
@@ -406,6 +411,9 @@ def test_random_operations_match_kernel(tmp_path):
                                     capture_output=True, text=True, check=True).stdout
         _check_image(img, expected_listing, fiemaps, expected_subvols, contents, chunk_dump)
         _check_designs(img, design_counts)
+        once = {(r["subvol"], r["st_ino"]): (r["size"], fiemaps[r["path"]]) for r in files}
+        doc = run_json("report", "--json", img)
+        assert doc["totals"]["models"]["shared_extent"]["pages"] == shared_extent_pages(once.values())
     except AssertionError as exc:
         raise AssertionError(f"seed {SEED}, {N_OPS} operations (log: {log_path}): {exc}") from exc
     finally:

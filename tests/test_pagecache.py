@@ -71,15 +71,20 @@ def fincore_pages(records: list[dict]) -> int:
 
 
 def fiemap_shared_extent_pages(name: str) -> int:
-    """The shared_extent total computed from FIEMAP alone."""
+    """The shared_extent total of a fixture computed from its captured FIEMAP alone."""
     fiemap = _expected(name, "fiemap.json")
+    return shared_extent_pages((record["size"], fiemap[record["path"]]) for record in _regular_inodes(name).values())
+
+
+def shared_extent_pages(inodes) -> int:
+    """The shared_extent total (4 KiB pages) of regular inodes given as (i_size, FIEMAP records), each once."""
     keys: set[int] = set()
     per_inode_pages = 0
     eligible = 0
-    for record in _regular_inodes(name).values():
-        npages = -(-record["size"] // PAGE)
+    for size, records in inodes:
+        npages = -(-size // PAGE)
         per_inode_pages += npages
-        for ext in fiemap[record["path"]]:
+        for ext in records:
             if UNSHAREABLE & set(ext["flags"]):
                 continue
             start, end = ext["fe_logical"], ext["fe_logical"] + ext["fe_length"]

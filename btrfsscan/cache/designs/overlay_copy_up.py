@@ -2,8 +2,8 @@
 
 The subvolumes holding one inode number with the same data (same ``i_size``;
 every page backed by the same logical addresses, the same inline data, or a
-hole at the same place) read one lower file: one cache unit per (ino, i_size,
-mapping). A version changed in any data byte has another mapping: it was
+hole or prealloc range at the same place) read one lower file: one cache unit
+per (ino, i_size, mapping). A version changed in any data byte has another mapping: it was
 copied up and is cached on its own, in full. Different inodes never share,
 reflinked or not; metadata (mode, owner, times, xattrs) does not count
 (``metacopy``). Needs no content source.
@@ -23,9 +23,10 @@ from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_fi
 
 def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per version the mapping (CSR starts, values) that ``overlay_copy_up`` compares: i_size, then per
-    run of segments (hole segments left out, adjacent pieces of one extent merged) its file range, kind
-    and backing (logical address; compressed: extent and decompressed offset; inline: its hash, or without
-    ``inline_data`` the version itself)."""
+    run of segments (hole segments left out, adjacent pieces of one extent merged, adjacent prealloc
+    segments merged) its file range, kind and backing (data: logical address; compressed: extent and
+    decompressed offset; inline: its hash, or without ``inline_data`` the version itself; prealloc: none,
+    it reads as zeros, so like a hole it is compared by its place in the file)."""
     keep = layout.seg_kind != SEG_HOLE
     inode = layout.seg_inode[keep]
     s, e, kind = layout.seg_start[keep], layout.seg_end[keep], layout.seg_kind[keep].astype(I64)
@@ -39,12 +40,13 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
         words[:, 0], words[:, 1] = -1 - inode, 0
     backing0 = np.where(inline, words[:, 0], np.where(kind == SEG_COMPRESSED, db, addr))
     backing1 = np.where(inline, words[:, 1], np.where(kind == SEG_COMPRESSED, addr, 0))
-    by_address = (kind == SEG_DATA) | (kind == SEG_PREALLOC) | (kind == SEG_COMPRESSED)
+    by_address = (kind == SEG_DATA) | (kind == SEG_COMPRESSED)
     joins = np.zeros(len(inode), bool)
     if len(inode) > 1:
         step = (addr[1:] - addr[:-1]) == (e[:-1] - s[:-1])
-        joins[1:] = ((inode[1:] == inode[:-1]) & (s[1:] == e[:-1]) & (kind[1:] == kind[:-1]) & by_address[1:]
-                     & step & ((kind[1:] != SEG_COMPRESSED) | (db[1:] == db[:-1])))
+        continues = (by_address[1:] & step & ((kind[1:] != SEG_COMPRESSED) | (db[1:] == db[:-1]))) | \
+            (kind[1:] == SEG_PREALLOC)
+        joins[1:] = (inode[1:] == inode[:-1]) & (s[1:] == e[:-1]) & (kind[1:] == kind[:-1]) & continues
     first = np.flatnonzero(~joins)
     last = np.append(first[1:], len(inode))[:len(first)] - 1
     run_inode = inode[first]
