@@ -24,8 +24,10 @@ btrfs-image dumps, which keep the tree) a page is the sequence of its
   where it was compressed identically -- a lower bound on sharing;
 * data with no checksum (nodatasum/NOCOW) or misaligned: unknown;
 * an inline extent: its ``inline_hash`` (stored bytes when compressed),
-  the rest of its page zero; unknown on a btrfs-image dump, which zeroes
-  inline data.
+  the rest of its sector zero; a page holding other sectors after it is the
+  sequence of its sectors, the inline one keyed by that hash (so not equal
+  to a page of the same bytes written as data); unknown on a btrfs-image
+  dump, which zeroes inline data, and where EOF lies inside the inline data.
 
 A page with any unknown sector is unknown; a page of zero sectors only is
 the zero page. With crc32c the checksums are 32 bits: ``expected_false_merges``
@@ -332,10 +334,18 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     inline_page = inline.page
     is_inline = np.zeros(n_pages, bool)
     is_inline[inline_page] = True
-    # an inline page holds its inline data and zeros: anything else in it is unknown
-    unknown_page[inline_page[~inline.whole]] = True
-    unknown_page |= is_inline & nonzero
-    keyed = nonzero & ~unknown_page & ~is_inline
+    # an inline page holding other sectors too (a page larger than a sector; a reflink to offset 4096 of a
+    # small file keeps its inline extent): keyed by its sectors, the inline one by the inline hash (ids
+    # above every other sector's); inline pages of nothing else get ids from their hashes below
+    mixed = inline.whole & nonzero[inline_page] & inline_data
+    top = int(slots.max(initial=0))
+    inline_keys = _ids_of_hashes(inline.hash[mixed])
+    grid[inline_page[mixed], 0] = np.where(inline_keys > 0, top + inline_keys, inline_keys)
+    is_mixed = np.zeros(n_pages, bool)
+    is_mixed[inline_page[mixed]] = True
+    unknown_page[inline_page[~inline.whole]] = True  # EOF inside the inline data: its bytes are not known
+    unknown_page |= is_inline & nonzero & ~is_mixed
+    keyed = nonzero & ~unknown_page & (~is_inline | is_mixed)
     keyed[whole_page] = False  # never set by the rest; keyed below by logical page
     rows = np.flatnonzero(keyed)
     w_rows = np.flatnonzero(~whole_unknown & (whole_keys != 0).any(axis=1))
@@ -355,7 +365,7 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     if not inline_data:
         unknown_page[inline_page] = True
         notes.append("inline data is not in the input (a metadata dump zeroes it): inline pages are unknown")
-    good_inline = inline.whole & ~unknown_page[inline_page]
+    good_inline = inline.whole & ~unknown_page[inline_page] & ~mixed
     inline_ids = _ids_of_hashes(inline.hash[good_inline])
     page_id[inline_page[good_inline]] = np.where(inline_ids > 0, inline_ids + n_keyed, inline_ids)
     page_id[unknown_page] = UNKNOWN
