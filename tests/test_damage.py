@@ -25,10 +25,11 @@ from corpus_driver import model_pipeline, sparse_copy
 
 from btrfsscan.errors import BtrfsScanError, CorruptionError
 from btrfsscan.format import checksum, fastparse
-from btrfsscan.format.constants import BlockGroupFlag, ItemType, ObjectId
+from btrfsscan.format.constants import BTRFS_NUM_BACKUP_ROOTS, BlockGroupFlag, ItemType, ObjectId
 from btrfsscan.model.filesystem import open_filesystem
 from btrfsscan.model.fs_tree import FileScanner
 from btrfsscan.format.items import parse_item
+from btrfsscan.format.structs import btrfs_root_backup
 from btrfsscan.tree.block import HEADER_SIZE
 from btrfsscan.tree.roots import chunk_root
 from btrfsscan.tree.walk import TreeRoot, iter_leaves
@@ -130,10 +131,15 @@ class Victim:
                     buf[:32] = checksum.compute(self.csum, bytes(buf))
                 self.pwrite(path, offset, bytes(buf))
 
+    def forget_backup_roots(self) -> None:
+        """Zero the superblock's four backup root slots: nothing can stand in for a damaged root tree root."""
+        start, size = SB["super_roots[0].tree_root"], BTRFS_NUM_BACKUP_ROOTS * btrfs_root_backup.sizeof()
+        self.edit_super(lambda b: b.__setitem__(slice(start, start + size), bytes(size)))
+
     # finding things
     def root(self, tree_id: int) -> TreeRoot:
         if tree_id == ObjectId.CHUNK_TREE:
-            return chunk_root(self.fs.superblock)
+            return chunk_root(self.fs.reader)
         return self.fs.root_tree if tree_id == ObjectId.ROOT_TREE else self.fs.tree_root(tree_id)
 
     def leaves(self, tree_id: int) -> list:
@@ -281,22 +287,40 @@ def test_streamed_ls_with_warnings_ends_partial_and_strict_writes_nothing(victim
     assert strict.exit_code == 2 and list(target.parent.iterdir()) == []  # no temporary file left either
 
 
-def test_checksum_mismatch_on_every_copy_of_the_root_tree_is_an_error(victim):
+def test_checksum_mismatch_on_every_copy_of_the_root_tree_reads_the_newest_backup_root(victim):
     v = victim()
-    root = v.fs.superblock.root
+    sb = v.fs.superblock
+    backup = max((b for b in sb.super_roots if b.tree_root_gen < sb.generation), key=lambda b: b.tree_root_gen)
+    v.edit_block(sb.root, lambda b: b.__setitem__(300, b[300] ^ 1), recsum=False)
+    result = model(v.paths)
+    assert [w for w in result["warnings"] if "backup root" in w] == [
+        f"tree ROOT_TREE: the superblock's root is unusable (tree block {sb.root}: copy 1: checksum mismatch; copy "
+        f"2: checksum mismatch); using backup root slot {list(sb.super_roots).index(backup)} instead: tree block "
+        f"{backup.tree_root} of generation {backup.tree_root_gen}, older than the superblock's {sb.generation}, so "
+        "what later transactions wrote is not shown (superblock backup roots)"]
+    cli(v.paths, "using backup root slot", commands=CLI_COMMANDS[1:], exits=(1,))
+
+
+def test_checksum_mismatch_on_every_copy_of_the_root_tree_without_backup_roots_is_an_error(victim):
+    v = victim()
+    root, generation = v.fs.superblock.root, v.fs.superblock.generation
     v.edit_block(root, lambda b: b.__setitem__(300, b[300] ^ 1), recsum=False)
+    v.forget_backup_roots()
     message = open_error(v.paths)
-    assert message == f"tree block {root}: copy 1: checksum mismatch; copy 2: checksum mismatch"
+    assert message == (f"tree block {root}: copy 1: checksum mismatch; copy 2: checksum mismatch; no backup root of "
+                       f"a generation older than {generation} to try")
     cli(v.paths, f"tree block {root}: copy 1: checksum mismatch",
         commands=[["subvolumes", "--json"], ["ls", "-R", "--json"], ["report", "--json"]], exits=(2,))
 
 
 def test_checksum_mismatch_on_the_chunk_root_is_an_error(victim):
+    """The fixture's backup slots all name the chunk root of its superblock (mkfs wrote the chunk tree once)."""
     v = victim()
-    chunk_root = v.fs.superblock.chunk_root
+    chunk_root, generation = v.fs.superblock.chunk_root, v.fs.superblock.chunk_root_generation
     v.edit_block(chunk_root, lambda b: b.__setitem__(300, b[300] ^ 1), recsum=False)
     message = open_error(v.paths)
-    assert message == f"tree block {chunk_root}: copy 1: checksum mismatch; copy 2: checksum mismatch"
+    assert message == (f"tree block {chunk_root}: copy 1: checksum mismatch; copy 2: checksum mismatch; no backup "
+                       f"root of a generation older than {generation} to try")
     cli(v.paths, f"tree block {chunk_root}", commands=[["chunks"]], exits=(2,))
 
 
@@ -325,6 +349,7 @@ def test_header_mismatch_of_the_root_tree_is_an_error(victim):
     v = victim()
     root = v.fs.superblock.root
     v.edit_block(root, lambda b: put(b, HDR["bytenr"], "Q", root + 4096))
+    v.forget_backup_roots()
     assert open_error(v.paths).startswith(f"tree block {root}: copy 1: header bytenr {root + 4096} differs from its address")
 
 
@@ -440,8 +465,10 @@ def test_cycle_in_a_tree_does_not_hang(victim, target):
 def test_tree_root_outside_every_chunk(victim):
     v = victim()
     v.edit_super(lambda b: put(b, SB["root"], "Q", 1 << 40))
+    v.forget_backup_roots()
     message = open_error(v.paths)
-    assert message == "tree block 1099511627776: logical address 0x10000000000 (1099511627776) is not mapped by any chunk"
+    assert message.startswith("tree block 1099511627776: logical address 0x10000000000 (1099511627776) is not "
+                              "mapped by any chunk; ")
     cli(v.paths, "is not mapped by any chunk", commands=[["subvolumes", "--json"], ["report", "--json"]], exits=(2,))
 
 

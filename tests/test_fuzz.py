@@ -196,7 +196,7 @@ class Base:
 
     def _collect(self, fs) -> None:
         """Every tree block of every tree the root tree lists (plus root and chunk trees)."""
-        roots = [chunk_root(fs.superblock), fs.root_tree]
+        roots = [chunk_root(fs.reader), fs.root_tree]
         from btrfsscan.format.items import parse_item
         from btrfsscan.tree.walk import iter_items
 
@@ -228,7 +228,7 @@ class Base:
         fs = open_filesystem(self.pristine)
         out: dict[str, list[tuple[int, int, int, int]]] = {kind: [] for kind in SEMANTIC_KINDS}
         try:
-            trees = [sub.root for sub in fs.subvolumes.live()] + [fs.root_tree, chunk_root(fs.superblock)]
+            trees = [sub.root for sub in fs.subvolumes.live()] + [fs.root_tree, chunk_root(fs.reader)]
             for tree_id in (ObjectId.EXTENT_TREE, ObjectId.CSUM_TREE):
                 try:
                     trees.append(fs.tree_root(tree_id))

@@ -116,7 +116,7 @@ def test_extent_and_chunk_tree_items_match_dump_tree(name, fixture_images):
                 seen += 1
         assert seen == sum(1 for facts in expected.values() if facts) and seen > 0
         chunks = devices = 0
-        for key, data in iter_items(fs.reader, chunk_root(fs.superblock)):
+        for key, data in iter_items(fs.reader, chunk_root(fs.reader)):
             record = parse_item(key, data, f"chunk tree item {key}")
             if isinstance(record, DevItem):
                 devices += 1

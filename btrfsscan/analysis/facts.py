@@ -53,14 +53,15 @@ def _profiles(volume: Volume, type_bit: BlockGroupFlag) -> tuple[str, ...]:
 
 
 def filesystem_facts(fs: Filesystem) -> FilesystemFacts:
-    """What the report says about the filesystem, from its superblock and chunk map."""
+    """What the report says about the filesystem, from its superblock and chunk map; the generation is the
+    one shown, the root tree's (older than the superblock's when a backup root stands in)."""
     sb = fs.superblock
     return FilesystemFacts(
         fsid=sb.fsid_str, label=sb.label_str, devices=device_infos(fs.volume), num_devices=sb.num_devices,
         data_profiles=_profiles(fs.volume, BlockGroupFlag.DATA),
         metadata_profiles=_profiles(fs.volume, BlockGroupFlag.METADATA),
         system_profiles=_profiles(fs.volume, BlockGroupFlag.SYSTEM), nodesize=sb.nodesize, sectorsize=sb.sectorsize,
-        generation=sb.generation, incompat_features=tuple(flag_names(IncompatFlag, sb.incompat_flags)),
+        generation=fs.root_tree.generation, incompat_features=tuple(flag_names(IncompatFlag, sb.incompat_flags)),
         compat_ro_features=tuple(flag_names(CompatRoFlag, sb.compat_ro_flags)), inline_data=not fs.is_metadump,
     )
 

@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from functools import cached_property
 
 from ..errors import Warnings
+from ..format.constants import ObjectId
 from ..tree.assemble import open_volume, open_volumes
 from ..tree.reader import TreeReader
-from ..tree.roots import find_root, root_tree
+from ..tree.roots import find_root, root_in_use, root_tree
 from ..tree.walk import TreeRoot
 from ..volumes.superblock import Superblock
 from ..volumes.volume import Volume
@@ -48,19 +49,31 @@ class Filesystem:
     def partial(self) -> bool:
         return bool(self.warnings)
 
-    @cached_property
+    @property
     def root_tree(self) -> TreeRoot:
-        return root_tree(self.superblock)
+        """Where the root tree starts: the superblock's root, or the backup slot standing in for it when that
+        is unusable (``tree.roots``, the choice every tree read through ``reader`` follows)."""
+        return root_tree(self.reader)
+
+    @property
+    def uses_backup_root(self) -> bool:
+        """Whether the root tree is read from a backup slot: an older transaction than the superblock's."""
+        return root_in_use(self.reader, ObjectId.ROOT_TREE).slot is not None
 
     @cached_property
     def subvolumes(self) -> SubvolumeSet:
-        """Every subvolume; with a log tree (and ``log_replay``), each carrying what the replay changed, and
-        paths through the replayed names (a renamed directory moves the subvolumes below it)."""
+        """Every subvolume; with a log tree (and ``log_replay``, and the superblock's own root tree), each
+        carrying what the replay changed, and paths through the replayed names (a renamed directory moves the
+        subvolumes below it)."""
         def resolve(sub, dirid):
             return dir_path(self.reader, sub, dirid)
 
         subvols = read_subvolumes(self.reader, self.root_tree, self.warnings, resolve)
-        if self.log.present and self.log_replay:
+        if self.log.present and self.uses_backup_root:
+            # As the kernel clears log_root when it mounts a backup root: the log continues a newer transaction.
+            self.log = LogReplay(present=True, replayed=False, left_out="a backup root is in use, and the log "
+                                 "continues the superblock's newer transaction")
+        elif self.log.present and self.log_replay:
             self.log = replay_log(self.reader, subvols, self.warnings)
             if self.log.subvolumes:
                 assign_paths(subvols, self.warnings, resolve)

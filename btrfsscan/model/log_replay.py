@@ -114,6 +114,8 @@ class LogReplay:
     present: bool
     replayed: bool
     subvolumes: dict[int, ReplayedItems] = field(default_factory=dict)
+    #: Why the log was not replayed (``replayed`` False), for the note.
+    left_out: str = "--no-log-replay, this is the last committed transaction"
 
     @property
     def inodes(self) -> int:
@@ -124,8 +126,7 @@ class LogReplay:
         if not self.present:
             return None
         if not self.replayed:
-            return ("the log tree (changes fsync'd after the last commit) was not replayed (--no-log-replay): "
-                    "this is the last committed transaction")
+            return f"the log tree (changes fsync'd after the last commit) was not replayed ({self.left_out})"
         ids = ", ".join(str(i) for i in sorted(self.subvolumes)) or "none"
         return (f"log tree replayed as the kernel does at mount: {self.inodes} inode(s) from the log "
                 f"(subvolume(s) {ids})")

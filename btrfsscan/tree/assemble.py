@@ -28,7 +28,8 @@ def assemble_volume(devices: DeviceSet, *, partial: bool = False) -> Volume:
     """Every chunk and every device of the filesystem on ``devices``.
 
     ``CorruptionError`` when the SYSTEM chunks cannot be mapped or the chunk
-    tree's root cannot be read; with ``partial`` that is a warning instead and
+    tree's root cannot be read, neither the superblock's nor a backup slot's
+    (``roots.chunk_root``); with ``partial`` that is a warning instead and
     the volume has the devices the superblocks name (and the SYSTEM chunks,
     if those could be mapped), for a caller that shows the superblocks anyway.
     """
@@ -51,7 +52,8 @@ def _with_chunk_tree(system: Volume, given: DeviceSet) -> Volume:
     devices = dict(system.devices)
     device_sizes: dict[int, int] = {}
     chunks: list[Chunk] = []
-    for leaf in iter_leaves(TreeReader(system), chunk_root(system.superblock)):
+    reader = TreeReader(system)
+    for leaf in iter_leaves(reader, chunk_root(reader)):
         for slot, key in enumerate(leaf.keys()):
             objectid, item_type, _ = key
             wanted = ((item_type == ItemType.DEV_ITEM and objectid == BTRFS_DEV_ITEMS_OBJECTID)

@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 from ..errors import BtrfsScanError, ConcurrentWriteError, CorruptionError, MissingDeviceError, ScanWarning, Warnings
 from ..volumes.mounted import RACE_ATTEMPTS, RETRY_ON_RACE
+from ..volumes.superblock import SuperRoot
 from ..volumes.volume import Volume
 from .block import BlockProblem, Key, TreeBlock, first_key_problem, level_problem, parse_block
 from .owner import owner_problem
@@ -35,6 +36,9 @@ class TreeReader:
         self._cache: OrderedDict[int, TreeBlock] = OrderedDict()
         self._cache_max = max(16, cache_bytes // max(self.nodesize, 4096))
         self.blocks_read = 0
+        #: The root the root tree and the chunk tree are read from, by tree id, once ``roots.root_in_use``
+        #: has chosen it (the superblock's own, or a backup slot's when that is unusable).
+        self.roots: dict[int, SuperRoot] = {}
 
     def read(self, bytenr: int, *, level: int | None = None, generation: int | None = None,
              owner: int | None = None, first_key: Key | None = None) -> TreeBlock:

@@ -38,6 +38,16 @@ class TreeRoot:
         return ObjectId.describe(self.tree_id)
 
 
+def read_root(reader: TreeReader, root: TreeRoot) -> TreeBlock:
+    """The root block of ``root``, checked as a tree's root: its level and generation as named, its own
+    tree's (``owner_problem``); CorruptionError otherwise."""
+    top = reader.read(root.bytenr, level=root.level, generation=root.generation)
+    problem = owner_problem(root.tree_id, top.owner, is_root=True)
+    if problem:
+        raise CorruptionError(f"tree {root.name} root block {root.bytenr}: {problem}")
+    return top
+
+
 def iter_leaves(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_key: Key = MAX_KEY) -> Iterator[TreeBlock]:
     """Leaves of ``root`` that may hold keys in [min_key, max_key], in key order."""
     for visit, _, block in walk_tree(reader, root, min_key, max_key):
@@ -67,10 +77,7 @@ def walk_tree(reader: TreeReader, root: TreeRoot, min_key: Key = MIN_KEY, max_ke
     if root.bytenr in known:
         yield Visit.KNOWN, root.bytenr, None
         return
-    top = reader.read(root.bytenr, level=root.level, generation=root.generation)
-    problem = owner_problem(root.tree_id, top.owner, is_root=True)
-    if problem:
-        raise CorruptionError(f"tree {root.name} root block {root.bytenr}: {problem}")
+    top = read_root(reader, root)
     if top.level == 0:
         yield Visit.LEAF, top.bytenr, top
         return

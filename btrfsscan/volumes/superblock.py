@@ -8,7 +8,10 @@ mounts the primary and so does btrfsscan, with a warning). Only when the
 primary is unusable does the newest usable backup stand in, as ``btrfs
 rescue super-recover`` would pick it (the kernel would refuse to mount).
 ``--super-copy N`` reads copy N, as btrfs-progs' ``-s N``. Every copy not
-used is reported with what was found.
+used is reported with what was found. ``super_root`` and ``backup_roots``
+give the roots of the root tree and the chunk tree the superblock names, its
+own and those of its backup slots; which one is read is the tree layer's
+choice (``tree.roots``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..format.constants import (
     UNSUPPORTED_INCOMPAT,
     CsumType,
     IncompatFlag,
+    ObjectId,
     flag_names,
     super_mirror_offset,
 )
@@ -88,6 +92,47 @@ class Superblock:
     @property
     def devid(self) -> int:
         return self.fields.dev_item.devid
+
+
+@dataclass(frozen=True)
+class SuperRoot:
+    """A tree root the superblock names: its own (``slot`` None) or one of its four ``btrfs_root_backup``
+    slots (``super_roots``), which every commit writes in turn, so they name the roots of recent commits."""
+
+    bytenr: int
+    generation: int
+    level: int
+    slot: int | None = None
+
+
+#: Per tree the superblock names: its field in ``btrfs_root_backup`` and the superblock's own root fields
+#: (bytenr, generation, level).
+_ROOT_FIELDS = {
+    ObjectId.ROOT_TREE: ("tree_root", ("root", "generation", "root_level")),
+    ObjectId.CHUNK_TREE: ("chunk_root", ("chunk_root", "chunk_root_generation", "chunk_root_level")),
+}
+
+
+def super_root(sb: Superblock, tree_id: ObjectId) -> SuperRoot:
+    """The superblock's own root of ``tree_id`` (the root tree or the chunk tree)."""
+    bytenr, generation, level = (sb.fields[name] for name in _ROOT_FIELDS[tree_id][1])
+    return SuperRoot(bytenr, generation, level)
+
+
+def backup_roots(sb: Superblock, tree_id: ObjectId) -> list[SuperRoot]:
+    """The backup slots that may stand in for the superblock's root of ``tree_id``, newest first: those
+    naming a root of a generation older than the superblock's own (the slot of the last commit names that
+    very block; a zero slot was never written), as the kernel's ``usebackuproot`` tries them. A root several
+    slots name (the chunk tree's mostly: it changes with the chunks only) comes once, with its first slot."""
+    name = _ROOT_FIELDS[tree_id][0]
+    own = super_root(sb, tree_id).generation
+    slots = [SuperRoot(backup[name], backup[f"{name}_gen"], backup[f"{name}_level"], slot)
+             for slot, backup in enumerate(sb.fields.super_roots)]
+    older = [s for s in slots if s.bytenr and 0 < s.generation < own]
+    distinct: dict[tuple[int, int, int], SuperRoot] = {}
+    for root in sorted(older, key=lambda s: (-s.generation, s.slot)):
+        distinct.setdefault((root.bytenr, root.generation, root.level), root)
+    return list(distinct.values())
 
 
 def geometry_problems(sb: Superblock) -> list[str]:
