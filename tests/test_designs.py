@@ -343,6 +343,19 @@ def test_overlay_compares_prealloc_by_its_place(P):
     assert overlay_copy_up.figures(layout, distinct_mappings(layout)).pages == 3 * pages
 
 
+def test_overlay_tells_compressed_inline_data_from_plain():
+    """One inode's inline data, compressed in one snapshot and not in the other: rewritten there (FIEMAP says
+    ENCODED for one only), so copied up, even where both hash alike (``--read-data`` hashes decompressed)."""
+    files = _Files(Disk())
+    head = _rng_bytes("inline-twice", 417)
+    for sv in (256, 257, 258):
+        files.file(sv, 257, len(head), [], inline=head)
+    tables = files.tables()
+    tables.extents["compression"][tables.extents["subvol"] == 258] = Compression.ZSTD
+    layout = build_layout(versions_of(tables), S, S)
+    assert overlay_copy_up.figures(layout, distinct_mappings(layout)).pages == 2
+
+
 def _inline_case():
     """Inline extents that share their page with more: a regular extent after them (what a reflink to
     offset 4096 of a small file makes), an EOF inside them; and the same bytes as regular extents only."""

@@ -25,8 +25,8 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
     """Per version the mapping (CSR starts, values) that ``overlay_copy_up`` compares: i_size, then per
     run of segments (hole segments left out, adjacent pieces of one extent merged, adjacent prealloc
     segments merged) its file range, kind and backing (data: logical address; compressed: extent and
-    decompressed offset; inline: its hash, or without ``inline_data`` the version itself; prealloc: none,
-    it reads as zeros, so like a hole it is compared by its place in the file)."""
+    decompressed offset; inline: its compression and hash, or without ``inline_data`` the version itself;
+    prealloc: none, it reads as zeros, so like a hole it is compared by its place in the file)."""
     keep = layout.seg_kind != SEG_HOLE
     inode = layout.seg_inode[keep]
     s, e, kind = layout.seg_start[keep], layout.seg_end[keep], layout.seg_kind[keep].astype(I64)
@@ -40,6 +40,9 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
         words[:, 0], words[:, 1] = -1 - inode, 0
     backing0 = np.where(inline, words[:, 0], np.where(kind == SEG_COMPRESSED, db, addr))
     backing1 = np.where(inline, words[:, 1], np.where(kind == SEG_COMPRESSED, addr, 0))
+    # inline data compressed in one version and not in another was rewritten (FIEMAP: ENCODED or not), even
+    # where the scan hashed both decompressed (--read-data): the algorithm is part of the inline backing
+    kind = np.where(inline, kind + (ext["compression"][rows].astype(I64) << 8), kind)
     by_address = (kind == SEG_DATA) | (kind == SEG_COMPRESSED)
     joins = np.zeros(len(inode), bool)
     if len(inode) > 1:
