@@ -26,6 +26,15 @@ btrfsscan reads the image and every file is compared as in ``test_files``:
   the checksum-tree figures (xxhash64) are never below them; shared_extent
   equals the count from FIEMAP alone (``test_pagecache``).
 
+The log tree (``test_random_fsyncs_replay_as_the_kernel``): half as many
+operations, without snapshots, mounted ``commit=600`` and synced; then a
+quarter as many file operations and fsyncs of files and directories with no
+commit, and the image copied while mounted, so the copy's ``log_root`` is
+set (copied again if a commit of the kernel's own ran meanwhile). A copy of
+that copy mounted read-write (the kernel replays the log) gives the kernel's
+view; btrfsscan on the copy (replaying in memory) must equal it in every
+check above, subvolume generations aside (the replaying mount commits).
+
 ``BTRFSSCAN_RANDOM_SEED`` and ``BTRFSSCAN_RANDOM_OPS`` override the seed and
 the number of operations, ``BTRFSSCAN_RANDOM_MKFS`` the mkfs.btrfs options
 (default ``--csum xxhash``; keep a 64-bit checksum: with crc32c a collision
@@ -39,6 +48,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -361,16 +371,39 @@ class RandomOps:
         "sync": 3, "compress": 1, "set_default": 1,
     }
 
-    def run(self, count: int) -> None:
-        names = list(self.WEIGHTS)
-        weights = [self.WEIGHTS[n] for n in names]
+    def run(self, count: int, weights: dict[str, int] | None = None) -> None:
+        weights = weights or self.WEIGHTS
+        names = list(weights)
         for _ in range(8):
             self.op_create()
         for _ in range(count):
-            getattr(self, "op_" + self.rng.choices(names, weights)[0])()
+            getattr(self, "op_" + self.rng.choices(names, [weights[n] for n in names])[0])()
         if self.compress:
             self.op_compress()
         os.sync()
+
+    # -- the log phase: what goes to the log tree, nothing that commits (snapshot, subvolume, sync, remount)
+    LOG_WEIGHTS = {
+        "create": 20, "clone": 6, "reflink": 8, "overwrite": 14, "append": 8, "truncate": 6, "delete": 4,
+        "rename": 4, "hardlink": 3, "mkdir": 4, "falloc": 4, "punch": 3, "fsync": 16,
+    }
+
+    def op_fsync(self) -> None:
+        """fsync a file or a directory: what its inode (and, for a new name, its parents) needs goes to the log."""
+        paths = sorted(self.files) + self.writable_dirs()
+        path = self.rng.choice(paths)
+        fd = os.open(self.p(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.log.append({"op": "fsync", "path": path})
+
+    def run_logged(self, count: int) -> None:
+        """``count`` operations of ``LOG_WEIGHTS`` with no sync after them."""
+        names = list(self.LOG_WEIGHTS)
+        for _ in range(count):
+            getattr(self, "op_" + self.rng.choices(names, [self.LOG_WEIGHTS[n] for n in names])[0])()
 
 
 # --- the test -------------------------------------------------------------------------
@@ -383,6 +416,77 @@ def _read_contents(mnt: Path, rows: list[dict]) -> dict[tuple[int, int], bytes]:
         if key not in out:
             out[key] = (mnt / r["path"]).read_bytes()
     return out
+
+
+def _kernel_view(capture, design_truth, mnt: Path) -> dict:
+    """What the kernel shows of a mounted filesystem (``ro,subvolid=5`` or a replaying ``subvolid=5`` mount)."""
+    listing = capture.listing(mnt)
+    files = [r for r in listing if r["type"] == "file"]
+    return {"listing": listing, "files": files, "fiemaps": {r["path"]: capture.fiemap(mnt / r["path"]) for r in files},
+            "subvols": capture.subvolumes(mnt), "contents": _read_contents(mnt, files),
+            "designs": design_truth.count(mnt)}
+
+
+def _check_against(img: Path, view: dict, replayed: bool = False) -> None:
+    """btrfsscan on ``img`` against the kernel's ``view`` of it (see the module docstring)."""
+    chunk_dump = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk", str(img)],
+                                capture_output=True, text=True, check=True).stdout
+    _check_image(img, view["listing"], view["fiemaps"], view["subvols"], view["contents"], chunk_dump, replayed)
+    _check_designs(img, view["designs"])
+    once = {(r["subvol"], r["st_ino"]): (r["size"], view["fiemaps"][r["path"]]) for r in view["files"]}
+    doc = run_json("report", "--json", img)
+    assert doc["totals"]["models"]["shared_extent"]["pages"] == shared_extent_pages(once.values())
+
+
+def _super_field(img: Path, copy: int, name: str) -> int:
+    dump = subprocess.run(["btrfs", "inspect-internal", "dump-super", "-s", str(copy), str(img)],
+                          capture_output=True, text=True, check=True).stdout
+    return int(re.search(rf"^{name}\s+(\d+)", dump, re.M).group(1))
+
+
+def _copy_while_mounted(img: Path, copy: Path) -> None:
+    """``cp`` of a mounted device's image; again while a commit the kernel made of its own accord (an fsync it
+    could not log) left the superblock copies of two generations (read before and after its write)."""
+    for _ in range(5):
+        subprocess.run(["cp", "--sparse=always", str(img), str(copy)], check=True)
+        if _super_field(copy, 0, "generation") == _super_field(copy, 1, "generation"):
+            return
+    raise AssertionError("the superblock copies kept changing while the image was copied")
+
+
+def test_random_fsyncs_replay_as_the_kernel(tmp_path):
+    """A base of random operations (no snapshots: the kernel copies a leaf a snapshot shares before the
+    replay changes it, which btrfsscan does not model) committed with ``commit=600``, then random operations
+    and fsyncs of files and directories with no commit, the device copied while mounted (``log_root`` set);
+    a copy of the copy mounted read-write (the kernel replays the log) is what btrfsscan must show of the
+    copy, in every check of the main test."""
+    kernel, capture, design_truth = _load("kernel"), _load("capture"), _load("design_truth")
+    img = kernel.make_sparse_image(tmp_path / "random.img", IMAGE_SIZE)
+    copy, replayed = tmp_path / "copy.img", tmp_path / "replayed.img"
+    log_path = tmp_path / "ops.json"
+    base = {name: weight for name, weight in RandomOps.WEIGHTS.items() if name != "snapshot"}
+    try:
+        with kernel.loop_devices([img]) as (dev,):
+            kernel.make_fs([dev], *MKFS_ARGS, fsid=str(uuid.uuid4()))
+            with kernel.mounted(dev, "commit=600") as mnt:
+                ops = RandomOps(kernel, mnt, SEED)
+                try:
+                    ops.run(N_OPS // 2, base)
+                    ops.run_logged(N_OPS // 4)
+                finally:
+                    log_path.write_text(json.dumps(ops.log, indent=0))
+                _copy_while_mounted(img, copy)
+        img.unlink()
+        assert _super_field(copy, 0, "log_root"), "no log tree in the copy"
+        subprocess.run(["cp", "--sparse=always", str(copy), str(replayed)], check=True)
+        with kernel.loop_devices([replayed]) as (dev,):
+            with kernel.mounted(dev, "subvolid=5") as mnt:
+                view = _kernel_view(capture, design_truth, mnt)
+        replayed.unlink()
+        _check_against(copy, view, replayed=True)
+    except AssertionError as exc:  # the copy stays for a look
+        raise AssertionError(f"seed {SEED}, {N_OPS} operations (log: {log_path}, copy: {copy}): {exc}") from exc
+    copy.unlink()
 
 
 def test_random_operations_match_kernel(tmp_path):
@@ -401,25 +505,17 @@ def test_random_operations_match_kernel(tmp_path):
                 finally:
                     log_path.write_text(json.dumps(ops.log, indent=0))
             with kernel.mounted(dev, "ro,subvolid=5") as mnt:
-                expected_listing = capture.listing(mnt)
-                files = [r for r in expected_listing if r["type"] == "file"]
-                fiemaps = {r["path"]: capture.fiemap(mnt / r["path"]) for r in files}
-                expected_subvols = capture.subvolumes(mnt)
-                contents = _read_contents(mnt, files)
-                design_counts = _load("design_truth").count(mnt)
-        chunk_dump = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk", str(img)],
-                                    capture_output=True, text=True, check=True).stdout
-        _check_image(img, expected_listing, fiemaps, expected_subvols, contents, chunk_dump)
-        _check_designs(img, design_counts)
-        once = {(r["subvol"], r["st_ino"]): (r["size"], fiemaps[r["path"]]) for r in files}
-        doc = run_json("report", "--json", img)
-        assert doc["totals"]["models"]["shared_extent"]["pages"] == shared_extent_pages(once.values())
+                view = _kernel_view(capture, _load("design_truth"), mnt)
+        _check_against(img, view)
     except AssertionError as exc:  # the image stays for a look (the layout depends on writeback timing)
         raise AssertionError(f"seed {SEED}, {N_OPS} operations (log: {log_path}, image: {img}): {exc}") from exc
     img.unlink()
 
 
-def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, contents, chunk_dump) -> None:
+def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, contents, chunk_dump,
+                 replayed: bool = False) -> None:
+    """``replayed``: the kernel's view is a replaying mount's, which commits (newer generations), of a
+    sequence that need not reach every kind of extent."""
     fs = open_filesystem([img])
     try:
         tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
@@ -427,7 +523,8 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
         assert chunks == chunks_from_btrfsscan(fs)
         entries = ls_document(listing(fs, ".", recursive=True)).json()["entries"]
         check_listing(entries, expected_listing)
-        check_subvolumes(subvolumes_document(subvolume_list(fs)).json()["subvolumes"], expected_subvols)
+        check_subvolumes(subvolumes_document(subvolume_list(fs)).json()["subvolumes"], expected_subvols,
+                         generations=not replayed)
         ls = {e["path"]: e for e in entries}
         where = {r["path"]: (r["subvol"], r["st_ino"]) for r in expected_listing}
         sectorsize = fs.superblock.sectorsize
@@ -444,6 +541,8 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
             types = [e["type"] for e in doc["extents"] if e["type"] != "hole"]
             inline_then_more += types[:1] == ["inline"] and len(types) > 1  # a reflink after a small file
         assert not fs.warnings, fs.warnings.messages()
+        if replayed:
+            return
         # the sequence did produce the interesting cases
         assert {("regular", "none", True), ("regular", "none", False), ("hole", "none", False)} <= kinds, kinds
         assert any(k[0] == "prealloc" for k in kinds) and any(k[0] == "inline" for k in kinds), kinds

@@ -107,6 +107,20 @@ def test_map_refs_and_blocks_match_the_kernel(images, view):
 
 
 @pytest.mark.parametrize("view", ["replayed", "committed"])
+def test_map_shared_flags_match_the_kernel(images, view):
+    """``map``'s extents merged as FIEMAP merges them equal FIEMAP, SHARED flags included: after the replay
+    those follow the backrefs it leaves (reflinks to a committed extent and to a new one, a partial reflink
+    into a committed file: an extent's other references come from the log)."""
+    from test_files import check_against_fiemap
+
+    fiemap = _load(view, "fiemap")
+    for path, records in fiemap.items():
+        check_against_fiemap(run_json("map", "--json", *_flags(view), images["copy"], path), records, BLOCK)
+    flagged = sum("SHARED" in r["flags"] for records in fiemap.values() for r in records)
+    assert flagged == (6 if view == "replayed" else 0)  # the committed files share nothing
+
+
+@pytest.mark.parametrize("view", ["replayed", "committed"])
 def test_ls_shared_bytes_follow_the_kernel_mappings(images, view):
     """``ls``'s shared bytes: the bytes of a file whose device blocks another inode, or another position of
     the same file, also maps in the kernel's FIEMAP (each inode counted once, by its first path)."""

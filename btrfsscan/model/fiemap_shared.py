@@ -19,8 +19,9 @@ file extent item of inode I in subvolume R, decides in three steps:
 
 The kernel remembers the answer for an extent the file references more than
 once under one backref (``prev_extents_cache``): the first item, in file
-order, decides for all of them. Items the log replay supplied (no committed
-leaf holds them) get steps 1 and 2 only.
+order, decides for all of them. After a log replay the backrefs are those
+the replay leaves (``LogReplay.data_backrefs``); items it supplied (no
+committed leaf holds them) get steps 1 and 2 only.
 """
 
 from __future__ import annotations
@@ -140,8 +141,12 @@ class SharedCheck:
         return self._blocks[bytenr]
 
     def _backrefs(self, disk_bytenr: int) -> tuple[Backref, ...] | None:
+        """The extent's backrefs, after the log replay where it ran (which may create the extent)."""
         record = self._lookup(disk_bytenr)
-        return None if record is None else record.backrefs
+        committed = None if record is None else record.backrefs
+        if not self.fs.log.replayed:
+            return committed
+        return self.fs.log.data_backrefs(disk_bytenr, committed or ())
 
     def _lookup(self, bytenr: int) -> ExtentRecord | None:
         """The extent item at ``bytenr`` with its backrefs; None (and one warning) when it cannot be read."""

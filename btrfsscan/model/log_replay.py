@@ -34,9 +34,10 @@ The extent tree and the checksum tree change with the file extents, as in
 ``replay_one_extent`` and ``btrfs_drop_extents``: every file extent item
 added references its extent once more (``btrfs_inc_extent_ref``, or a new
 extent item with one reference when the extent tree has none), every item
-dropped once less, a split item once more; ``ReplayedItems.extent_refs``
-holds those changes, which ``Filesystem.data_extent_refs`` adds to the
-committed counts. The log's checksums of the range each replayed extent
+dropped once less, a split item once more; ``ReplayedItems.backref_changes``
+holds those changes per EXTENT_DATA_REF key: ``Filesystem.data_extent_refs``
+adds their sums to the committed counts, FIEMAP's SHARED rule
+(``fiemap_shared``) reads the backrefs they leave (``LogReplay.data_backrefs``). The log's checksums of the range each replayed extent
 item references replace the committed ones there (``btrfs_del_csums`` and
 ``btrfs_csum_file_blocks``): ``ReplayedItems.csums``. Not modelled: the
 kernel copies a leaf it changes that a snapshot still shares, which adds a
@@ -56,7 +57,7 @@ from dataclasses import dataclass, field
 from ..errors import CorruptionError, Warnings
 from ..format.checksum import name_hash
 from ..format.constants import IncompatFlag, ItemType, ObjectId
-from ..format.items import DirItem, DirLogItem, InodeRef, Key, RootItem, parse_item
+from ..format.items import Backref, DirItem, DirLogItem, InodeRef, Key, RootItem, parse_item
 from ..format.plausibility import Limits, finding, item_problem
 from ..tree.reader import TreeReader
 from ..tree.walk import TreeRoot, iter_items, iter_leaves, iter_located_items
@@ -88,8 +89,9 @@ class ReplayedItems:
 
     objects: dict[int, list[tuple[Key, bytes]]]
     from_log: set[int]
-    #: disk_bytenr -> change of the extent's ``refs`` (items added minus items dropped).
-    extent_refs: dict[int, int] = field(default_factory=dict)
+    #: disk_bytenr -> (inode, file offset - extent offset) -> items added minus items dropped: the change of
+    #: the extent's EXTENT_DATA_REF of that key (root: this subvolume) and of its ``refs``.
+    backref_changes: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)
     #: (logical, checksums) the replay writes to the checksum tree, in replay order (a later one wins).
     csums: list[tuple[int, bytes]] = field(default_factory=list)
     #: Extents referenced from committed leaves a snapshot may share that the replay changes.
@@ -97,6 +99,10 @@ class ReplayedItems:
 
     def covers(self, objectid: int) -> bool:
         return objectid in self.objects
+
+    def extent_refs(self, bytenr: int) -> int:
+        """The change of data extent ``bytenr``'s ``refs``: items referencing it added minus dropped."""
+        return sum(self.backref_changes.get(bytenr, {}).values())
 
     def items(self, min_key: Key, max_key: Key) -> Iterator[tuple[Key, bytes]]:
         """Replayed items with min_key <= key <= max_key of the one objectid of ``min_key``."""
@@ -143,7 +149,7 @@ class LogReplay:
                          "from the kernel's after log replay: the log changes leaves a snapshot shares, which the "
                          "kernel copies (not modelled)", where, tree=int(ObjectId.EXTENT_TREE))
         for bytenr in wanted:
-            change = sum(r.extent_refs.get(bytenr, 0) for r in self.subvolumes.values())
+            change = sum(r.extent_refs(bytenr) for r in self.subvolumes.values())
             if not change:
                 continue
             refs = out.get(bytenr, 0) + change
@@ -152,6 +158,24 @@ class LogReplay:
             else:
                 out.pop(bytenr, None)
         return out
+
+    def data_backrefs(self, bytenr: int, committed: tuple[Backref, ...]) -> tuple[Backref, ...]:
+        """Data extent ``bytenr``'s backrefs after the replay: the ``committed`` ones (none where the extent
+        tree has no item for it: the replay creates it) with each subvolume's EXTENT_DATA_REF changes."""
+        counts: dict[tuple[int, int, int], int] = {}
+        kept: list[Backref] = []
+        for ref in committed:
+            if ref.type == ItemType.EXTENT_DATA_REF:
+                key = (ref.root, ref.objectid, ref.offset)
+                counts[key] = counts.get(key, 0) + ref.count
+            else:
+                kept.append(ref)
+        for subvol, replayed in sorted(self.subvolumes.items()):
+            for (ino, offset), change in sorted(replayed.backref_changes.get(bytenr, {}).items()):
+                counts[(subvol, ino, offset)] = counts.get((subvol, ino, offset), 0) + change
+        data = [Backref(ItemType.EXTENT_DATA_REF, root=root, objectid=ino, offset=offset, count=n)
+                for (root, ino, offset), n in counts.items() if n > 0]
+        return tuple(data + kept)
 
     def csums(self) -> list[tuple[int, bytes]]:
         """Every (logical, checksums) the replays write, subvolume by subvolume in id order."""
@@ -531,16 +555,21 @@ class _Replay:
             if lo < hi:
                 self.csums.append((lo, data[(lo - first) // sector * size:(hi - first) // sector * size]))
 
-    def extent_ref_changes(self) -> dict[int, int]:
-        """Per data extent, file extent items referencing it after the replay minus before, over the changed
-        objects (an unshared tree holds one reference per item)."""
-        change: Counter[int] = Counter()
+    def backref_changes(self) -> dict[int, dict[tuple[int, int], int]]:
+        """Per data extent and backref key (inode, file offset - extent offset), file extent items referencing
+        it after the replay minus before, over the changed objects (an unshared tree holds one reference per
+        item)."""
+        change: Counter[tuple[int, int, int]] = Counter()
         for oid in self.dirty:
             for items, sign in ((self.committed.get(oid, {}), -1), (self.objs.get(oid, {}), 1)):
                 for key, data in items.items():
                     if key[1] == _EXTENT_DATA and (bytenr := li.data_extent(data)):
-                        change[bytenr] += sign
-        return {bytenr: n for bytenr, n in change.items() if n}
+                        change[bytenr, oid, (key[2] - li.extent(data).offset) % 2**64] += sign
+        out: dict[int, dict[tuple[int, int], int]] = {}
+        for (bytenr, ino, offset), n in sorted(change.items()):
+            if n:
+                out.setdefault(bytenr, {})[ino, offset] = n
+        return out
 
     # --- stage 4: link counts ----------------------------------------------------------
 
@@ -607,7 +636,7 @@ class _Replay:
         objects = {oid: sorted(self.objs[oid].items()) for oid in sorted(self.dirty)}
         shared = set().union(*(self.shared_extents.get(oid, ()) for oid in self.dirty
                                if self.objs[oid] != self.committed.get(oid, {})))
-        return ReplayedItems(objects, set(self.from_log), self.extent_ref_changes(), self.csums, shared)
+        return ReplayedItems(objects, set(self.from_log), self.backref_changes(), self.csums, shared)
 
 
 def replay_log(reader: TreeReader, subvolumes: SubvolumeSet, warnings: Warnings) -> LogReplay:
