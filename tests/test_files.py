@@ -282,6 +282,18 @@ def map_logical(chunks: list[ChunkInfo], logical: int, length: int) -> list[tupl
                     devid, base = chunk.stripes[index + m]
                     out.append((chunk.logical + pos, k, m + 1, devid, base + row * chunk.stripe_len + in_stripe))
                 pos += k
+        elif profile in ("RAID5", "RAID6"):
+            # btrfs_map_block for a read: data stripe i of full stripe (row) r lies on stripe (r + i) % n,
+            # the parity rotating with it; a data block has one copy (mirror 1)
+            data_stripes = chunk.num_stripes - (1 if profile == "RAID5" else 2)
+            pos, end = off, off + n
+            while pos < end:
+                stripe_nr, in_stripe = divmod(pos, chunk.stripe_len)
+                k = min(chunk.stripe_len - in_stripe, end - pos)
+                row, index = divmod(stripe_nr, data_stripes)
+                devid, base = chunk.stripes[(row + index) % chunk.num_stripes]
+                out.append((chunk.logical + pos, k, 1, devid, base + row * chunk.stripe_len + in_stripe))
+                pos += k
         else:
             pytest.fail(f"{profile} data chunks are not covered by this test's stripe arithmetic")
         logical += n

@@ -418,8 +418,15 @@ def _read_contents(mnt: Path, rows: list[dict]) -> dict[tuple[int, int], bytes]:
     return out
 
 
+def _chunk_dump(device: str) -> str:
+    """``dump-tree -t chunk`` of a device (every device of the filesystem attached, so btrfs-progs finds them)."""
+    return subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk", device],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def _kernel_view(capture, design_truth, mnt: Path) -> dict:
-    """What the kernel shows of a mounted filesystem (``ro,subvolid=5`` or a replaying ``subvolid=5`` mount)."""
+    """What the kernel shows of a mounted filesystem (``ro,subvolid=5`` or a replaying ``subvolid=5`` mount);
+    the caller adds ``chunks`` (``_chunk_dump``) once it is unmounted."""
     listing = capture.listing(mnt)
     files = [r for r in listing if r["type"] == "file"]
     return {"listing": listing, "files": files, "fiemaps": {r["path"]: capture.fiemap(mnt / r["path"]) for r in files},
@@ -427,14 +434,14 @@ def _kernel_view(capture, design_truth, mnt: Path) -> dict:
             "designs": design_truth.count(mnt)}
 
 
-def _check_against(img: Path, view: dict, replayed: bool = False) -> None:
-    """btrfsscan on ``img`` against the kernel's ``view`` of it (see the module docstring)."""
-    chunk_dump = subprocess.run(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk", str(img)],
-                                capture_output=True, text=True, check=True).stdout
-    _check_image(img, view["listing"], view["fiemaps"], view["subvols"], view["contents"], chunk_dump, replayed)
-    _check_designs(img, view["designs"])
+def _check_against(images: list[Path], view: dict, replayed: bool = False, every_kind: bool = True) -> None:
+    """btrfsscan on ``images`` (every device) against the kernel's ``view`` of them (see the module docstring);
+    ``replayed`` and ``every_kind`` as ``_check_image`` takes them."""
+    _check_image(images, view["listing"], view["fiemaps"], view["subvols"], view["contents"], view["chunks"],
+                 replayed, every_kind)
+    _check_designs(images, view["designs"])
     once = {(r["subvol"], r["st_ino"]): (r["size"], view["fiemaps"][r["path"]]) for r in view["files"]}
-    doc = run_json("report", "--json", img)
+    doc = run_json("report", "--json", *images)
     assert doc["totals"]["models"]["shared_extent"]["pages"] == shared_extent_pages(once.values())
 
 
@@ -489,41 +496,55 @@ def test_random_fsyncs_replay_as_the_kernel(tmp_path):
         with kernel.loop_devices([replayed]) as (dev,):
             with kernel.mounted(dev, "subvolid=5") as mnt:
                 view = _kernel_view(capture, design_truth, mnt)
+            view["chunks"] = _chunk_dump(dev)
         replayed.unlink()
-        _check_against(copy, view, replayed=True)
+        _check_against([copy], view, replayed=True, every_kind=False)
     except AssertionError as exc:  # the copy stays for a look
         raise AssertionError(f"seed {SEED}, {N_OPS} operations (log: {log_path}, copy: {copy}): {exc}") from exc
     copy.unlink()
 
 
-def test_random_operations_match_kernel(tmp_path):
+#: The volumes the main test runs on: devices and mkfs.btrfs options (single: ``BTRFSSCAN_RANDOM_MKFS``).
+#: RAID10 over four devices, RAID5 over three and RAID6 over four put random data through striped chunks
+#: and chunks with rotating parity.
+VOLUMES = {"single": (1, MKFS_ARGS), "raid10": (4, ["-d", "raid10", "-m", "raid1c3", "--csum", "xxhash"]),
+           "raid5": (3, ["-d", "raid5", "-m", "raid1", "--csum", "xxhash"]),
+           "raid6": (4, ["-d", "raid6", "-m", "raid1c4", "--csum", "xxhash"])}
+
+
+@pytest.mark.parametrize("volume", list(VOLUMES))
+def test_random_operations_match_kernel(tmp_path, volume):
     kernel = _load("kernel")
     capture = _load("capture")
-    img = kernel.make_sparse_image(tmp_path / "random.img", IMAGE_SIZE)
+    n_devices, mkfs_args = VOLUMES[volume]
+    images = [kernel.make_sparse_image(tmp_path / f"random{i}.img", IMAGE_SIZE) for i in range(n_devices)]
     log_path = tmp_path / "ops.json"
-    ops = None
+    count = N_OPS if volume == "single" else N_OPS // 2
     try:
-        with kernel.loop_devices([img]) as (dev,):
-            kernel.make_fs([dev], *MKFS_ARGS, fsid=str(uuid.uuid4()))
-            with kernel.mounted(dev) as mnt:
+        with kernel.loop_devices(images) as devices:
+            kernel.make_fs(devices, *mkfs_args, fsid=str(uuid.uuid4()))
+            with kernel.mounted(devices[0]) as mnt:
                 ops = RandomOps(kernel, mnt, SEED)
                 try:
-                    ops.run(N_OPS)
+                    ops.run(count)
                 finally:
                     log_path.write_text(json.dumps(ops.log, indent=0))
-            with kernel.mounted(dev, "ro,subvolid=5") as mnt:
+            with kernel.mounted(devices[0], "ro,subvolid=5") as mnt:
                 view = _kernel_view(capture, _load("design_truth"), mnt)
-        _check_against(img, view)
-    except AssertionError as exc:  # the image stays for a look (the layout depends on writeback timing)
-        raise AssertionError(f"seed {SEED}, {N_OPS} operations (log: {log_path}, image: {img}): {exc}") from exc
-    img.unlink()
+            view["chunks"] = _chunk_dump(devices[0])
+        _check_against(images, view, every_kind=volume == "single")
+    except AssertionError as exc:  # the images stay for a look (the layout depends on writeback timing)
+        raise AssertionError(f"seed {SEED}, {count} operations on {volume} (log: {log_path}, images: "
+                             f"{[str(i) for i in images]}): {exc}") from exc
+    for image in images:
+        image.unlink()
 
 
-def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, contents, chunk_dump,
-                 replayed: bool = False) -> None:
-    """``replayed``: the kernel's view is a replaying mount's, which commits (newer generations), of a
-    sequence that need not reach every kind of extent."""
-    fs = open_filesystem([img])
+def _check_image(images: list[Path], expected_listing, fiemaps, expected_subvols, contents, chunk_dump,
+                 replayed: bool = False, every_kind: bool = True) -> None:
+    """``replayed``: the kernel's view is a replaying mount's, which commits (newer generations);
+    ``every_kind``: the sequence was long enough to reach every kind of extent, which is checked."""
+    fs = open_filesystem(images)
     try:
         tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
         chunks = chunks_from_dump_tree(chunk_dump)
@@ -548,7 +569,7 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
             types = [e["type"] for e in doc["extents"] if e["type"] != "hole"]
             inline_then_more += types[:1] == ["inline"] and len(types) > 1  # a reflink after a small file
         assert not fs.warnings, fs.warnings.messages()
-        if replayed:
+        if not every_kind:
             return
         # the sequence did produce the interesting cases
         assert {("regular", "none", True), ("regular", "none", False), ("hole", "none", False)} <= kinds, kinds
@@ -558,17 +579,17 @@ def _check_image(img: Path, expected_listing, fiemaps, expected_subvols, content
         fs.close()
 
 
-def _check_designs(img: Path, counts: dict) -> None:
+def _check_designs(images: list[Path], counts: dict) -> None:
     """``report --read-data`` (exact content) equals the counts made by reading every inode through the kernel;
     from the checksum tree (xxhash64: no collision to expect) the content designs never claim more sharing."""
     designs = ("content_dedupe", "file_fingerprint", "overlay_copy_up")
     for page_size, want in counts.items():
-        doc = run_json("report", "--read-data", "--json", "--page-size", page_size, img)
+        doc = run_json("report", "--read-data", "--json", "--page-size", page_size, *images)
         models = doc["totals"]["models"]
         got = {"inodes": doc["totals"]["inodes"], "per_inode": doc["totals"]["per_inode"]["pages"],
                **{d: models[d]["pages"] for d in designs}}
         assert got == want, (page_size, got, want)
-        by_csums = run_json("report", "--json", "--page-size", page_size, img)["totals"]["models"]
+        by_csums = run_json("report", "--json", "--page-size", page_size, *images)["totals"]["models"]
         assert by_csums["overlay_copy_up"]["pages"] == want["overlay_copy_up"]
         assert all(by_csums[d]["pages"] >= want[d] for d in designs), (page_size, by_csums, want)
 
