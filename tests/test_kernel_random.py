@@ -9,7 +9,9 @@ also across subvolumes and out of read-only snapshots), partial reflinks
 overwrites in the middle of files, appends, truncates, deletes, renames,
 hardlinks, preallocation and punched holes, snapshots (some read-only, some
 of snapshots), new subvolumes, a changing default subvolume, periodic syncs, and stretches written with
-``compress-force=zstd``. Then, on a fresh read-only ``subvolid=5`` mount,
+``compress-force=zstd``; on one device, and with half as many operations on
+RAID10 (4 devices), RAID5 (3) and RAID6 (4) volumes (``VOLUMES``). Then, on a
+fresh read-only ``subvolid=5`` mount,
 ``capture.py`` records FIEMAP of every regular file, the ``lstat`` listing and
 the subvolume list, and the files' contents are read; after unmounting,
 btrfsscan reads the image and every file is compared as in ``test_files``:
