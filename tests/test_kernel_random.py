@@ -531,6 +531,8 @@ def test_random_operations_match_kernel(tmp_path, volume):
                     ops.run(count)
                 finally:
                     log_path.write_text(json.dumps(ops.log, indent=0))
+            if n_devices > 1:  # registered again: loop devices other tests detach may have made the module forget
+                subprocess.run(["btrfs", "device", "scan", *devices], check=True, capture_output=True)
             with kernel.mounted(devices[0], "ro,subvolid=5") as mnt:
                 view = _kernel_view(capture, _load("design_truth"), mnt)
             view["chunks"] = _chunk_dump(devices[0])
