@@ -35,7 +35,9 @@ commit, and the image copied while mounted, so the copy's ``log_root`` is
 set (copied again if a commit of the kernel's own ran meanwhile). A copy of
 that copy mounted read-write (the kernel replays the log) gives the kernel's
 view; btrfsscan on the copy (replaying in memory) must equal it in every
-check above, subvolume generations aside (the replaying mount commits).
+check above, subvolume generations aside (the replaying mount commits). A
+``ro,rescue=nologreplay`` mount of another copy (the last commit) is what
+``--no-log-replay`` must show.
 
 ``BTRFSSCAN_RANDOM_SEED`` and ``BTRFSSCAN_RANDOM_OPS`` override the seed and
 the number of operations, ``BTRFSSCAN_RANDOM_MKFS`` the mkfs.btrfs options
@@ -436,14 +438,17 @@ def _kernel_view(capture, design_truth, mnt: Path) -> dict:
             "designs": design_truth.count(mnt)}
 
 
-def _check_against(images: list[Path], view: dict, replayed: bool = False, every_kind: bool = True) -> None:
+def _check_against(images: list[Path], view: dict, replayed: bool = False, every_kind: bool = True,
+                   log_replay: bool = True) -> None:
     """btrfsscan on ``images`` (every device) against the kernel's ``view`` of them (see the module docstring);
-    ``replayed`` and ``every_kind`` as ``_check_image`` takes them."""
+    ``replayed`` and ``every_kind`` as ``_check_image`` takes them; ``log_replay=False``: btrfsscan shows the
+    last commit (``--no-log-replay``)."""
+    flags = () if log_replay else ("--no-log-replay",)
     _check_image(images, view["listing"], view["fiemaps"], view["subvols"], view["contents"], view["chunks"],
-                 replayed, every_kind)
-    _check_designs(images, view["designs"])
+                 replayed, every_kind, log_replay)
+    _check_designs(images, view["designs"], flags)
     once = {(r["subvol"], r["st_ino"]): (r["size"], view["fiemaps"][r["path"]]) for r in view["files"]}
-    doc = run_json("report", "--json", *images)
+    doc = run_json("report", "--json", *flags, *images)
     assert doc["totals"]["models"]["shared_extent"]["pages"] == shared_extent_pages(once.values())
 
 
@@ -494,13 +499,16 @@ def test_random_fsyncs_replay_as_the_kernel(tmp_path):
                     log_path.write_text(json.dumps(ops.log, indent=0))
         img.unlink()
         assert _super_field(copy, 0, "log_root"), "no log tree in the copy"
-        subprocess.run(["cp", "--sparse=always", str(copy), str(replayed)], check=True)
-        with kernel.loop_devices([replayed]) as (dev,):
-            with kernel.mounted(dev, "subvolid=5") as mnt:
-                view = _kernel_view(capture, design_truth, mnt)
-            view["chunks"] = _chunk_dump(dev)
-        replayed.unlink()
-        _check_against([copy], view, replayed=True, every_kind=False)
+        views = {}
+        for name, options in (("replayed", "subvolid=5"), ("committed", "ro,rescue=nologreplay,subvolid=5")):
+            subprocess.run(["cp", "--sparse=always", str(copy), str(replayed)], check=True)
+            with kernel.loop_devices([replayed]) as (dev,):
+                with kernel.mounted(dev, options) as mnt:
+                    views[name] = _kernel_view(capture, design_truth, mnt)
+                views[name]["chunks"] = _chunk_dump(dev)
+            replayed.unlink()
+        _check_against([copy], views["replayed"], replayed=True, every_kind=False)
+        _check_against([copy], views["committed"], every_kind=False, log_replay=False)
     except AssertionError as exc:  # the copy stays for a look
         raise AssertionError(f"seed {SEED}, {N_OPS} operations (log: {log_path}, copy: {copy}): {exc}") from exc
     copy.unlink()
@@ -545,10 +553,10 @@ def test_random_operations_match_kernel(tmp_path, volume):
 
 
 def _check_image(images: list[Path], expected_listing, fiemaps, expected_subvols, contents, chunk_dump,
-                 replayed: bool = False, every_kind: bool = True) -> None:
+                 replayed: bool = False, every_kind: bool = True, log_replay: bool = True) -> None:
     """``replayed``: the kernel's view is a replaying mount's, which commits (newer generations);
     ``every_kind``: the sequence was long enough to reach every kind of extent, which is checked."""
-    fs = open_filesystem(images)
+    fs = open_filesystem(images, log_replay=log_replay)
     try:
         tables = FileScanner(fs.reader, fs.warnings).scan(fs.subvolumes.live())
         chunks = chunks_from_dump_tree(chunk_dump)
@@ -583,17 +591,17 @@ def _check_image(images: list[Path], expected_listing, fiemaps, expected_subvols
         fs.close()
 
 
-def _check_designs(images: list[Path], counts: dict) -> None:
+def _check_designs(images: list[Path], counts: dict, flags: tuple[str, ...] = ()) -> None:
     """``report --read-data`` (exact content) equals the counts made by reading every inode through the kernel;
     from the checksum tree (xxhash64: no collision to expect) the content designs never claim more sharing."""
     designs = ("content_dedupe", "file_fingerprint", "overlay_copy_up")
     for page_size, want in counts.items():
-        doc = run_json("report", "--read-data", "--json", "--page-size", page_size, *images)
+        doc = run_json("report", "--read-data", "--json", "--page-size", page_size, *flags, *images)
         models = doc["totals"]["models"]
         got = {"inodes": doc["totals"]["inodes"], "per_inode": doc["totals"]["per_inode"]["pages"],
                **{d: models[d]["pages"] for d in designs}}
         assert got == want, (page_size, got, want)
-        by_csums = run_json("report", "--json", "--page-size", page_size, *images)["totals"]["models"]
+        by_csums = run_json("report", "--json", "--page-size", page_size, *flags, *images)["totals"]["models"]
         assert by_csums["overlay_copy_up"]["pages"] == want["overlay_copy_up"]
         assert all(by_csums[d]["pages"] >= want[d] for d in designs), (page_size, by_csums, want)
 
