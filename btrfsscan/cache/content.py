@@ -343,7 +343,7 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     grid[inline_page[mixed], 0] = np.where(inline_keys > 0, top + inline_keys, inline_keys)
     is_mixed = np.zeros(n_pages, bool)
     is_mixed[inline_page[mixed]] = True
-    unknown_page[inline_page[~inline.whole]] = True  # EOF inside the inline data: its bytes are not known
+    unknown_page[inline_page[~inline.whole]] = True  # not at offset 0, not hashed, or EOF inside the data
     unknown_page |= is_inline & nonzero & ~is_mixed
     keyed = nonzero & ~unknown_page & (~is_inline | is_mixed)
     keyed[whole_page] = False  # never set by the rest; keyed below by logical page

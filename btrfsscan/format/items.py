@@ -233,6 +233,11 @@ class FileExtentItem:
     num_bytes: int = 0
     inline_bytes: int = 0
 
+    def data_ref_offset(self, file_offset: int) -> int:
+        """The offset of the EXTENT_DATA_REF this item (at ``file_offset``) counts under: where the extent
+        would start in the file, ``file_offset - offset`` (wrapping, as the kernel's u64)."""
+        return (file_offset - self.offset) % 2**64
+
     @staticmethod
     def problem(extent_type: int, compression: int, ram_bytes: int, size: int) -> str | None:
         """Why an EXTENT_DATA item of ``size`` bytes with these head fields cannot be read, or None.

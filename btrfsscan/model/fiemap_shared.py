@@ -86,7 +86,7 @@ def _leaf_items(block: TreeBlock, path: tuple[int, ...], low: Key, high: Key) ->
         except CorruptionError:
             continue  # the fs-tree scan warns about the same item
         if isinstance(item, FileExtentItem) and item.type != FileExtentType.INLINE and item.disk_bytenr:
-            yield CommittedItem(key[2], item.disk_bytenr, (key[2] - item.offset) % 2**64, item.generation,
+            yield CommittedItem(key[2], item.disk_bytenr, item.data_ref_offset(key[2]), item.generation,
                                 block.owner, path)
 
 

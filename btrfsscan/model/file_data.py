@@ -44,6 +44,7 @@ from ..format.compression import DecompressionError, decompress
 from ..format.constants import Compression, FileExtentType
 from ..format.items import FileExtentItem
 from ..volumes.volume import Volume
+from . import log_items
 from .content_hash import page_hash
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ def inline_pieces(namespace: Namespace, requests: np.ndarray, sectorsize: int,
         sub = namespace.subvols.get(subvol)
         try:
             item = namespace.first_extent(sub, ino) if sub is not None else None
-            data = None if item is None else _inline_data(item, sectorsize)
+            data = None if item is None else _inline_data(item, sectorsize, where)
         except (BtrfsScanError, DecompressionError) as exc:
             warnings.add(f"{where}: {exc}; the pages it begins are unknown")
             data = None
@@ -196,16 +197,14 @@ def inline_pieces(namespace: Namespace, requests: np.ndarray, sectorsize: int,
     return out
 
 
-def _inline_data(item: bytes, sectorsize: int) -> bytes | None:
-    """The file bytes of a raw EXTENT_DATA item, decompressed; None when it is not inline."""
-    head = FileExtentItem.HEAD
-    if len(item) < head.size:
+def _inline_data(item: bytes, sectorsize: int, where: str) -> bytes | None:
+    """The file bytes of a raw EXTENT_DATA item, decompressed; None when it is not inline (CorruptionError
+    when it cannot be read)."""
+    extent = log_items.extent(item, where)
+    if extent.type != FileExtentType.INLINE:
         return None
-    _, ram_bytes, compression, _, _, extent_type = head.unpack_from(item)
-    if extent_type != FileExtentType.INLINE:
-        return None
-    data = item[head.size:]
-    return decompress(compression, data, ram_bytes, sectorsize) if compression else data
+    data = item[FileExtentItem.HEAD.size:]
+    return decompress(extent.compression, data, extent.ram_bytes, sectorsize) if extent.compression else data
 
 
 def hash_pages(volume: Volume, extents: np.ndarray, pieces: np.ndarray, n_pages: int, page_size: int,

@@ -37,8 +37,9 @@ extent item with one reference when the extent tree has none), every item
 dropped once less, a split item once more; ``ReplayedItems.backref_changes``
 holds those changes per EXTENT_DATA_REF key: ``Filesystem.data_extent_refs``
 adds their sums to the committed counts, FIEMAP's SHARED rule
-(``fiemap_shared``) reads the backrefs they leave (``LogReplay.data_backrefs``). The log's checksums of the range each replayed extent
-item references replace the committed ones there (``btrfs_del_csums`` and
+(``fiemap_shared``) reads the backrefs they leave
+(``LogReplay.data_backrefs``). The log's checksums of the range each
+replayed extent item references replace the committed ones there (``btrfs_del_csums`` and
 ``btrfs_csum_file_blocks``): ``ReplayedItems.csums``. Not modelled: the
 kernel copies a leaf it changes that a snapshot still shares, which adds a
 reference to every extent the leaf's items point at; those extents are in
@@ -564,7 +565,7 @@ class _Replay:
             for items, sign in ((self.committed.get(oid, {}), -1), (self.objs.get(oid, {}), 1)):
                 for key, data in items.items():
                     if key[1] == _EXTENT_DATA and (bytenr := li.data_extent(data)):
-                        change[bytenr, oid, (key[2] - li.extent(data).offset) % 2**64] += sign
+                        change[bytenr, oid, li.extent(data).data_ref_offset(key[2])] += sign
         out: dict[int, dict[tuple[int, int], int]] = {}
         for (bytenr, ino, offset), n in sorted(change.items()):
             if n:

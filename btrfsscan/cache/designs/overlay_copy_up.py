@@ -3,10 +3,10 @@
 The subvolumes holding one inode number with the same data (same ``i_size``;
 every page backed by the same logical addresses, the same inline data, or a
 hole or prealloc range at the same place) read one lower file: one cache unit
-per (ino, i_size, mapping). A version changed in any data byte has another mapping: it was
-copied up and is cached on its own, in full. Different inodes never share,
-reflinked or not; metadata (mode, owner, times, xattrs) does not count
-(``metacopy``). Needs no content source.
+per (ino, i_size, mapping). A version changed in any data byte has another
+mapping: it was copied up and is cached on its own, in full. Different inodes
+never share, reflinked or not; metadata (mode, owner, times, xattrs) does not
+count (``metacopy``). Needs no content source.
 """
 
 from __future__ import annotations
