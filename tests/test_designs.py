@@ -276,6 +276,18 @@ def test_hand_made_designs(P):
     assert content.expected_false_merges > 0
 
 
+
+def test_false_merges_count_each_distinct_key_once():
+    """The birthday bound over distinct page keys: ids have gaps (checksums only unknown pages use, the zero
+    sector's), and a gap is no key."""
+    grid = np.array([[5, 0], [9, 0], [5, 0], [2, 7], [3, 3], [40, 0], [2, 7]])
+    seq_ids = np.array([4, 8, 4, 100, 200, 39, 100])  # one-checksum keys 4, 8, 39; two-checksum keys 100, 200
+    n_data = 17
+    want = 3 * 2 / 2 * 2.0 ** -32 + 2 * 1 / 2 * 2.0 ** -64 + n_data * 2.0 ** -32
+    assert C._false_merges(CsumType.CRC32C, grid, seq_ids, n_data) == pytest.approx(want, rel=1e-12)
+    assert C._false_merges(CsumType.SHA256, grid, seq_ids, n_data) == pytest.approx(
+        3 * 2.0 ** -256 + 2.0 ** -512 + n_data * 2.0 ** -256, rel=1e-12)
+
 def _sparse_case():
     """Sparse files (holes of many pages, and at EOF) whose content only the holes tell apart."""
     disk = Disk()
@@ -631,6 +643,7 @@ def test_report_default_is_the_checksum_tree(designs_image):
     assert (0 < merges < 0.01) if name == "designs-crc32c" else merges < 1e-60
     text = run("report", img).stdout
     assert "Page-content dedupe saves the most" in text and "Of the designs that apply, EROFS file fingerprints" in text
+
 
 
 def test_report_read_data_refused_on_a_metadata_dump(designs_image, tmp_path):

@@ -396,8 +396,7 @@ def _false_merges(csum_type: CsumType, grid: np.ndarray, seq_ids: np.ndarray, n_
     bits = 8 * csum_type.size
     if not len(grid):
         return float(n_data) * 2.0 ** -bits
-    first = np.zeros(int(seq_ids.max()) + 1, I64)
-    first[seq_ids[::-1]] = np.arange(len(seq_ids))[::-1]  # one page of each distinct key
+    first = unique_inverse(seq_ids)[2]  # one page of each distinct key (the ids have gaps)
     words = (grid[first] > 0).sum(axis=1)
     counts = np.bincount(words)
     sizes = np.flatnonzero(counts)
