@@ -12,12 +12,29 @@ import numpy as np
 I64 = np.int64
 
 
+#: float64 holds every integer below this exactly.
+_EXACT_FLOAT = 2 ** 53
+
+
 def group_sum(groups: np.ndarray, values: np.ndarray, n: int, dtype=I64) -> np.ndarray:
-    """``out[g]`` = sum of ``values`` whose group is ``g``, for ``g < n``."""
-    out = np.zeros(n, dtype)
-    if len(groups):
+    """``out[g]`` = sum of ``values`` whose group is ``g``, for ``g < n``.
+
+    ``np.bincount`` adds in float64, in element order as ``np.add.at`` does
+    but several times faster: the same floats, and exact integers while no
+    partial sum can reach 2**53 (bounded by the largest magnitude times the
+    count); ``np.add.at`` otherwise.
+    """
+    if not len(groups):
+        return np.zeros(n, dtype)
+    integral = np.issubdtype(dtype, np.integer)
+    if integral and max(-int(values.min()), int(values.max())) * len(values) >= _EXACT_FLOAT:
+        out = np.zeros(n, dtype)
         np.add.at(out, groups, values.astype(dtype, copy=False))
-    return out
+        return out
+    out = np.bincount(groups, values.astype(np.float64, copy=False), n)
+    if len(out) != n:
+        raise IndexError(f"group {len(out) - 1} out of bounds for {n} groups")
+    return out.astype(dtype) if integral else out.astype(dtype, copy=False)
 
 
 def prefix(values: np.ndarray) -> np.ndarray:
@@ -85,26 +102,78 @@ def distinct(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _dense_span(values: np.ndarray) -> tuple[int, int] | None:
+    """``(low, high - low + 1)`` of integer ``values`` (non-empty) that lie in a range at most about twice
+    as long as there are of them (ids, indices, neighbouring addresses): those are grouped by counting, in
+    linear time, instead of by a sort; None otherwise."""
+    if values.dtype.kind not in "iu":
+        return None
+    low, high = int(values.min()), int(values.max())
+    return (low, high - low + 1) if high - low < 2 * len(values) + 4096 else None
+
+
+def _sorted_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An unstable sort of ``values`` (non-empty, 1-D): ``(order, ordered, starts)``, ``starts`` marking the
+    first of each run of equal values."""
+    order = np.argsort(values)
+    ordered = values[order]
+    starts = np.empty(len(values), bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    return order, ordered, starts
+
+
+def _inverse(order: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per original position, the index of its run (``_sorted_runs``)."""
+    inverse = np.empty(len(order), I64)
+    inverse[order] = np.cumsum(starts, dtype=I64) - 1
+    return inverse
+
+
+def _counted(values: np.ndarray, low: int, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """``distinct_inverse`` of values in ``[low, low + span)``, by marking which occur."""
+    offsets = values - values.dtype.type(low) if low else values
+    present = np.zeros(span, bool)
+    present[offsets] = True
+    distinct = np.flatnonzero(present).astype(values.dtype, copy=False)
+    if low:
+        distinct += values.dtype.type(low)
+    return distinct, (np.cumsum(present, dtype=I64) - 1)[offsets]
+
+
+def distinct_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` of a 1-D integer array, by counting (values in a short
+    range) or an unstable sort."""
+    values = np.asarray(values).reshape(-1)
+    if not len(values):
+        return values.copy(), np.zeros(0, I64)
+    span = _dense_span(values)
+    if span is not None:
+        return _counted(values, *span)
+    order, ordered, starts = _sorted_runs(values)
+    return ordered[starts], _inverse(order, starts)
+
+
 def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``np.unique(values, return_index=True, return_inverse=True)`` of a 1-D integer array, as
     ``(distinct, inverse, first)``.
 
-    numpy's unique sorts stably (a mergesort) to find first occurrences; an unstable sort plus the
-    smallest original index of each run gives the same answer several times faster.
+    numpy's unique sorts stably (a mergesort) to find first occurrences; counting (values in a short
+    range) or an unstable sort plus the smallest original index of each run gives the same answer
+    several times faster.
     """
     values = np.asarray(values).reshape(-1)
-    n = len(values)
-    if n == 0:
+    if not len(values):
         return values.copy(), np.zeros(0, I64), np.zeros(0, I64)
-    order = np.argsort(values)
-    ordered = values[order]
-    starts = np.empty(n, bool)
-    starts[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-    inverse = np.empty(n, I64)
-    inverse[order] = np.cumsum(starts) - 1
+    span = _dense_span(values)
+    if span is not None:
+        distinct, inverse = _counted(values, *span)
+        first = np.full(len(distinct), len(values), I64)
+        np.minimum.at(first, inverse, np.arange(len(values), dtype=I64))
+        return distinct, inverse, first
+    order, ordered, starts = _sorted_runs(values)
     run_starts = np.flatnonzero(starts)
-    return ordered[run_starts], inverse, np.minimum.reduceat(order, run_starts).astype(I64, copy=False)
+    return ordered[run_starts], _inverse(order, starts), np.minimum.reduceat(order, run_starts).astype(I64, copy=False)
 
 
 def dense_rows(words: np.ndarray) -> np.ndarray:
@@ -119,10 +188,10 @@ def dense_rows(words: np.ndarray) -> np.ndarray:
         return np.zeros(0, I64)
     widths = [int(column.max()).bit_length() for column in words.T]
     if sum(widths) <= 63:
-        key = np.zeros(len(words), I64)
-        for column, width in zip(words.T, widths):
+        key = words[:, 0].astype(I64)
+        for column, width in zip(words.T[1:], widths[1:]):
             key = (key << width) | column.astype(I64)
-        return unique_inverse(key)[1]
+        return distinct_inverse(key)[1]
     order = np.argsort(words[:, 0])
     ordered = words[order]
     new = np.ones(len(words), bool)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -110,6 +111,40 @@ def test_unique_inverse_against_plain_python(values):
     assert got.tolist() == want
     assert inverse.tolist() == [want.index(v) for v in values]
     assert first.tolist() == [values.index(v) for v in want]
+
+
+@given(st.integers(-2**63, 2**63 - 1), st.lists(st.integers(0, 300), max_size=200), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_unique_and_distinct_inverse_of_values_in_a_short_range(low, offsets, spread):
+    """Values near each other (grouped by counting), or spread wide (sorted), anywhere in int64."""
+    values = [max(-2**63, min(2**63 - 1, low + (o << 40 if spread else o))) for o in offsets]
+    got, inverse, first = arrays.unique_inverse(np.array(values, np.int64))
+    distinct, inverse_only = arrays.distinct_inverse(np.array(values, np.int64))
+    want = sorted(set(values))
+    assert got.tolist() == distinct.tolist() == want
+    assert inverse.tolist() == inverse_only.tolist() == [want.index(v) for v in values]
+    assert first.tolist() == [values.index(v) for v in want]
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(-2**56, 2**56)), max_size=100), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_group_sum_is_exact(rows, small):
+    """float64 sums where they are exact (small values), np.add.at where a sum could pass 2**53."""
+    rows = [(g, v % 1000 if small else v) for g, v in rows]
+    groups = np.array([g for g, _ in rows], np.int64)
+    values = np.array([v for _, v in rows], np.int64)
+    want = [sum(v for g, v in rows if g == k) for k in range(10)]
+    got = arrays.group_sum(groups, values, 10)
+    assert got.dtype == np.int64 and got.tolist() == want
+    floats = arrays.group_sum(groups, values.astype(np.float64) / 7, 10, np.float64)
+    by_add_at = np.zeros(10)
+    np.add.at(by_add_at, groups, values.astype(np.float64) / 7)
+    assert floats.tolist() == by_add_at.tolist()  # the same additions in the same order
+
+
+def test_group_sum_refuses_a_group_out_of_range():
+    with pytest.raises(IndexError):
+        arrays.group_sum(np.array([0, 3]), np.array([1, 1]), 3)
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2**64 - 1) | st.just(0)), max_size=60),

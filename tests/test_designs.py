@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import xxhash
 
+from btrfsscan import concurrency
 from btrfsscan.cache import content as C
 from btrfsscan.cache.designs import content_dedupe, file_fingerprint, overlay_copy_up
 from btrfsscan.cache.layout import build_layout
@@ -645,6 +646,17 @@ def test_report_default_is_the_checksum_tree(designs_image):
     assert "Page-content dedupe saves the most" in text and "Of the designs that apply, EROFS file fingerprints" in text
 
 
+
+@pytest.mark.parametrize("page_size", ["4096", "65536"])
+def test_report_the_same_on_one_core_and_on_several(designs_image, monkeypatch, page_size):
+    """The models and breakdowns run side by side (``btrfsscan.concurrency``): the document does not depend
+    on it, nor on the order the threads ran in."""
+    name, img, truth = designs_image
+    args = ("report", "--json", "--top", "50", "--page-size", page_size, img)
+    monkeypatch.setattr(concurrency, "cores", lambda: 4)
+    several = run_json(*args)
+    monkeypatch.setattr(concurrency, "cores", lambda: 1)
+    assert run_json(*args) == several
 
 def test_report_read_data_refused_on_a_metadata_dump(designs_image, tmp_path):
     if not shutil.which("btrfs-image"):

@@ -48,7 +48,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..arrays import I64, dense_rows, distinct, group_ids, prefix, ranges, unique_inverse
+from ..arrays import I64, dense_rows, distinct, distinct_inverse, group_ids, prefix, ranges, unique_inverse
+from ..concurrency import Once, shared
 from ..format.constants import CsumType
 from ..model.content_hash import UNKNOWN_HASH, ZERO_PAGE_HASH
 from ..model.csums import CsumTable
@@ -79,20 +80,27 @@ class PageContent:
     pages: CompactPages
     expected_false_merges: float = 0.0
     notes: list[str] = field(default_factory=list)
+    _once: Once = field(default_factory=Once, repr=False, compare=False)
 
     @property
     def known(self) -> np.ndarray:
         return self.page_id != UNKNOWN
 
-    @property
+    @shared
     def weight(self) -> np.ndarray:
-        """``pages.weight()``: made on each use."""
+        """``pages.weight()`` (8 bytes a page, made once: every content design reads it)."""
         return self.pages.weight()
 
-    @property
+    @shared
     def page_mapping(self) -> np.ndarray:
-        """The distinct mapping (index into ``pages.layout``) of each page: made on each use."""
+        """The distinct mapping (index into ``pages.layout``) of each page (8 bytes a page, made once)."""
         return _page_of(self.pages.layout)[0]
+
+    @shared
+    def unknown_pages(self) -> int:
+        """Pages (every (subvolume, inode) pair) whose content is unknown."""
+        distinct = self.pages.layout  # a compacted gap is never unknown: every unknown page is one page
+        return distinct.total(np.bincount(self.page_mapping[~self.known], minlength=distinct.n_inodes))
 
 
 def _page_of(layout: PageLayout) -> tuple[np.ndarray, int]:
@@ -224,7 +232,9 @@ def _whole_pages(layout: PageLayout, sel: np.ndarray, s: np.ndarray, e: np.ndarr
     run_of[order] = np.cumsum(new) - 1
     uniq = np.stack((logical[order[new]], count[order[new]]), axis=1).reshape(-1, 2)
     run_pages = ranges(np.zeros(len(uniq), I64), uniq[:, 1]) * P + np.repeat(uniq[:, 0], uniq[:, 1])
-    distinct_pages, of_run_page, _ = unique_inverse(run_pages)
+    # by sector number (every address is sector-aligned): neighbouring pages make a range short enough to count
+    distinct_sectors, of_run_page = distinct_inverse(run_pages // S)
+    distinct_pages = distinct_sectors * S
     run_start = prefix(uniq[:, 1])[:-1][run_of]
     whole = _WholePages(layout.base[inode[runs]] + k0[runs], count, distinct_pages, run_start,
                         of_run_page)
@@ -303,20 +313,20 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     n_data = int(table.value_ids.max(initial=0))
     cut = np.flatnonzero(ok & (inside > 0) & (values != 0))
     if len(cut):  # sectors EOF cuts: keyed by (checksum, bytes inside EOF), ids after the whole ones
-        cut_keys, of_cut, _ = unique_inverse(_cut_at_eof(values[cut], inside[cut], S))
+        cut_keys, of_cut = distinct_inverse(_cut_at_eof(values[cut], inside[cut], S))
         slots[slot[cut]] = n_data + 1 + of_cut
         n_data += len(cut_keys)
     unknown_page[slot[~ok] // per_page] = True
 
     slot, seg, addr, aligned, inside = _sectors(layout, *_segments(layout, SEG_COMPRESSED))
     if len(slot):
-        segs, seg_index, _ = unique_inverse(seg)
+        segs, seg_index = distinct_inverse(seg)
         extent_id = _compressed_extent_ids(layout, table, segs)[seg_index]
         ok = aligned & (extent_id >= 0)
         decompressed_sector = addr // S
         width = int(decompressed_sector.max(initial=0)) + 1
         packed = (extent_id * width + decompressed_sector)[ok] * S + inside[ok]
-        slots[slot[ok]] = n_data + 1 + unique_inverse(packed)[1]
+        slots[slot[ok]] = n_data + 1 + distinct_inverse(packed)[1]
         unknown_page[slot[~ok] // per_page] = True
 
     # each distinct logical page of the whole pages: its sectors' checksum ids, once
@@ -564,6 +574,9 @@ class ContentSource(Protocol):
 
     name: str
 
+    def prepare(self) -> None:
+        """Whatever needs no page layout, computed beside the models that do not read content."""
+
     def page_content(self, mappings: DistinctMappings) -> PageContent: ...
 
 
@@ -574,6 +587,9 @@ class CsumTreeContent:
     table: CsumTable
     inline_data: bool = True
     name: str = CSUM_TREE
+
+    def prepare(self) -> None:
+        self.table.value_ids  # noqa: B018  the ids of the checksum values (a sort of every checksum)
 
     def page_content(self, mappings: DistinctMappings) -> PageContent:
         return content_from_csums(mappings, self.table, self.inline_data)
@@ -586,6 +602,9 @@ class DataContent:
 
     hash_requests: Callable[[PageRequests], tuple[np.ndarray, np.ndarray]]
     name: str = DATA
+
+    def prepare(self) -> None:
+        pass  # what it reads follows from the layout
 
     def page_content(self, mappings: DistinctMappings) -> PageContent:
         requests = page_requests(mappings)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import prefix, segmented_cummax, unique_inverse
+from ..arrays import distinct_inverse, prefix, segmented_cummax
 from ..format.constants import Compression, FileExtentType
 from ..model.versions import InodeVersions
 
@@ -202,7 +202,7 @@ def build_layout(versions: InodeVersions, page_size: int, sectorsize: int) -> Pa
     )
     group = np.zeros(n_rows, I64)
     if is_comp.any():
-        group[is_comp] = unique_inverse(db_raw[is_comp])[1]
+        group[is_comp] = distinct_inverse(db_raw[is_comp])[1]
 
     m = slice(None) if nonempty.all() else nonempty  # most items lie within their file
     return PageLayout(

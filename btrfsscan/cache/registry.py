@@ -37,12 +37,12 @@ from __future__ import annotations
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..concurrency import Once, shared
 from .coverage import Sharing, sharing
 from .facts import FilesystemFacts
 from .layout import SEG_COMPRESSED, SEG_DATA, PageLayout, as_int64
@@ -125,58 +125,57 @@ class ModelInputs:
     facts: FilesystemFacts
     sources: Mapping[str, Any] = field(default_factory=dict)
     top: int = 10
-    _results: dict[str, ModelResult] = field(default_factory=dict, repr=False)
-    _version_pages: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    _once: Once = field(default_factory=Once, repr=False, compare=False)
 
     @property
     def page_size(self) -> int:
         return self.layout.page_size
 
-    @cached_property
+    @shared
     def per_inode_pages(self) -> int:
         """Every page of every regular inode, each (subvolume, inode) on its own."""
         return self.layout.total(self.layout.npages)
 
-    @cached_property
+    @shared
     def extents(self) -> tuple[np.ndarray, np.ndarray]:
         """The distinct uncompressed data extents (disk_bytenr sorted) and their sizes."""
         return extent_starts(self.layout)
 
-    @cached_property
+    @shared
     def data_sharing(self) -> Sharing:
         """Eligible pages of uncompressed data keyed by logical page; cut at every extent start."""
         first_keys = (as_int64(self.extents[0]) + self.page_size - 1) // self.page_size
         return sharing(self.layout, eligible_runs(self.layout, SEG_DATA), first_keys)
 
-    @cached_property
+    @shared
     def compressed_sharing(self) -> Sharing:
         """Eligible pages of compressed extents keyed by (extent, decompressed page)."""
         return sharing(self.layout, eligible_runs(self.layout, SEG_COMPRESSED))
 
-    @cached_property
+    @shared
     def mappings(self) -> DistinctMappings:
         """The layout's versions grouped by identical mapping (what the content and unit designs compare)."""
         return distinct_mappings(self.layout)
 
-    @cached_property
+    @shared
     def content(self) -> PageContent:
         """A content id per page of the layout, from ``sources["content"]`` (computed once)."""
         return self.sources["content"].page_content(self.mappings)
 
     def result(self, name: str) -> ModelResult:
         """Model ``name`` evaluated on these inputs (once)."""
-        if name not in self._results:
-            self._results[name] = evaluate(model(name), self)
-        return self._results[name]
+        return self._once.get(("result", name), lambda: evaluate(model(name), self))
 
     def version_pages(self, name: str) -> np.ndarray | None:
         """Model ``name``'s fair-share pages per inode version (see ``CacheModel.per_version``), computed once;
         None where it does not apply or gives no per-file figures."""
-        if name not in self._version_pages:
-            definition = model(name)
+        definition = model(name)
+
+        def compute() -> np.ndarray | None:
             ok = definition.per_version is not None and self.result(name).applicable
-            self._version_pages[name] = definition.per_version(self) if ok else None
-        return self._version_pages[name]
+            return definition.per_version(self) if ok else None
+
+        return self._once.get(("version_pages", name), compute)
 
 
 @dataclass
@@ -189,7 +188,7 @@ class ResidentInputs:
     sources: Mapping[str, Any] = field(default_factory=dict)
     lacking: str = "which this run has not"
     top: int = 10
-    _results: dict[str, ModelResult] = field(default_factory=dict, repr=False)
+    _once: Once = field(default_factory=Once, repr=False, compare=False)
 
     @property
     def page_size(self) -> int:
@@ -200,31 +199,29 @@ class ResidentInputs:
         """The working set on the image's layout (``sources["extent_items"]``)."""
         return self.sources["extent_items"]
 
-    @cached_property
+    @shared
     def mappings(self) -> DistinctMappings:
         """The image layout's versions grouped by identical mapping."""
         return distinct_mappings(self.image.layout)
 
-    @cached_property
+    @shared
     def content(self) -> PageContent:
         """A content id per page of the image's layout (computed once, for every page of every file)."""
         return self.sources["content"].page_content(self.mappings)
 
-    @cached_property
+    @shared
     def content_keys(self) -> KeyRuns:
         """The resident pages of known content keyed by their content ids (``KeyRuns`` of residency rows)."""
         return self.image.content_keys(self.content)
 
-    @cached_property
+    @shared
     def unknown_pages(self) -> int:
         """Resident pages whose content is unknown (cached per inode by every content design)."""
         return int(self.image.residency.run_count.sum() - self.content_keys.count.sum())
 
     def result(self, name: str) -> ModelResult:
         """Model ``name`` over the same working set (once)."""
-        if name not in self._results:
-            self._results[name] = evaluate_resident(model(name), self)
-        return self._results[name]
+        return self._once.get(("result", name), lambda: evaluate_resident(model(name), self))
 
 
 def _lacking(definition: CacheModel, sources: Mapping[str, Any], why: str,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import distinct, group_sum, unique_inverse
+from ..arrays import distinct, distinct_inverse, group_sum
 from .coverage import Sharing
 from .layout import ADDR_LIMIT, SEG_DATA, PageLayout, as_int64
 
@@ -56,7 +56,7 @@ def extent_starts(layout: PageLayout) -> tuple[np.ndarray, np.ndarray]:
     """Distinct uncompressed data extents (sorted disk_bytenr) and their largest disk_num_bytes."""
     sel = (layout.row_kind == SEG_DATA) & (layout.row_db <= np.uint64(ADDR_LIMIT))
     db = layout.row_db[sel]
-    uniq, inv, _ = unique_inverse(db)
+    uniq, inv = distinct_inverse(db)
     dnb = np.zeros(len(uniq), np.uint64)
     if len(db):
         np.maximum.at(dnb, inv, layout.row_dnb[sel])
@@ -170,7 +170,9 @@ def _ranked(layout: PageLayout, saved: np.ndarray, candidates: np.ndarray, top: 
 def _same_data(layout: PageLayout, versions: np.ndarray) -> list[tuple[int, list[tuple[int, int]]]]:
     """``versions`` grouped by inode number, size and extent items: (first version, sorted (subvol, ino))."""
     v = layout.versions
-    rows = np.flatnonzero(np.isin(v.extent_version, versions))
+    wanted = np.zeros(v.n_versions, bool)
+    wanted[versions] = True
+    rows = np.flatnonzero(wanted[v.extent_version])
     items: dict[int, list[bytes]] = {}
     for version, row in zip(v.extent_version[rows].tolist(), v.extents[rows]):
         items.setdefault(version, []).append(row.tobytes())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import I64, prefix, unique_inverse
+from ..arrays import I64, distinct_inverse, prefix
 from .content import PageContent
 from .layout import PageLayout
 from .runs import KeyRuns
@@ -120,13 +120,7 @@ def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, con
         shared_pages=shared,
     )
     return UnitFigures.of(name, layout.page_size, layout.total(layout.npages), pages, subvolumes,
-                          _top(layout, version_saved, top), content, lambda: _unknown_pages(content))
-
-
-def _unknown_pages(content: PageContent) -> int:
-    """Pages (every (subvolume, inode) pair) whose content is unknown."""
-    distinct = content.pages.layout  # a compacted gap is never unknown: every unknown page is one page
-    return distinct.total(np.bincount(content.page_mapping[~content.known], minlength=distinct.n_inodes))
+                          _top(layout, version_saved, top), content, lambda: content.unknown_pages)
 
 
 _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64)  # [byte value, bit]
@@ -144,16 +138,21 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
     nsv = len(versions.subvol_ids)
     n_words = max(1, -(-nsv // 64))
     live = units.count > 0
-    unit, holder = units.unit[live], units.holder[live]
+    unit, holder = (units.unit, units.holder) if live.all() else (units.unit[live], units.holder[live])
     member_set = np.repeat(np.arange(len(versions.set_start) - 1), versions.set_sizes)
     members = versions.set_members
+    of = units.holder_of_version
+    by_version = len(of) == len(units.alone) and bool((of == np.arange(len(of))).all())  # holders are versions
     masks = []
     for w in range(n_words):
         set_mask = np.zeros(len(versions.set_start) - 1, np.uint64)
         mine = members // 64 == w
         np.bitwise_or.at(set_mask, member_set[mine], np.uint64(1) << (members[mine] % 64).astype(np.uint64))
-        holder_mask = np.zeros(len(units.alone), np.uint64)
-        np.bitwise_or.at(holder_mask, units.holder_of_version, set_mask[versions.version_set])
+        if by_version:
+            holder_mask = set_mask[versions.version_set]
+        else:
+            holder_mask = np.zeros(len(units.alone), np.uint64)
+            np.bitwise_or.at(holder_mask, of, set_mask[versions.version_set])
         unit_mask = np.zeros(len(units.size), np.uint64)
         np.bitwise_or.at(unit_mask, unit, holder_mask[holder])
         masks.append(unit_mask)
@@ -161,7 +160,8 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
     one_bit = np.logical_and.reduce([(m & (m - np.uint64(1))) == 0 for m in masks])  # zero or a power of two
     is_alone = (words_used == 1) & one_bit
     alone = np.flatnonzero(is_alone)
-    shared_size = np.where((words_used > 0) & ~is_alone, units.size, 0).astype(np.float64)
+    multi = np.flatnonzero((words_used > 0) & ~is_alone)  # units of two subvolumes or more
+    multi_size = units.size[multi]
     exclusive, shared = np.zeros(nsv, I64), np.zeros(nsv, I64)
     for w, mask in enumerate(masks):
         bits = mask[alone]
@@ -169,10 +169,10 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
         # a power of two converts to float64 exactly
         sv = w * 64 + np.log2(bits[mine].astype(np.float64)).astype(I64)
         exclusive += np.bincount(sv, units.size[alone[mine]], nsv).astype(I64)
-        mask_bytes = mask.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
+        mask_bytes = mask[multi].astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
         for first in range(w * 64, min(nsv, w * 64 + 64), 8):  # a mask byte: subvolumes first..first+7
             byte = mask_bytes[:, (first - w * 64) // 8]
-            per_bit = np.rint(np.bincount(byte, shared_size, 256) @ _BYTE_BITS)
+            per_bit = np.rint(np.bincount(byte, multi_size, 256) @ _BYTE_BITS)
             n = min(8, nsv - first)
             shared[first:first + n] = per_bit[:n].astype(I64)
     return exclusive, shared
@@ -187,7 +187,7 @@ def _top(layout: PageLayout, saved: np.ndarray, top: int) -> list[DesignTopFile]
 def file_units(layout: PageLayout, ids: np.ndarray, shareable: np.ndarray) -> CacheUnits:
     """Units of whole files: versions of ``shareable`` with equal ``ids`` share one unit of their pages."""
     versions = np.flatnonzero(shareable & (layout.npages > 0))
-    units, unit, _ = unique_inverse(ids[versions])
+    units, unit = distinct_inverse(ids[versions])
     size = np.zeros(len(units), I64)
     size[unit] = layout.npages[versions]
     alone = np.where(shareable, 0, layout.npages)

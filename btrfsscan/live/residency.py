@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..arrays import I64, dense_rows, prefix, ranges, unique_inverse
+from ..arrays import I64, dense_rows, distinct_inverse, prefix, ranges
 from ..errors import ResidencyError
 from ..names import name_fields, name_texts, names_base64
 
@@ -106,7 +106,7 @@ class Residency:
     @cached_property
     def subvolume_index(self) -> tuple[np.ndarray, np.ndarray]:
         """The subvolume ids of the rows (sorted, each once) and the index of each row's among them."""
-        ids, row, _ = unique_inverse(self.subvol)
+        ids, row = distinct_inverse(self.subvol)
         return ids, row
 
     @property

@@ -11,12 +11,12 @@ memory follows the size of the checksum tree, which is metadata.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..arrays import I64, dense_rows, prefix, ranges
+from ..concurrency import Once, shared
 from ..errors import CorruptionError, Warnings
 from ..format import checksum
 from ..format.constants import CsumType, ItemType, ObjectId
@@ -83,6 +83,7 @@ class CsumTable:
     sectors: np.ndarray  # int64
     first: np.ndarray  # int64
     csums: np.ndarray  # uint8 (n, csum size)
+    _once: Once = field(default_factory=Once, repr=False, compare=False)
 
     @property
     def n_sectors(self) -> int:
@@ -99,18 +100,21 @@ class CsumTable:
         found = (item >= 0) & (sector < self.sectors[safe]) & (logical % self.sectorsize == 0)
         return np.where(found, self.first[safe] + sector, -1)
 
-    @cached_property
+    @shared
     def zero_csum(self) -> bytes:
         """The checksum of a sector of zeros: a written sector with it is read as the zero page."""
         return checksum.data_checksum(self.csum_type, bytes(self.sectorsize))
 
-    @cached_property
+    @shared
     def value_ids(self) -> np.ndarray:
         """Per checksum row, a dense id of its value (1, 2, ...), 0 for the zero sector's checksum."""
         n, width = self.csums.shape
         if not n:
             return np.zeros(0, I64)
-        words = np.ascontiguousarray(np.pad(self.csums, ((0, 0), (0, -width % 8)))).view("<u8")
+        if width == 4:  # crc32c: each checksum one word as it is
+            words = self.csums.view("<u4").astype(np.uint64)
+        else:
+            words = np.ascontiguousarray(np.pad(self.csums, ((0, 0), (0, -width % 8)))).view("<u8")
         ids = dense_rows(words) + 1
         zero = np.frombuffer(self.zero_csum.ljust(words.shape[1] * 8, b"\0"), "<u8")
         is_zero = (words == zero).all(axis=1)

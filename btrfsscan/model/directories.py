@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import I64, prefix, ranges, unique_inverse
+from ..arrays import I64, distinct_inverse, prefix, ranges
 from .links import LinkTable, LinkTarget
 from .namespace import MAX_PATH_DEPTH, ROOT_DIR_INO
 from .tables import LeafTables
@@ -194,7 +194,7 @@ def directory_tree(leaves: LeafTables, versions: InodeVersions, depth: int) -> D
     parent = _at(links.rows["parent"], at, 0)
     sets = versions.version_set
     group_key = np.where(found, (sets.astype(I64) << _INO_BITS) | _pack(0, parent), -1 - np.arange(len(ino)))
-    version_group = unique_inverse(group_key)[1]
+    version_group = distinct_inverse(group_key)[1]
     n_groups = int(version_group.max()) + 1 if len(version_group) else 0
     group_version = np.zeros(n_groups, I64)
     group_version[version_group] = np.arange(len(ino))

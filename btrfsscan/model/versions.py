@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..arrays import I64, distinct_groups, group_ids, prefix, ranges, segmented_cummax, take_fields
+from ..arrays import I64, distinct_groups, group_ids, group_sum, prefix, ranges, segmented_cummax, take_fields
 from ..errors import Warnings
 from .tables import S_IFMT, S_IFREG, FileTables, LeafTables
 
@@ -71,11 +71,8 @@ class InodeVersions:
 
     def per_subvolume(self, values: np.ndarray, dtype=I64) -> np.ndarray:
         """Sum of a per-version quantity over the inodes of each subvolume (``subvol_ids`` order)."""
-        per_set = np.zeros(len(self.set_start) - 1, dtype)
-        np.add.at(per_set, self.version_set, values.astype(dtype, copy=False))
-        out = np.zeros(len(self.subvol_ids), dtype)
-        np.add.at(out, self.set_members, np.repeat(per_set, self.set_sizes))
-        return out
+        per_set = group_sum(self.version_set, values, len(self.set_start) - 1, dtype)
+        return group_sum(self.set_members, np.repeat(per_set, self.set_sizes), len(self.subvol_ids), dtype)
 
     def members(self, set_id: int) -> np.ndarray:
         return self.set_members[self.set_start[set_id]:self.set_start[set_id + 1]]
