@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 
+import btrfsscan.present.cli  # noqa: F401  the command line's process settings (OpenBLAS threads, glibc's allocator)
 from btrfsscan.analysis.report import scan_report
 from btrfsscan.model.filesystem import open_filesystem
 

@@ -9,6 +9,7 @@ imports rich.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,33 @@ def test_every_command_loads_under_its_name():
         command = main.commands[name]
         assert command.name == name
         assert command.get_short_help_str() == lazy.short_help
+
+
+#: glibc's malloc.h: M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX.
+_GLIBC = {"trim_threshold": -1, "mmap_threshold": -3, "arena_max": -8}
+
+
+def test_allocator_reuses_freed_memory_unless_told_otherwise(monkeypatch):
+    """glibc keeps what numpy frees (the mmap threshold at its 64-bit maximum, no trimming, one arena), unless
+    the environment already sets glibc's allocator."""
+    from btrfsscan.present import cli
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(cli.ctypes, "CDLL", lambda name: Libc())
+    for name in [n for n in os.environ if n.startswith("MALLOC_")] + ["GLIBC_TUNABLES"]:
+        monkeypatch.delenv(name, raising=False)
+    cli._reuse_freed_memory()
+    assert dict(calls) == {_GLIBC["mmap_threshold"]: 32 << 20, _GLIBC["trim_threshold"]: 2**31 - 1,
+                           _GLIBC["arena_max"]: 1}
+    for name, value in (("MALLOC_ARENA_MAX", "4"), ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")):
+        calls.clear()
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            cli._reuse_freed_memory()
+        assert calls == []
