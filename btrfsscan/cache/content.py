@@ -277,25 +277,13 @@ def _compressed_extent_ids(layout: PageLayout, table: CsumTable, segs: np.ndarra
     return ids[inverse]
 
 
-def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data: bool = True) -> PageContent:
-    """Content ids of every page from the checksum tree (see the module docstring), computed once per
-    distinct mapping (``mappings.layout``).
-
-    ``inline_data=False`` where the inline extents' bytes are not the file's
-    (a btrfs-image dump zeroes them): inline pages are unknown then.
-    """
-    pages = compact_pages(mappings.layout)
-    layout = pages.layout
-    P, S = layout.page_size, layout.sectorsize
-    notes: list[str] = []
-    page_version, n_pages = _page_of(layout)
-    if P % S or table.sectorsize != S:
-        notes.append(f"page size {P} is not a multiple of the sector size {S}: every page's content is unknown")
-        return PageContent(CSUM_TREE, P, np.full(n_pages, UNKNOWN, I64), mappings, pages, 0.0, notes)
-    per_page = P // S
-    slots = np.zeros(n_pages * per_page, I64)  # ZERO: holes, prealloc, gaps, past EOF
-    unknown_page = np.zeros(n_pages, bool)
-
+def _key_data_sectors(layout: PageLayout, table: CsumTable, slots: np.ndarray,
+                      unknown_page: np.ndarray) -> tuple[_WholePages, int]:
+    """Key the sectors of data segments outside their whole pages in ``slots`` (a whole sector: its
+    checksum's id, 1..; one EOF cuts: an id after those), mark pages with a sector of no checksum in
+    ``unknown_page``; the whole pages (keyed later by logical page) and the ids used. (A function of its
+    own: its temporaries, a few arrays per sector, are gone once it returns.)"""
+    S, per_page = layout.sectorsize, layout.page_size // layout.sectorsize
     sel, s, e, a = _segments(layout, SEG_DATA)
     whole, w0, w1 = _whole_pages(layout, sel, s, e, a)
     # the rest of each data segment: before and after its whole pages
@@ -317,7 +305,14 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
         slots[slot[cut]] = n_data + 1 + of_cut
         n_data += len(cut_keys)
     unknown_page[slot[~ok] // per_page] = True
+    return whole, n_data
 
+
+def _key_compressed_sectors(layout: PageLayout, table: CsumTable, slots: np.ndarray, unknown_page: np.ndarray,
+                            n_data: int) -> None:
+    """Key the sectors of compressed segments in ``slots`` by (their extent's checksums, decompressed
+    sector), ids after the ``n_data`` used; mark pages with a sector of no checksum in ``unknown_page``."""
+    S, per_page = layout.sectorsize, layout.page_size // layout.sectorsize
     slot, seg, addr, aligned, inside = _sectors(layout, *_segments(layout, SEG_COMPRESSED))
     if len(slot):
         segs, seg_index = distinct_inverse(seg)
@@ -328,6 +323,28 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
         packed = (extent_id * width + decompressed_sector)[ok] * S + inside[ok]
         slots[slot[ok]] = n_data + 1 + distinct_inverse(packed)[1]
         unknown_page[slot[~ok] // per_page] = True
+
+
+def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data: bool = True) -> PageContent:
+    """Content ids of every page from the checksum tree (see the module docstring), computed once per
+    distinct mapping (``mappings.layout``).
+
+    ``inline_data=False`` where the inline extents' bytes are not the file's
+    (a btrfs-image dump zeroes them): inline pages are unknown then.
+    """
+    pages = compact_pages(mappings.layout)
+    layout = pages.layout
+    P, S = layout.page_size, layout.sectorsize
+    notes: list[str] = []
+    n_pages = int(layout.npages.sum())
+    if P % S or table.sectorsize != S:
+        notes.append(f"page size {P} is not a multiple of the sector size {S}: every page's content is unknown")
+        return PageContent(CSUM_TREE, P, np.full(n_pages, UNKNOWN, I64), mappings, pages, 0.0, notes)
+    per_page = P // S
+    slots = np.zeros(n_pages * per_page, I64)  # ZERO: holes, prealloc, gaps, past EOF
+    unknown_page = np.zeros(n_pages, bool)
+    whole, n_data = _key_data_sectors(layout, table, slots, unknown_page)
+    _key_compressed_sectors(layout, table, slots, unknown_page, n_data)
 
     # each distinct logical page of the whole pages: its sectors' checksum ids, once
     located = table.locate((whole.distinct[:, None] + np.arange(per_page) * S).reshape(-1))
@@ -366,6 +383,8 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
         seq_ids, _ = group_ids(np.arange(len(keys) + 1) * per_page, keys.reshape(-1))
     else:
         seq_ids = np.zeros(0, I64)
+    merges = _false_merges(table.csum_type, keys, seq_ids, n_data)
+    del slots, grid, keys, located, whole_keys, nonzero, keyed, is_inline, is_mixed  # a few bytes a sector each
     page_id[rows] = seq_ids[:len(rows)] + 1
     distinct_id = np.zeros(len(whole.distinct), I64)  # ZERO where every sector is the zero sector
     distinct_id[w_rows] = seq_ids[len(rows):] + 1
@@ -379,7 +398,6 @@ def content_from_csums(mappings: DistinctMappings, table: CsumTable, inline_data
     inline_ids = _ids_of_hashes(inline.hash[good_inline])
     page_id[inline_page[good_inline]] = np.where(inline_ids > 0, inline_ids + n_keyed, inline_ids)
     page_id[unknown_page] = UNKNOWN
-    merges = _false_merges(table.csum_type, keys, seq_ids, n_data)
     return PageContent(CSUM_TREE, P, page_id, mappings, pages, merges, notes)
 
 

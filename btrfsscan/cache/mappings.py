@@ -58,6 +58,18 @@ def _hash(columns: list[np.ndarray]) -> np.ndarray:
 
 def distinct_mappings(layout: PageLayout) -> DistinctMappings:
     """Group the versions of ``layout`` by (``i_size``, segments); see the module docstring."""
+    ids, first = _groups(layout)
+    # groups numbered in the order of their first version, so the representatives keep the layout's
+    # order (its segments stay grouped by version, in version order)
+    ids = first_seen_ranks(ids)
+    firsts = np.empty(len(first), I64)
+    firsts[ids[first]] = first
+    return DistinctMappings(ids, _subset(layout, firsts, ids))
+
+
+def _groups(layout: PageLayout) -> tuple[np.ndarray, np.ndarray]:
+    """``group_ids`` of the versions by (``i_size``, segments), checked field by field. (A function of its
+    own: its columns, a dozen arrays per segment, are gone before the representatives are copied.)"""
     n = layout.n_inodes
     n_segs = np.bincount(layout.seg_inode, minlength=n)
     seg_at = prefix(n_segs)
@@ -74,13 +86,8 @@ def distinct_mappings(layout: PageLayout) -> DistinctMappings:
     seg_index = np.arange(len(layout.seg_inode), dtype=I64)
     rep_seg = seg_at[first[ids[layout.seg_inode]]] + seg_index - seg_at[layout.seg_inode]
     if not all((column == column[rep_seg]).all() for column in columns):
-        ids, first = np.arange(n, dtype=I64), np.arange(n, dtype=I64)
-    # groups numbered in the order of their first version, so the representatives keep the layout's
-    # order (its segments stay grouped by version, in version order)
-    ids = first_seen_ranks(ids)
-    firsts = np.empty(len(first), I64)
-    firsts[ids[first]] = first
-    return DistinctMappings(ids, _subset(layout, firsts, ids))
+        return np.arange(n, dtype=I64), np.arange(n, dtype=I64)
+    return ids, first
 
 
 def _subset(layout: PageLayout, keep: np.ndarray, ids: np.ndarray) -> PageLayout:

@@ -100,17 +100,8 @@ class CacheUnits:
 
 def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, content: PageContent | None) -> UnitFigures:
     versions = layout.versions
-    of = units.holder_of_version
-    n_holders = len(units.alone)
-    holder_weight = np.bincount(of, layout.weight, n_holders)
-    mapped = np.bincount(units.unit, holder_weight[units.holder] * units.count, len(units.size))
-    used = mapped > 0
-    alone = units.alone[of]
-    pages = int(units.size[used].sum()) + layout.total(alone)
-    copies = mapped / np.maximum(units.size, 1)  # file pages per cached page of each unit
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fair = np.where(copies > 0, 1.0 - 1.0 / copies, 0.0)
-    version_saved = np.bincount(units.holder, units.count * fair[units.unit], n_holders)[of]
+    pages, version_saved = _cached_pages(layout, units)
+    alone = units.alone[units.holder_of_version]
     exclusive, shared = _holders(layout, units)
     subvolumes = DesignSubvolumes(
         ids=versions.subvol_ids,
@@ -121,6 +112,20 @@ def unit_figures(name: str, layout: PageLayout, units: CacheUnits, top: int, con
     )
     return UnitFigures.of(name, layout.page_size, layout.total(layout.npages), pages, subvolumes,
                           _top(layout, version_saved, top), content, lambda: content.unknown_pages)
+
+
+def _cached_pages(layout: PageLayout, units: CacheUnits) -> tuple[int, np.ndarray]:
+    """The pages cached, and per version its fair share of the saving (float64). (A function of its own:
+    its arrays per unit are gone before the per-subvolume figures need theirs.)"""
+    of = units.holder_of_version
+    n_holders = len(units.alone)
+    holder_weight = np.bincount(of, layout.weight, n_holders)
+    mapped = np.bincount(units.unit, holder_weight[units.holder] * units.count, len(units.size))
+    pages = int(units.size[mapped > 0].sum()) + layout.total(units.alone[of])
+    copies = mapped / np.maximum(units.size, 1)  # file pages per cached page of each unit
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fair = np.where(copies > 0, 1.0 - 1.0 / copies, 0.0)
+    return pages, np.bincount(units.holder, units.count * fair[units.unit], n_holders)[of]
 
 
 _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64)  # [byte value, bit]
@@ -156,7 +161,7 @@ def _holders(layout: PageLayout, units: CacheUnits) -> tuple[np.ndarray, np.ndar
         unit_mask = np.zeros(len(units.size), np.uint64)
         np.bitwise_or.at(unit_mask, unit, holder_mask[holder])
         masks.append(unit_mask)
-    words_used = sum((m != 0).astype(I64) for m in masks)
+    words_used = sum((m != 0).astype(np.min_scalar_type(n_words)) for m in masks)
     one_bit = np.logical_and.reduce([(m & (m - np.uint64(1))) == 0 for m in masks])  # zero or a power of two
     is_alone = (words_used == 1) & one_bit
     alone = np.flatnonzero(is_alone)

@@ -21,12 +21,13 @@ from ..registry import CacheModel, ModelInputs, ResidentInputs
 from ..units import CacheUnits, UnitFigures, file_unit_runs, file_units, unit_figures
 
 
-def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Per version the mapping (CSR starts, values) that ``overlay_copy_up`` compares: i_size, then per
-    run of segments (hole segments left out, adjacent pieces of one extent merged, adjacent prealloc
-    segments merged) its file range, kind and backing (data: logical address; compressed: extent and
-    decompressed offset; inline: its compression and hash, or without ``inline_data`` the version itself;
-    prealloc: none, it reads as zeros, so like a hole it is compared by its place in the file)."""
+def _runs(layout: PageLayout, inline_data: bool) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The runs of segments ``overlay_copy_up`` compares (hole segments left out, adjacent pieces of one
+    extent merged, adjacent prealloc segments merged): the version of each, and per run its file range
+    (start, end), kind and backing (data: logical address; compressed: extent and decompressed offset;
+    inline: its compression and hash, or without ``inline_data`` the version itself; prealloc: none, it
+    reads as zeros, so like a hole it is compared by its place in the file). Runs in version order, each
+    version's in file order."""
     keep = layout.seg_kind != SEG_HOLE
     inode = layout.seg_inode[keep]
     s, e, kind = layout.seg_start[keep], layout.seg_end[keep], layout.seg_kind[keep].astype(I64)
@@ -52,8 +53,13 @@ def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.nd
         joins[1:] = (inode[1:] == inode[:-1]) & (s[1:] == e[:-1]) & (kind[1:] == kind[:-1]) & continues
     first = np.flatnonzero(~joins)
     last = np.append(first[1:], len(inode))[:len(first)] - 1
-    run_inode = inode[first]
-    fields = (s[first], e[last], kind[first], backing0[first], backing1[first])
+    return inode[first], (s[first], e[last], kind[first], backing0[first], backing1[first])
+
+
+def overlay_mapping(layout: PageLayout, inline_data: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per version the mapping (CSR starts, values) that ``overlay_copy_up`` compares: i_size, then per
+    run of segments (``_runs``) its file range, kind and backing."""
+    run_inode, fields = _runs(layout, inline_data)
     n_runs = np.bincount(run_inode, minlength=layout.n_inodes)
     starts = prefix(1 + len(fields) * n_runs)
     values = np.empty(int(starts[-1]), I64)
