@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -104,20 +103,32 @@ def cores() -> int:
 def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
     """The results of ``calls``, each in a thread of its own, at most one per core running at a time, started
     in that order (one core: one after the other, in this thread). An exception raised by a call is raised
-    here, once every call has ended."""
+    here, once every call has ended. The threads are daemons: a command interrupted while they run (Ctrl-C
+    during ``--read-data``) exits without waiting for them; they only compute."""
     n = cores()
     if n == 1 or len(calls) < 2:
         return [call() for call in calls]
     core = threading.BoundedSemaphore(n)
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
 
-    def run(call: Callable[[], T]) -> T:
+    def run(index: int, call: Callable[[], T]) -> None:
         with core:
             _lane.core = core
             try:
-                return call()
+                results[index] = call()
+            except BaseException as exc:  # noqa: BLE001  raised again in the caller's thread
+                errors[index] = exc
             finally:
                 _lane.core = None
 
-    with ThreadPoolExecutor(len(calls), thread_name_prefix="btrfsscan-model") as pool:
-        futures = [pool.submit(run, call) for call in calls]
-    return [future.result() for future in futures]
+    threads = [threading.Thread(target=run, args=(i, call), name=f"btrfsscan-model-{i}", daemon=True)
+               for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import pickle
+import signal
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -135,3 +138,31 @@ def test_one_core_runs_the_calls_in_order_in_this_thread(monkeypatch):
     seen = []
     side_by_side([lambda i=i: seen.append((i, threading.current_thread())) for i in range(3)])
     assert seen == [(i, threading.current_thread()) for i in range(3)]
+
+
+def test_an_interrupted_caller_does_not_wait_for_the_threads():
+    """Ctrl-C during a long computation (``--read-data`` of a large filesystem): the process ends at once,
+    the threads (daemons, computing only) with it."""
+    code = (
+        "import threading, time\n"
+        "from btrfsscan import concurrency\n"
+        "concurrency.cores = lambda: 2\n"
+        "started = threading.Event()\n"
+        "def long():\n"
+        "    started.set(); time.sleep(600)\n"
+        "def ready():\n"
+        "    started.wait(); print('ready', flush=True); time.sleep(600)\n"
+        "try:\n"
+        "    concurrency.side_by_side([long, ready])\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=PATIENCE)  # TimeoutExpired: it waited for its threads
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert out.strip() == "interrupted" and proc.returncode == 0
