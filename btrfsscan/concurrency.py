@@ -1,6 +1,6 @@
 """Independent computations side by side, on the cores numpy's loops leave free.
 
-numpy releases the GIL inside its array loops (sorts, ufuncs, gathers), and
+numpy releases the GIL inside most of its array loops (sorts, ufuncs), and
 most of a model's time is spent there. The models and the breakdowns share
 nothing but read-only inputs and intermediate results that are each computed
 once (``Once``), so they run in threads: on two cores the content designs (a

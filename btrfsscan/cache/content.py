@@ -447,6 +447,8 @@ class PageRequests:
     inline extent not at offset 0 or that did not decompress). ``inline``:
     the inline extents whose bytes begin an output page holding more than
     them (``INLINE_PIECE_DTYPE``; the hashing reads each again).
+    ``inline_page``/``inline_hash``: every inline segment's page and hash,
+    the content of that page unless it is read.
     """
 
     mappings: DistinctMappings
@@ -457,6 +459,8 @@ class PageRequests:
     page_output: np.ndarray
     unknown: np.ndarray
     inline: np.ndarray
+    inline_page: np.ndarray
+    inline_hash: np.ndarray
 
 
 def page_requests(mappings: DistinctMappings) -> PageRequests:
@@ -563,18 +567,16 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     requests["length"] = inline.length[assembled]
     requests["inline_hash"] = inline.hash[assembled]
     return PageRequests(mappings, pages, extents, np.concatenate((pieces[keep], logical)),
-                        n_out + len(whole.distinct), page_output, unknown, requests)
+                        n_out + len(whole.distinct), page_output, unknown, requests, inline.page, inline.hash)
 
 
 def content_from_hashes(requests: PageRequests, hashes: np.ndarray, known: np.ndarray) -> PageContent:
     """Content ids of every page from the hashes ``hash_pages`` returned for ``requests``; inline pages from
     their ``inline_hash`` (exact when the fs trees were scanned with ``decompress_inline``)."""
     layout = requests.pages.layout
-    _, n_pages = _page_of(layout)
-    page_hashes = np.zeros(n_pages, "V16")
+    page_hashes = np.zeros(int(layout.npages.sum()), "V16")
     page_hashes[:] = ZERO_PAGE_HASH
-    inline = _inline_segments(layout)
-    page_hashes[inline.page] = inline.hash
+    page_hashes[requests.inline_page] = requests.inline_hash
     out = requests.page_output
     read = out >= 0  # assembled inline pages among them
     page_hashes[read] = hashes[out[read]]
