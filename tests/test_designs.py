@@ -17,9 +17,11 @@ import os
 import random
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import types
+import zlib
 from pathlib import Path
 
 import google_crc32c
@@ -842,3 +844,54 @@ def test_terabyte_sparse_files_cost_their_items(tmp_path):
         "overlay_copy_up": pages, "file_fingerprint": TiB // P + 64 * GiB // P + 1,
         "content_dedupe": 3}  # the zero page, the seeded page, "hi\n"
     assert int(peak_kib) < 200 * 1024
+
+
+def _inline_item(data: bytes, compression: Compression = Compression.NONE, ram_bytes: int | None = None) -> bytes:
+    """A raw inline EXTENT_DATA item (btrfs_file_extent_item_head, then the data)."""
+    head = struct.pack("<QQBBHB", 7, len(data) if ram_bytes is None else ram_bytes, compression, 0, 0,
+                       FileExtentType.INLINE)
+    return head + data
+
+
+class _Namespace:
+    """``first_extent(sub, ino)`` from a dict (an exception value is raised), subvolumes by id."""
+
+    def __init__(self, items: dict):
+        self.items = items
+        self.subvols = {sub: object() for sub, _ in items}
+        self._sub_id = {id(v): k for k, v in self.subvols.items()}
+
+    def first_extent(self, sub, ino):
+        found = self.items.get((self._sub_id[id(sub)], ino))
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
+def test_inline_pieces_read_again_or_unknown_with_a_warning():
+    """--read-data reads an inline extent again where it begins a page holding more: as the scan read it,
+    or, where it is gone, changed, damaged or no longer inline, the page is unknown with one warning."""
+    from btrfsscan.errors import CorruptionError
+    from btrfsscan.model.file_data import INLINE_PIECE_DTYPE, inline_pieces
+
+    data = bytes(range(1, 201))
+    packed = zlib.compress(data)
+    regular = struct.pack("<QQBBHB", 7, 4096, 0, 0, 0, FileExtentType.REG) + bytes(32)
+    items = {(256, 257): _inline_item(data), (256, 258): _inline_item(packed, Compression.ZLIB, len(data)),
+             (256, 259): _inline_item(b"changed since the scan"), (256, 260): regular,
+             (256, 261): CorruptionError("tree 256 leaf 30408704: bad checksum")}
+    rows = [(0, 256, 257, 150), (1, 256, 258, 200), (2, 256, 259, 10), (3, 256, 260, 10), (4, 256, 261, 10),
+            (5, 256, 262, 10), (6, 999, 257, 10)]
+    requests = np.zeros(len(rows), INLINE_PIECE_DTYPE)
+    for i, (page, sub, ino, length) in enumerate(rows):
+        requests[i] = (page, sub, ino, length, page_hash(data))
+    warnings = Warnings()
+    got = inline_pieces(_Namespace(items), requests, 4096, warnings)
+    assert got == {0: data[:150], 1: data, 2: None, 3: None, 4: None, 5: None, 6: None}
+    said = warnings.messages()
+    assert len(said) == 5
+    for ino in (259, 260, 262):
+        assert any(f"subvolume 256 inode {ino}: not found again as the scan read it" in m for m in said), said
+    assert any("subvolume 256 inode 261: tree 256 leaf 30408704: bad checksum; the pages it begins are unknown" in m
+               for m in said), said
+    assert any("subvolume 999 inode 257: not found again" in m for m in said), said
