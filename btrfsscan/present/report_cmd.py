@@ -22,7 +22,6 @@ from ..model.filesystem import open_filesystems
 from .command import (finish, images_argument, inputs, log_replay_option, options, output_alias, output_options,
                       progress_bar, sample_option)
 from .document import CommandOutput
-from .views.live import working_set_document
 from .views.report import report_document
 
 
@@ -87,8 +86,9 @@ def report_cmd(images, sample, page_size, top, read_data, raw, by_dir, html_file
         for fs in filesystems:
             stack.callback(fs.close)
         progress = progress_bar(quiet)
-        if resident or workload:
+        if resident or workload:  # the working-set modules only for these (start-up)
             from ..analysis.live import resident_report
+            from .views.live import working_set_document
 
             with progress or ExitStack():
                 results = [resident_report(fs, page_size=int(page_size), top=top, resident=resident,

@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..arrays import I64, ranges
 from ..format.constants import FiemapFlag
-from ..live.collect import LiveExtents
-from ..live.residency import Residency
+
+if TYPE_CHECKING:
+    from ..live.collect import LiveExtents
+    from ..live.residency import Residency
 
 
 class Category(enum.IntEnum):

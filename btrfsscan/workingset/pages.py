@@ -25,14 +25,17 @@ Everything is interval arithmetic over runs in a global page numbering
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..arrays import I64, distinct, group_sum, prefix, ranges, run_bounds
 from ..cache.coverage import Sharing, run_sharing
 from ..cache.runs import KeyRuns
-from ..live.residency import Residency
 from .backing import Backing, Category, content_end
+
+if TYPE_CHECKING:
+    from ..live.residency import Residency
 
 KINDS = ("regular_shared", "regular_exclusive", "compressed", "inline", "unknown", "prealloc", "hole", "unaligned")
 
