@@ -63,14 +63,15 @@ def analyze(
     (``LeafTables``) or inode versions; the figures are the same. ``sources``:
     the extra inputs of this run, by name (see ``CacheModel.requires``).
     """
-    layout = build_layout(versions_of(tables), page_size, facts.sectorsize)
+    content = (sources or {}).get("content")
+    # the content source's own preparation needs no layout: it runs while the layout is built
+    _, layout = side_by_side([content.prepare if content is not None else lambda: None,
+                              lambda: build_layout(versions_of(tables), page_size, facts.sectorsize)])
     inputs = ModelInputs(layout, facts, dict(sources or {}), top)
-    content = inputs.sources.get("content")
-    # the content source's own preparation and the models that read it start first: theirs is the longest
-    # chain of shared inputs (mappings, content ids), which the other computations then overlap
+    # the models that read a content source start first: theirs is the longest chain of shared inputs
+    # (mappings, content ids), which the other computations then overlap
     order = sorted(MODELS, key=lambda m: not m.requires)
-    _, *results, by_kind, subvolumes, extents, files = side_by_side([
-        content.prepare if content is not None else lambda: None,
+    *results, by_kind, subvolumes, extents, files = side_by_side([
         *(partial(inputs.result, m.name) for m in order),
         lambda: pages_by_kind(layout, inputs.data_sharing),
         lambda: subvolume_stats(layout, inputs.data_sharing),
