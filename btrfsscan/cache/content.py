@@ -595,7 +595,7 @@ class ContentSource(Protocol):
     name: str
 
     def prepare(self) -> None:
-        """Whatever needs no page layout, computed beside the models that do not read content."""
+        """Whatever needs no page layout (``cache.analyze`` runs it while it builds the layout)."""
 
     def page_content(self, mappings: DistinctMappings) -> PageContent: ...
 
