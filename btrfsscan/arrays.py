@@ -34,7 +34,7 @@ def group_sum(groups: np.ndarray, values: np.ndarray, n: int, dtype=I64) -> np.n
     out = np.bincount(groups, values.astype(np.float64, copy=False), n)
     if len(out) != n:
         raise IndexError(f"group {len(out) - 1} out of bounds for {n} groups")
-    return out.astype(dtype) if integral else out.astype(dtype, copy=False)
+    return out.astype(dtype, copy=False)
 
 
 def prefix(values: np.ndarray) -> np.ndarray:

@@ -94,19 +94,14 @@ class PageContent:
     @shared
     def page_mapping(self) -> np.ndarray:
         """The distinct mapping (index into ``pages.layout``) of each page (8 bytes a page, made once)."""
-        return _page_of(self.pages.layout)[0]
+        layout = self.pages.layout
+        return np.repeat(np.arange(layout.n_inodes), layout.npages)
 
     @shared
     def unknown_pages(self) -> int:
         """Pages (every (subvolume, inode) pair) whose content is unknown."""
         distinct = self.pages.layout  # a compacted gap is never unknown: every unknown page is one page
         return distinct.total(np.bincount(self.page_mapping[~self.known], minlength=distinct.n_inodes))
-
-
-def _page_of(layout: PageLayout) -> tuple[np.ndarray, int]:
-    """The version of each page (global page index order), and how many pages there are."""
-    n = int(layout.npages.sum())
-    return np.repeat(np.arange(layout.n_inodes), layout.npages), n
 
 
 def _hash_words(hashes: np.ndarray) -> np.ndarray:
@@ -473,7 +468,7 @@ def page_requests(mappings: DistinctMappings) -> PageRequests:
     pages = compact_pages(mappings.layout)
     layout = pages.layout
     P = layout.page_size
-    page_version, n_pages = _page_of(layout)
+    n_pages = int(layout.npages.sum())
     ext = layout.versions.extents
     sel = np.flatnonzero(((layout.seg_kind == SEG_DATA) | (layout.seg_kind == SEG_COMPRESSED)) & layout.seg_valid)
     inode = layout.seg_inode[sel]
